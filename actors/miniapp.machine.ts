@@ -1,0 +1,247 @@
+/**
+ * A miniapp session as an XState actor: it holds the state in memory, takes one message at a
+ * time, and is the only writer of its ops. Ops are applied in memory at once and pipelined
+ * into the host's group commit (`persistOp`); their `applied` frames go out when the commit
+ * comes back as `committed`. Every side effect is a named action or actor the host provides.
+ */
+import { type ActorRefFrom, type DoneActorEvent, assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { Codes } from '../src/errors.ts';
+import type { ServerFrame } from './miniappFrames.ts';
+import {
+  type Decision,
+  type LoggedOp,
+  type MiniappContext,
+  type OpRequest,
+  type ResumeRequest,
+  decideCommitted,
+  decideOp,
+  decideResume,
+  needsHistory,
+  onlineUsers,
+  snapshotFrame,
+} from './miniappSession.ts';
+
+export interface MiniappInput {
+  sessionId: string;
+  app: string;
+  /** State at `checkpointVersion` with every logged op after it replayed. */
+  state: unknown;
+  version: number;
+  checkpointVersion: number;
+  participants: string[];
+  /** The most recent stored ops, ascending, ending at `version`. */
+  log: LoggedOp[];
+}
+
+/** What a reader (`GET /v1/miniapps/:id`) is shown: the committed state. */
+export interface MiniappView {
+  id: string;
+  app: string;
+  version: number;
+  state: unknown;
+  participants: string[];
+}
+
+export type MiniappEvent =
+  | { type: 'join'; conn: string; user: string }
+  | { type: 'leave'; conn: string }
+  | OpRequest
+  | ResumeRequest
+  | { type: 'addParticipant'; user: string; reply: (error?: Error) => void }
+  | { type: 'read'; reply: (view: MiniappView) => void }
+  | { type: 'committed'; version: number }
+  | { type: 'writeFailed'; reason: 'fenced' | 'failed'; message: string }
+  | { type: 'passivate' };
+
+export interface MiniappOutput {
+  reason: 'passivated' | 'fenced' | 'failed';
+  message?: string;
+}
+
+interface Context extends MiniappContext {
+  stop: MiniappOutput | null;
+}
+
+const notProvided = (name: string) => () => {
+  throw new Error(`${name} must be provided by the actor host`);
+};
+
+const base = setup({
+  types: {
+    context: {} as Context,
+    events: {} as MiniappEvent,
+    input: {} as MiniappInput,
+    output: {} as MiniappOutput,
+    tags: {} as 'busy',
+  },
+  actors: {
+    /** Stored ops with `after` < version < `before`, ascending. */
+    loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(notProvided('loadOps')),
+    /** Stores the state at `version` durably, after every op before it. */
+    saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(
+      notProvided('saveCheckpoint'),
+    ),
+  },
+  actions: {
+    send: (_, _params: { conn: string; frame: ServerFrame }) => {},
+    publish: (_, _params: { frame: ServerFrame }) => {},
+    attach: (_, _params: { conn: string }) => {},
+    detach: (_, _params: { conn: string }) => {},
+    /** Queues the op for the group commit; its outcome returns as `committed` or `writeFailed`. */
+    persistOp: (_, _params: { sessionId: string; entry: LoggedOp; receivedAt: number }) => {},
+    persistCheckpoint: (_, _params: { sessionId: string; version: number; state: unknown }) => {},
+    persistParticipant: (_, _params: { sessionId: string; user: string; reply: (error?: Error) => void }) => {},
+  },
+  guards: {
+    needsHistory: ({ context, event }) => (event.type === 'op' || event.type === 'resume') && needsHistory(context, event),
+  },
+});
+
+/** Runs a decision's context change and its effects, in order. */
+const apply = (decide: (args: { context: Context; event: MiniappEvent }) => Decision) =>
+  base.enqueueActions(({ context, event, enqueue }) => {
+    const decision = decide({ context, event });
+    enqueue.assign(decision.context);
+    for (const effect of decision.effects) enqueue(effect);
+  });
+
+export const miniappMachine = base.createMachine({
+  id: 'miniapp',
+  context: ({ input }) => ({
+    sessionId: input.sessionId,
+    app: input.app,
+    state: input.state,
+    version: input.version,
+    committedState: input.state,
+    committedVersion: input.version,
+    checkpointVersion: input.checkpointVersion,
+    participants: input.participants,
+    log: input.log,
+    conns: {},
+    held: [],
+    deferred: null,
+    stop: null,
+  }),
+  initial: 'active',
+  output: ({ context }) => context.stop ?? { reason: 'failed', message: 'stopped without a reason' },
+  on: {
+    committed: { actions: apply(({ context, event }) => decideCommitted(context, (event as { version: number }).version)) },
+    writeFailed: {
+      target: '.stopped',
+      actions: assign({ stop: ({ event }) => ({ reason: event.reason, message: event.message }) }),
+    },
+    leave: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        if (!(event.conn in context.conns)) return;
+        const { [event.conn]: _gone, ...conns } = context.conns;
+        enqueue.assign({ conns });
+        enqueue({ type: 'detach', params: { conn: event.conn } });
+        if (Object.keys(conns).length) {
+          enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
+        }
+      }),
+    },
+    read: {
+      actions: ({ context, event }) =>
+        event.reply({
+          id: context.sessionId,
+          app: context.app,
+          version: context.committedVersion,
+          state: context.committedState,
+          participants: context.participants,
+        }),
+    },
+  },
+  states: {
+    active: {
+      on: {
+        join: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const conns = { ...context.conns, [event.conn]: event.user };
+            enqueue.assign({ conns });
+            enqueue({ type: 'attach', params: { conn: event.conn } });
+            enqueue({ type: 'send', params: { conn: event.conn, frame: snapshotFrame({ ...context, conns }) } });
+            enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
+          }),
+        },
+        op: [
+          { guard: 'needsHistory', target: 'loadingHistory', actions: assign({ deferred: ({ event }) => event }) },
+          { actions: apply(({ context, event }) => decideOp(context, event as OpRequest)) },
+        ],
+        resume: [
+          { guard: 'needsHistory', target: 'loadingHistory', actions: assign({ deferred: ({ event }) => event }) },
+          { actions: apply(({ context, event }) => decideResume(context, event as ResumeRequest)) },
+        ],
+        addParticipant: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            if (context.participants.includes(event.user)) {
+              event.reply();
+              return;
+            }
+            enqueue.assign({ participants: [...context.participants, event.user] });
+            enqueue({
+              type: 'persistParticipant',
+              params: { sessionId: context.sessionId, user: event.user, reply: event.reply },
+            });
+          }),
+        },
+        passivate: { target: 'passivating' },
+      },
+    },
+    loadingHistory: {
+      tags: ['busy'],
+      invoke: {
+        src: 'loadOps',
+        input: ({ context }) => {
+          const req = context.deferred as OpRequest | ResumeRequest;
+          const before = context.log.length ? context.log[0].version : context.version + 1;
+          return { sessionId: context.sessionId, after: req.type === 'op' ? req.baseVersion : req.since, before };
+        },
+        onDone: {
+          target: 'active',
+          actions: [
+            apply(({ context, event }) => {
+              const req = context.deferred as OpRequest | ResumeRequest;
+              const history = (event as unknown as DoneActorEvent<LoggedOp[]>).output;
+              return req.type === 'op' ? decideOp(context, req, history) : decideResume(context, req, history);
+            }),
+            assign({ deferred: null }),
+          ],
+        },
+        onError: {
+          target: 'active',
+          actions: enqueueActions(({ context, enqueue }) => {
+            const req = context.deferred as OpRequest | ResumeRequest;
+            const frame: ServerFrame = {
+              type: 'error',
+              code: Codes.db_unavailable,
+              message: 'older ops could not be read; try again',
+              ...(req.type === 'op' ? { ref: req.opId } : {}),
+            };
+            enqueue({ type: 'send', params: { conn: req.conn, frame } });
+            enqueue.assign({ deferred: null });
+          }),
+        },
+      },
+    },
+    passivating: {
+      tags: ['busy'],
+      invoke: {
+        src: 'saveCheckpoint',
+        input: ({ context }) => ({ sessionId: context.sessionId, version: context.version, state: context.state }),
+        onDone: { target: 'stopped', actions: assign({ stop: { reason: 'passivated' } }) },
+        onError: {
+          target: 'stopped',
+          actions: assign({
+            stop: ({ event }) => ({ reason: 'failed', message: `checkpoint failed: ${String(event.error)}` }),
+          }),
+        },
+      },
+    },
+    stopped: { type: 'final' },
+  },
+});
+
+export type MiniappActor = ActorRefFrom<typeof miniappMachine>;
+
+

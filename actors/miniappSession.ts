@@ -1,0 +1,242 @@
+/**
+ * The pure rules of a miniapp session: deciding an op (apply, conflict or refuse), answering
+ * a resume, and what becomes visible when a version is committed. The machine
+ * (`miniapp.machine.ts`) sequences them; these functions only compute the next context and
+ * the effects to run, so they are tested without an actor or a database.
+ */
+import { Codes } from '../src/errors.ts';
+import { miniapps } from './apps/index.ts';
+import type { AppliedOp, ServerFrame } from './miniappFrames.ts';
+import { type Op, type Path, applyOp, claimedPath, overlaps } from './ops.ts';
+
+/** An op in the session's log. */
+export interface LoggedOp extends AppliedOp {
+  /** What it touched, with items that carry an id addressed by id. */
+  touched: Path;
+  /** The socket that sent it (ops from one socket never conflict); absent once reloaded. */
+  conn?: string;
+  /** The state after it, kept only until it is committed. */
+  state?: unknown;
+}
+
+export interface MiniappContext {
+  sessionId: string;
+  app: string;
+  /** Head: every op applied, committed or not. */
+  state: unknown;
+  version: number;
+  /** What is durable, and all that clients are ever shown. */
+  committedState: unknown;
+  committedVersion: number;
+  /** Version of the state stored in `miniapp_sessions` (rehydration replays the ops after it). */
+  checkpointVersion: number;
+  participants: string[];
+  /** The most recent ops, ascending and gap-free, ending at `version`. */
+  log: LoggedOp[];
+  /** Open sockets: connection id → user. */
+  conns: Record<string, string>;
+  /** Replies that mention versions not yet committed; sent once `after` is committed. */
+  held: { after: number; conn: string; frame: ServerFrame }[];
+  /** A request waiting for ops older than the log, loaded from the store. */
+  deferred: OpRequest | ResumeRequest | null;
+}
+
+export interface OpRequest {
+  type: 'op';
+  conn: string;
+  by: string;
+  opId: string;
+  baseVersion: number;
+  op: Op;
+  /** `performance.now()` when the frame arrived, for the op latency histogram. */
+  receivedAt: number;
+}
+
+export interface ResumeRequest {
+  type: 'resume';
+  conn: string;
+  since: number;
+}
+
+/** Side effects, as XState parameterized actions the host provides. */
+export type Effect =
+  | { type: 'send'; params: { conn: string; frame: ServerFrame } }
+  | { type: 'publish'; params: { frame: ServerFrame } }
+  | { type: 'persistOp'; params: { sessionId: string; entry: LoggedOp; receivedAt: number } }
+  | { type: 'persistCheckpoint'; params: { sessionId: string; version: number; state: unknown } };
+
+export interface Decision {
+  context: Partial<MiniappContext>;
+  effects: Effect[];
+}
+
+/** Ops kept in memory per session for conflict checks and resume; older ones are read from the store. */
+export const LOG_WINDOW = 256;
+/** A new checkpoint is written after this many ops. */
+export const CHECKPOINT_EVERY = 100;
+
+export function appliedFrame(e: AppliedOp): ServerFrame {
+  return { type: 'applied', opId: e.opId, by: e.by, version: e.version, op: e.op };
+}
+
+function toApplied(e: AppliedOp): AppliedOp {
+  return { opId: e.opId, by: e.by, version: e.version, op: e.op };
+}
+
+function errorFrame(code: string, message: string, ref?: string): ServerFrame {
+  return ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref };
+}
+
+/** Distinct users online, sorted. */
+export function onlineUsers(conns: Record<string, string>): string[] {
+  return [...new Set(Object.values(conns))].sort();
+}
+
+export function snapshotFrame(ctx: MiniappContext): ServerFrame {
+  return {
+    type: 'snapshot',
+    version: ctx.committedVersion,
+    state: ctx.committedState,
+    participants: ctx.participants,
+    online: onlineUsers(ctx.conns),
+  };
+}
+
+/** First version held in the log (or the next version when the log is empty). */
+function logStart(ctx: MiniappContext): number {
+  return ctx.log.length ? ctx.log[0].version : ctx.version + 1;
+}
+
+/** True when answering `req` needs ops older than the in-memory log. */
+export function needsHistory(ctx: MiniappContext, req: OpRequest | ResumeRequest): boolean {
+  const from = req.type === 'op' ? req.baseVersion : req.since;
+  if (req.type === 'op' && ctx.log.some((e) => e.opId === req.opId && e.by === req.by)) return false;
+  return from >= 0 && from < ctx.committedVersion && from + 1 < logStart(ctx);
+}
+
+/**
+ * Ops in (from, version], from the log and from `history` (ops loaded from the store that
+ * precede the log); null when some are missing, i.e. no longer kept.
+ */
+function opsAfter(ctx: MiniappContext, from: number, history: LoggedOp[]): LoggedOp[] | null {
+  const start = logStart(ctx);
+  const older = from + 1 < start ? history.filter((e) => e.version > from && e.version < start) : [];
+  if (older.length !== Math.max(0, start - from - 1)) return null;
+  return [...older, ...ctx.log.filter((e) => e.version > from)];
+}
+
+/** Decides an op: applies it, answers a conflict, or refuses it. */
+export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[] = []): Decision {
+  const app = miniapps.get(ctx.app);
+  if (!app) throw new Error(`session ${ctx.sessionId} has unknown app ${ctx.app}`);
+
+  const seen = ctx.log.find((e) => e.opId === req.opId && e.by === req.by);
+  if (seen) {
+    // A resent op (after a reconnect) is not applied twice; its sender learns its fate again.
+    return seen.version <= ctx.committedVersion
+      ? { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame: appliedFrame(seen) } }] }
+      : { context: {}, effects: [] };
+  }
+  if (req.baseVersion > ctx.version) {
+    return refuse(req, Codes.invalid_base_version, `baseVersion ${req.baseVersion} is ahead of version ${ctx.version}`);
+  }
+  const since = opsAfter(ctx, req.baseVersion, history);
+  if (!since) {
+    return refuse(
+      req,
+      Codes.base_too_old,
+      `the ops since version ${req.baseVersion} are no longer kept; resync and apply the edit again`,
+    );
+  }
+
+  const claimed = claimedPath(app.schema, req.op);
+  const clash = since.some((e) => (e.conn === undefined || e.conn !== req.conn) && overlaps(e.touched, claimed));
+  if (clash) {
+    const frame: ServerFrame = { type: 'conflict', opId: req.opId, version: ctx.version, ops: since.map(toApplied) };
+    if (ctx.version <= ctx.committedVersion) {
+      return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame } }] };
+    }
+    // It names ops not yet durable: it goes out right after their `applied` frames.
+    return { context: { held: [...ctx.held, { after: ctx.version, conn: req.conn, frame }] }, effects: [] };
+  }
+
+  const result = applyOp(app.schema, ctx.state, req.op);
+  if (!result.ok) return refuse(req, Codes.invalid_op, result.message);
+
+  const version = ctx.version + 1;
+  const entry: LoggedOp = {
+    opId: req.opId,
+    by: req.by,
+    version,
+    op: req.op,
+    touched: result.touched,
+    conn: req.conn,
+    state: result.state,
+  };
+  const effects: Effect[] = [
+    { type: 'persistOp', params: { sessionId: ctx.sessionId, entry, receivedAt: req.receivedAt } },
+  ];
+  let checkpointVersion = ctx.checkpointVersion;
+  if (version - checkpointVersion >= CHECKPOINT_EVERY) {
+    effects.push({ type: 'persistCheckpoint', params: { sessionId: ctx.sessionId, version, state: result.state } });
+    checkpointVersion = version;
+  }
+  return {
+    context: { state: result.state, version, log: trimLog([...ctx.log, entry], ctx.committedVersion), checkpointVersion },
+    effects,
+  };
+}
+
+function refuse(req: OpRequest, code: string, message: string): Decision {
+  return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame: errorFrame(code, message, req.opId) } }] };
+}
+
+/** Keeps at most LOG_WINDOW committed ops; ops not yet committed always stay. */
+function trimLog(log: LoggedOp[], committedVersion: number): LoggedOp[] {
+  const excess = log.length - LOG_WINDOW;
+  if (excess <= 0) return log;
+  let drop = 0;
+  while (drop < excess && log[drop].version <= committedVersion) drop++;
+  return drop ? log.slice(drop) : log;
+}
+
+/** Answers `resume`: the committed `applied` frames after `since`, or a snapshot when they are gone. */
+export function decideResume(ctx: MiniappContext, req: ResumeRequest, history: LoggedOp[] = []): Decision {
+  const send = (frame: ServerFrame): Effect => ({ type: 'send', params: { conn: req.conn, frame } });
+  if (req.since > ctx.committedVersion || req.since < 0) return { context: {}, effects: [send(snapshotFrame(ctx))] };
+  const ops = opsAfter(ctx, req.since, history);
+  if (!ops) return { context: {}, effects: [send(snapshotFrame(ctx))] };
+  return {
+    context: {},
+    effects: ops.filter((e) => e.version <= ctx.committedVersion).map((e) => send(appliedFrame(e))),
+  };
+}
+
+/**
+ * Versions up to `version` are durable: their `applied` frames go to every socket, in
+ * order, and replies held for them follow.
+ */
+export function decideCommitted(ctx: MiniappContext, version: number): Decision {
+  if (version <= ctx.committedVersion) return { context: {}, effects: [] };
+  const effects: Effect[] = [];
+  let committedState = ctx.committedState;
+  const log = ctx.log.slice();
+  const base = log.length ? log[0].version : ctx.version + 1;
+  for (let i = Math.max(0, ctx.committedVersion + 1 - base); i <= version - base && i < log.length; i++) {
+    const { state, ...kept } = log[i];
+    effects.push({ type: 'publish', params: { frame: appliedFrame(kept) } });
+    committedState = state;
+    log[i] = kept;
+  }
+  const ready = ctx.held.filter((h) => h.after <= version);
+  for (const h of ready) effects.push({ type: 'send', params: { conn: h.conn, frame: h.frame } });
+  return {
+    context: {
+      committedVersion: version,
+      committedState,
+      log: trimLog(log, version),
+      held: ready.length ? ctx.held.filter((h) => h.after > version) : ctx.held,
+    },
+    effects,
+  };
+}

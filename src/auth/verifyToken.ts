@@ -1,0 +1,106 @@
+/**
+ * JWT verification with jose (PROTOCOL.md "JWT"): a pinned algorithm allow-list, `exp` and
+ * `sub` required, issuer and audience checked, clock tolerance ≤ 5 s. Failures carry a
+ * reason for the auth-failure metric; the token itself is never logged.
+ */
+import { type JWTPayload, type JWTVerifyGetKey, createRemoteJWKSet, errors, jwtVerify } from 'jose';
+import { z } from 'zod';
+import { AppError } from '../errors.ts';
+
+export type Role = 'user' | 'relay' | 'admin';
+
+export interface Claims {
+  sub: string;
+  role: Role;
+  /** Opens this one miniapp session, and no other. */
+  sid?: string;
+  /** Expiry, seconds since the epoch. */
+  exp: number;
+}
+
+export type AuthFailureReason =
+  | 'missing'
+  | 'malformed'
+  | 'bad_signature'
+  | 'disallowed_alg'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'missing_claim'
+  | 'invalid_claim'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'no_key';
+
+/** A refused token: HTTP 401, with the reason for metrics. */
+export class AuthError extends AppError {
+  constructor(readonly reason: AuthFailureReason, message: string) {
+    super('unauthorized', message);
+  }
+}
+
+export interface VerifierOptions {
+  /** HS256 secret (UTF-8 bytes), or a JWKS URL for RS256/ES256/EdDSA. */
+  key: { secret: Uint8Array } | { jwksUrl: string };
+  issuer: string;
+  audience: string;
+  clockToleranceS: number;
+}
+
+export type VerifyToken = (token: string | undefined) => Promise<Claims>;
+
+const claimsSchema = z.object({
+  sub: z.string().min(1).max(200),
+  role: z.enum(['user', 'relay', 'admin']).default('user'),
+  sid: z.string().min(1).max(200).optional(),
+  exp: z.number(),
+});
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+export function createVerifier(options: VerifierOptions): VerifyToken {
+  const hmac = 'secret' in options.key;
+  const key: Uint8Array | JWTVerifyGetKey = 'secret' in options.key
+    ? options.key.secret
+    : createRemoteJWKSet(new URL(options.key.jwksUrl));
+  const verifyOptions = {
+    // Never `none`, never a symmetric algorithm against a public key (or the reverse).
+    algorithms: hmac ? ['HS256'] : ['RS256', 'ES256', 'EdDSA'],
+    issuer: options.issuer,
+    audience: options.audience,
+    clockTolerance: options.clockToleranceS,
+    requiredClaims: ['exp', 'sub'],
+  };
+
+  return async (token) => {
+    if (!token) throw new AuthError('missing', 'a bearer token is required');
+    if (token.length > 8192 || !JWT_SHAPE.test(token)) throw new AuthError('malformed', 'the token is not a JWT');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key as Uint8Array, verifyOptions));
+    } catch (err) {
+      throw translateJoseError(err);
+    }
+    const claims = claimsSchema.safeParse(payload);
+    if (!claims.success) {
+      throw new AuthError('invalid_claim', `the token's ${String(claims.error.issues[0].path[0])} claim is invalid`);
+    }
+    return claims.data;
+  };
+}
+
+function translateJoseError(err: unknown): AuthError {
+  if (err instanceof errors.JWTExpired) return new AuthError('expired', 'the token has expired');
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.reason === 'missing') return new AuthError('missing_claim', `the token has no ${err.claim} claim`);
+    if (err.claim === 'nbf') return new AuthError('not_yet_valid', 'the token is not valid yet');
+    if (err.claim === 'iss') return new AuthError('wrong_issuer', 'the token is for another issuer');
+    if (err.claim === 'aud') return new AuthError('wrong_audience', 'the token is for another audience');
+    return new AuthError('invalid_claim', `the token's ${err.claim} claim is invalid`);
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) {
+    return new AuthError('disallowed_alg', 'the token uses an algorithm that is not allowed');
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) return new AuthError('bad_signature', 'the token signature is invalid');
+  if (err instanceof errors.JWKSNoMatchingKey) return new AuthError('no_key', 'no key matches the token');
+  return new AuthError('malformed', 'the token is malformed');
+}

@@ -1,0 +1,55 @@
+/** `archety <command>`: start, migrate, token, help. */
+import { ConfigError } from '../config.ts';
+import { runMigrate } from './migrateCommand.ts';
+import { runStart } from './startCommand.ts';
+import { runToken } from './tokenCommand.ts';
+
+const HELP = `archety — the Archety server (Sage's conversations and collaborative miniapps)
+
+Usage: archety <command> [options]
+
+Commands:
+  start                 Start the server (the default). With no DATABASE_URL it starts an
+                        embedded PostgreSQL with its data under DATA_DIR (default ./.data).
+  migrate               Apply the database migrations in sql/ and exit.
+  token --sub <id>      Mint a token for the configured secret and print it.
+        [--role user|relay|admin] [--sid <session>] [--ttl 1h]
+  help, --help          Show this help.
+
+Configuration comes from the environment; see the README's table (PORT, HOST,
+DATABASE_URL, DATA_DIR, JWT_SECRET, …). Examples:
+  npm start
+  DATABASE_URL=postgres://localhost/archety JWT_SECRET=… archety start
+  archety token --sub +15551234567 --ttl 2h
+  npm run token -- --sub +15551234567 --sid ms_abc
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'start', ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return runStart(rest);
+    case 'migrate':
+      return runMigrate(rest);
+    case 'token':
+      return runToken(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(HELP);
+      return 0;
+    default:
+      process.stderr.write(`archety: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== -1) process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`archety: ${err instanceof ConfigError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? err.message : err?.stack ?? err}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,37 @@
+/** `archety start`: runs the server until SIGTERM or SIGINT, then shuts down gracefully. */
+import { loadConfig } from '../config.ts';
+import { startServer } from '../server.ts';
+import { options } from './args.ts';
+
+/** Hard deadline for a graceful shutdown (PROTOCOL: exit within 10 s). */
+const EXIT_DEADLINE_MS = 10_000;
+
+export async function runStart(args: string[]): Promise<number> {
+  if (options(args, {}).help) {
+    process.stdout.write('Usage: archety start\n\nStarts the server; configuration comes from the environment (see the README).\n');
+    return 0;
+  }
+  const config = loadConfig();
+  const server = await startServer(config);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    server.log.info({ signal }, 'shutting down');
+    const deadline = setTimeout(() => {
+      server.log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, EXIT_DEADLINE_MS);
+    deadline.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err) => {
+        server.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return -1;
+}

@@ -1,0 +1,192 @@
+/**
+ * The server's configuration: one typed, frozen object built from the environment and
+ * validated once at start. Every option is in the README's configuration table with its
+ * unit and default; an invalid value fails with one line naming the variable.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
+const cores = os.availableParallelism();
+
+/** Every variable, with its default. Names match the environment exactly. */
+const envSchema = z.object({
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  NODE_ID: z.string().min(1).max(100).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** `pretty`: human-readable; `json`: one JSON object per line. Default: pretty on a TTY. */
+  LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
+
+  DATABASE_URL: z.string().url().optional(),
+  DATA_DIR: z.string().min(1).default('./.data'),
+  /** Port of the embedded PostgreSQL; 0 picks a free one. */
+  EMBEDDED_PG_PORT: int(0, 65535).default(0),
+  REDIS_URL: z.string().url().optional(),
+  REDIS_PREFIX: z.string().default('archety:'),
+
+  PG_POOL_MAX: int(1, 1000).default(cores * 2 + 4),
+  PG_CONNECTION_TIMEOUT_MS: int(1).default(2000),
+  PG_IDLE_TIMEOUT_MS: int(0).default(30_000),
+  PG_MAX_LIFETIME_S: int(0).default(1800),
+  PG_STATEMENT_TIMEOUT_MS: int(0).default(5000),
+  PG_KEEPALIVE_DELAY_MS: int(0).default(10_000),
+  PG_APPLICATION_NAME: z.string().default('archety'),
+  /** Most writes committed in one group-commit transaction. */
+  GROUP_COMMIT_MAX_BATCH: int(1, 100_000).default(2000),
+  /** Attempts for a group commit that failed on a connection error before the writes fail. */
+  GROUP_COMMIT_ATTEMPTS: int(1, 10).default(4),
+
+  JWT_SECRET: z.string().optional(),
+  JWT_JWKS_URL: z.string().url().optional(),
+  JWT_ISSUER: z.string().min(1).default('archety'),
+  JWT_AUDIENCE: z.string().min(1).default('archety'),
+  JWT_CLOCK_TOLERANCE_S: int(0, 5).default(5),
+
+  ACTOR_IDLE_MS: int(100).default(60_000),
+  MAX_BODY_BYTES: int(1024).default(32 * 1024 * 1024),
+  MAX_TEXT_CHARS: int(1).default(10_000),
+  MAX_ATTACHMENT_BYTES: int(1).default(10 * 1024 * 1024),
+  MAX_FRAME_BYTES: int(256, 16 * 1024 * 1024).default(64 * 1024),
+  MAX_OPS_PER_SECOND: int(1).default(50),
+  UPGRADES_PER_IP_PER_SECOND: int(0).default(50),
+  UPGRADES_BURST: int(1).default(500),
+  /** Seconds without traffic before a socket is closed; pings keep live ones open. */
+  WS_IDLE_TIMEOUT_S: int(8, 960).default(120),
+  /** Bytes queued for one socket before it is dropped as a slow consumer. */
+  WS_MAX_BACKPRESSURE_BYTES: int(1024).default(1024 * 1024),
+  SHUTDOWN_TIMEOUT_MS: int(100).default(8000),
+  ALLOW_UWS_FALLBACK: bool.default(false),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+export interface Config {
+  port: number;
+  host: string;
+  nodeId: string;
+  logLevel: string;
+  logFormat: 'pretty' | 'json';
+  databaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPgPort: number;
+  redisUrl: string | undefined;
+  redisPrefix: string;
+  pg: {
+    max: number;
+    connectionTimeoutMillis: number;
+    idleTimeoutMillis: number;
+    maxLifetimeSeconds: number;
+    statementTimeoutMs: number;
+    keepAliveInitialDelayMillis: number;
+    applicationName: string;
+  };
+  groupCommit: { maxBatch: number; attempts: number };
+  jwt: {
+    secret: string | undefined;
+    jwksUrl: string | undefined;
+    issuer: string;
+    audience: string;
+    clockToleranceS: number;
+  };
+  actorIdleMs: number;
+  limits: {
+    maxBodyBytes: number;
+    maxTextChars: number;
+    maxAttachmentBytes: number;
+    maxFrameBytes: number;
+    maxOpsPerSecond: number;
+    upgradesPerIpPerSecond: number;
+    upgradesBurst: number;
+  };
+  ws: { idleTimeoutS: number; maxBackpressureBytes: number };
+  shutdownTimeoutMs: number;
+  allowUwsFallback: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Builds the configuration from `env` (default `process.env`); throws ConfigError naming the variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Readonly<Config> {
+  const present = Object.fromEntries(
+    Object.keys(envSchema.shape)
+      .filter((key) => env[key] !== undefined && env[key] !== '')
+      .map((key) => [key, env[key]]),
+  );
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const name = String(issue.path[0]);
+    throw new ConfigError(`invalid configuration: ${name}=${JSON.stringify(env[name])}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  if (e.JWT_SECRET !== undefined && Buffer.byteLength(e.JWT_SECRET, 'utf8') < 32) {
+    throw new ConfigError('invalid configuration: JWT_SECRET must be at least 32 bytes');
+  }
+  if (e.JWT_SECRET !== undefined && e.JWT_JWKS_URL !== undefined) {
+    throw new ConfigError('invalid configuration: set JWT_SECRET or JWT_JWKS_URL, not both');
+  }
+  if (e.DATABASE_URL && !/^postgres(ql)?:/.test(e.DATABASE_URL)) {
+    throw new ConfigError('invalid configuration: DATABASE_URL must be a postgres:// URL');
+  }
+  const config: Config = {
+    port: e.PORT,
+    host: e.HOST,
+    nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
+    logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT ?? (process.stdout.isTTY ? 'pretty' : 'json'),
+    databaseUrl: e.DATABASE_URL,
+    dataDir: path.resolve(e.DATA_DIR),
+    embeddedPgPort: e.EMBEDDED_PG_PORT,
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
+    pg: {
+      max: e.PG_POOL_MAX,
+      connectionTimeoutMillis: e.PG_CONNECTION_TIMEOUT_MS,
+      idleTimeoutMillis: e.PG_IDLE_TIMEOUT_MS,
+      maxLifetimeSeconds: e.PG_MAX_LIFETIME_S,
+      statementTimeoutMs: e.PG_STATEMENT_TIMEOUT_MS,
+      keepAliveInitialDelayMillis: e.PG_KEEPALIVE_DELAY_MS,
+      applicationName: e.PG_APPLICATION_NAME,
+    },
+    groupCommit: { maxBatch: e.GROUP_COMMIT_MAX_BATCH, attempts: e.GROUP_COMMIT_ATTEMPTS },
+    jwt: {
+      secret: e.JWT_SECRET,
+      jwksUrl: e.JWT_JWKS_URL,
+      issuer: e.JWT_ISSUER,
+      audience: e.JWT_AUDIENCE,
+      clockToleranceS: e.JWT_CLOCK_TOLERANCE_S,
+    },
+    actorIdleMs: e.ACTOR_IDLE_MS,
+    limits: {
+      maxBodyBytes: e.MAX_BODY_BYTES,
+      maxTextChars: e.MAX_TEXT_CHARS,
+      maxAttachmentBytes: e.MAX_ATTACHMENT_BYTES,
+      maxFrameBytes: e.MAX_FRAME_BYTES,
+      maxOpsPerSecond: e.MAX_OPS_PER_SECOND,
+      upgradesPerIpPerSecond: e.UPGRADES_PER_IP_PER_SECOND,
+      upgradesBurst: e.UPGRADES_BURST,
+    },
+    ws: { idleTimeoutS: e.WS_IDLE_TIMEOUT_S, maxBackpressureBytes: e.WS_MAX_BACKPRESSURE_BYTES },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    allowUwsFallback: e.ALLOW_UWS_FALLBACK,
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T extends object>(obj: T): Readonly<T> {
+  for (const value of Object.values(obj)) {
+    if (value && typeof value === 'object') deepFreeze(value);
+  }
+  return Object.freeze(obj);
+}
+
+/** Names and defaults of every variable, for `archety --help` and the README test. */
+export const configVariables: readonly string[] = Object.keys(envSchema.shape);

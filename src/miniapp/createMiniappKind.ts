@@ -1,0 +1,130 @@
+/**
+ * Miniapp sessions as a kind of actor for the host: rehydration from the store (checkpoint
+ * plus the ops after it), and the machine's effects bound to the group commit and to the
+ * sockets of the session.
+ */
+import { type AnyActorRef, createActor, fromPromise } from 'xstate';
+import { miniapps } from '../../actors/apps/index.ts';
+import { type MiniappEvent, type MiniappOutput, miniappMachine } from '../../actors/miniapp.machine.ts';
+import type { ServerFrame } from '../../actors/miniappFrames.ts';
+import { LOG_WINDOW, type LoggedOp } from '../../actors/miniappSession.ts';
+import { applyOp } from '../../actors/ops.ts';
+import { CloseCodes } from '../errors.ts';
+import type { ActorKind } from '../host/createActorHost.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { FencedError, type GroupCommitter } from '../store/GroupCommitter.ts';
+import type { MiniappRepository, MiniappWrite } from '../store/miniappRepository.ts';
+
+export const MINIAPP = 'miniapp';
+
+/** The sockets of miniapp sessions, as the actor sees them. */
+export interface MiniappChannel {
+  send(conn: string, frame: ServerFrame): void;
+  /** To every socket attached to the session. */
+  publish(sessionId: string, frame: ServerFrame): void;
+  attach(conn: string, sessionId: string): void;
+  detach(conn: string, sessionId: string): void;
+  /** Closes every socket of the session (it stopped for a reason other than passivation). */
+  closeSession(sessionId: string, code: number, reason: string): void;
+}
+
+export interface MiniappKindDeps {
+  repo: MiniappRepository;
+  committer: GroupCommitter;
+  channel: MiniappChannel;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent> {
+  const { repo, committer, channel, metrics, log } = deps;
+  committer.register<MiniappWrite>(MINIAPP, repo.writeBatch);
+
+  return {
+    name: MINIAPP,
+    passivateEvent: { type: 'passivate' },
+    isIdle: (snapshot) => Object.keys((snapshot.context as { conns: object }).conns).length === 0,
+
+    async activate(sessionId, epoch): Promise<AnyActorRef | null> {
+      const stored = await repo.load(sessionId, LOG_WINDOW);
+      if (!stored) return null;
+      const app = miniapps.get(stored.app);
+      if (!app) throw new Error(`session ${sessionId} uses unknown app ${stored.app}`);
+      let state = stored.state;
+      let version = stored.version;
+      for (const e of stored.ops) {
+        if (e.version <= stored.version) continue;
+        if (e.version !== version + 1) throw new Error(`session ${sessionId} has a gap in its ops at ${version + 1}`);
+        const replayed = applyOp(app.schema, state, e.op);
+        if (!replayed.ok) throw new Error(`session ${sessionId} op ${e.version} no longer applies: ${replayed.message}`);
+        state = replayed.state;
+        version = e.version;
+      }
+      const key = `${MINIAPP}:${sessionId}`;
+      committer.forget(key, epoch - 1);
+      const submit = (write: MiniappWrite) => committer.submit(MINIAPP, key, epoch, write);
+      const writeFailed = (err: unknown) =>
+        actor.send({
+          type: 'writeFailed',
+          reason: err instanceof FencedError ? 'fenced' : 'failed',
+          message: err instanceof Error ? err.message : String(err),
+        });
+
+      const machine = miniappMachine.provide({
+        actions: {
+          send: (_, { conn, frame }) => channel.send(conn, frame),
+          publish: (_, { frame }) => channel.publish(sessionId, frame),
+          attach: (_, { conn }) => channel.attach(conn, sessionId),
+          detach: (_, { conn }) => channel.detach(conn, sessionId),
+          persistOp: (_, { entry, receivedAt }) => {
+            submit({ t: 'op', sessionId, entry: { ...entry, state: undefined, conn: undefined } }).then(() => {
+              actor.send({ type: 'committed', version: entry.version });
+              metrics.opsApplied.inc();
+              metrics.opLatency.observe((performance.now() - receivedAt) / 1000);
+            }, writeFailed);
+          },
+          persistCheckpoint: (_, { version: v, state: s }) => {
+            submit({ t: 'checkpoint', sessionId, version: v, state: s }).catch(writeFailed);
+          },
+          persistParticipant: (_, { user, reply }) => {
+            submit({ t: 'participant', sessionId, user }).then(
+              () => reply(),
+              (err) => {
+                reply(err);
+                writeFailed(err);
+              },
+            );
+          },
+        },
+        actors: {
+          loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(({ input }) =>
+            repo.opsBetween(input.sessionId, input.after, input.before),
+          ),
+          saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(({ input }) =>
+            submit({ t: 'checkpoint', sessionId, version: input.version, state: input.state }),
+          ),
+        },
+      });
+      const actor = createActor(machine, {
+        input: {
+          sessionId,
+          app: stored.app,
+          state,
+          version,
+          checkpointVersion: stored.version,
+          participants: stored.participants,
+          log: stored.ops.slice(-LOG_WINDOW),
+        },
+      });
+      return actor;
+    },
+
+    onStopped(sessionId, output) {
+      const { reason, message } = output as MiniappOutput;
+      if (reason === 'passivated') return;
+      log.warn({ session: sessionId, reason, message }, 'miniapp session stopped');
+      channel.closeSession(sessionId, CloseCodes.internalError, 'session unavailable; reconnect');
+    },
+  };
+}

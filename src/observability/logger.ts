@@ -1,0 +1,57 @@
+/**
+ * pino with the correlation id of the current context on every line, tokens and
+ * credentials redacted, and pino-pretty when a person is reading.
+ */
+import pino, { type Logger } from 'pino';
+import { currentContext } from './context.ts';
+
+export type { Logger };
+
+export interface LoggerOptions {
+  level: string;
+  format: 'pretty' | 'json';
+  /** Fields added to every line (e.g. the node id). */
+  base?: Record<string, unknown>;
+  destination?: pino.DestinationStream;
+}
+
+/** Paths that may hold secrets; their values never reach a log. */
+const redact = [
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'req.headers.authorization',
+  'headers.authorization',
+  'headers["sec-websocket-protocol"]',
+  'password',
+  '*.password',
+  'secret',
+  '*.secret',
+];
+
+export function createLogger(options: LoggerOptions): Logger {
+  const settings: pino.LoggerOptions = {
+    level: options.level,
+    base: options.base ?? null,
+    redact: { paths: redact, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    mixin() {
+      const ctx = currentContext();
+      return ctx ? { reqId: ctx.reqId } : {};
+    },
+  };
+  if (options.destination) return pino(settings, options.destination);
+  if (options.format === 'pretty') {
+    return pino({
+      ...settings,
+      transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } },
+    });
+  }
+  return pino(settings);
+}
+
+/** Masks all but the last four digits of a phone number or user id for logs. */
+export function maskId(id: string): string {
+  return id.length <= 4 ? '****' : `${'*'.repeat(Math.min(id.length - 4, 8))}${id.slice(-4)}`;
+}

@@ -1,0 +1,108 @@
+/** Prometheus metrics of one server (`GET /metrics`), in a registry of its own. */
+import client from 'prom-client';
+
+export interface Metrics {
+  registry: client.Registry;
+  authFailures: client.Counter<'reason'>;
+  opLatency: client.Histogram;
+  opsApplied: client.Counter;
+  opOutcomes: client.Counter<'outcome'>;
+  groupCommits: client.Histogram;
+  groupCommitSize: client.Histogram;
+  rateLimited: client.Counter<'scope'>;
+  badFrames: client.Counter<'code'>;
+  httpRequests: client.Counter<'route' | 'status'>;
+}
+
+export interface GaugeSources {
+  pool: () => { total: number; idle: number; waiting: number };
+  actors: () => Record<string, number>;
+  sockets: () => Record<string, number>;
+}
+
+export function createMetrics(sources: GaugeSources): Metrics {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const poolGauge = (name: string, help: string, pick: 'total' | 'idle' | 'waiting') =>
+    new client.Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(sources.pool()[pick]);
+      },
+    });
+  poolGauge('archety_db_pool_total', 'Connections open in the PostgreSQL pool.', 'total');
+  poolGauge('archety_db_pool_idle', 'Idle connections in the PostgreSQL pool.', 'idle');
+  poolGauge('archety_db_pool_waiting', 'Queries waiting for a pool connection.', 'waiting');
+  new client.Gauge({
+    name: 'archety_actors_live',
+    help: 'Actors active in this process, by kind.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      for (const [kind, n] of Object.entries(sources.actors())) this.set({ kind }, n);
+    },
+  });
+  new client.Gauge({
+    name: 'archety_sockets_open',
+    help: 'Open WebSockets, by endpoint.',
+    labelNames: ['endpoint'],
+    registers: [registry],
+    collect() {
+      for (const [endpoint, n] of Object.entries(sources.sockets())) this.set({ endpoint }, n);
+    },
+  });
+  return {
+    registry,
+    authFailures: new client.Counter({
+      name: 'archety_auth_failures_total',
+      help: 'Refused authentications (HTTP and WebSocket upgrades), by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    opLatency: new client.Histogram({
+      name: 'archety_op_latency_seconds',
+      help: 'Miniapp op received → applied frame sent (after the commit).',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    opsApplied: new client.Counter({ name: 'archety_ops_applied_total', help: 'Miniapp ops committed.', registers: [registry] }),
+    opOutcomes: new client.Counter({
+      name: 'archety_op_outcomes_total',
+      help: 'Miniapp ops answered otherwise than applied, by outcome.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    groupCommits: new client.Histogram({
+      name: 'archety_group_commit_seconds',
+      help: 'Duration of one group-commit transaction.',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers: [registry],
+    }),
+    groupCommitSize: new client.Histogram({
+      name: 'archety_group_commit_writes',
+      help: 'Writes in one group-commit transaction.',
+      buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000],
+      registers: [registry],
+    }),
+    rateLimited: new client.Counter({
+      name: 'archety_rate_limited_total',
+      help: 'Requests, upgrades or frames refused by a rate limit, by scope.',
+      labelNames: ['scope'],
+      registers: [registry],
+    }),
+    badFrames: new client.Counter({
+      name: 'archety_bad_frames_total',
+      help: 'WebSocket frames answered with an error, by code.',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    httpRequests: new client.Counter({
+      name: 'archety_http_requests_total',
+      help: 'HTTP requests answered, by route and status.',
+      labelNames: ['route', 'status'],
+      registers: [registry],
+    }),
+  };
+}

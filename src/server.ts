@@ -1,0 +1,159 @@
+/**
+ * Assembles one Archety server process: database (external or embedded), migrations, the
+ * actor host with its kinds, HTTP routes and WebSocket endpoints on uWebSockets.js; and its
+ * graceful shutdown.
+ */
+import type { us_listen_socket } from 'uWebSockets.js';
+import { resolveJwtKey } from './auth/jwtKey.ts';
+import { createVerifier } from './auth/verifyToken.ts';
+import type { Config } from './config.ts';
+import { CloseCodes } from './errors.ts';
+import { createActorHost } from './host/createActorHost.ts';
+import { localOwnership } from './host/localOwnership.ts';
+import { createMiniappKind } from './miniapp/createMiniappKind.ts';
+import { type Logger, createLogger } from './observability/logger.ts';
+import { createMetrics } from './observability/metrics.ts';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
+import { GroupCommitter } from './store/GroupCommitter.ts';
+import { bumpEpoch } from './store/leases.ts';
+import { migrate } from './store/migrate.ts';
+import { MiniappRepository } from './store/miniappRepository.ts';
+import { type Pool, createPool, poolStats } from './store/pool.ts';
+import { createRouter } from './transport/http.ts';
+import { loadUws } from './transport/loadUws.ts';
+import { registerMiniappRoutes } from './transport/miniappRoutes.ts';
+import { MiniappSockets, registerMiniappSocket } from './transport/miniappSocket.ts';
+import { registerOpsRoutes } from './transport/opsRoutes.ts';
+import { loadMiniappPage } from './web/miniappPage.ts';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  mode: 'single' | 'cluster';
+  databaseUrl: string;
+  pool: Pool;
+  log: Logger;
+  /** Graceful shutdown: stop accepting, flush commits, passivate actors, close sockets (1001), end the pool. */
+  close(): Promise<void>;
+}
+
+/** Ops older than this are pruned, unless among a session's last OPS_KEEP versions. */
+const OPS_MAX_AGE_HOURS = 24;
+const OPS_KEEP = 1000;
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+export async function startServer(config: Readonly<Config>, options: { log?: Logger } = {}): Promise<RunningServer> {
+  const log =
+    options.log ?? createLogger({ level: config.logLevel, format: config.logFormat, base: { node: config.nodeId } });
+  const { uws, native, reason } = loadUws(config.allowUwsFallback);
+  if (!native) log.warn({ reason }, 'running on the slow pure-JS uWebSockets.js fallback (ALLOW_UWS_FALLBACK=1)');
+  const jwtKey = await resolveJwtKey(config);
+  if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
+  const mode = 'single' as const;
+
+  let embedded: EmbeddedPostgres | undefined;
+  const databaseUrl = config.databaseUrl ?? (embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log)).url;
+  const pool = createPool(databaseUrl, config.pg, log);
+  try {
+    await migrate(pool, log);
+  } catch (err) {
+    await pool.end();
+    await embedded?.stop();
+    throw err;
+  }
+
+  const verify = createVerifier({
+    key: 'secret' in jwtKey ? { secret: jwtKey.secret } : { jwksUrl: jwtKey.jwksUrl },
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+    clockToleranceS: config.jwt.clockToleranceS,
+  });
+  const sockets = new MiniappSockets();
+  const host = createActorHost({
+    bumpEpoch: (key) => bumpEpoch(pool, key, config.nodeId),
+    ownership: localOwnership,
+    idleMs: config.actorIdleMs,
+    log,
+  });
+  const metrics = createMetrics({
+    pool: () => poolStats(pool),
+    actors: () => host.counts(),
+    sockets: () => ({ miniapp: sockets.byConn.size }),
+  });
+  const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
+  const repo = new MiniappRepository(pool);
+  host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
+
+  const app = uws.App();
+  sockets.bind(app);
+  let accepting = true;
+  const router = createRouter({ app, log, metrics, maxBodyBytes: config.limits.maxBodyBytes });
+  registerOpsRoutes({ router, pool, host, metrics, nodeId: config.nodeId, mode, accepting: () => accepting });
+  registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
+  registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
+  router.fallback();
+
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(config.host, config.port, (socket) =>
+      socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
+    );
+  });
+  const port = uws.us_socket_local_port(listenSocket as never);
+  const hostPart = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${hostPart}:${port}`;
+
+  const prune = setInterval(() => {
+    repo
+      .pruneOps(OPS_MAX_AGE_HOURS, OPS_KEEP)
+      .then((n) => n && log.info({ deleted: n }, 'pruned old miniapp ops'))
+      .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
+  }, 3600_000);
+  prune.unref();
+
+  log.info(
+    {
+      mode,
+      url,
+      database: embedded ? 'embedded' : redactUrl(databaseUrl),
+      dataDir: embedded ? embedded.dataDir : undefined,
+      redis: config.redisUrl ? redactUrl(config.redisUrl) : 'none',
+      jwt: jwtKey.source,
+    },
+    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'})`,
+  );
+
+  let closing: Promise<void> | undefined;
+  async function close(): Promise<void> {
+    const started = Date.now();
+    accepting = false;
+    clearInterval(prune);
+    uws.us_listen_socket_close(listenSocket);
+    // Passivation waits for every pending commit (its checkpoint is queued after them), so
+    // `applied` frames still reach the open sockets before they are closed.
+    await host.stopAll(config.shutdownTimeoutMs);
+    sockets.closeAll(CloseCodes.goingAway, 'server shutting down');
+    await committer.flush();
+    await pool.end();
+    await embedded?.stop();
+    log.info({ ms: Date.now() - started }, 'shutdown complete');
+  }
+
+  return {
+    url,
+    port,
+    mode,
+    databaseUrl,
+    pool,
+    log,
+    close: () => (closing ??= close()),
+  };
+}

@@ -1,0 +1,179 @@
+/** Miniapp sessions, participants and ops in PostgreSQL. */
+import type { LoggedOp } from '../../actors/miniappSession.ts';
+import type { Op, Path } from '../../actors/ops.ts';
+import type { BatchWriter } from './GroupCommitter.ts';
+import { type Pool, query, transaction } from './pool.ts';
+
+export interface NewSession {
+  id: string;
+  app: string;
+  owner: string;
+  chat: string | null;
+  state: unknown;
+  participants: string[];
+}
+
+export interface StoredSession {
+  id: string;
+  app: string;
+  /** Checkpoint. */
+  state: unknown;
+  version: number;
+  participants: string[];
+  /** Ops after `version - window` (some before the checkpoint, for the in-memory log), ascending. */
+  ops: LoggedOp[];
+}
+
+/** What the group commit writes for miniapp actors. */
+export type MiniappWrite =
+  | { t: 'op'; sessionId: string; entry: LoggedOp }
+  | { t: 'checkpoint'; sessionId: string; version: number; state: unknown }
+  | { t: 'participant'; sessionId: string; user: string };
+
+interface OpRow {
+  version: string;
+  op_id: string;
+  by_user: string;
+  op: Op;
+  touched: Path;
+}
+
+const toLogged = (r: OpRow): LoggedOp => ({
+  version: Number(r.version),
+  opId: r.op_id,
+  by: r.by_user,
+  op: r.op,
+  touched: r.touched,
+});
+
+export class MiniappRepository {
+  constructor(private readonly pool: Pool) {}
+
+  async create(s: NewSession): Promise<void> {
+    await transaction(this.pool, async (client) => {
+      await client.query(
+        'INSERT INTO miniapp_sessions (id, app, owner, chat_guid, state, version) VALUES ($1, $2, $3, $4, $5, 0)',
+        [s.id, s.app, s.owner, s.chat, JSON.stringify(s.state)],
+      );
+      await client.query(
+        'INSERT INTO miniapp_participants (session_id, user_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING',
+        [s.id, s.participants],
+      );
+    });
+  }
+
+  /** Whether the session exists and `user` takes part in it. */
+  async access(id: string, user: string): Promise<{ exists: boolean; participant: boolean }> {
+    const { rows } = await query<{ participant: boolean }>(
+      this.pool,
+      `SELECT EXISTS (SELECT 1 FROM miniapp_participants p WHERE p.session_id = s.id AND p.user_id = $2) AS participant
+         FROM miniapp_sessions s WHERE s.id = $1`,
+      [id, user],
+      { idempotent: true },
+    );
+    return rows.length ? { exists: true, participant: rows[0].participant } : { exists: false, participant: false };
+  }
+
+  /** The session's checkpoint, participants and recent ops; null when it does not exist. */
+  async load(id: string, window: number): Promise<StoredSession | null> {
+    const session = await query<{ app: string; state: unknown; version: string }>(
+      this.pool,
+      'SELECT app, state, version FROM miniapp_sessions WHERE id = $1',
+      [id],
+      { idempotent: true },
+    );
+    if (!session.rows.length) return null;
+    const { app, state, version } = session.rows[0];
+    const checkpoint = Number(version);
+    const [participants, ops] = await Promise.all([
+      query<{ user_id: string }>(
+        this.pool,
+        'SELECT user_id FROM miniapp_participants WHERE session_id = $1 ORDER BY added_at, user_id',
+        [id],
+        { idempotent: true },
+      ),
+      query<OpRow>(
+        this.pool,
+        `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+          WHERE session_id = $1 AND version > $2 ORDER BY version`,
+        [id, Math.max(0, checkpoint - window)],
+        { idempotent: true },
+      ),
+    ]);
+    return {
+      id,
+      app,
+      state,
+      version: checkpoint,
+      participants: participants.rows.map((r) => r.user_id),
+      ops: ops.rows.map(toLogged),
+    };
+  }
+
+  /** Stored ops with `after` < version < `before`, ascending. */
+  async opsBetween(id: string, after: number, before: number): Promise<LoggedOp[]> {
+    const { rows } = await query<OpRow>(
+      this.pool,
+      `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+        WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version`,
+      [id, after, before],
+      { idempotent: true },
+    );
+    return rows.map(toLogged);
+  }
+
+  /** Deletes ops older than `maxAgeHours` that are also not among a session's last `keep` versions. */
+  async pruneOps(maxAgeHours: number, keep: number): Promise<number> {
+    const { rowCount } = await query(
+      this.pool,
+      `DELETE FROM miniapp_ops o USING miniapp_sessions s
+        WHERE o.session_id = s.id AND o.at < now() - make_interval(hours => $1)
+          AND o.version <= LEAST(s.version, (SELECT max(version) FROM miniapp_ops m WHERE m.session_id = s.id) - $2)`,
+      [maxAgeHours, keep],
+    );
+    return rowCount ?? 0;
+  }
+
+  /** The group commit's writer: multi-row, idempotent statements. */
+  readonly writeBatch: BatchWriter<MiniappWrite> = async (client, items) => {
+    const ops: unknown[] = [];
+    const checkpoints = new Map<string, { id: string; version: number; state: unknown }>();
+    const participants: { session_id: string; user_id: string }[] = [];
+    for (const w of items) {
+      if (w.t === 'op') {
+        const e = w.entry;
+        ops.push({ session_id: w.sessionId, version: e.version, op_id: e.opId, by_user: e.by, op: e.op, touched: e.touched });
+      } else if (w.t === 'checkpoint') {
+        const prev = checkpoints.get(w.sessionId);
+        if (!prev || prev.version < w.version) checkpoints.set(w.sessionId, { id: w.sessionId, version: w.version, state: w.state });
+      } else {
+        participants.push({ session_id: w.sessionId, user_id: w.user });
+      }
+    }
+    if (ops.length) {
+      await client.query(
+        `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched)
+         SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched
+           FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb)
+         ON CONFLICT (session_id, version) DO NOTHING`,
+        [JSON.stringify(ops)],
+      );
+    }
+    if (checkpoints.size) {
+      await client.query(
+        `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
+           FROM jsonb_to_recordset($1::jsonb) AS r(id text, version bigint, state jsonb)
+          WHERE s.id = r.id AND s.version < r.version`,
+        [JSON.stringify([...checkpoints.values()])],
+      );
+    }
+    if (participants.length) {
+      await client.query(
+        `INSERT INTO miniapp_participants (session_id, user_id)
+         SELECT r.session_id, r.user_id FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, user_id text)
+         ON CONFLICT DO NOTHING`,
+        [JSON.stringify(participants)],
+      );
+    }
+  };
+}

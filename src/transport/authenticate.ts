@@ -1,0 +1,46 @@
+/** Where tokens come from (HTTP bearer header, WebSocket subprotocol or query) and role checks. */
+import type { Claims, Role, VerifyToken } from '../auth/verifyToken.ts';
+import { AuthError } from '../auth/verifyToken.ts';
+import { AppError } from '../errors.ts';
+import type { Metrics } from '../observability/metrics.ts';
+
+export const SUBPROTOCOL = 'archety.v1';
+const BEARER_PREFIX = 'bearer.';
+
+/** The token of `Authorization: Bearer <jwt>`, if any. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(authorization ?? '');
+  return m ? m[1] : undefined;
+}
+
+/**
+ * The token offered on a WebSocket upgrade: the `bearer.<jwt>` entry of
+ * `Sec-WebSocket-Protocol` (preferred) or `?token=`; and the subprotocol to answer with.
+ */
+export function upgradeToken(protocolHeader: string, queryToken: string): { token?: string; protocol: string } {
+  const offered = protocolHeader ? protocolHeader.split(',').map((p) => p.trim()) : [];
+  const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
+  const protocol = offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : '';
+  return { token: bearer ? bearer.slice(BEARER_PREFIX.length) : queryToken || undefined, protocol };
+}
+
+/** Verifies the token and checks its role; counts refusals by reason. */
+export async function authenticate(
+  verify: VerifyToken,
+  metrics: Metrics,
+  token: string | undefined,
+  roles: readonly Role[],
+): Promise<Claims> {
+  let claims: Claims;
+  try {
+    claims = await verify(token);
+  } catch (err) {
+    metrics.authFailures.inc({ reason: err instanceof AuthError ? err.reason : 'error' });
+    throw err;
+  }
+  if (!roles.includes(claims.role)) {
+    metrics.authFailures.inc({ reason: 'wrong_role' });
+    throw new AppError('forbidden', `this needs a token with role ${roles.join(' or ')}`);
+  }
+  return claims;
+}

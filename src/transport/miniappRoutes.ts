@@ -1,0 +1,105 @@
+/** The miniapp HTTP API (PROTOCOL.md) and the trip-planner page. */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { miniapps } from '../../actors/apps/index.ts';
+import type { MiniappView } from '../../actors/miniapp.machine.ts';
+import { validate } from '../../actors/schema.ts';
+import type { Claims, VerifyToken } from '../auth/verifyToken.ts';
+import { AppError } from '../errors.ts';
+import type { ActorHost } from '../host/createActorHost.ts';
+import { MINIAPP } from '../miniapp/createMiniappKind.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { MiniappRepository } from '../store/miniappRepository.ts';
+import type { MiniappPage } from '../web/miniappPage.ts';
+import { authenticate, bearerToken } from './authenticate.ts';
+import type { Request, Router } from './http.ts';
+import { parseWith } from './validate.ts';
+
+const userId = z.string().min(1).max(200);
+
+const createSchema = z.object({
+  app: z.string().min(1).max(100),
+  title: z.string().min(1).max(200).optional(),
+  chat: z.string().min(1).max(200).optional(),
+  participants: z.array(userId).max(100).optional(),
+});
+
+const participantSchema = z.object({ user: userId });
+
+export interface MiniappRoutesDeps {
+  router: Router;
+  verify: VerifyToken;
+  repo: MiniappRepository;
+  host: ActorHost;
+  metrics: Metrics;
+  page: MiniappPage;
+}
+
+export function newSessionId(): string {
+  return `ms_${randomBytes(12).toString('base64url')}`;
+}
+
+export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
+  const { router, verify, repo, host, metrics, page } = deps;
+  const userOf = (req: Request) => authenticate(verify, metrics, bearerToken(req.headers.authorization), ['user']);
+
+  /** 404 for an unknown session, 403 unless a participant (or the holder of its `sid` token). */
+  async function authorize(claims: Claims, sessionId: string): Promise<void> {
+    const access = await repo.access(sessionId, claims.sub);
+    if (!access.exists) throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
+    if (claims.sid !== undefined ? claims.sid !== sessionId : !access.participant) {
+      throw new AppError('forbidden', 'only participants may do this');
+    }
+  }
+
+  const read = (id: string) => host.ask<MiniappView>(MINIAPP, id, (reply) => ({ type: 'read', reply }));
+
+  router.post('/v1/miniapps', async (req) => {
+    const claims = await userOf(req);
+    const body = parseWith(createSchema, req.body);
+    const app = miniapps.get(body.app);
+    if (!app) throw new AppError('unknown_app', `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`, { path: ['app'] });
+    const state = app.initialState({ title: body.title });
+    const issue = validate(app.schema, state);
+    if (issue) throw new AppError('validation_failed', issue.message, { path: issue.path });
+    const id = newSessionId();
+    const participants = [...new Set([claims.sub, ...(body.participants ?? [])])];
+    await repo.create({ id, app: app.name, owner: claims.sub, chat: body.chat ?? null, state, participants });
+    return { status: 201, body: { id, app: app.name, version: 0, state, participants } };
+  });
+
+  router.get('/v1/miniapps/:id', async (req) => {
+    const claims = await userOf(req);
+    await authorize(claims, req.params[0]);
+    return { status: 200, body: await read(req.params[0]) };
+  });
+
+  router.post('/v1/miniapps/:id/participants', async (req) => {
+    const claims = await userOf(req);
+    const id = req.params[0];
+    await authorize(claims, id);
+    const { user } = parseWith(participantSchema, req.body);
+    await host.ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply })).then((err) => {
+      if (err) throw err;
+    });
+    const view = await read(id);
+    return { status: 200, body: { id, participants: view.participants } };
+  });
+
+  router.get('/miniapp/:id', () => ({
+    status: 200,
+    raw: page.html,
+    headers: {
+      'content-type': 'text/html; charset=utf-8',
+      'cache-control': 'no-store',
+      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'",
+      'referrer-policy': 'no-referrer',
+    },
+  }));
+
+  router.get('/miniapp-assets/client.js', async () => ({
+    status: 200,
+    raw: await page.script(),
+    headers: { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' },
+  }));
+}

@@ -1,0 +1,83 @@
+/**
+ * Starts a real server for a test: in this process (`startTestServer`) or as a child process
+ * running `bin/archety.js start` (`spawnServer`, for restarts, signals and the CLI path).
+ * Both listen on a free port and are torn down after the file's tests.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { type RunningServer, startServer } from '../../src/server.ts';
+import { TEST_SECRET } from './tokens.ts';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export function baseEnv(databaseUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    JWT_SECRET: TEST_SECRET,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    LOG_FORMAT: 'json',
+    UPGRADES_PER_IP_PER_SECOND: '0',
+    ...extra,
+  };
+}
+
+/** A server in this process; closed after the file's tests unless closed before. */
+export async function startTestServer(databaseUrl: string, env: Record<string, string> = {}): Promise<RunningServer> {
+  const config = loadConfig(baseEnv(databaseUrl, env));
+  const server = await startServer(config, {
+    log: createLogger({ level: config.logLevel, format: 'json' }),
+  });
+  afterAll(() => server.close());
+  return server;
+}
+
+export interface SpawnedServer {
+  url: string;
+  child: ChildProcess;
+  output: () => string;
+  /** Resolves with the exit code (or signal) once the process has ended. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs `archety start` in a child process and waits for its summary line. */
+export async function spawnServer(env: Record<string, string>, args: string[] = ['start']): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, [path.join(repoRoot, 'bin/archety.js'), ...args], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  afterAll(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /archety listening on (http:\/\/[^ ]+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`server exited before listening:\n${out}`));
+    });
+  });
+  return { url, child, output: () => out, exited };
+}

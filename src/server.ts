@@ -140,7 +140,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     // Passivation waits for every pending commit (its checkpoint is queued after them), so
     // `applied` frames still reach the open sockets before they are closed.
     await host.stopAll(config.shutdownTimeoutMs);
-    sockets.closeAll(CloseCodes.goingAway, 'server shutting down');
+    await sockets.closeAll(CloseCodes.goingAway, 'server shutting down');
     await committer.flush();
     await pool.end();
     await embedded?.stop();

@@ -23,10 +23,17 @@ export function createPool(url: string, config: Config['pg'], log: Logger): Pool
     statement_timeout: config.statementTimeoutMs || undefined,
     application_name: config.applicationName,
   });
-  // Without this listener an idle client's error (server restart, pg_terminate_backend)
-  // would be an unhandled 'error' event and kill the process.
+  // Without these listeners a connection's error (server restart, pg_terminate_backend)
+  // arriving while no query runs on it would be an unhandled 'error' event and kill the
+  // process: the pool's listener covers idle clients, ours checked-out ones (whose next
+  // query then fails and is handled where it was made).
   pool.on('error', (err) => {
     log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'idle database connection lost');
+  });
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      log.debug({ err: { message: err.message, code: (err as { code?: string }).code } }, 'database connection lost');
+    });
   });
   return pool;
 }

@@ -37,6 +37,10 @@ interface SocketData {
 
 const BAD_FRAME_LIMIT = 100;
 const BAD_FRAME_WINDOW_MS = 60_000;
+/** Frames over MAX_FRAME_BYTES × this close the socket with 1009 (PROTOCOL.md). */
+const CLOSE_FRAME_FACTOR = 16;
+/** uWebSockets.js' own limit, as a multiple of MAX_FRAME_BYTES. */
+const TRANSPORT_FRAME_FACTOR = 32;
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -89,8 +93,11 @@ export class MiniappSockets implements MiniappChannel {
     }
   }
 
-  closeAll(code: number, reason: string): void {
+  /** Closes every socket and waits (at most `waitMs`) for the closing handshakes to finish. */
+  async closeAll(code: number, reason: string, waitMs = 2000): Promise<void> {
     for (const ws of [...this.byConn.values()]) ws.end(code, reason);
+    const deadline = Date.now() + waitMs;
+    while (this.byConn.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 }
 
@@ -180,7 +187,9 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
   const decoder = new TextDecoder('utf-8', { fatal: true });
 
   app.ws<SocketData>('/v1/miniapp/:sessionId', {
-    maxPayloadLength: limits.maxFrameBytes * 16,
+    // uWebSockets.js drops a connection without a close frame past this; up to it we read the
+    // frame and close with 1009 ourselves when it is over 16 × MAX_FRAME_BYTES.
+    maxPayloadLength: limits.maxFrameBytes * TRANSPORT_FRAME_FACTOR,
     maxBackpressure: config.ws.maxBackpressureBytes,
     closeOnBackpressureLimit: 1,
     idleTimeout: config.ws.idleTimeoutS,
@@ -227,6 +236,11 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     },
 
     message(ws, message) {
+      if (message.byteLength > limits.maxFrameBytes * CLOSE_FRAME_FACTOR) {
+        metrics.badFrames.inc({ code: Codes.frame_too_large });
+        ws.end(CloseCodes.tooBig, 'frame too large');
+        return;
+      }
       if (message.byteLength > limits.maxFrameBytes) {
         badFrame(ws, Codes.frame_too_large, `frames are limited to ${limits.maxFrameBytes} bytes`);
         return;

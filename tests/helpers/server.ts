@@ -20,7 +20,7 @@ export function baseEnv(databaseUrl: string, extra: Record<string, string> = {})
     JWT_SECRET: TEST_SECRET,
     PORT: '0',
     HOST: '127.0.0.1',
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     LOG_FORMAT: 'json',
     UPGRADES_PER_IP_PER_SECOND: '0',
     ...extra,
@@ -49,7 +49,8 @@ export interface SpawnedServer {
 export async function spawnServer(env: Record<string, string>, args: string[] = ['start']): Promise<SpawnedServer> {
   const child = spawn(process.execPath, [path.join(repoRoot, 'bin/archety.js'), ...args], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    // The summary line the helper waits for is logged at info.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

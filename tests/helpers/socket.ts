@@ -54,7 +54,7 @@ export function openSocket(
         protocol: ws.protocol,
         frames,
         closed,
-        send: (frame) => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+        send: (frame) => ws.send(typeof frame === 'string' || Buffer.isBuffer(frame) ? frame : JSON.stringify(frame)),
         close: () => ws.close(),
         next(type, timeoutMs = 5000) {
           return new Promise((res, rej) => {

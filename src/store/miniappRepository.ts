@@ -38,6 +38,18 @@ interface OpRow {
   touched: Path;
 }
 
+/** The hot read queries, exported so tests can check their plans (`tests/integration/queryPlans.test.ts`). */
+export const miniappQueries = {
+  access: `SELECT EXISTS (SELECT 1 FROM miniapp_participants p WHERE p.session_id = s.id AND p.user_id = $2) AS participant
+             FROM miniapp_sessions s WHERE s.id = $1`,
+  session: 'SELECT app, state, version FROM miniapp_sessions WHERE id = $1',
+  participants: 'SELECT user_id FROM miniapp_participants WHERE session_id = $1 ORDER BY added_at, user_id',
+  opsAfter: `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+              WHERE session_id = $1 AND version > $2 ORDER BY version`,
+  opsBetween: `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+                WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version`,
+} as const;
+
 const toLogged = (r: OpRow): LoggedOp => ({
   version: Number(r.version),
   opId: r.op_id,
@@ -66,8 +78,7 @@ export class MiniappRepository {
   async access(id: string, user: string): Promise<{ exists: boolean; participant: boolean }> {
     const { rows } = await query<{ participant: boolean }>(
       this.pool,
-      `SELECT EXISTS (SELECT 1 FROM miniapp_participants p WHERE p.session_id = s.id AND p.user_id = $2) AS participant
-         FROM miniapp_sessions s WHERE s.id = $1`,
+      miniappQueries.access,
       [id, user],
       { idempotent: true },
     );
@@ -78,7 +89,7 @@ export class MiniappRepository {
   async load(id: string, window: number): Promise<StoredSession | null> {
     const session = await query<{ app: string; state: unknown; version: string }>(
       this.pool,
-      'SELECT app, state, version FROM miniapp_sessions WHERE id = $1',
+      miniappQueries.session,
       [id],
       { idempotent: true },
     );
@@ -88,14 +99,13 @@ export class MiniappRepository {
     const [participants, ops] = await Promise.all([
       query<{ user_id: string }>(
         this.pool,
-        'SELECT user_id FROM miniapp_participants WHERE session_id = $1 ORDER BY added_at, user_id',
+        miniappQueries.participants,
         [id],
         { idempotent: true },
       ),
       query<OpRow>(
         this.pool,
-        `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
-          WHERE session_id = $1 AND version > $2 ORDER BY version`,
+        miniappQueries.opsAfter,
         [id, Math.max(0, checkpoint - window)],
         { idempotent: true },
       ),
@@ -114,8 +124,7 @@ export class MiniappRepository {
   async opsBetween(id: string, after: number, before: number): Promise<LoggedOp[]> {
     const { rows } = await query<OpRow>(
       this.pool,
-      `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
-        WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version`,
+      miniappQueries.opsBetween,
       [id, after, before],
       { idempotent: true },
     );

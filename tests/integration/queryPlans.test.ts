@@ -1,0 +1,82 @@
+/**
+ * The hot queries use their indexes once the tables are large (the predecessor's slow
+ * queries): each table gets 50k+ rows, then EXPLAIN must show the named index.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { miniappQueries } from '../../src/store/miniappRepository.ts';
+import { type TestDatabase, createTestDatabase } from '../helpers/db.ts';
+
+let db: TestDatabase;
+const ROWS = 60_000;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = (sql: string) => db.pool.query(sql);
+  await q(`INSERT INTO miniapp_sessions (id, app, owner, state, version, is_active)
+           SELECT 'ms_' || g, 'trip-planner', '+1555' || (g % 5000), '{}', 0, g % 10 = 0 FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO miniapp_participants (session_id, user_id)
+           SELECT 'ms_' || g, '+1555' || (g % 5000) FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched)
+           SELECT 'ms_' || (g % 600 + 1), g / 600 + 1, 'o' || g, '+1', '{"kind":"set","path":["title"],"value":"x"}', '["title"]'
+             FROM generate_series(0, ${ROWS * 2 - 1}) g`);
+  await q(`INSERT INTO conversations (key, kind, persona, chat_guid)
+           SELECT 'conv_' || g, 'direct', 'sage', 'chat' || g FROM generate_series(1, 1000) g`);
+  await q(`INSERT INTO messages (id, conversation_key, sender, direction, text, created_at)
+           SELECT 'm' || g, 'conv_' || (g % 1000 + 1), '+1555' || (g % 3000), 'in', 'hello number ' || g, now() - g * interval '1 second'
+             FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO memories (container_tag, content)
+           SELECT 'user_+1555' || (g % 2000) || '_persona_sage', 'likes topic' || (g % 997) || ' and city ' || g FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO relationship_state (user_id, persona_id) SELECT '+1555' || g, 'sage' FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO relay_inbox (event_id, conversation_key, payload, status)
+           SELECT 'evt_' || g, 'conv_1', '{}', CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'processed' END FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO relay_outbox (id, chat, conversation_key, payload, status)
+           SELECT 'out_' || g, 'chat' || (g % 100), 'conv_1', '{}', CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'acked' END FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO oauth_tokens (user_id, provider, enc_access, expires_at)
+           SELECT '+1555' || g, 'google', 'x', now() + g * interval '1 minute' FROM generate_series(1, ${ROWS}) g`);
+  await q(`INSERT INTO actor_leases (key, epoch, owner) SELECT 'miniapp:ms_' || g, 1, 'n' FROM generate_series(1, ${ROWS}) g`);
+  await q('ANALYZE');
+}, 120_000);
+
+/** Index names in the plan of `sql`. */
+async function indexesUsed(sql: string, params: unknown[] = []): Promise<string[]> {
+  const { rows } = await db.pool.query(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+  const names: string[] = [];
+  const walk = (node: Record<string, unknown>) => {
+    if (typeof node['Index Name'] === 'string') names.push(node['Index Name']);
+    for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+  };
+  walk(rows[0]['QUERY PLAN'][0].Plan);
+  return names;
+}
+
+describe('query plans at 50k+ rows', () => {
+  const cases: [string, string, unknown[], string][] = [
+    ['the upgrade authorization', miniappQueries.access, ['ms_42', '+155542'], 'miniapp_participants_pkey'],
+    ['rehydration of a session', miniappQueries.session, ['ms_42'], 'miniapp_sessions_pkey'],
+    ['the participant list', miniappQueries.participants, ['ms_42'], 'miniapp_participants_pkey'],
+    ['ops after a version (resume, rehydration)', miniappQueries.opsAfter, ['ms_42', 150], 'miniapp_ops_pkey'],
+    ['ops between versions (conflict checks)', miniappQueries.opsBetween, ['ms_42', 10, 20], 'miniapp_ops_pkey'],
+    ['a person’s open miniapps', 'SELECT id FROM miniapp_sessions WHERE owner = $1 AND is_active', ['+155542'], 'miniapp_sessions_owner_active_idx'],
+    ['message history', 'SELECT id FROM messages WHERE conversation_key = $1 AND created_at < now() ORDER BY created_at DESC LIMIT 50', ['conv_7'], 'messages_conversation_created_idx'],
+    ['messages by sender', 'SELECT id FROM messages WHERE sender = $1', ['+155542'], 'messages_sender_idx'],
+    ['latest memories of a container', "SELECT id FROM memories WHERE container_tag = $1 ORDER BY created_at DESC, id DESC LIMIT 5", ['user_+155542_persona_sage'], 'memories_container_created_idx'],
+    ['relationship state', 'SELECT stage FROM relationship_state WHERE user_id = $1 AND persona_id = $2', ['+155542', 'sage'], 'relationship_state_pkey'],
+    ['pending inbox rows', "SELECT seq FROM relay_inbox WHERE status = 'pending' ORDER BY seq LIMIT 100", [], 'relay_inbox_pending_idx'],
+    ['pending outbox rows', "SELECT id FROM relay_outbox WHERE status = 'pending' ORDER BY seq LIMIT 100", [], 'relay_outbox_pending_idx'],
+    ['expiring OAuth tokens', "SELECT user_id FROM oauth_tokens WHERE expires_at < now() + interval '10 minutes'", [], 'oauth_tokens_expires_idx'],
+    ['the epoch fence', 'SELECT key FROM actor_leases WHERE key = $1 FOR SHARE', ['miniapp:ms_42'], 'actor_leases_pkey'],
+  ];
+  for (const [what, sql, params, index] of cases) {
+    it(`uses ${index} for ${what}`, async () => {
+      expect(await indexesUsed(sql, params)).toContain(index);
+    });
+  }
+
+  it('searches memories of one container through the full-text index', async () => {
+    const used = await indexesUsed(
+      "SELECT id FROM memories WHERE container_tag = $1 AND tsv @@ websearch_to_tsquery('english', $2) LIMIT 5",
+      ['user_+155542_persona_sage', 'topic5'],
+    );
+    expect(used.some((n) => n === 'memories_tsv_idx' || n === 'memories_container_created_idx')).toBe(true);
+  });
+});

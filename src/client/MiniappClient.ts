@@ -75,6 +75,9 @@ export interface MiniappClientEvents {
 type Listener<K extends keyof MiniappClientEvents> = (event: MiniappClientEvents[K]) => void;
 
 const OPEN = 1;
+/** Error codes that refuse an edit only for now: it stays pending and is sent again. */
+const RETRYABLE = new Set(['rate_limited', 'db_unavailable', 'session_unavailable', 'shutting_down']);
+const RETRY_DELAY_MS = 1000;
 
 function randomId(): string {
   const c = globalThis.crypto;
@@ -235,6 +238,16 @@ export class MiniappClient {
         return;
       case 'error': {
         const i = frame.ref === undefined ? -1 : this.pending.findIndex((p) => p.opId === frame.ref);
+        if (i >= 0 && RETRYABLE.has(frame.code)) {
+          // Not refused, only not now: keep the edit and send it again.
+          const edit = this.pending[i];
+          setTimeout(() => {
+            if (this.ready() && this.pending.includes(edit)) {
+              this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
+            }
+          }, RETRY_DELAY_MS);
+          return;
+        }
         const edit = i >= 0 ? this.pending.splice(i, 1)[0] : undefined;
         if (edit) this.recompute();
         this.emit('error', { code: frame.code, message: frame.message, edit });

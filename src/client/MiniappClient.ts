@@ -77,7 +77,9 @@ type Listener<K extends keyof MiniappClientEvents> = (event: MiniappClientEvents
 const OPEN = 1;
 /** Error codes that refuse an edit only for now: it stays pending and is sent again. */
 const RETRYABLE = new Set(['rate_limited', 'db_unavailable', 'session_unavailable', 'shutting_down']);
-const RETRY_DELAY_MS = 1000;
+const RETRY_DELAY_MS = 500;
+/** After this many transient refusals an edit is reported as refused. */
+const MAX_RETRIES = 5;
 
 function randomId(): string {
   const c = globalThis.crypto;
@@ -107,6 +109,8 @@ export class MiniappClient {
   private resuming: { since: number; upTo: number } | null = null;
   /** Applied ops since the oldest pending edit's base version. */
   private readonly recent: AppliedOp[] = [];
+  /** Transient refusals per pending edit. */
+  private readonly retries = new Map<string, number>();
   /** Ids of edits this client sent while some are pending. */
   private readonly sent = new Set<string>();
   private hadSnapshot = false;
@@ -196,7 +200,15 @@ export class MiniappClient {
     ]);
     this.ws = ws;
     this.hadSnapshot = false;
-    ws.onmessage = (ev) => this.onFrame(JSON.parse(String(ev.data)) as ServerFrame);
+    ws.onmessage = (ev) => {
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(String(ev.data)) as ServerFrame;
+      } catch {
+        return; // not ours to crash on: the server only sends JSON
+      }
+      this.onFrame(frame);
+    };
     ws.onclose = (ev) => this.onClose(ev.code, ev.reason);
     ws.onerror = () => {};
   }
@@ -206,16 +218,18 @@ export class MiniappClient {
     this.resuming = null;
     if (this.stopped) return;
     const reconnect = this.options.reconnect ?? { minDelayMs: 250, maxDelayMs: 10_000 };
-    // An expired token can only come back if the caller gives us a way to get a new one.
-    const hopeless = reconnect === false || (code === 1008 && typeof this.options.token === 'string');
+    // An expired token can only come back if the caller gives us a way to get a new one; a
+    // socket that never opened was refused (401/403/404 look like 1006 to a browser).
+    const hopeless =
+      reconnect === false || this.version < 0 || (code === 1008 && typeof this.options.token === 'string');
     if (hopeless) {
       this.stopped = true;
       this.setStatus('closed', code, reason);
       return;
     }
-    this.setStatus('reconnecting', code, reason);
     const delay = Math.min(reconnect.maxDelayMs, reconnect.minDelayMs * 2 ** this.attempt++);
     this.timer = setTimeout(() => void this.connect(), delay * (0.5 + Math.random() / 2));
+    this.setStatus('reconnecting', code, reason);
   }
 
   private onFrame(frame: ServerFrame): void {
@@ -238,14 +252,16 @@ export class MiniappClient {
         return;
       case 'error': {
         const i = frame.ref === undefined ? -1 : this.pending.findIndex((p) => p.opId === frame.ref);
-        if (i >= 0 && RETRYABLE.has(frame.code)) {
-          // Not refused, only not now: keep the edit and send it again.
+        const tries = i >= 0 ? (this.retries.get(this.pending[i].opId) ?? 0) : 0;
+        if (i >= 0 && RETRYABLE.has(frame.code) && tries < MAX_RETRIES) {
+          // Not refused, only not now: keep the edit and send it again, backing off.
           const edit = this.pending[i];
+          this.retries.set(edit.opId, tries + 1);
           setTimeout(() => {
             if (this.ready() && this.pending.includes(edit)) {
               this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
             }
-          }, RETRY_DELAY_MS);
+          }, RETRY_DELAY_MS * 2 ** tries);
           return;
         }
         const edit = i >= 0 ? this.pending.splice(i, 1)[0] : undefined;
@@ -330,6 +346,7 @@ export class MiniappClient {
     if (this.pending.length === 0) {
       this.recent.length = 0;
       this.sent.clear();
+      this.retries.clear();
       return;
     }
     const oldestBase = Math.min(...this.pending.map((p) => p.baseVersion));

@@ -58,6 +58,32 @@ const envSchema = z.object({
   /** Bytes queued for one socket before it is dropped as a slow consumer. */
   WS_MAX_BACKPRESSURE_BYTES: int(1024).default(1024 * 1024),
   SHUTDOWN_TIMEOUT_MS: int(100).default(8000),
+
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.string().url().optional(),
+  OPENAI_MODEL: z.string().min(1).default('gpt-4o-mini'),
+  OPENAI_VISION_MODEL: z.string().min(1).default('gpt-4o-mini'),
+  OPENAI_MODERATION_MODEL: z.string().min(1).default('omni-moderation-latest'),
+  /** One model call's time limit (a reply or a moderation); retries and the breaker sit around it. */
+  MODEL_TIMEOUT_MS: int(100).default(15_000),
+  /** Consecutive model failures that open the circuit breaker. */
+  MODEL_BREAKER_FAILURES: int(1).default(5),
+  /** How long an open breaker waits before letting one call through. */
+  MODEL_BREAKER_HALF_OPEN_MS: int(100).default(30_000),
+  /** Longest a photo's analysis may hold the messages that follow it. */
+  PHOTO_WAIT_MS: int(100).default(20_000),
+  /** Comma-separated hosts whose https URLs attachments may use. */
+  RELAY_MEDIA_HOSTS: z.string().default(''),
+  /** Messages one sender may send per minute before Sage stops answering each one (still stored). */
+  SENDER_MESSAGES_PER_MINUTE: int(1).default(20),
+  SENDER_BURST: int(1).default(5),
+  /** A throttled sender gets one answer once quiet for this long. */
+  BURST_QUIET_MS: int(10).default(3000),
+  /** Events one relay token may push per second (HTTP 429 above). */
+  RELAY_EVENTS_PER_SECOND: int(1).default(500),
+  RELAY_EVENTS_BURST: int(1).default(2000),
+  /** An unacknowledged send is delivered again after this long. */
+  RELAY_REDELIVER_MS: int(100).default(30_000),
   ALLOW_UWS_FALLBACK: bool.default(false),
 });
 
@@ -104,6 +130,26 @@ export interface Config {
   ws: { idleTimeoutS: number; maxBackpressureBytes: number };
   shutdownTimeoutMs: number;
   allowUwsFallback: boolean;
+  openai: {
+    apiKey: string | undefined;
+    baseUrl: string | undefined;
+    model: string;
+    visionModel: string;
+    moderationModel: string;
+    timeoutMs: number;
+    breakerFailures: number;
+    breakerHalfOpenMs: number;
+  };
+  photoWaitMs: number;
+  relay: {
+    mediaHosts: string[];
+    senderPerMinute: number;
+    senderBurst: number;
+    burstQuietMs: number;
+    eventsPerSecond: number;
+    eventsBurst: number;
+    redeliverMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -177,6 +223,28 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ws: { idleTimeoutS: e.WS_IDLE_TIMEOUT_S, maxBackpressureBytes: e.WS_MAX_BACKPRESSURE_BYTES },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     allowUwsFallback: e.ALLOW_UWS_FALLBACK,
+    openai: {
+      apiKey: e.OPENAI_API_KEY,
+      baseUrl: e.OPENAI_BASE_URL,
+      model: e.OPENAI_MODEL,
+      visionModel: e.OPENAI_VISION_MODEL,
+      moderationModel: e.OPENAI_MODERATION_MODEL,
+      timeoutMs: e.MODEL_TIMEOUT_MS,
+      breakerFailures: e.MODEL_BREAKER_FAILURES,
+      breakerHalfOpenMs: e.MODEL_BREAKER_HALF_OPEN_MS,
+    },
+    photoWaitMs: e.PHOTO_WAIT_MS,
+    relay: {
+      mediaHosts: e.RELAY_MEDIA_HOSTS.split(',')
+        .map((h) => h.trim().toLowerCase())
+        .filter(Boolean),
+      senderPerMinute: e.SENDER_MESSAGES_PER_MINUTE,
+      senderBurst: e.SENDER_BURST,
+      burstQuietMs: e.BURST_QUIET_MS,
+      eventsPerSecond: e.RELAY_EVENTS_PER_SECOND,
+      eventsBurst: e.RELAY_EVENTS_BURST,
+      redeliverMs: e.RELAY_REDELIVER_MS,
+    },
   };
   return deepFreeze(config);
 }

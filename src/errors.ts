@@ -38,6 +38,11 @@ export const errorCatalog = {
     status: 409,
     description: 'The ops since `baseVersion` are no longer kept; resync (a snapshot) and re-apply the edit.',
   },
+  // Relay and conversations
+  unknown_event_type: { status: 400, description: 'A relay event has a `type` this server does not take.' },
+  batch_too_large: { status: 400, description: 'More than 100 events in one batch; nothing was stored.' },
+  no_valid_events: { status: 400, description: 'No event of the batch is valid; each is listed in `rejected`.' },
+  conversation_not_found: { status: 404, description: 'No conversation with that key (or none you may read).' },
   // Infrastructure
   db_unavailable: { status: 503, description: 'PostgreSQL could not be reached or answered in time; retry.' },
   session_unavailable: {

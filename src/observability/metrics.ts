@@ -12,12 +12,18 @@ export interface Metrics {
   rateLimited: client.Counter<'scope'>;
   badFrames: client.Counter<'code'>;
   httpRequests: client.Counter<'route' | 'status'>;
+  eventLatency: client.Histogram;
+  relayEvents: client.Counter<'outcome'>;
+  conversationMessages: client.Counter<'outcome'>;
+  sendsDelivered: client.Counter;
 }
 
 export interface GaugeSources {
   pool: () => { total: number; idle: number; waiting: number };
   actors: () => Record<string, number>;
   sockets: () => Record<string, number>;
+  /** Circuit breaker states by dependency (0 closed, 1 open, 2 half-open, 3 isolated). */
+  breakers?: () => Record<string, number>;
 }
 
 export function createMetrics(sources: GaugeSources): Metrics {
@@ -53,8 +59,40 @@ export function createMetrics(sources: GaugeSources): Metrics {
       for (const [endpoint, n] of Object.entries(sources.sockets())) this.set({ endpoint }, n);
     },
   });
+  new client.Gauge({
+    name: 'archety_circuit_breaker_state',
+    help: 'Circuit breaker state by dependency: 0 closed, 1 open, 2 half-open, 3 isolated.',
+    labelNames: ['dependency'],
+    registers: [registry],
+    collect() {
+      for (const [dependency, state] of Object.entries(sources.breakers?.() ?? {})) this.set({ dependency }, state);
+    },
+  });
   return {
     registry,
+    eventLatency: new client.Histogram({
+      name: 'archety_event_latency_seconds',
+      help: 'Relay event received → its processing committed (reply in the outbox).',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    relayEvents: new client.Counter({
+      name: 'archety_relay_events_total',
+      help: 'Relay events by outcome: accepted, duplicate, rejected.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    conversationMessages: new client.Counter({
+      name: 'archety_conversation_messages_total',
+      help: 'Messages processed by conversations, by reply kind (model, fallback, safety, forget, none).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    sendsDelivered: new client.Counter({
+      name: 'archety_relay_sends_acked_total',
+      help: 'Sends the relay acknowledged.',
+      registers: [registry],
+    }),
     authFailures: new client.Counter({
       name: 'archety_auth_failures_total',
       help: 'Refused authentications (HTTP and WebSocket upgrades), by reason.',

@@ -17,8 +17,11 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { Pool, PoolClient } from './pool.ts';
 import { isConnectionError, translatePgError } from './translatePgError.ts';
 
-/** Writes a batch of one kind's items inside the group transaction. Must be idempotent. */
-export type BatchWriter<T> = (client: PoolClient, items: T[]) => Promise<void>;
+/**
+ * Writes a batch of one kind's items inside the group transaction. Must be idempotent. It may
+ * return one result per item (in order), which its `submit` resolves with.
+ */
+export type BatchWriter<T> = (client: PoolClient, items: T[]) => Promise<unknown[] | void>;
 
 export class FencedError extends Error {
   constructor(readonly actorKey: string) {
@@ -29,10 +32,11 @@ export class FencedError extends Error {
 
 interface Pending {
   kind: string;
-  actorKey: string;
+  /** null: a write of no actor (e.g. the relay inbox), not fenced. */
+  actorKey: string | null;
   epoch: number;
   item: unknown;
-  resolve: () => void;
+  resolve: (result: unknown) => void;
   reject: (err: Error) => void;
 }
 
@@ -60,14 +64,17 @@ export class GroupCommitter {
     this.writers.set(kind, writer as BatchWriter<unknown>);
   }
 
-  /** Queues a write for the next group transaction; settles when it is committed (or not). */
-  submit<T>(kind: string, actorKey: string, epoch: number, item: T): Promise<void> {
+  /**
+   * Queues a write for the next group transaction; settles when it is committed (or not),
+   * with the writer's result for it. `actorKey` null: not an actor's write, not fenced.
+   */
+  submit<T, R = void>(kind: string, actorKey: string | null, epoch: number, item: T): Promise<R> {
     if (!this.writers.has(kind)) return Promise.reject(new Error(`no writer registered for ${kind}`));
-    if (this.failed.has(`${actorKey}#${epoch}`)) {
+    if (actorKey !== null && this.failed.has(`${actorKey}#${epoch}`)) {
       return Promise.reject(new Error(`an earlier write of ${actorKey} failed`));
     }
-    return new Promise((resolve, reject) => {
-      this.queue.push({ kind, actorKey, epoch, item, resolve, reject });
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ kind, actorKey, epoch, item, resolve: resolve as (r: unknown) => void, reject });
       if (!this.running) {
         this.running = true;
         setImmediate(() => void this.drain());
@@ -101,16 +108,16 @@ export class GroupCommitter {
   private async commit(batch: Pending[]): Promise<void> {
     const started = performance.now();
     let live = batch.filter((p) => {
-      if (!this.failed.has(`${p.actorKey}#${p.epoch}`)) return true;
+      if (p.actorKey === null || !this.failed.has(`${p.actorKey}#${p.epoch}`)) return true;
       p.reject(new Error(`an earlier write of ${p.actorKey} failed`));
       return false;
     });
     for (let attempt = 1; live.length; attempt++) {
       try {
-        const fenced = await this.transact(live);
+        const { fenced, results } = await this.transact(live);
         for (const p of live) {
-          if (fenced.has(p.actorKey)) this.fail(p, new FencedError(p.actorKey));
-          else p.resolve();
+          if (p.actorKey !== null && fenced.has(p.actorKey)) this.fail(p, new FencedError(p.actorKey));
+          else p.resolve(results.get(p));
         }
         live = [];
       } catch (err) {
@@ -133,36 +140,46 @@ export class GroupCommitter {
   }
 
   private fail(p: Pending, err: Error): void {
-    this.failed.add(`${p.actorKey}#${p.epoch}`);
+    if (p.actorKey !== null) this.failed.add(`${p.actorKey}#${p.epoch}`);
     p.reject(err);
   }
 
-  /** One transaction: fence, then each kind's writes. Returns the actor keys that were fenced. */
-  private async transact(batch: Pending[]): Promise<Set<string>> {
+  /** One transaction: fence, then each kind's writes. Returns the fenced actor keys and the writers' results. */
+  private async transact(batch: Pending[]): Promise<{ fenced: Set<string>; results: Map<Pending, unknown> }> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const epochs = new Map<string, number>();
-      for (const p of batch) epochs.set(p.actorKey, p.epoch);
-      const { rows } = await client.query<{ key: string }>(
-        `SELECT l.key FROM actor_leases l
-           JOIN unnest($1::text[], $2::bigint[]) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
-         FOR SHARE OF l`,
-        [[...epochs.keys()], [...epochs.values()]],
-      );
-      const current = new Set(rows.map((r) => r.key));
-      const fenced = new Set([...epochs.keys()].filter((k) => !current.has(k)));
-      const byKind = new Map<string, unknown[]>();
+      for (const p of batch) if (p.actorKey !== null) epochs.set(p.actorKey, p.epoch);
+      const fenced = new Set<string>();
+      if (epochs.size) {
+        const { rows } = await client.query<{ key: string }>(
+          `SELECT l.key FROM actor_leases l
+             JOIN unnest($1::text[], $2::bigint[]) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
+           FOR SHARE OF l`,
+          [[...epochs.keys()], [...epochs.values()]],
+        );
+        const current = new Set(rows.map((r) => r.key));
+        for (const k of epochs.keys()) if (!current.has(k)) fenced.add(k);
+      }
+      const byKind = new Map<string, Pending[]>();
       for (const p of batch) {
-        if (fenced.has(p.actorKey)) continue;
+        if (p.actorKey !== null && fenced.has(p.actorKey)) continue;
         let items = byKind.get(p.kind);
         if (!items) byKind.set(p.kind, (items = []));
-        items.push(p.item);
+        items.push(p);
       }
-      for (const [kind, items] of byKind) await (this.writers.get(kind) as BatchWriter<unknown>)(client, items);
+      const results = new Map<Pending, unknown>();
+      for (const [kind, pendings] of byKind) {
+        const out = await (this.writers.get(kind) as BatchWriter<unknown>)(
+          client,
+          pendings.map((p) => p.item),
+        );
+        if (out) pendings.forEach((p, i) => results.set(p, out[i]));
+      }
       await client.query('COMMIT');
-      return fenced;
+      return { fenced, results };
     } catch (err) {
       if (isConnectionError(err)) broken = err as Error;
       else await client.query('ROLLBACK').catch(() => undefined);

@@ -12,18 +12,18 @@ export class TokenBucket {
     this.last = now;
   }
 
-  /** Takes one token; false when none is left. */
-  take(now = performance.now()): boolean {
+  /** Takes `cost` tokens (all or none); false when there are not enough. */
+  take(now = performance.now(), cost = 1): boolean {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
     this.last = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (this.tokens < cost) return false;
+    this.tokens -= cost;
     return true;
   }
 
-  /** Seconds until a token is available. */
-  retryAfter(): number {
-    return Math.max(1, Math.ceil((1 - this.tokens) / this.rate));
+  /** Seconds until `cost` tokens are available. */
+  retryAfter(cost = 1): number {
+    return Math.max(1, Math.ceil((cost - this.tokens) / this.rate));
   }
 
   /** True when the bucket is full again (it can be forgotten). */
@@ -48,11 +48,11 @@ export class KeyedLimiter {
     this.sweep.unref();
   }
 
-  /** Takes a token for `key`; returns 0 when allowed, else the seconds to wait. */
-  take(key: string): number {
+  /** Takes `cost` tokens for `key`; returns 0 when allowed, else the seconds to wait. */
+  take(key: string, cost = 1): number {
     let bucket = this.buckets.get(key);
     if (!bucket) this.buckets.set(key, (bucket = new TokenBucket(this.rate, this.burst)));
-    return bucket.take() ? 0 : bucket.retryAfter();
+    return bucket.take(performance.now(), cost) ? 0 : bucket.retryAfter(cost);
   }
 
   close(): void {

@@ -1,0 +1,108 @@
+/**
+ * The pure rules of a conversation with Sage: when to answer in a group, "forget that",
+ * what to remember from a message, the relationship stage, and the fixed safety replies.
+ */
+
+/** "forget that" and its close variants, as a whole message (politeness allowed). */
+const FORGET =
+  /^\s*(?:(?:ok(?:ay)?|hey|please|sage|actually|oh|um+)[,!.\s]+)*(?:please\s+)?(?:forget|scratch|delete|erase|drop)\s+(?:that|this|it|what i (?:just )?(?:said|told you)|the last thing(?: i said)?|that memory|my last message)(?:\s+(?:please|sage|ok(?:ay)?))?\s*[.!]*\s*$|^\s*(?:please\s+)?(?:don'?t|do not)\s+remember\s+(?:that|this|it)\s*[.!]*\s*$|^\s*never\s*mind,?\s+forget\s+(?:it|that)\s*[.!]*\s*$/i;
+
+export function isForgetCommand(text: string | undefined): boolean {
+  return text !== undefined && FORGET.test(text);
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** True when `text` names the persona as a word, any case ("Sage, …", "thanks sage!"). */
+export function namesPersona(text: string | undefined, persona: string): boolean {
+  if (!text) return false;
+  return new RegExp(`(^|[^\\p{L}\\p{N}_])${escapeRegExp(persona)}($|[^\\p{L}\\p{N}_])`, 'iu').test(text);
+}
+
+export interface ReplyDecisionInput {
+  kind: 'direct' | 'group';
+  persona: string;
+  text: string | undefined;
+  /** The id of the message this one answers, if any. */
+  replyTo?: string;
+  /** Ids of Sage's recent messages in this conversation. */
+  ourMessageIds: readonly string[];
+}
+
+/** Direct: always. Group: when the persona is named or the message answers one of Sage's. */
+export function shouldReply(i: ReplyDecisionInput): boolean {
+  if (i.kind === 'direct') return true;
+  return namesPersona(i.text, i.persona) || (i.replyTo !== undefined && i.ourMessageIds.includes(i.replyTo));
+}
+
+const clean = (s: string) =>
+  s
+    .trim()
+    .replace(/\s+/g, ' ')
+    .replace(/[.!?,;:]+$/, '');
+
+/** Memory-worthy statements of a message, as short third-person notes. */
+const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
+  [/\bremember (?:that )?(.{3,200})/i, (m, who) => `${who} asked me to remember: ${clean(m[1])}`],
+  [/\bmy name is ([\p{L}' -]{2,40})/iu, (m, who) => `${who}'s name is ${clean(m[1])}`],
+  [
+    /\bi (?:really |absolutely |kind of |kinda )?(love|like|hate|adore|enjoy|prefer|can'?t stand|don'?t like) (.{2,120})/i,
+    (m, who) => `${who} ${m[1].toLowerCase().replace("can't", 'cannot').replace("don't", 'does not')} ${clean(m[2])}`,
+  ],
+  [/\bmy ([\p{L} ]{2,30}?) (?:is|are) (.{2,120})/iu, (m, who) => `${who}'s ${clean(m[1])}: ${clean(m[2])}`],
+  [/\bi (live|work|study) (in|at|for) (.{2,80})/i, (m, who) => `${who} ${m[1]}s ${m[2]} ${clean(m[3])}`],
+  [/\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/i, (m, who) => `${who} is ${clean(m[1])}`],
+  [
+    /\bwe(?:'re| are) (planning|going|thinking of|organi[sz]ing|throwing) (.{3,160})/i,
+    (m, who) => `${who} said we are ${m[1]} ${clean(m[2])}`,
+  ],
+];
+
+/** Notes worth remembering from `text`, written by `who` (at most three per message). */
+export function extractMemories(who: string, text: string | undefined): string[] {
+  if (!text || isForgetCommand(text)) return [];
+  const found: string[] = [];
+  for (const sentence of text.split(/(?<=[.!?])\s+|\n+/)) {
+    for (const [pattern, note] of PATTERNS) {
+      const m = sentence.match(pattern);
+      if (m) {
+        found.push(note(m, who).slice(0, 300));
+        break;
+      }
+    }
+    if (found.length === 3) break;
+  }
+  return found;
+}
+
+export interface RelationshipCounters {
+  messages: number;
+  replies: number;
+  photos: number;
+}
+
+/** Relationship stages by messages exchanged, highest first: new → acquainted → friend → close. */
+export const STAGES: readonly (readonly [number, string])[] = [
+  [200, 'close'],
+  [50, 'friend'],
+  [10, 'acquainted'],
+];
+
+export function stageOf(c: RelationshipCounters): string {
+  return STAGES.find(([n]) => c.messages >= n)?.[1] ?? 'new';
+}
+
+export const SAFETY_REPLIES = {
+  crisis:
+    "I'm really sorry you're feeling this way, and I'm glad you told me. You deserve support right now: " +
+    'in the US you can call or text 988 (Suicide & Crisis Lifeline) any time, or text HOME to 741741. ' +
+    'Elsewhere, findahelpline.com lists free, confidential lines, and if you are in danger please call your local emergency number. ' +
+    "I'm here to keep talking too.",
+  refused: "I can't help with that one, but I'm happy to talk about something else.",
+  replacedOutput: "Sorry, I'd rather not say that. Let's talk about something else.",
+  fallback: "Sorry, I'm having trouble thinking right now. I got your message and I'll be able to answer properly soon.",
+  forgotten: "Done, I've forgotten that.",
+  nothingToForget: "There's nothing I remember here to forget.",
+} as const;

@@ -1,0 +1,179 @@
+/**
+ * Conversations as a kind of actor for the host: rehydration from the stored snapshot, and
+ * the machine's services bound to the brain, the memory store, media, the group commit and
+ * the outbox.
+ */
+import { type AnyActorRef, createActor, fromPromise } from 'xstate';
+import {
+  type ConversationCommit,
+  type ConversationContext,
+  type ConversationEvent,
+  type ConversationOutput,
+  type InboundAttachment,
+  type Moderation,
+  type Recall,
+  conversationMachine,
+} from '../../actors/conversation.machine.ts';
+import type { Brain } from '../brain/Brain.ts';
+import type { Resilient } from '../brain/resilience.ts';
+import type { ActorHost, ActorKind } from '../host/createActorHost.ts';
+import { containerTagOf } from '../memory/containerTag.ts';
+import type { MemoryStore } from '../memory/MemoryStore.ts';
+import type { Logger } from '../observability/logger.ts';
+import { maskId } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { ConversationRepository, ConversationWrite } from '../store/conversationRepository.ts';
+import type { GroupCommitter } from '../store/GroupCommitter.ts';
+
+export const CONVERSATION = 'conversation';
+
+/** Photos the vision model is shown; other files are stored and named, never opened. */
+export const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
+const HISTORY_TURNS = 20;
+const PHOTOS_IN_VIEW = 3;
+
+export interface ConversationKindDeps {
+  repo: ConversationRepository;
+  memory: MemoryStore;
+  brain: Brain;
+  committer: GroupCommitter;
+  /** Fetches an attachment URL (already checked against RELAY_MEDIA_HOSTS). */
+  fetchMedia: (url: string, signal: AbortSignal) => Promise<Buffer>;
+  media: Resilient;
+  /** After a commit: the reply goes to the relay; the inbox row is done. */
+  onCommitted: (commit: ConversationCommit) => void;
+  /** The actor stopped without passivating: its undelivered work must be delivered again later. */
+  onFailed: (key: string) => void;
+  burstQuietMs: number;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
+  const { repo, memory, brain, committer, metrics, log } = deps;
+  committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch);
+
+  async function describe(attachment: InboundAttachment, signal: AbortSignal): Promise<string> {
+    if (!IMAGE_TYPES.has(attachment.mime)) return `a ${attachment.mime} file (stored, not opened)`;
+    try {
+      const data = attachment.data
+        ? Buffer.from(attachment.data, 'base64')
+        : await deps.media.run((s) => deps.fetchMedia(attachment.url as string, AbortSignal.any([s, signal])));
+      return await brain.describePhoto({ mime: attachment.mime, data }, signal);
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message }, attachment: attachment.id }, 'could not look at a photo');
+      return 'a photo I could not look at';
+    }
+  }
+
+  const services = {
+    moderate: fromPromise<Moderation, { text: string }>(async ({ input, signal }) => {
+      if (!input.text.trim()) return { flagged: false, selfHarm: false, categories: [] };
+      const result = await brain.moderate(input.text, signal);
+      // The decision is logged; the text never is.
+      if (result.flagged) log.info({ categories: result.categories }, 'moderation flagged a text');
+      return result;
+    }),
+    describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
+      async ({ input, signal }) => {
+        const described: Record<string, string> = {};
+        for (const a of input.attachments) described[a.id] = await describe(a, signal);
+        return described;
+      },
+    ),
+    recall: fromPromise<Recall, { key: string; text: string; sender: string; persona: string; excludeMessageId: string }>(
+      async ({ input }) => {
+        const tag = containerTagOf({ key: input.key });
+        const [page, memories, stage] = await Promise.all([
+          repo.page(input.key, new Date(Date.now() + 60_000), HISTORY_TURNS + 1),
+          memory.recall(tag, input.text),
+          repo.stage(input.sender, input.persona),
+        ]);
+        const turns = page.filter((m) => m.id !== input.excludeMessageId).slice(0, HISTORY_TURNS).reverse();
+        return {
+          history: turns
+            .filter((m) => m.text)
+            .map((m) =>
+              m.direction === 'out' ? { role: 'assistant' as const, text: m.text } : { role: 'user' as const, sender: m.sender, text: m.text },
+            ),
+          memories,
+          photos: page
+            .flatMap((m) => m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string))
+            .slice(0, PHOTOS_IN_VIEW)
+            .reverse(),
+          stage,
+        };
+      },
+    ),
+    think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
+      const { context } = input;
+      const work = context.work;
+      if (!work?.recall) throw new Error('nothing to answer');
+      const ownPhotos = Object.entries(work.described)
+        .filter(([id]) => IMAGE_TYPES.has(work.message.attachments.find((a) => a.id === id)?.mime ?? ''))
+        .map(([, d]) => d);
+      return brain.reply(
+        {
+          persona: context.persona,
+          kind: context.kind,
+          sender: work.message.sender,
+          text: work.message.text,
+          history: work.recall.history,
+          memories: work.recall.memories,
+          photos: [...work.recall.photos, ...ownPhotos],
+          stage: work.recall.stage,
+        },
+        signal,
+      );
+    }),
+  };
+
+  return {
+    name: CONVERSATION,
+    passivateEvent: { type: 'passivate' },
+    isIdle: (snapshot) => snapshot.value === 'idle' && (snapshot.context as ConversationContext).owed === null,
+
+    async activate(key, epoch): Promise<AnyActorRef | null> {
+      const stored = await repo.snapshot(key);
+      const actorKey = `${CONVERSATION}:${key}`;
+      committer.forget(actorKey, epoch - 1);
+      const machine = conversationMachine.provide({
+        actors: {
+          ...services,
+          commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
+            const snapshot = conversationMachine.getPersistedSnapshot(
+              conversationMachine.resolveState({ value: 'idle', context: input.next }),
+            );
+            await committer.submit<ConversationWrite>(CONVERSATION, actorKey, epoch, { commit: input, snapshot });
+          }),
+        },
+        actions: {
+          committed: (_, { commit, replyKind }) => {
+            metrics.conversationMessages.inc({ outcome: replyKind });
+            if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
+            log.debug(
+              { conversation: commit.kind, sender: maskId(commit.relationship.userId), reply: replyKind, memories: commit.memories.length },
+              'message processed',
+            );
+            deps.onCommitted(commit);
+          },
+        },
+        delays: { burstQuiet: deps.burstQuietMs },
+      });
+      const actor = stored
+        ? createActor(machine, { snapshot: stored as never, input: { key } })
+        : createActor(machine, { input: { key } });
+      return actor;
+    },
+
+    onStopped(key, output) {
+      const { reason, message } = output as ConversationOutput;
+      if (reason !== 'passivated') {
+        log.warn({ conversation: key.startsWith('group_') ? 'group' : 'direct', reason, message }, 'conversation stopped');
+        deps.onFailed(key);
+      }
+    },
+  };
+}
+
+export type { ActorHost };

@@ -1,0 +1,162 @@
+/**
+ * Durable, exactly-once ingest: events are validated one by one, stored in `relay_inbox`
+ * (through the group commit; a seen event id is a duplicate), acknowledged only once stored,
+ * and then handed to their conversation's actor. Rows not yet processed are delivered again
+ * by a sweep (after a restart, or when an actor failed); the actor skips rows it processed.
+ */
+import type { Inbound, InboundMessage } from '../../actors/conversation.machine.ts';
+import { isAppError } from '../errors.ts';
+import type { ActorHost } from '../host/createActorHost.ts';
+import type { RateLimiter } from '../limits/RateLimiter.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { GroupCommitter } from '../store/GroupCommitter.ts';
+import type { InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
+import { CONVERSATION } from '../conversation/createConversationKind.ts';
+import { type RelayEvent, type RelayEventSchema, conversationKeyOf, parseRelayEvent } from './relayEvent.ts';
+
+export const INBOX = 'inbox';
+
+export interface IngestResult {
+  accepted: string[];
+  duplicates: string[];
+  rejected: { index: number; id?: string; error: { code: string; message: string; path?: (string | number)[] } }[];
+}
+
+export interface RelayIngestDeps {
+  committer: GroupCommitter;
+  repo: RelayRepository;
+  host: ActorHost;
+  schema: RelayEventSchema;
+  /** Per sender: over it, messages are stored but answered once per burst. */
+  senders: RateLimiter;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** Rows not processed after this long are delivered again. */
+const SWEEP_AGE_MS = 15_000;
+const SWEEP_EVERY_MS = 10_000;
+const SWEEP_BATCH = 500;
+
+export function toInbound(event: RelayEvent, receivedAt: number): InboundMessage {
+  return {
+    eventId: event.id,
+    sender: event.sender,
+    chatGuid: event.chat.guid,
+    text: event.text ?? '',
+    ...(event.replyTo ? { replyTo: event.replyTo } : {}),
+    attachments: event.attachments.map((a) => ({ id: a.id, mime: a.mime.toLowerCase(), data: a.data, url: a.url })),
+    receivedAt,
+  };
+}
+
+export class RelayIngest {
+  /** Inbox rows handed to an actor and not yet processed: seq → conversation key. */
+  private readonly inFlight = new Map<number, string>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: RelayIngestDeps) {
+    deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox);
+  }
+
+  /** Validates and stores `events`; resolves once the accepted ones are durable. */
+  async ingest(events: unknown[]): Promise<IngestResult> {
+    const result: IngestResult = { accepted: [], duplicates: [], rejected: [] };
+    const valid: { index: number; event: RelayEvent }[] = [];
+    events.forEach((raw, index) => {
+      try {
+        valid.push({ index, event: parseRelayEvent(this.deps.schema, raw) });
+      } catch (err) {
+        if (!isAppError(err)) throw err;
+        const id = typeof (raw as { id?: unknown })?.id === 'string' ? ((raw as { id: string }).id as string) : undefined;
+        result.rejected.push({
+          index,
+          ...(id !== undefined && id.length <= 200 ? { id } : {}),
+          error: { code: err.code, message: err.message, ...(err.path ? { path: err.path } : {}) },
+        });
+      }
+    });
+    const receivedAt = Date.now();
+    const stored = await Promise.all(
+      valid.map(({ event }) =>
+        this.deps.committer.submit<InboxItem, InboxResult>(INBOX, null, 0, {
+          eventId: event.id,
+          conversationKey: conversationKeyOf(event),
+          payload: event,
+        }),
+      ),
+    );
+    valid.forEach(({ event }, i) => {
+      const row = stored[i];
+      if (row) {
+        result.accepted.push(event.id);
+        void this.deliver(row.seq, event, receivedAt, true);
+      } else {
+        result.duplicates.push(event.id);
+      }
+    });
+    const m = this.deps.metrics.relayEvents;
+    m.inc({ outcome: 'accepted' }, result.accepted.length);
+    m.inc({ outcome: 'duplicate' }, result.duplicates.length);
+    m.inc({ outcome: 'rejected' }, result.rejected.length);
+    return result;
+  }
+
+  /** Hands a stored event to its conversation. */
+  private async deliver(seq: number, event: RelayEvent, receivedAt: number, live: boolean): Promise<void> {
+    const key = conversationKeyOf(event);
+    this.inFlight.set(seq, key);
+    // Only live traffic counts against a sender: recovered rows are old news.
+    const throttled = live && (await this.deps.senders.take(event.sender)) > 0;
+    const message: Inbound = { type: 'inbound', seq, message: toInbound(event, receivedAt), throttled };
+    try {
+      await this.deps.host.send(CONVERSATION, key, message);
+    } catch (err) {
+      this.inFlight.delete(seq);
+      const level = isAppError(err) && err.code === 'shutting_down' ? 'debug' : 'warn';
+      this.deps.log[level]({ err, event: event.id }, 'could not hand an event to its conversation; it will be retried');
+    }
+  }
+
+  /** The row was processed (committed with its conversation's changes). */
+  processed(seq: number): void {
+    this.inFlight.delete(seq);
+  }
+
+  /** A conversation stopped: its rows in flight will be delivered again by the sweep. */
+  conversationFailed(key: string): void {
+    for (const [seq, k] of this.inFlight) if (k === key) this.inFlight.delete(seq);
+  }
+
+  /** Delivers unprocessed rows (all of them at start, then the stale ones periodically). */
+  async sweep(olderThanMs: number): Promise<number> {
+    let after = 0;
+    let delivered = 0;
+    for (;;) {
+      const rows = await this.deps.repo.pendingInbox(after, new Date(Date.now() - olderThanMs), SWEEP_BATCH);
+      for (const row of rows) {
+        after = row.seq;
+        if (this.inFlight.has(row.seq)) continue;
+        delivered++;
+        await this.deliver(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
+      }
+      if (rows.length < SWEEP_BATCH) return delivered;
+    }
+  }
+
+  start(): void {
+    const run = (age: number) =>
+      this.sweep(age).then(
+        (n) => n && this.deps.log.info({ delivered: n }, 'delivered unprocessed relay events'),
+        (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
+      );
+    void run(0);
+    this.sweeper = setInterval(() => void run(SWEEP_AGE_MS), SWEEP_EVERY_MS);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+}

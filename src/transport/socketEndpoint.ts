@@ -1,0 +1,207 @@
+/**
+ * What every WebSocket endpoint shares (PROTOCOL.md "WebSocket"): authentication in the
+ * upgrade handler (no socket exists before it passes; refusals are plain HTTP), the upgrade
+ * rate limit per address, frame size limits, JSON parsing, the bad-frame flood limit, and
+ * closing with 1008 when the token expires. This is the sockets' error boundary: endpoints
+ * get parsed JSON objects and answer with frames.
+ */
+import type { HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js';
+import type { Config } from '../config.ts';
+import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
+import { KeyedLimiter } from '../limits/tokenBucket.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { upgradeToken } from './authenticate.ts';
+import { errorReply, remoteAddress, statusLine } from './http.ts';
+
+/** What every socket carries; endpoints extend it. */
+export interface BaseSocketData {
+  conn: string;
+  user: string;
+  /** Token expiry, ms since the epoch. */
+  expiresAt: number;
+  /** Times (ms) of recent bad frames, for the flood limit. */
+  bad: number[];
+  expiry?: NodeJS.Timeout;
+  closed: boolean;
+}
+
+export interface UpgradeRequest {
+  /** Route parameters (e.g. the session id). */
+  params: string[];
+  token: string | undefined;
+  ip: string;
+  /** A new connection id (process-unique). */
+  conn: string;
+}
+
+export interface EndpointHandlers<D extends BaseSocketData> {
+  /** Authenticates and authorizes the upgrade; throws a catalog error to refuse it. */
+  authorize(req: UpgradeRequest): Promise<D>;
+  open(ws: WebSocket<D>): void;
+  /** A parsed frame (a JSON object). */
+  frame(ws: WebSocket<D>, frame: Record<string, unknown>): void;
+  close(ws: WebSocket<D>): void;
+}
+
+export interface Endpoint<D extends BaseSocketData> {
+  send(ws: WebSocket<D>, frame: unknown): void;
+  sendError(ws: WebSocket<D>, code: ErrorCode, message: string, ref?: string): void;
+  /** Answers a bad frame with an error; a flood of them closes the socket with 1008. */
+  badFrame(ws: WebSocket<D>, code: ErrorCode, message: string, ref?: string): void;
+}
+
+const BAD_FRAME_LIMIT = 100;
+const BAD_FRAME_WINDOW_MS = 60_000;
+/** Frames over MAX_FRAME_BYTES × this close the socket with 1009 (PROTOCOL.md). */
+const CLOSE_FRAME_FACTOR = 16;
+/** uWebSockets.js' own limit, as a multiple of MAX_FRAME_BYTES: past it, it drops the connection without a close frame. */
+const TRANSPORT_FRAME_FACTOR = 32;
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+let nextConn = 0;
+
+export interface EndpointContext {
+  app: TemplatedApp;
+  config: Config;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export function createSocketEndpoint<D extends BaseSocketData>(
+  ctx: EndpointContext,
+  pattern: string,
+  handlers: EndpointHandlers<D>,
+): Endpoint<D> {
+  const { app, config, metrics, log } = ctx;
+  const limits = config.limits;
+  const upgrades =
+    limits.upgradesPerIpPerSecond > 0 ? new KeyedLimiter(limits.upgradesPerIpPerSecond, limits.upgradesBurst) : null;
+  const paramCount = (pattern.match(/:/g) ?? []).length;
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+
+  function refuse(res: HttpResponse, err: unknown): void {
+    const reply = errorReply(err, log);
+    res.cork(() => {
+      res.writeStatus(statusLine(reply.status)).writeHeader('content-type', 'application/json');
+      for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
+      res.end(JSON.stringify(reply.body), true);
+    });
+  }
+
+  const endpoint: Endpoint<D> = {
+    send(ws, frame) {
+      if (ws.getUserData().closed) return;
+      const text = JSON.stringify(frame);
+      ws.cork(() => ws.send(text));
+    },
+    sendError(ws, code, message, ref) {
+      endpoint.send(ws, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
+    },
+    badFrame(ws, code, message, ref) {
+      metrics.badFrames.inc({ code });
+      const d = ws.getUserData();
+      const now = Date.now();
+      d.bad.push(now);
+      while (d.bad.length && now - d.bad[0] > BAD_FRAME_WINDOW_MS) d.bad.shift();
+      if (d.bad.length > BAD_FRAME_LIMIT) {
+        log.info({ conn: d.conn }, 'closing a socket that sent too many bad frames');
+        ws.end(CloseCodes.policyViolation, 'too many bad frames');
+        return;
+      }
+      endpoint.sendError(ws, code, message, ref);
+    },
+  };
+
+  function armExpiry(ws: WebSocket<D>): void {
+    const d = ws.getUserData();
+    d.expiry = setTimeout(
+      () => {
+        if (d.closed) return;
+        if (Date.now() >= d.expiresAt) ws.end(CloseCodes.policyViolation, 'token expired');
+        else armExpiry(ws);
+      },
+      Math.min(Math.max(0, d.expiresAt - Date.now()), MAX_TIMER_MS),
+    );
+  }
+
+  app.ws<D>(pattern, {
+    maxPayloadLength: limits.maxFrameBytes * TRANSPORT_FRAME_FACTOR,
+    maxBackpressure: config.ws.maxBackpressureBytes,
+    // A slow consumer is dropped rather than silently skipped: it resumes when it reconnects.
+    closeOnBackpressureLimit: 1,
+    idleTimeout: config.ws.idleTimeoutS,
+    sendPingsAutomatically: true,
+
+    upgrade(res, req, context: us_socket_context_t) {
+      const key = req.getHeader('sec-websocket-key');
+      const protocolHeader = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      const params = Array.from({ length: paramCount }, (_, i) => req.getParameter(i) ?? '');
+      const queryToken = req.getQuery('token') ?? '';
+      const ip = remoteAddress(res);
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const wait = upgrades?.take(ip) ?? 0;
+      if (wait) {
+        metrics.rateLimited.inc({ scope: 'upgrade' });
+        refuse(res, new AppError('rate_limited', 'too many upgrades from this address', { retryAfter: wait }));
+        return;
+      }
+      const { token, protocol } = upgradeToken(protocolHeader, queryToken);
+      handlers.authorize({ params, token, ip, conn: `c${(nextConn++).toString(36)}` }).then(
+        (data) => {
+          if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+        },
+        (err) => {
+          if (!aborted) refuse(res, err);
+        },
+      );
+    },
+
+    open(ws) {
+      armExpiry(ws);
+      handlers.open(ws);
+    },
+
+    message(ws, message) {
+      if (message.byteLength > limits.maxFrameBytes * CLOSE_FRAME_FACTOR) {
+        metrics.badFrames.inc({ code: Codes.frame_too_large });
+        ws.end(CloseCodes.tooBig, 'frame too large');
+        return;
+      }
+      if (message.byteLength > limits.maxFrameBytes) {
+        endpoint.badFrame(ws, Codes.frame_too_large, `frames are limited to ${limits.maxFrameBytes} bytes`);
+        return;
+      }
+      let frame: unknown;
+      try {
+        frame = JSON.parse(decoder.decode(message));
+      } catch {
+        endpoint.badFrame(ws, Codes.invalid_json, 'the frame is not valid UTF-8 JSON');
+        return;
+      }
+      if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+        endpoint.badFrame(ws, Codes.invalid_json, 'a frame is one JSON object');
+        return;
+      }
+      try {
+        handlers.frame(ws, frame as Record<string, unknown>);
+      } catch (err) {
+        log.error({ err, conn: ws.getUserData().conn }, 'a frame handler failed');
+        endpoint.sendError(ws, isAppError(err) ? err.code : Codes.internal_error, 'the frame could not be handled');
+      }
+    },
+
+    close(ws) {
+      const d = ws.getUserData();
+      d.closed = true;
+      clearTimeout(d.expiry);
+      handlers.close(ws);
+    },
+  });
+  return endpoint;
+}

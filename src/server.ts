@@ -11,6 +11,20 @@ import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
 import { createMiniappKind } from './miniapp/createMiniappKind.ts';
+import { createOfflineBrain } from './brain/offlineBrain.ts';
+import { createOpenAIBrain } from './brain/openaiBrain.ts';
+import { createResilience } from './brain/resilience.ts';
+import { createConversationKind } from './conversation/createConversationKind.ts';
+import { createLocalRateLimiter } from './limits/RateLimiter.ts';
+import { MemoryStore } from './memory/MemoryStore.ts';
+import { createMediaFetcher } from './relay/fetchMedia.ts';
+import { OutboxDispatcher } from './relay/OutboxDispatcher.ts';
+import { RelayIngest } from './relay/RelayIngest.ts';
+import { limitsFrom, relayEventSchema } from './relay/relayEvent.ts';
+import { ConversationRepository } from './store/conversationRepository.ts';
+import { RelayRepository } from './store/relayRepository.ts';
+import { registerRelayRoutes } from './transport/relayRoutes.ts';
+import { registerRelaySocket } from './transport/relaySocket.ts';
 import { type Logger, createLogger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
@@ -84,14 +98,58 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     idleMs: config.actorIdleMs,
     log,
   });
+  const brain = config.openai.apiKey ? createOpenAIBrain(config.openai, config.photoWaitMs, log) : createOfflineBrain();
+  const media = createResilience({
+    name: 'media',
+    timeoutMs: config.photoWaitMs,
+    attempts: 2,
+    breakerFailures: config.openai.breakerFailures,
+    halfOpenAfterMs: config.openai.breakerHalfOpenMs,
+    log,
+  });
+  let socketCounts = () => ({ miniapp: 0, relay: 0 });
   const metrics = createMetrics({
     pool: () => poolStats(pool),
     actors: () => host.counts(),
-    sockets: () => ({ miniapp: sockets.byConn.size }),
+    sockets: () => socketCounts(),
+    breakers: () => ({ ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}), media: media.state() }),
   });
   const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
   const repo = new MiniappRepository(pool);
   host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
+
+  const relayRepo = new RelayRepository(pool);
+  const conversations = new ConversationRepository(pool);
+  const outbox = new OutboxDispatcher(relayRepo, committer, config.relay.redeliverMs, metrics, log);
+  const senders = createLocalRateLimiter(config.relay.senderPerMinute / 60, config.relay.senderBurst);
+  const relays = createLocalRateLimiter(config.relay.eventsPerSecond, config.relay.eventsBurst);
+  const ingest = new RelayIngest({
+    committer,
+    repo: relayRepo,
+    host,
+    schema: relayEventSchema(limitsFrom(config)),
+    senders,
+    metrics,
+    log,
+  });
+  host.register(
+    createConversationKind({
+      repo: conversations,
+      memory: new MemoryStore(pool),
+      brain,
+      committer,
+      fetchMedia: createMediaFetcher(config.relay.mediaHosts, config.limits.maxAttachmentBytes),
+      media,
+      onCommitted: (commit) => {
+        if (commit.inboxSeq !== null) ingest.processed(commit.inboxSeq);
+        if (commit.send) outbox.enqueue(commit.send);
+      },
+      onFailed: (key) => ingest.conversationFailed(key),
+      burstQuietMs: config.relay.burstQuietMs,
+      metrics,
+      log,
+    }),
+  );
 
   const app = uws.App();
   sockets.bind(app);
@@ -99,7 +157,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   const router = createRouter({ app, log, metrics, maxBodyBytes: config.limits.maxBodyBytes });
   registerOpsRoutes({ router, pool, host, metrics, nodeId: config.nodeId, mode, accepting: () => accepting });
   registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
-  registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
+  registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
+  const miniappEndpoint = registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
+  const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
+  socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
   router.fallback();
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
@@ -118,6 +179,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
   }, 3600_000);
   prune.unref();
+  ingest.start();
 
   log.info(
     {
@@ -127,8 +189,9 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       dataDir: embedded ? embedded.dataDir : undefined,
       redis: config.redisUrl ? redactUrl(config.redisUrl) : 'none',
       jwt: jwtKey.source,
+      brain: brain.mode,
     },
-    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'})`,
+    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${brain.mode})`,
   );
 
   let closing: Promise<void> | undefined;
@@ -136,12 +199,19 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     const started = Date.now();
     accepting = false;
     clearInterval(prune);
+    ingest.stop();
     uws.us_listen_socket_close(listenSocket);
     // Passivation waits for every pending commit (its checkpoint is queued after them), so
     // `applied` frames still reach the open sockets before they are closed.
     await host.stopAll(config.shutdownTimeoutMs);
-    await sockets.closeAll(CloseCodes.goingAway, 'server shutting down');
+    await Promise.all([
+      miniappEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
+      relayEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
+    ]);
     await committer.flush();
+    outbox.close();
+    senders.close();
+    relays.close();
     await pool.end();
     await embedded?.stop();
     log.info({ ms: Date.now() - started }, 'shutdown complete');

@@ -17,7 +17,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import { authenticate } from './authenticate.ts';
-import { type BaseSocketData, createSocketEndpoint } from './socketEndpoint.ts';
+import { type BaseSocketData, type Endpoint, createSocketEndpoint } from './socketEndpoint.ts';
 import { describeIssue } from './validate.ts';
 
 interface SocketData extends BaseSocketData {
@@ -73,16 +73,9 @@ export class MiniappSockets implements MiniappChannel {
       if (ws.getUserData().sessionId === sessionId) ws.end(code, reason);
     }
   }
-
-  /** Closes every socket and waits (at most `waitMs`) for the closing handshakes to finish. */
-  async closeAll(code: number, reason: string, waitMs = 2000): Promise<void> {
-    for (const ws of [...this.byConn.values()]) ws.end(code, reason);
-    const deadline = Date.now() + waitMs;
-    while (this.byConn.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
-export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappSockets): void {
+export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappSockets): Endpoint<SocketData> {
   const { config, verify, repo, host, metrics, log } = deps;
   const limits = config.limits;
 
@@ -100,7 +93,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     });
   }
 
-  const endpoint = createSocketEndpoint<SocketData>(deps, '/v1/miniapp/:sessionId', {
+  const endpoint: Endpoint<SocketData> = createSocketEndpoint<SocketData>(deps, '/v1/miniapp/:sessionId', {
     async authorize({ params: [sessionId], token, conn }) {
       if (!sessionId || sessionId.length > 200) throw new AppError('session_not_found', 'no such session');
       const claims = await authenticate(verify, metrics, token, ['user']);
@@ -172,4 +165,5 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
       if (host.has(MINIAPP, d.sessionId)) host.send(MINIAPP, d.sessionId, { type: 'leave', conn: d.conn }).catch(() => {});
     },
   });
+  return endpoint;
 }

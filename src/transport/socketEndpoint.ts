@@ -49,6 +49,10 @@ export interface Endpoint<D extends BaseSocketData> {
   sendError(ws: WebSocket<D>, code: ErrorCode, message: string, ref?: string): void;
   /** Answers a bad frame with an error; a flood of them closes the socket with 1008. */
   badFrame(ws: WebSocket<D>, code: ErrorCode, message: string, ref?: string): void;
+  /** Open sockets. */
+  count(): number;
+  /** Closes every socket and waits (at most `waitMs`) for the closing handshakes to finish. */
+  closeAll(code: number, reason: string, waitMs?: number): Promise<void>;
 }
 
 const BAD_FRAME_LIMIT = 100;
@@ -80,6 +84,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     limits.upgradesPerIpPerSecond > 0 ? new KeyedLimiter(limits.upgradesPerIpPerSecond, limits.upgradesBurst) : null;
   const paramCount = (pattern.match(/:/g) ?? []).length;
   const decoder = new TextDecoder('utf-8', { fatal: true });
+  const open = new Set<WebSocket<D>>();
 
   function refuse(res: HttpResponse, err: unknown): void {
     const reply = errorReply(err, log);
@@ -111,6 +116,12 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         return;
       }
       endpoint.sendError(ws, code, message, ref);
+    },
+    count: () => open.size,
+    async closeAll(code, reason, waitMs = 2000) {
+      for (const ws of [...open]) ws.end(code, reason);
+      const deadline = Date.now() + waitMs;
+      while (open.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     },
   };
 
@@ -163,6 +174,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     },
 
     open(ws) {
+      open.add(ws);
       armExpiry(ws);
       handlers.open(ws);
     },
@@ -199,6 +211,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     close(ws) {
       const d = ws.getUserData();
       d.closed = true;
+      open.delete(ws);
       clearTimeout(d.expiry);
       handlers.close(ws);
     },

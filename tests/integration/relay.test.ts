@@ -1,0 +1,102 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Codes } from '../../src/errors.ts';
+import type { RunningServer } from '../../src/server.ts';
+import { type TestDatabase, createTestDatabase } from '../helpers/db.ts';
+import { api } from '../helpers/http.ts';
+import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { token } from '../helpers/tokens.ts';
+
+const ALICE = '+15557000001';
+const BOB = '+15557000002';
+let server: RunningServer;
+let db: TestDatabase;
+let relayToken: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  server = await startTestServer(db.url, { RELAY_MEDIA_HOSTS: 'media.example.com' });
+  relayToken = await token('relay-1', { role: 'relay' });
+});
+
+describe('the relay', () => {
+  it('accepts an event over HTTP after storing it, and Sage answers through the relay socket (offline brain)', async () => {
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: ALICE, text: 'Hi Sage! I love hiking in the Alps.' });
+    const res = await postEvents(server.url, relayToken, e);
+    expect(res.status).toBe(202);
+    expect(res.body).toEqual({ accepted: [e.id], duplicates: [], rejected: [] });
+    const send = await relay.waitForSend((s) => s.replyTo === e.id);
+    expect(send).toMatchObject({ type: 'send', id: `out_${e.id}`, chat: { guid: `iMessage;-;${ALICE}`, group: false }, to: ALICE });
+    expect(send.text).toContain('offline');
+    await relay.close();
+  });
+
+  it('answers a repeated event id as a duplicate, over HTTP and over the socket, and processes it once', async () => {
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: BOB, text: 'hello there' });
+    const results = await Promise.all([
+      postEvents(server.url, relayToken, e),
+      postEvents(server.url, relayToken, e),
+      relay.event(e),
+      relay.event(e),
+      postEvents(server.url, relayToken, { events: [e] }),
+    ]);
+    const accepted = results.filter((r) => ('status' in r ? (r.body as { accepted: string[] }).accepted.length === 1 : r.type === 'accepted'));
+    expect(accepted).toHaveLength(1);
+    await relay.waitForSend((s) => s.replyTo === e.id);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
+    const rows = await db.pool.query("SELECT count(*) FROM messages WHERE id = $1", [`in_${e.id}`]);
+    expect(rows.rows[0].count).toBe('1');
+    await relay.close();
+  });
+
+  it('keeps the good events of a batch and reports the bad ones by index', async () => {
+    const good = relayEvent({ sender: ALICE, text: 'ok' });
+    const res = await postEvents(server.url, relayToken, {
+      events: [good, { ...relayEvent({ sender: 'not-a-phone', text: 'x' }) }, { type: 'reaction', id: 'r1' }],
+    });
+    expect(res.status).toBe(202);
+    expect(res.body.accepted).toEqual([good.id]);
+    expect(res.body.rejected).toEqual([
+      { index: 1, id: expect.any(String), error: expect.objectContaining({ code: Codes.validation_failed, path: ['sender'] }) },
+      { index: 2, id: 'r1', error: expect.objectContaining({ code: Codes.unknown_event_type }) },
+    ]);
+  });
+
+  it('refuses bad bodies with the right code and stores nothing', async () => {
+    const before = (await db.pool.query('SELECT count(*) FROM relay_inbox')).rows[0].count;
+    const cases: [unknown, number, string][] = [
+      [relayEvent({ sender: ALICE }), 400, Codes.validation_failed],
+      [{ ...relayEvent({ sender: ALICE, text: 'x' }), type: 'typing' }, 400, Codes.unknown_event_type],
+      [relayEvent({ sender: ALICE, text: 'x'.repeat(10_001) }), 400, Codes.validation_failed],
+      [relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'image/jpeg', url: 'https://evil.example.org/x.jpg' }] }), 400, Codes.validation_failed],
+      [relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'not a mime', data: 'AAAA' }] }), 400, Codes.validation_failed],
+      [{ events: Array.from({ length: 101 }, () => relayEvent({ sender: ALICE, text: 'x' })) }, 400, Codes.batch_too_large],
+      [{ events: [{ type: 'message' }] }, 400, Codes.no_valid_events],
+    ];
+    for (const [body, status, code] of cases) {
+      const res = await postEvents(server.url, relayToken, body);
+      expect(res.status, JSON.stringify(res.body)).toBe(status);
+      expect(res.body.error.code).toBe(code);
+    }
+    const after = (await db.pool.query('SELECT count(*) FROM relay_inbox')).rows[0].count;
+    expect(after).toBe(before);
+  });
+
+  it('refuses users on relay endpoints and lets a person read their own direct history only', async () => {
+    const alice = await token(ALICE);
+    expect((await postEvents(server.url, alice, relayEvent({ sender: ALICE, text: 'x' }))).status).toBe(403);
+    const key = encodeURIComponent(`user_${ALICE}_persona_sage`);
+    const own = await api(server.url, 'GET', `/v1/conversations/${key}/messages?limit=2`, { token: alice });
+    expect(own.status).toBe(200);
+    expect(own.body.messages).toHaveLength(2);
+    expect(new Date(own.body.messages[0].createdAt) >= new Date(own.body.messages[1].createdAt)).toBe(true);
+    const bobs = encodeURIComponent(`user_${BOB}_persona_sage`);
+    expect((await api(server.url, 'GET', `/v1/conversations/${bobs}/messages`, { token: alice })).status).toBe(403);
+    const admin = await token('ops', { role: 'admin' });
+    expect((await api(server.url, 'GET', `/v1/conversations/${bobs}/messages`, { token: admin })).status).toBe(200);
+    expect((await api(server.url, 'GET', '/v1/conversations/group_nope/messages', { token: admin })).status).toBe(404);
+  });
+});

@@ -52,6 +52,10 @@ const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
     (m, who) => `${who} ${m[1].toLowerCase().replace("can't", 'cannot').replace("don't", 'does not')} ${clean(m[2])}`,
   ],
   [/\bmy ([\p{L} ]{2,30}?) (?:is|are) (.{2,120})/iu, (m, who) => `${who}'s ${clean(m[1])}: ${clean(m[2])}`],
+  [
+    /\bmy ([\p{L} ]{2,40}?) (never|always|keeps|won'?t|doesn'?t|does|did|has|had|hates|loves) (.{3,140})/iu,
+    (m, who) => `${who}'s ${clean(m[1])} ${m[2].toLowerCase()} ${clean(m[3])}`,
+  ],
   [/\bi (live|work|study) (in|at|for) (.{2,80})/i, (m, who) => `${who} ${m[1]}s ${m[2]} ${clean(m[3])}`],
   [/\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/i, (m, who) => `${who} is ${clean(m[1])}`],
   [

@@ -10,6 +10,7 @@
  */
 import type { AnyActorRef, EventObject, SnapshotFrom } from 'xstate';
 import { AppError } from '../errors.ts';
+import { type RequestContext, currentContext, withContext } from '../observability/context.ts';
 import type { Logger } from '../observability/logger.ts';
 
 export interface ActorKind<TEvent extends EventObject = EventObject> {
@@ -44,6 +45,8 @@ export interface ActorHostOptions {
 
 interface Envelope {
   event: EventObject;
+  /** The correlation context of the sender, restored while the actor handles the event. */
+  context: RequestContext | undefined;
   delivered: () => void;
   rejected: (err: Error) => void;
 }
@@ -91,7 +94,10 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     while (cell.queue.length && !busy(actor)) {
       const envelope = cell.queue.shift() as Envelope;
       cell.lastActive = Date.now();
-      actor.send(envelope.event);
+      // Whatever the actor starts for this event (services, their log lines) carries the
+      // sender's correlation id, not that of whatever woke the mailbox.
+      if (envelope.context) withContext(envelope.context, () => actor.send(envelope.event));
+      else actor.send(envelope.event);
       envelope.delivered();
     }
   }
@@ -191,7 +197,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       if (!kind) return Promise.reject(new Error(`unknown actor kind ${kindName}`));
       if (closing) return Promise.reject(new AppError('shutting_down', 'the server is shutting down'));
       return new Promise<void>((delivered, rejected) => {
-        const envelope: Envelope = { event, delivered, rejected };
+        const envelope: Envelope = { event, context: currentContext(), delivered, rejected };
         const cell = cells.get(`${kindName}:${id}`);
         if (cell) {
           cell.queue.push(envelope);

@@ -6,6 +6,7 @@
  */
 import type { Inbound, InboundMessage } from '../../actors/conversation.machine.ts';
 import { isAppError } from '../errors.ts';
+import { withContext } from '../observability/context.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -111,7 +112,8 @@ export class RelayIngest {
     const throttled = live && (await this.deps.senders.take(event.sender)) > 0;
     const message: Inbound = { type: 'inbound', seq, message: toInbound(event, receivedAt), throttled };
     try {
-      await this.deps.host.send(CONVERSATION, key, message);
+      // The event id is the correlation id of everything done for it, end to end.
+      await withContext({ reqId: event.id }, () => this.deps.host.send(CONVERSATION, key, message));
     } catch (err) {
       this.inFlight.delete(seq);
       const level = isAppError(err) && err.code === 'shutting_down' ? 'debug' : 'warn';

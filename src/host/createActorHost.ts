@@ -60,6 +60,9 @@ interface Cell {
   epoch: number;
   queue: Envelope[];
   lastActive: number;
+  /** A delivery is scheduled. */
+  pumping: boolean;
+  passivateSent: boolean;
 }
 
 export interface ActorHost {
@@ -88,10 +91,24 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     return snapshot.status !== 'active' || snapshot.hasTag('busy');
   };
 
+  /**
+   * Delivers queued messages, in a microtask: never from inside the actor's own processing
+   * (a snapshot listener runs there), where a send would only be queued by XState, the actor
+   * would still look idle, and the next message would arrive in a state that drops it.
+   */
   function pump(cell: Cell): void {
+    if (cell.pumping) return;
+    cell.pumping = true;
+    queueMicrotask(() => {
+      cell.pumping = false;
+      deliver(cell);
+    });
+  }
+
+  function deliver(cell: Cell): void {
     const actor = cell.actor;
     if (cell.state === 'activating' || !actor) return;
-    while (cell.queue.length && !busy(actor)) {
+    while (cell.state === 'running' && cell.queue.length && !busy(actor)) {
       const envelope = cell.queue.shift() as Envelope;
       cell.lastActive = Date.now();
       // Whatever the actor starts for this event (services, their log lines) carries the
@@ -99,6 +116,11 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       if (envelope.context) withContext(envelope.context, () => actor.send(envelope.event));
       else actor.send(envelope.event);
       envelope.delivered();
+    }
+    // Passivation waits its turn like any message: a busy actor finishes what it is doing.
+    if (cell.state === 'stopping' && !cell.passivateSent && !busy(actor)) {
+      cell.passivateSent = true;
+      actor.send(cell.kind.passivateEvent);
     }
   }
 
@@ -122,7 +144,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
 
   function start(kind: ActorKind, id: string, queue: Envelope[]): Cell {
     const key = `${kind.name}:${id}`;
-    const cell: Cell = { kind, id, key, state: 'activating', epoch: 0, queue, lastActive: Date.now() };
+    const cell: Cell = { kind, id, key, state: 'activating', epoch: 0, queue, lastActive: Date.now(), pumping: false, passivateSent: false };
     cells.set(key, cell);
     void activate(cell);
     return cell;
@@ -165,7 +187,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     if (cell.state !== 'running' || !cell.actor) return;
     cell.state = 'stopping';
     log.debug({ actor: cell.key }, 'passivating actor');
-    cell.actor.send(cell.kind.passivateEvent);
+    pump(cell);
   }
 
   const sweep = setInterval(

@@ -29,7 +29,9 @@ export class OutboxDispatcher {
   /** Sent (or to send) and not acknowledged, in delivery order. */
   private readonly inFlight = new Map<string, InFlight>();
   /** While a newly connected relay is being caught up from the database, new sends wait. */
-  private catchingUp: Promise<void> | null = null;
+  private catchingUp = false;
+  /** Bumped by every catch-up, so only the latest one finishes it. */
+  private generation = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -51,30 +53,24 @@ export class OutboxDispatcher {
   /** A relay connected: it becomes the receiver and gets every unacknowledged send, in order. */
   attach(link: RelayLink): void {
     this.links.push(link);
-    const catchUp = this.catchUp(link).finally(() => {
-      if (this.catchingUp === catchUp) this.catchingUp = null;
-    });
-    this.catchingUp = catchUp;
+    void this.catchUp(link);
   }
 
   detach(link: RelayLink): void {
     this.links = this.links.filter((l) => l !== link);
     // The next most recent relay (if any) may have missed sends that went to this one.
     const next = this.current;
-    if (next) {
-      const catchUp = this.catchUp(next).finally(() => {
-        if (this.catchingUp === catchUp) this.catchingUp = null;
-      });
-      this.catchingUp = catchUp;
-    }
+    if (next) void this.catchUp(next);
   }
 
   private async catchUp(link: RelayLink): Promise<void> {
+    const generation = ++this.generation;
+    this.catchingUp = true;
     let after = 0;
     try {
       for (;;) {
         const rows = await this.repo.pendingOutbox(after, 500);
-        if (this.current !== link) return;
+        if (generation !== this.generation) return;
         for (const { seq, frame } of rows) {
           after = seq;
           this.inFlight.delete(frame.id);
@@ -83,11 +79,14 @@ export class OutboxDispatcher {
         }
         if (rows.length < 500) break;
       }
-      // Sends committed while we read: deliver those the database did not have yet.
-      for (const entry of this.inFlight.values()) if (entry.sentAt === 0) this.push(link, entry);
     } catch (err) {
       this.log.warn({ err }, 'could not read the outbox; unacknowledged sends wait for the next redelivery');
     }
+    if (generation !== this.generation) return;
+    // In the same turn as the flag drops: sends committed while we read, which the database
+    // did not return yet, follow in order.
+    this.catchingUp = false;
+    for (const entry of this.inFlight.values()) if (entry.sentAt === 0) this.push(link, entry);
   }
 
   private push(link: RelayLink, entry: InFlight): void {

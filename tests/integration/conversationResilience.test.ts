@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
+import { createTestDatabase } from '../helpers/db.ts';
+import { openAIEnv, startFakeOpenAI } from '../helpers/fakeOpenAI.ts';
+import { api } from '../helpers/http.ts';
+import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { baseEnv, spawnServer, startTestServer } from '../helpers/server.ts';
+import { token } from '../helpers/tokens.ts';
+
+const ALICE = '+15559000001';
+const BOB = '+15559000002';
+
+describe('conversation resilience', () => {
+  it('answers with a short fallback when the model fails or hangs, keeps the message, and opens the breaker', async () => {
+    const db = await createTestDatabase();
+    const fake = await startFakeOpenAI({ chatFailure: 'error' });
+    const server = await startTestServer(
+      db.url,
+      openAIEnv(fake, { MODEL_TIMEOUT_MS: '400', MODEL_BREAKER_FAILURES: '3', MODEL_BREAKER_HALF_OPEN_MS: '60000' }),
+    );
+    const relayToken = await token('relay-r1', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const failing = relayEvent({ sender: ALICE, text: 'are you there?' });
+    await postEvents(server.url, relayToken, failing);
+    expect((await relay.waitForSend((s) => s.replyTo === failing.id)).text).toBe(SAFETY_REPLIES.fallback);
+
+    fake.behaviour.chatFailure = 'hang';
+    const hanging = relayEvent({ sender: ALICE, text: 'hello?' });
+    const started = Date.now();
+    await postEvents(server.url, relayToken, hanging);
+    expect((await relay.waitForSend((s) => s.replyTo === hanging.id)).text).toBe(SAFETY_REPLIES.fallback);
+    // One attempt and one retry, 400 ms each, plus backoff.
+    expect(Date.now() - started).toBeLessThan(2500);
+
+    const metrics = await api(server.url, 'GET', '/metrics');
+    expect(metrics.body).toMatch(/archety_circuit_breaker_state\{dependency="model"\} 1/);
+    const stored = await db.pool.query('SELECT text FROM messages WHERE id = ANY($1)', [[`in_${failing.id}`, `in_${hanging.id}`]]);
+    expect(stored.rows.map((r) => r.text).sort()).toEqual(['are you there?', 'hello?']);
+    await relay.close();
+  });
+
+  it('processes the same event sent 5 times at once over HTTP and the socket once, with one reply', async () => {
+    const db = await createTestDatabase();
+    const fake = await startFakeOpenAI({ chatDelayMs: 100 });
+    const server = await startTestServer(db.url, openAIEnv(fake));
+    const relayToken = await token('relay-r2', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: BOB, text: 'only once please q-once' });
+    await Promise.all([
+      postEvents(server.url, relayToken, e),
+      relay.event(e),
+      postEvents(server.url, relayToken, e),
+      relay.event(e),
+      postEvents(server.url, relayToken, { events: [e] }),
+    ]);
+    await relay.waitForSend((s) => s.replyTo === e.id);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
+    expect(fake.promptTexts().filter((p) => p.endsWith('q-once'))).toHaveLength(1);
+    await relay.close();
+  });
+
+  it('redelivers unacknowledged sends on reconnect, in order, until they are acknowledged', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url);
+    const relayToken = await token('relay-r3', { role: 'relay' });
+    const first = await connectRelay(server.url, relayToken);
+    const events = [1, 2, 3].map((i) => relayEvent({ sender: ALICE, text: `message ${i}` }));
+    for (const e of events) await postEvents(server.url, relayToken, e);
+    await first.waitForSend((s) => s.replyTo === events[2].id);
+    expect(first.sends.map((s) => s.replyTo)).toEqual(events.map((e) => e.id));
+    await first.close();
+
+    const second = await connectRelay(server.url, relayToken);
+    await second.waitForSend((s) => s.replyTo === events[2].id);
+    expect(second.sends.map((s) => s.replyTo)).toEqual(events.map((e) => e.id));
+    second.ack(second.sends[0].id);
+    second.ack(second.sends[1].id);
+    await expect.poll(async () => (await db.pool.query("SELECT count(*) FROM relay_outbox WHERE status = 'acked'")).rows[0].count).toBe('2');
+    await second.close();
+
+    const third = await connectRelay(server.url, relayToken);
+    await third.waitForSend((s) => s.replyTo === events[2].id);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(third.sends.map((s) => s.replyTo)).toEqual([events[2].id]);
+    await third.close();
+  });
+
+  it('sends to the most recently connected relay', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url);
+    const relayToken = await token('relay-r4', { role: 'relay' });
+    const older = await connectRelay(server.url, relayToken, { autoAck: true });
+    const newer = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: BOB, text: 'which relay?' });
+    await postEvents(server.url, relayToken, e);
+    await newer.waitForSend((s) => s.replyTo === e.id);
+    expect(older.sends.some((s) => s.replyTo === e.id)).toBe(false);
+    await Promise.all([older.close(), newer.close()]);
+  });
+
+  it('stores every message of a throttled sender and answers the burst once', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url, { SENDER_MESSAGES_PER_MINUTE: '6', SENDER_BURST: '2', BURST_QUIET_MS: '300' });
+    const relayToken = await token('relay-r5', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const burst = Array.from({ length: 8 }, (_, i) => relayEvent({ sender: ALICE, text: `spam ${i}` }));
+    for (const e of burst) expect((await postEvents(server.url, relayToken, e)).status).toBe(202);
+    await expect
+      .poll(async () => (await db.pool.query("SELECT count(*) FROM messages WHERE direction = 'in'")).rows[0].count, { timeout: 10_000 })
+      .toBe('8');
+    await relay.waitForSend((s) => s.id.endsWith('_burst'), 10_000);
+    await new Promise((r) => setTimeout(r, 600));
+    // Two within the limit, then one answer for the rest of the burst.
+    expect(relay.sends).toHaveLength(3);
+    expect(relay.sends[2].replyTo).toBe(burst[7].id);
+    await relay.close();
+  });
+
+  it('delivers the reply once after a crash between the acknowledgement and the reply', async () => {
+    const db = await createTestDatabase();
+    const fake = await startFakeOpenAI({ chatDelayMs: 4000 });
+    const env = baseEnv(db.url, openAIEnv(fake));
+    const first = await spawnServer(env);
+    const relayToken = await token('relay-r6', { role: 'relay' });
+    const e = relayEvent({ sender: BOB, text: 'survive the crash' });
+    expect((await postEvents(first.url, relayToken, e)).status).toBe(202);
+    await expect.poll(() => fake.chats.length, { timeout: 5000 }).toBeGreaterThan(0);
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    fake.behaviour.chatDelayMs = 0;
+    const second = await spawnServer(env);
+    const relay = await connectRelay(second.url, relayToken, { autoAck: true });
+    const send = await relay.waitForSend((s) => s.replyTo === e.id, 15_000);
+    expect(send.text).toBe('Model reply to: survive the crash');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
+    const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = ANY($1)', [[`in_${e.id}`, `out_${e.id}`]]);
+    expect(rows.rows[0].count).toBe('2');
+    await relay.close();
+    second.child.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  });
+});

@@ -1,0 +1,74 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { assign, createActor, fromPromise, setup } from 'xstate';
+import { createActorHost } from '../../src/host/createActorHost.ts';
+import { localOwnership } from '../../src/host/localOwnership.ts';
+
+/** Takes `work` events one at a time; each takes a few ms of "I/O" while tagged busy. */
+const worker = setup({
+  types: { context: {} as { done: number[] }, events: {} as { type: 'work'; n: number } | { type: 'passivate' } },
+  actors: { io: fromPromise<void, { n: number }>(async () => new Promise((r) => setTimeout(r, 3))) },
+}).createMachine({
+  context: { done: [] },
+  initial: 'idle',
+  states: {
+    idle: { on: { work: 'busy', passivate: 'stopped' } },
+    busy: {
+      tags: ['busy'],
+      entry: assign({ done: ({ context, event }) => [...context.done, (event as { n: number }).n] }),
+      invoke: { src: 'io', input: ({ event }) => ({ n: (event as { n: number }).n }), onDone: 'idle' },
+    },
+    stopped: { type: 'final' },
+  },
+  output: ({ context }) => context,
+});
+
+function host(idleMs = 60_000) {
+  const actors = new Map<string, ReturnType<typeof createActor<typeof worker>>>();
+  const h = createActorHost({ bumpEpoch: async () => 1, ownership: localOwnership, idleMs, log: pino({ level: 'silent' }) });
+  const stopped: unknown[] = [];
+  h.register({
+    name: 'worker',
+    passivateEvent: { type: 'passivate' },
+    isIdle: (s) => s.value === 'idle',
+    async activate(id) {
+      if (id === 'missing') return null;
+      const actor = createActor(worker);
+      actors.set(id, actor);
+      return actor;
+    },
+    onStopped: (_id, output) => stopped.push(output),
+  });
+  return { h, actors, stopped };
+}
+
+describe('the actor host', () => {
+  it('delivers every message, in order, never while the actor is busy', async () => {
+    const { h, actors } = host();
+    await Promise.all(Array.from({ length: 20 }, (_, n) => h.send('worker', 'a', { type: 'work', n })));
+    await expect.poll(() => actors.get('a')?.getSnapshot().context.done.length).toBe(20);
+    expect(actors.get('a')?.getSnapshot().context.done).toEqual(Array.from({ length: 20 }, (_, n) => n));
+  });
+
+  it('rejects messages for an actor that does not exist', async () => {
+    const { h } = host();
+    await expect(h.send('worker', 'missing', { type: 'work', n: 1 })).rejects.toMatchObject({ code: 'session_not_found' });
+  });
+
+  it('passivates an idle actor and activates it again for the next message', async () => {
+    const { h, stopped } = host(60);
+    await h.send('worker', 'b', { type: 'work', n: 1 });
+    await expect.poll(() => h.counts().worker, { timeout: 2000 }).toBe(0);
+    expect(stopped).toHaveLength(1);
+    await h.send('worker', 'b', { type: 'work', n: 2 });
+    expect(h.has('worker', 'b')).toBe(true);
+  });
+
+  it('passivates everything on stopAll and refuses new messages', async () => {
+    const { h } = host();
+    await h.send('worker', 'c', { type: 'work', n: 1 });
+    await h.stopAll(2000);
+    expect(h.counts().worker).toBe(0);
+    await expect(h.send('worker', 'c', { type: 'work', n: 2 })).rejects.toMatchObject({ code: 'shutting_down' });
+  });
+});

@@ -74,6 +74,11 @@ export interface HttpContext {
   headers?: Record<string, string>;
 }
 
+/** Phone numbers (e.g. in a conversation key) masked for logs: `+1555…0001` → `+*******0001`. */
+export function maskPhones(text: string): string {
+  return text.replace(/(\+|%2B)(\d{3,11})(\d{4})/gi, (_, plus: string, hidden: string, last: string) => `${plus}${'*'.repeat(hidden.length)}${last}`);
+}
+
 /** The remote address of a request or upgrade, as text. */
 export function remoteAddress(res: HttpResponse): string {
   return Buffer.from(res.getRemoteAddressAsText()).toString();
@@ -207,7 +212,7 @@ export function createRouter(ctx: HttpContext) {
             if (state.aborted) return;
             writeReply(res, reply, r.reqId, ctx.headers);
             ctx.log.debug(
-              { method: r.method, url: r.url, status: reply.status, ms: +(performance.now() - started).toFixed(2) },
+              { method: r.method, url: maskPhones(r.url), status: reply.status, ms: +(performance.now() - started).toFixed(2) },
               'request',
             );
           });

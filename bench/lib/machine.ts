@@ -1,0 +1,100 @@
+/**
+ * What the benchmark reads from the machine: a process's CPU time and RSS from /proc, the CPU
+ * speed probe (a fixed busy loop timed on one core), core pinning and the file limit.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
+let clockTicks: number | undefined;
+
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clockTicks = Number(r.stdout?.trim()) || 100;
+  }
+  return clockTicks;
+}
+
+/** User + system CPU time of `pid` so far, ms (clock-tick resolution, usually 10 ms). */
+export function cpuTimeMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return ((utime + stime) * 1000) / ticksPerSecond();
+}
+
+/** Resident set size of `pid`, KiB (VmRSS). */
+export function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+export function hasTaskset(): boolean {
+  return spawnSync('taskset', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Pins an already running process to one core. */
+export function pin(pid: number, core: number): void {
+  execFileSync('taskset', ['-cp', String(core), String(pid)], { stdio: 'ignore' });
+}
+
+/** The open-file limit the benchmark's processes get: 65536 when allowed, else the hard limit. */
+export function fileLimit(): { soft: number; hard: number; wanted: number; granted: number } {
+  const read = (flag: string) =>
+    spawnSync('bash', ['-c', `ulimit ${flag}`], { encoding: 'utf8' }).stdout.trim();
+  const soft = Number(read('-Sn'));
+  const hardText = read('-Hn');
+  const hard = hardText === 'unlimited' ? Number.POSITIVE_INFINITY : Number(hardText);
+  const wanted = 65536;
+  return { soft, hard, wanted, granted: Math.min(wanted, hard) };
+}
+
+/** A command line that raises the file limit to `limit`, then pins to `core` (when possible). */
+export function pinnedCommand(core: number | null, limit: number, command: string[]): { file: string; args: string[] } {
+  const pinning = core === null ? [] : ['taskset', '-c', String(core)];
+  return { file: 'bash', args: ['-c', `ulimit -n ${limit} && exec "$@"`, 'bash', ...pinning, ...command] };
+}
+
+const PROBE_MS = 300;
+const PROBE_SCRIPT = `
+const end = performance.now() + ${PROBE_MS};
+let n = 0, x = 0;
+while (performance.now() < end) { for (let i = 0; i < 10000; i++) x = (x * 1103515245 + 12345) | 0; n++; }
+// x is printed to stderr only in the impossible case, so the loop's result stays observable.
+if (x === 42) process.stderr.write('');
+process.stdout.write(String((n * 10000) / ${PROBE_MS} / 1000));
+`;
+
+/** Runs the fixed busy loop for 0.3 s on `core`: millions of loop iterations per second. */
+export function cpuProbe(core: number | null): Promise<number> {
+  const cmd = core === null ? [process.execPath, '-e', PROBE_SCRIPT] : ['taskset', '-c', String(core), process.execPath, '-e', PROBE_SCRIPT];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`cpu probe exited with ${code}`))));
+  });
+}
+
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  node: string;
+  kernel: string;
+}
+
+export function machineInfo(): MachineInfo {
+  let cpu = os.cpus()[0]?.model ?? 'unknown';
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) cpu = m[1].trim();
+  } catch {
+    // Not Linux: os.cpus() it is.
+  }
+  return { cpu, cores: os.availableParallelism(), node: process.version, kernel: os.release() };
+}

@@ -1,0 +1,152 @@
+/**
+ * The benchmark's sizes: the default run (about 3–6 minutes on a 2-core machine) or the quick
+ * one (`--quick` or BENCH_QUICK=1: a few sockets, seconds, under 30 s), each overridable.
+ */
+import { parseArgs } from 'node:util';
+
+export interface BenchOptions {
+  quick: boolean;
+  /** Measured rounds (after one warm-up round). */
+  rounds: number;
+  /** Load-generator processes (all on core 1). */
+  workers: number;
+  /** Rooms (sessions) driven in the saturation, latency and fan-out phases. */
+  rooms: number;
+  /** Sockets per room: the fan-out of every op. */
+  fanout: number;
+  /** Ops each socket keeps outstanding in the closed loop. */
+  window: number;
+  warmMs: number;
+  measureMs: number;
+  latencyWarmMs: number;
+  latencyMeasureMs: number;
+  /** Longest wait for outstanding ops after a phase. */
+  drainMs: number;
+  pgClients: number;
+  pgWarmMs: number;
+  pgMeasureMs: number;
+  /** Sessions created (the socket-holding phase spreads its sockets over all of them). */
+  sessions: number;
+  /** Sockets held open at once in the memory phase. */
+  holdSockets: number;
+  /** Sockets per upgrade burst, and how many bursts. */
+  burstSockets: number;
+  bursts: number;
+  /** Upgrades in flight per worker. */
+  connectConcurrency: number;
+  /** Write the results section into bench/README.md. */
+  readme: boolean;
+  /** Directory for a `--cpu-prof` of the Archety server (none when undefined). */
+  serverCpuProf: string | undefined;
+  /** Abort the whole run after this long. */
+  deadlineMs: number;
+}
+
+const DEFAULTS: BenchOptions = {
+  quick: false,
+  rounds: 3,
+  workers: 4,
+  rooms: 100,
+  fanout: 10,
+  window: 2,
+  warmMs: 2000,
+  measureMs: 5000,
+  latencyWarmMs: 2000,
+  latencyMeasureMs: 8000,
+  drainMs: 5000,
+  pgClients: 8,
+  pgWarmMs: 500,
+  pgMeasureMs: 3000,
+  sessions: 1000,
+  holdSockets: 10_000,
+  burstSockets: 5000,
+  bursts: 3,
+  connectConcurrency: 100,
+  readme: true,
+  serverCpuProf: undefined,
+  deadlineMs: 15 * 60_000,
+};
+
+const QUICK: Partial<BenchOptions> = {
+  quick: true,
+  rounds: 1,
+  workers: 2,
+  rooms: 10,
+  fanout: 5,
+  warmMs: 500,
+  measureMs: 1500,
+  latencyWarmMs: 500,
+  latencyMeasureMs: 1500,
+  drainMs: 3000,
+  pgWarmMs: 200,
+  pgMeasureMs: 1000,
+  sessions: 40,
+  holdSockets: 400,
+  burstSockets: 200,
+  bursts: 1,
+  connectConcurrency: 50,
+  readme: false,
+  deadlineMs: 90_000,
+};
+
+export const USAGE = `Usage: npm run bench:miniapp [-- options]
+
+  --quick              a small, fast run (also BENCH_QUICK=1); does not touch bench/README.md
+  --rounds N           measured rounds (default 3)
+  --workers N          load-generator processes (default 4)
+  --rooms N            rooms driven in the load phases (default 100)
+  --fanout N           sockets per room (default 10)
+  --window N           ops outstanding per socket at saturation (default 2)
+  --measure-s S        measured seconds per saturation phase (default 5)
+  --sessions N         sessions created (default 1000)
+  --sockets N          sockets held in the memory phase (default 10000)
+  --burst N            sockets per upgrade burst (default 5000)
+  --no-readme          do not write bench/README.md
+  --server-cpu-prof D  run the Archety server with --cpu-prof, profiles into D
+
+Environment: BENCH_DATABASE_URL (use this database instead of creating one),
+BENCH_PG_ADMIN_URL (where to create it; default postgres://<os user>@127.0.0.1:5432/postgres).`;
+
+export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean' },
+      rounds: { type: 'string' },
+      workers: { type: 'string' },
+      rooms: { type: 'string' },
+      fanout: { type: 'string' },
+      window: { type: 'string' },
+      'measure-s': { type: 'string' },
+      sessions: { type: 'string' },
+      sockets: { type: 'string' },
+      burst: { type: 'string' },
+      'no-readme': { type: 'boolean' },
+      'server-cpu-prof': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  const quick = values.quick === true || env.BENCH_QUICK === '1';
+  const o: BenchOptions = { ...DEFAULTS, ...(quick ? QUICK : {}) };
+  const int = (name: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
+    return n;
+  };
+  o.rounds = int('rounds', values.rounds, 1) ?? o.rounds;
+  o.workers = int('workers', values.workers, 1) ?? o.workers;
+  o.rooms = int('rooms', values.rooms, 1) ?? o.rooms;
+  o.fanout = int('fanout', values.fanout, 1) ?? o.fanout;
+  o.window = int('window', values.window, 1) ?? o.window;
+  const measureS = int('measure-s', values['measure-s'], 1);
+  if (measureS) o.measureMs = measureS * 1000;
+  o.sessions = int('sessions', values.sessions, 1) ?? o.sessions;
+  o.holdSockets = int('sockets', values.sockets, 1) ?? o.holdSockets;
+  o.burstSockets = int('burst', values.burst, 1) ?? o.burstSockets;
+  if (values['no-readme']) o.readme = false;
+  o.serverCpuProf = values['server-cpu-prof'];
+  if (o.rooms > o.sessions) o.sessions = o.rooms;
+  return o;
+}

@@ -1,0 +1,141 @@
+/**
+ * The benchmark's child processes: the Archety server and the raw relay (pinned to core 0),
+ * and the load-generator workers (pinned to core 1, coordinated over IPC).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pinnedCommand } from './machine.ts';
+import type { WorkerReply, WorkerRequest } from './protocol.ts';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface ServerProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  /** Output so far (stdout and stderr). */
+  output(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it exited. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts `command` (pinned to `core` unless null, with `fileLimit` open files) and waits for
+ * the line matching `ready` (its first group is the URL).
+ */
+export function startServerProcess(o: {
+  name: string;
+  command: string[];
+  env: Record<string, string>;
+  core: number | null;
+  fileLimit: number;
+  ready: RegExp;
+  timeoutMs: number;
+}): Promise<ServerProcess> {
+  const { file, args } = pinnedCommand(o.core, o.fileLimit, o.command);
+  const child = spawn(file, args, { cwd: repoRoot, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (graceMs = 12_000) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop(0);
+      reject(new Error(`${o.name} did not start within ${o.timeoutMs} ms:\n${out.slice(-2000)}`));
+    }, o.timeoutMs);
+    const onData = (chunk: Buffer) => {
+      // Keep the start of the output and its recent tail, not every line of a long run.
+      out = out.length > 200_000 ? out.slice(0, 50_000) + out.slice(-100_000) : out;
+      out += chunk.toString();
+      const m = o.ready.exec(out);
+      if (m && timer) {
+        clearTimeout(timer);
+        // bash execs taskset, which execs node: the child's pid is the server's.
+        resolve({ url: m[1], pid: child.pid as number, child, output: () => out, stop });
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${o.name} exited (${code ?? signal}) before it was ready:\n${out.slice(-2000)}`));
+    });
+  });
+}
+
+/** One load-generator process and its pending requests. */
+export class Worker {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly exited: Promise<void>;
+
+  constructor(
+    readonly index: number,
+    readonly child: ChildProcess,
+  ) {
+    child.on('message', (msg: WorkerReply) => {
+      if ('progress' in msg) return;
+      const w = this.waiting.get(msg.id);
+      if (!w) return;
+      this.waiting.delete(msg.id);
+      if (msg.ok) w.resolve(msg.result);
+      else w.reject(new Error(`worker ${index}: ${msg.error}`));
+    });
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        for (const w of this.waiting.values()) w.reject(new Error(`worker ${index} exited (${code ?? signal})`));
+        this.waiting.clear();
+        resolve();
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  request<T>(req: DistributiveOmit<WorkerRequest, 'id'>, timeoutMs: number): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`worker ${this.index}: no answer to ${req.cmd} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.child.send({ ...req, id });
+    });
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** Starts `count` load generators on `core` with a small young generation (BENCHMARKING.md). */
+export function startWorkers(count: number, core: number | null, fileLimit: number): Worker[] {
+  return Array.from({ length: count }, (_, i) => {
+    const { file, args } = pinnedCommand(core, fileLimit, [
+      process.execPath,
+      '--max-semi-space-size=8',
+      '--initial-old-space-size=256',
+      '--import',
+      'tsx',
+      path.join(repoRoot, 'bench/loadWorker.ts'),
+    ]);
+    const child = spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    return new Worker(i, child);
+  });
+}

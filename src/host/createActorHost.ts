@@ -11,7 +11,7 @@
 import type { AnyActorRef, EventObject, SnapshotFrom } from 'xstate';
 import { AppError } from '../errors.ts';
 import { type RequestContext, currentContext, withContext } from '../observability/context.ts';
-import type { Logger } from '../observability/logger.ts';
+import { type Logger, maskPhones } from '../observability/logger.ts';
 
 export interface ActorKind<TEvent extends EventObject = EventObject> {
   /** Actor keys are `<name>:<id>`. */
@@ -127,9 +127,9 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
   function finish(cell: Cell, output: unknown, error?: unknown): void {
     if (cells.get(cell.key) !== cell) return;
     cells.delete(cell.key);
-    if (error) log.error({ err: error, actor: cell.key }, 'actor crashed');
+    if (error) log.error({ err: error, actor: maskPhones(cell.key) }, 'actor crashed');
     cell.kind.onStopped?.(cell.id, output);
-    options.ownership.release(cell.key).catch((err) => log.warn({ err, actor: cell.key }, 'lease release failed'));
+    options.ownership.release(cell.key).catch((err) => log.warn({ err, actor: maskPhones(cell.key) }, 'lease release failed'));
     for (const w of stopWaiters) w();
     // Messages that arrived while it was stopping start a new activation.
     if (cell.queue.length) {
@@ -153,7 +153,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
   async function activate(cell: Cell): Promise<void> {
     try {
       if (!(await options.ownership.acquire(cell.key))) {
-        throw new AppError('session_unavailable', `${cell.key} is owned by another node`);
+        throw new AppError('session_unavailable', `${maskPhones(cell.key)} is owned by another node`);
       }
       cell.epoch = await options.bumpEpoch(cell.key);
       const actor = await cell.kind.activate(cell.id, cell.epoch);
@@ -173,12 +173,12 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
         error: (err) => finish(cell, { reason: 'failed', message: String(err) }, err),
       });
       actor.start();
-      log.debug({ actor: cell.key, epoch: cell.epoch }, 'actor activated');
+      log.debug({ actor: maskPhones(cell.key), epoch: cell.epoch }, 'actor activated');
       if (closing) passivate(cell);
       else pump(cell);
     } catch (err) {
       cells.delete(cell.key);
-      log.warn({ err, actor: cell.key }, 'actor activation failed');
+      log.warn({ err, actor: maskPhones(cell.key) }, 'actor activation failed');
       reject(cell.queue, err instanceof Error ? err : new Error(String(err)));
     }
   }
@@ -186,7 +186,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
   function passivate(cell: Cell): void {
     if (cell.state !== 'running' || !cell.actor) return;
     cell.state = 'stopping';
-    log.debug({ actor: cell.key }, 'passivating actor');
+    log.debug({ actor: maskPhones(cell.key) }, 'passivating actor');
     pump(cell);
   }
 
@@ -274,7 +274,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
           stopWaiters.add(done);
         });
       }
-      if (cells.size) log.warn({ actors: [...cells.keys()] }, 'actors still running at the shutdown deadline');
+      if (cells.size) log.warn({ actors: [...cells.keys()].map(maskPhones) }, 'actors still running at the shutdown deadline');
     },
   };
   return host;

@@ -55,3 +55,8 @@ export function createLogger(options: LoggerOptions): Logger {
 export function maskId(id: string): string {
   return id.length <= 4 ? '****' : `${'*'.repeat(Math.min(id.length - 4, 8))}${id.slice(-4)}`;
 }
+
+/** Phone numbers (e.g. in a conversation key) masked for logs: `+1555…0001` → `+*******0001`. */
+export function maskPhones(text: string): string {
+  return text.replace(/(\+|%2B)(\d{3,11})(\d{4})/gi, (_, plus: string, hidden: string, last: string) => `${plus}${'*'.repeat(hidden.length)}${last}`);
+}

@@ -7,7 +7,7 @@
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { AppError, isAppError } from '../errors.ts';
 import { newRequestId, withContext } from '../observability/context.ts';
-import type { Logger } from '../observability/logger.ts';
+import { type Logger, maskPhones } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 
 export interface Request {
@@ -72,11 +72,6 @@ export interface HttpContext {
   maxBodyBytes: number;
   /** Extra headers on every response. */
   headers?: Record<string, string>;
-}
-
-/** Phone numbers (e.g. in a conversation key) masked for logs: `+1555…0001` → `+*******0001`. */
-export function maskPhones(text: string): string {
-  return text.replace(/(\+|%2B)(\d{3,11})(\d{4})/gi, (_, plus: string, hidden: string, last: string) => `${plus}${'*'.repeat(hidden.length)}${last}`);
 }
 
 /** The remote address of a request or upgrade, as text. */

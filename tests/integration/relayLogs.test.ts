@@ -1,0 +1,45 @@
+import { Writable } from 'node:stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { startServer } from '../../src/server.ts';
+import { createTestDatabase } from '../helpers/db.ts';
+import { api } from '../helpers/http.ts';
+import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { baseEnv } from '../helpers/server.ts';
+import { token } from '../helpers/tokens.ts';
+
+const PHONE = '+15557770123';
+
+describe('relay logs', () => {
+  it('carry the event id as correlation id, mask phone numbers and never contain message text', async () => {
+    const db = await createTestDatabase();
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(...chunk.toString().split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const config = loadConfig(baseEnv(db.url, { LOG_LEVEL: 'debug' }));
+    const server = await startServer(config, { log: createLogger({ level: 'debug', format: 'json', destination: sink }) });
+    afterAll(() => server.close());
+    const relayToken = await token('relay-logs', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const secret = 'my secret diary entry about pineapples';
+    const e = relayEvent({ sender: PHONE, text: secret });
+    await postEvents(server.url, relayToken, e);
+    await relay.waitForSend((s) => s.replyTo === e.id);
+    await api(server.url, 'GET', `/v1/conversations/${encodeURIComponent(`user_${PHONE}_persona_sage`)}/messages`, {
+      token: await token(PHONE),
+    });
+    await relay.close();
+    await expect.poll(() => lines.some((l) => l.includes('/v1/conversations/'))).toBe(true);
+    const processed = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'message processed');
+    expect(processed.map((l) => l.reqId)).toContain(e.id);
+    const all = lines.join('\n');
+    expect(all).not.toContain(PHONE);
+    expect(all).not.toContain(PHONE.slice(1));
+    expect(all).not.toContain('pineapples');
+  });
+});

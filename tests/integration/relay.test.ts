@@ -100,3 +100,60 @@ describe('the relay', () => {
     expect((await api(server.url, 'GET', '/v1/conversations/group_nope/messages', { token: admin })).status).toBe(404);
   });
 });
+
+describe('hostile input', () => {
+  it('answers 413 to a body over MAX_BODY_BYTES and 400 to invalid UTF-8, storing nothing', async () => {
+    const db2 = await createTestDatabase();
+    const small = await startTestServer(db2.url, { MAX_BODY_BYTES: '4096', MAX_ATTACHMENT_BYTES: '1024' });
+    const big = await postEvents(small.url, relayToken, relayEvent({ sender: ALICE, text: 'x'.repeat(5000) }));
+    expect(big.status).toBe(413);
+    const raw = await api(small.url, 'POST', '/v1/relay/events', {
+      token: relayToken,
+      raw: Buffer.concat([Buffer.from('{"id":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]),
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(raw.status).toBe(400);
+    expect(raw.body.error.code).toBe(Codes.invalid_json);
+    const attachment = await postEvents(
+      small.url,
+      relayToken,
+      relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'image/png', data: Buffer.alloc(2000).toString('base64') }] }),
+    );
+    expect(attachment.status).toBe(400);
+    expect(attachment.body.error.path).toEqual(['attachments', 0, 'data']);
+    expect((await db2.pool.query('SELECT count(*) FROM relay_inbox')).rows[0].count).toBe('0');
+  });
+
+  it('answers bad relay socket frames with errors and keeps the socket open', async () => {
+    const relay = await connectRelay(server.url, relayToken);
+    const errors = () => relay.frames.filter((f) => f.type === 'error');
+    relay.ws.send('not json');
+    relay.ws.send(JSON.stringify({ type: 'wave' }));
+    relay.ws.send(JSON.stringify({ type: 'ack' }));
+    relay.ws.send(JSON.stringify({ type: 'event' }));
+    await expect.poll(() => errors().length).toBe(4);
+    expect(errors().map((f) => f.code)).toEqual([Codes.invalid_json, Codes.unknown_frame_type, Codes.validation_failed, Codes.validation_failed]);
+    const bad = await relay.event({ ...relayEvent({ sender: 'nobody', text: 'x' }), id: 'bad-1' });
+    expect(bad).toMatchObject({ type: 'error', code: Codes.validation_failed, ref: 'bad-1' });
+    const good = relayEvent({ sender: BOB, text: 'still open' });
+    expect(await relay.event(good)).toEqual({ type: 'accepted', id: good.id });
+    relay.ack('out_unknown');
+    await relay.close();
+  });
+
+  it('answers relay-level floods with 429 and Retry-After, storing nothing of the refused batch', async () => {
+    const db3 = await createTestDatabase();
+    const limited = await startTestServer(db3.url, { RELAY_EVENTS_PER_SECOND: '1', RELAY_EVENTS_BURST: '3' });
+    const flood = { events: Array.from({ length: 4 }, () => relayEvent({ sender: ALICE, text: 'flood' })) };
+    const res = await postEvents(limited.url, relayToken, flood);
+    expect(res.status).toBe(429);
+    expect(res.body.error.code).toBe(Codes.rate_limited);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await db3.pool.query('SELECT count(*) FROM relay_inbox')).rows[0].count).toBe('0');
+  });
+
+  it('refuses relay upgrades without a relay token', async () => {
+    await expect(connectRelay(server.url, await token(ALICE))).rejects.toMatchObject({ status: 403 });
+    await expect(connectRelay(server.url, 'garbage')).rejects.toMatchObject({ status: 401 });
+  });
+});

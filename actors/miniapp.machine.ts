@@ -7,8 +7,10 @@
 import { type ActorRefFrom, type DoneActorEvent, assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { Codes } from '../src/errors.ts';
 import type { ServerFrame } from './miniappFrames.ts';
+import { OpLog } from './OpLog.ts';
 import {
   type Decision,
+  LOG_WINDOW,
   type LoggedOp,
   type MiniappContext,
   type OpRequest,
@@ -116,7 +118,7 @@ export const miniappMachine = base.createMachine({
     committedVersion: input.version,
     checkpointVersion: input.checkpointVersion,
     participants: input.participants,
-    log: input.log,
+    log: new OpLog(input.log, LOG_WINDOW),
     conns: {},
     held: [],
     deferred: null,
@@ -194,7 +196,7 @@ export const miniappMachine = base.createMachine({
         src: 'loadOps',
         input: ({ context }) => {
           const req = context.deferred as OpRequest | ResumeRequest;
-          const before = context.log.length ? context.log[0].version : context.version + 1;
+          const before = context.log.firstVersion(context.version + 1);
           return { sessionId: context.sessionId, after: req.type === 'op' ? req.baseVersion : req.since, before };
         },
         onDone: {

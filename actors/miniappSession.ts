@@ -7,6 +7,7 @@
 import { Codes } from '../src/errors.ts';
 import { miniapps } from './apps/index.ts';
 import type { AppliedOp, ServerFrame } from './miniappFrames.ts';
+import type { OpLog } from './OpLog.ts';
 import { type Op, type Path, applyOp, claimedPath, overlaps } from './ops.ts';
 
 /** An op in the session's log. */
@@ -31,8 +32,8 @@ export interface MiniappContext {
   /** Version of the state stored in `miniapp_sessions` (rehydration replays the ops after it). */
   checkpointVersion: number;
   participants: string[];
-  /** The most recent ops, ascending and gap-free, ending at `version`. */
-  log: LoggedOp[];
+  /** The most recent ops, ascending and gap-free, ending at `version` (mutated in place). */
+  log: OpLog;
   /** Open sockets: connection id → user. */
   conns: Record<string, string>;
   /** Replies that mention versions not yet committed; sent once `after` is committed. */
@@ -104,13 +105,13 @@ export function snapshotFrame(ctx: MiniappContext): ServerFrame {
 
 /** First version held in the log (or the next version when the log is empty). */
 function logStart(ctx: MiniappContext): number {
-  return ctx.log.length ? ctx.log[0].version : ctx.version + 1;
+  return ctx.log.firstVersion(ctx.version + 1);
 }
 
 /** True when answering `req` needs ops older than the in-memory log. */
 export function needsHistory(ctx: MiniappContext, req: OpRequest | ResumeRequest): boolean {
   const from = req.type === 'op' ? req.baseVersion : req.since;
-  if (req.type === 'op' && ctx.log.some((e) => e.opId === req.opId && e.by === req.by)) return false;
+  if (req.type === 'op' && ctx.log.find(req.by, req.opId)) return false;
   return from >= 0 && from < ctx.committedVersion && from + 1 < logStart(ctx);
 }
 
@@ -122,7 +123,8 @@ function opsAfter(ctx: MiniappContext, from: number, history: LoggedOp[]): Logge
   const start = logStart(ctx);
   const older = from + 1 < start ? history.filter((e) => e.version > from && e.version < start) : [];
   if (older.length !== Math.max(0, start - from - 1)) return null;
-  return [...older, ...ctx.log.filter((e) => e.version > from)];
+  const recent = ctx.log.after(from);
+  return older.length ? [...older, ...recent] : recent;
 }
 
 /** Decides an op: applies it, answers a conflict, or refuses it. */
@@ -130,7 +132,7 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
   const app = miniapps.get(ctx.app);
   if (!app) throw new Error(`session ${ctx.sessionId} has unknown app ${ctx.app}`);
 
-  const seen = ctx.log.find((e) => e.opId === req.opId && e.by === req.by);
+  const seen = ctx.log.find(req.by, req.opId);
   if (seen) {
     // A resent op (after a reconnect) is not applied twice; its sender learns its fate again.
     return seen.version <= ctx.committedVersion
@@ -181,23 +183,13 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
     effects.push({ type: 'persistCheckpoint', params: { sessionId: ctx.sessionId, version, state: result.state } });
     checkpointVersion = version;
   }
-  return {
-    context: { state: result.state, version, log: trimLog([...ctx.log, entry], ctx.committedVersion), checkpointVersion },
-    effects,
-  };
+  ctx.log.append(entry);
+  ctx.log.trim(ctx.committedVersion);
+  return { context: { state: result.state, version, checkpointVersion }, effects };
 }
 
 function refuse(req: OpRequest, code: string, message: string): Decision {
   return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame: errorFrame(code, message, req.opId) } }] };
-}
-
-/** Keeps at most LOG_WINDOW committed ops; ops not yet committed always stay. */
-function trimLog(log: LoggedOp[], committedVersion: number): LoggedOp[] {
-  const excess = log.length - LOG_WINDOW;
-  if (excess <= 0) return log;
-  let drop = 0;
-  while (drop < excess && log[drop].version <= committedVersion) drop++;
-  return drop ? log.slice(drop) : log;
 }
 
 /** Answers `resume`: the committed `applied` frames after `since`, or a snapshot when they are gone. */
@@ -220,21 +212,21 @@ export function decideCommitted(ctx: MiniappContext, version: number): Decision 
   if (version <= ctx.committedVersion) return { context: {}, effects: [] };
   const effects: Effect[] = [];
   let committedState = ctx.committedState;
-  const log = ctx.log.slice();
-  const base = log.length ? log[0].version : ctx.version + 1;
-  for (let i = Math.max(0, ctx.committedVersion + 1 - base); i <= version - base && i < log.length; i++) {
-    const { state, ...kept } = log[i];
+  for (let v = ctx.committedVersion + 1; v <= version; v++) {
+    const entry = ctx.log.at(v);
+    if (!entry) continue;
+    const { state, ...kept } = entry;
     effects.push({ type: 'publish', params: { frame: appliedFrame(kept) } });
     committedState = state;
-    log[i] = kept;
+    ctx.log.replace(kept);
   }
+  ctx.log.trim(version);
   const ready = ctx.held.filter((h) => h.after <= version);
   for (const h of ready) effects.push({ type: 'send', params: { conn: h.conn, frame: h.frame } });
   return {
     context: {
       committedVersion: version,
       committedState,
-      log: trimLog(log, version),
       held: ready.length ? ctx.held.filter((h) => h.after > version) : ctx.held,
     },
     effects,

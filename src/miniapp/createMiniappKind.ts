@@ -71,6 +71,20 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
           message: err instanceof Error ? err.message : String(err),
         });
 
+      // The commits of one group transaction come back together: tell the actor once, with
+      // the highest version, rather than once per op.
+      let committedUpTo = 0;
+      let notifying = false;
+      const committed = (version: number) => {
+        committedUpTo = Math.max(committedUpTo, version);
+        if (notifying) return;
+        notifying = true;
+        queueMicrotask(() => {
+          notifying = false;
+          actor.send({ type: 'committed', version: committedUpTo });
+        });
+      };
+
       const machine = miniappMachine.provide({
         actions: {
           send: (_, { conn, frame }) => channel.send(conn, frame),
@@ -79,7 +93,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
           detach: (_, { conn }) => channel.detach(conn, sessionId),
           persistOp: (_, { entry, receivedAt }) => {
             submit({ t: 'op', sessionId, entry: { ...entry, state: undefined, conn: undefined } }).then(() => {
-              actor.send({ type: 'committed', version: entry.version });
+              committed(entry.version);
               metrics.opsApplied.inc();
               metrics.opLatency.observe((performance.now() - receivedAt) / 1000);
             }, writeFailed);

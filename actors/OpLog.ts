@@ -14,7 +14,10 @@ export class OpLog {
   private readonly byOpId = new Map<string, LoggedOp>();
 
   /** `entries`: ascending, gap-free versions. */
-  constructor(entries: LoggedOp[], readonly window: number) {
+  constructor(
+    entries: LoggedOp[],
+    readonly window: number,
+  ) {
     this.entries = entries.slice();
     for (const e of this.entries) this.byOpId.set(key(e.by, e.opId), e);
   }

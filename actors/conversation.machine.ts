@@ -5,12 +5,12 @@
  * host's mailbox holds the next ones: a photo is always looked at before the message that
  * follows it is answered. All I/O is provided by the host.
  */
-import { type ActorRefFrom, type DoneActorEvent, assign, fromPromise, setup } from 'xstate';
+import { type ActorRefFrom, assign, fromPromise, setup } from 'xstate';
 import {
-  type RelationshipCounters,
-  SAFETY_REPLIES,
   extractMemories,
   isForgetCommand,
+  type RelationshipCounters,
+  SAFETY_REPLIES,
   shouldReply,
 } from './conversationRules.ts';
 
@@ -291,10 +291,9 @@ const base = setup({
     /** Content moderation of a text (the host falls back to the local classifier itself). */
     moderate: fromPromise<Moderation, { text: string }>(notProvided('moderate')),
     /** Describes the message's attachments: photos are looked at, other files only named. */
-    describeAttachments: fromPromise<
-      Record<string, string>,
-      { eventId: string; attachments: InboundAttachment[] }
-    >(notProvided('describeAttachments')),
+    describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
+      notProvided('describeAttachments'),
+    ),
     /** This conversation's recent turns, its memories relevant to `text`, photos in view, the stage. */
     recall: fromPromise<Recall, RecallInput>(notProvided('recall')),
     /** The model's reply. */
@@ -332,12 +331,17 @@ const stopWith = (reason: ConversationOutput['reason']) =>
   base.assign({
     stop: ({ event }: { event: unknown }) => {
       const error = (event as { error?: unknown }).error;
-      return { reason: error instanceof Error && error.name === 'FencedError' ? 'fenced' : reason, message: String(error ?? '') };
+      return {
+        reason: error instanceof Error && error.name === 'FencedError' ? 'fenced' : reason,
+        message: String(error ?? ''),
+      };
     },
   });
 
-const routeIs = (r: ReturnType<typeof route>) => ({ context }: { context: ConversationContext }) =>
-  route(context, context.work as Work) === r;
+const routeIs =
+  (r: ReturnType<typeof route>) =>
+  ({ context }: { context: ConversationContext }) =>
+    route(context, context.work as Work) === r;
 
 export const conversationMachine = base.createMachine({
   id: 'conversation',
@@ -376,7 +380,11 @@ export const conversationMachine = base.createMachine({
         src: 'moderate',
         input: ({ context }) => ({ text: context.work?.message.text ?? '' }),
         onDone: [
-          { guard: 'hasAttachments', target: 'describing', actions: patchWork((_, __, e) => ({ moderation: e.output as Moderation })) },
+          {
+            guard: 'hasAttachments',
+            target: 'describing',
+            actions: patchWork((_, __, e) => ({ moderation: e.output as Moderation })),
+          },
           { target: 'deciding', actions: patchWork((_, __, e) => ({ moderation: e.output as Moderation })) },
         ],
         onError: [{ guard: 'hasAttachments', target: 'describing' }, { target: 'deciding' }],
@@ -390,7 +398,10 @@ export const conversationMachine = base.createMachine({
           eventId: (context.work as Work).message.eventId,
           attachments: (context.work as Work).message.attachments,
         }),
-        onDone: { target: 'deciding', actions: patchWork((_, __, e) => ({ described: e.output as Record<string, string> })) },
+        onDone: {
+          target: 'deciding',
+          actions: patchWork((_, __, e) => ({ described: e.output as Record<string, string> })),
+        },
         onError: { target: 'deciding' },
       },
     },
@@ -423,7 +434,10 @@ export const conversationMachine = base.createMachine({
               : { reply: SAFETY_REPLIES.nothingToForget, replyKind: 'none' },
           ),
         },
-        onError: { target: 'committing', actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })) },
+        onError: {
+          target: 'committing',
+          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
+        },
       },
     },
     recalling: {
@@ -432,7 +446,10 @@ export const conversationMachine = base.createMachine({
         src: 'recall',
         input: ({ context }) => recallInput(context),
         onDone: { target: 'thinking', actions: patchWork((_, __, e) => ({ recall: e.output as Recall })) },
-        onError: { target: 'committing', actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })) },
+        onError: {
+          target: 'committing',
+          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
+        },
       },
     },
     thinking: {
@@ -440,8 +457,14 @@ export const conversationMachine = base.createMachine({
       invoke: {
         src: 'think',
         input: ({ context }) => ({ context }),
-        onDone: { target: 'checkingReply', actions: patchWork((_, __, e) => ({ reply: e.output as string, replyKind: 'model' })) },
-        onError: { target: 'committing', actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })) },
+        onDone: {
+          target: 'checkingReply',
+          actions: patchWork((_, __, e) => ({ reply: e.output as string, replyKind: 'model' })),
+        },
+        onError: {
+          target: 'committing',
+          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
+        },
       },
     },
     checkingReply: {
@@ -482,7 +505,7 @@ export const conversationMachine = base.createMachine({
   },
 });
 
-interface RecallInput {
+export interface RecallInput {
   key: string;
   text: string;
   sender: string;

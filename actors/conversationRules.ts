@@ -57,7 +57,10 @@ const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
     (m, who) => `${who}'s ${clean(m[1])} ${m[2].toLowerCase()} ${clean(m[3])}`,
   ],
   [/\bi (live|work|study) (in|at|for) (.{2,80})/i, (m, who) => `${who} ${m[1]}s ${m[2]} ${clean(m[3])}`],
-  [/\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/i, (m, who) => `${who} is ${clean(m[1])}`],
+  [
+    /\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/i,
+    (m, who) => `${who} is ${clean(m[1])}`,
+  ],
   [
     /\bwe(?:'re| are) (planning|going|thinking of|organi[sz]ing|throwing) (.{3,160})/i,
     (m, who) => `${who} said we are ${m[1]} ${clean(m[2])}`,
@@ -106,7 +109,8 @@ export const SAFETY_REPLIES = {
     "I'm here to keep talking too.",
   refused: "I can't help with that one, but I'm happy to talk about something else.",
   replacedOutput: "Sorry, I'd rather not say that. Let's talk about something else.",
-  fallback: "Sorry, I'm having trouble thinking right now. I got your message and I'll be able to answer properly soon.",
+  fallback:
+    "Sorry, I'm having trouble thinking right now. I got your message and I'll be able to answer properly soon.",
   forgotten: "Done, I've forgotten that.",
   nothingToForget: "There's nothing I remember here to forget.",
 } as const;

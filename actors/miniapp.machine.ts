@@ -4,24 +4,24 @@
  * into the host's group commit (`persistOp`); their `applied` frames go out when the commit
  * comes back as `committed`. Every side effect is a named action or actor the host provides.
  */
-import { type ActorRefFrom, type DoneActorEvent, assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { type ActorRefFrom, assign, type DoneActorEvent, enqueueActions, fromPromise, setup } from 'xstate';
 import { Codes } from '../src/errors.ts';
 import type { ServerFrame } from './miniappFrames.ts';
-import { OpLog } from './OpLog.ts';
 import {
   type Decision,
-  LOG_WINDOW,
-  type LoggedOp,
-  type MiniappContext,
-  type OpRequest,
-  type ResumeRequest,
   decideCommitted,
   decideOp,
   decideResume,
+  LOG_WINDOW,
+  type LoggedOp,
+  type MiniappContext,
   needsHistory,
+  type OpRequest,
   onlineUsers,
+  type ResumeRequest,
   snapshotFrame,
 } from './miniappSession.ts';
+import { OpLog } from './OpLog.ts';
 
 export interface MiniappInput {
   sessionId: string;
@@ -95,7 +95,8 @@ const base = setup({
     persistParticipant: (_, _params: { sessionId: string; user: string; reply: (error?: Error) => void }) => {},
   },
   guards: {
-    needsHistory: ({ context, event }) => (event.type === 'op' || event.type === 'resume') && needsHistory(context, event),
+    needsHistory: ({ context, event }) =>
+      (event.type === 'op' || event.type === 'resume') && needsHistory(context, event),
   },
 });
 
@@ -127,7 +128,9 @@ export const miniappMachine = base.createMachine({
   initial: 'active',
   output: ({ context }) => context.stop ?? { reason: 'failed', message: 'stopped without a reason' },
   on: {
-    committed: { actions: apply(({ context, event }) => decideCommitted(context, (event as { version: number }).version)) },
+    committed: {
+      actions: apply(({ context, event }) => decideCommitted(context, (event as { version: number }).version)),
+    },
     writeFailed: {
       target: '.stopped',
       actions: assign({ stop: ({ event }) => ({ reason: event.reason, message: event.message }) }),
@@ -245,5 +248,3 @@ export const miniappMachine = base.createMachine({
 });
 
 export type MiniappActor = ActorRefFrom<typeof miniappMachine>;
-
-

@@ -15,6 +15,4 @@ export type ServerFrame =
   | { type: 'presence'; online: string[] }
   | { type: 'error'; code: string; message: string; ref?: string };
 
-export type ClientFrame =
-  | { type: 'op'; opId: string; baseVersion: number; op: Op }
-  | { type: 'resume'; since: number };
+export type ClientFrame = { type: 'op'; opId: string; baseVersion: number; op: Op } | { type: 'resume'; since: number };

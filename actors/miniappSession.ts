@@ -8,7 +8,7 @@ import { Codes } from '../src/errors.ts';
 import { miniapps } from './apps/index.ts';
 import type { AppliedOp, ServerFrame } from './miniappFrames.ts';
 import type { OpLog } from './OpLog.ts';
-import { type Op, type Path, applyOp, claimedPath, overlaps } from './ops.ts';
+import { applyOp, claimedPath, type Op, overlaps, type Path } from './ops.ts';
 
 /** An op in the session's log. */
 export interface LoggedOp extends AppliedOp {
@@ -189,7 +189,10 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
 }
 
 function refuse(req: OpRequest, code: string, message: string): Decision {
-  return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame: errorFrame(code, message, req.opId) } }] };
+  return {
+    context: {},
+    effects: [{ type: 'send', params: { conn: req.conn, frame: errorFrame(code, message, req.opId) } }],
+  };
 }
 
 /** Answers `resume`: the committed `applied` frames after `since`, or a snapshot when they are gone. */

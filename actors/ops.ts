@@ -4,14 +4,7 @@
  * field-level optimistic locking. Shared by the server's actor and the client SDK, so both
  * replay ops to the same state.
  */
-import {
-  type ArraySchema,
-  type Issue,
-  type Schema,
-  isPlainObject,
-  keyOf,
-  validate,
-} from './schema.ts';
+import { type ArraySchema, type Issue, isPlainObject, keyOf, type Schema, validate } from './schema.ts';
 
 export type PathSegment = string | number | { id: string };
 export type Path = PathSegment[];

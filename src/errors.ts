@@ -25,7 +25,8 @@ export const errorCatalog = {
   // Auth
   unauthorized: {
     status: 401,
-    description: 'The token is missing, malformed, badly signed, expired, not yet valid, or for another issuer or audience.',
+    description:
+      'The token is missing, malformed, badly signed, expired, not yet valid, or for another issuer or audience.',
   },
   forbidden: { status: 403, description: 'The token is valid but its holder may not do this.' },
   rate_limited: { status: 429, description: 'Too many requests, upgrades or ops; `Retry-After` says when to retry.' },

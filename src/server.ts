@@ -6,38 +6,38 @@
 import type { us_listen_socket } from 'uWebSockets.js';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
-import type { Config } from './config.ts';
-import { CloseCodes } from './errors.ts';
-import { createActorHost } from './host/createActorHost.ts';
-import { localOwnership } from './host/localOwnership.ts';
-import { createMiniappKind } from './miniapp/createMiniappKind.ts';
 import { createOfflineBrain } from './brain/offlineBrain.ts';
 import { createOpenAIBrain } from './brain/openaiBrain.ts';
 import { createResilience } from './brain/resilience.ts';
+import type { Config } from './config.ts';
 import { createConversationKind } from './conversation/createConversationKind.ts';
+import { CloseCodes } from './errors.ts';
+import { createActorHost } from './host/createActorHost.ts';
+import { localOwnership } from './host/localOwnership.ts';
 import { createLocalRateLimiter } from './limits/RateLimiter.ts';
 import { MemoryStore } from './memory/MemoryStore.ts';
+import { createMiniappKind } from './miniapp/createMiniappKind.ts';
+import { createLogger, type Logger } from './observability/logger.ts';
+import { createMetrics } from './observability/metrics.ts';
 import { createMediaFetcher } from './relay/fetchMedia.ts';
 import { OutboxDispatcher } from './relay/OutboxDispatcher.ts';
 import { RelayIngest } from './relay/RelayIngest.ts';
 import { limitsFrom, relayEventSchema } from './relay/relayEvent.ts';
 import { ConversationRepository } from './store/conversationRepository.ts';
-import { RelayRepository } from './store/relayRepository.ts';
-import { registerRelayRoutes } from './transport/relayRoutes.ts';
-import { registerRelaySocket } from './transport/relaySocket.ts';
-import { type Logger, createLogger } from './observability/logger.ts';
-import { createMetrics } from './observability/metrics.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
 import { bumpEpoch } from './store/leases.ts';
 import { migrate } from './store/migrate.ts';
 import { MiniappRepository } from './store/miniappRepository.ts';
-import { type Pool, createPool, poolStats } from './store/pool.ts';
+import { createPool, type Pool, poolStats } from './store/pool.ts';
+import { RelayRepository } from './store/relayRepository.ts';
 import { createRouter } from './transport/http.ts';
 import { loadUws } from './transport/loadUws.ts';
 import { registerMiniappRoutes } from './transport/miniappRoutes.ts';
 import { MiniappSockets, registerMiniappSocket } from './transport/miniappSocket.ts';
 import { registerOpsRoutes } from './transport/opsRoutes.ts';
+import { registerRelayRoutes } from './transport/relayRoutes.ts';
+import { registerRelaySocket } from './transport/relaySocket.ts';
 import { loadMiniappPage } from './web/miniappPage.ts';
 
 export interface RunningServer {
@@ -74,8 +74,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
   const mode = 'single' as const;
 
-  let embedded: EmbeddedPostgres | undefined;
-  const databaseUrl = config.databaseUrl ?? (embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log)).url;
+  const embedded: EmbeddedPostgres | undefined = config.databaseUrl
+    ? undefined
+    : await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log);
+  const databaseUrl = config.databaseUrl ?? (embedded as EmbeddedPostgres).url;
   const pool = createPool(databaseUrl, config.pg, log);
   try {
     await migrate(pool, log);
@@ -112,7 +114,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     pool: () => poolStats(pool),
     actors: () => host.counts(),
     sockets: () => socketCounts(),
-    breakers: () => ({ ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}), media: media.state() }),
+    breakers: () => ({
+      ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}),
+      media: media.state(),
+    }),
   });
   const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
   const repo = new MiniappRepository(pool);

@@ -1,5 +1,5 @@
 /** The trip planner: the first miniapp. Its schema is PROTOCOL.md's `trip-planner` state. */
-import { type ObjectSchema, type Schema, hhmm, idSchema, isoDate } from '../schema.ts';
+import { hhmm, idSchema, isoDate, type ObjectSchema, type Schema } from '../schema.ts';
 import type { MiniappApp } from './MiniappApp.ts';
 
 const isoDateOrNull: Schema = { kind: 'string', max: 10, format: isoDate, nullable: true };
@@ -54,7 +54,11 @@ export const tripPlannerSchema: ObjectSchema = {
         kind: 'object',
         fields: {
           currency: {
-            schema: { kind: 'string', max: 3, format: { test: (v) => /^[A-Z]{3}$/.test(v), name: 'three capital letters' } },
+            schema: {
+              kind: 'string',
+              max: 3,
+              format: { test: (v) => /^[A-Z]{3}$/.test(v), name: 'three capital letters' },
+            },
           },
           items: { schema: { kind: 'array', items: budgetItem, max: 1000, keyed: true } },
         },
@@ -67,7 +71,11 @@ export interface TripPlannerState {
   title: string;
   dates: { start: string | null; end: string | null } | null;
   members: string[];
-  days: { id: string; date?: string | null; items: { id: string; time?: string | null; title: string; notes?: string }[] }[];
+  days: {
+    id: string;
+    date?: string | null;
+    items: { id: string; time?: string | null; title: string; notes?: string }[];
+  }[];
   budget: { currency: string; items: { id: string; label: string; amount: number }[] };
 }
 

@@ -7,7 +7,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Config, ConfigError } from '../config.ts';
 
-export type JwtKey = { secret: Uint8Array; source: 'JWT_SECRET' | 'DATA_DIR' } | { jwksUrl: string; source: 'JWT_JWKS_URL' };
+export type JwtKey =
+  | { secret: Uint8Array; source: 'JWT_SECRET' | 'DATA_DIR' }
+  | { jwksUrl: string; source: 'JWT_JWKS_URL' };
 
 export async function resolveJwtKey(config: Config): Promise<JwtKey> {
   if (config.jwt.secret) return { secret: new TextEncoder().encode(config.jwt.secret), source: 'JWT_SECRET' };

@@ -3,7 +3,7 @@
  * `sub` required, issuer and audience checked, clock tolerance ≤ 5 s. Failures carry a
  * reason for the auth-failure metric; the token itself is never logged.
  */
-import { type JWTPayload, type JWTVerifyGetKey, createRemoteJWKSet, errors, jwtVerify } from 'jose';
+import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
 
@@ -33,7 +33,10 @@ export type AuthFailureReason =
 
 /** A refused token: HTTP 401, with the reason for metrics. */
 export class AuthError extends AppError {
-  constructor(readonly reason: AuthFailureReason, message: string) {
+  constructor(
+    readonly reason: AuthFailureReason,
+    message: string,
+  ) {
     super('unauthorized', message);
   }
 }
@@ -59,9 +62,8 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export function createVerifier(options: VerifierOptions): VerifyToken {
   const hmac = 'secret' in options.key;
-  const key: Uint8Array | JWTVerifyGetKey = 'secret' in options.key
-    ? options.key.secret
-    : createRemoteJWKSet(new URL(options.key.jwksUrl));
+  const key: Uint8Array | JWTVerifyGetKey =
+    'secret' in options.key ? options.key.secret : createRemoteJWKSet(new URL(options.key.jwksUrl));
   const verifyOptions = {
     // Never `none`, never a symmetric algorithm against a public key (or the reverse).
     algorithms: hmac ? ['HS256'] : ['RS256', 'ES256', 'EdDSA'],
@@ -100,7 +102,8 @@ function translateJoseError(err: unknown): AuthError {
   if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) {
     return new AuthError('disallowed_alg', 'the token uses an algorithm that is not allowed');
   }
-  if (err instanceof errors.JWSSignatureVerificationFailed) return new AuthError('bad_signature', 'the token signature is invalid');
+  if (err instanceof errors.JWSSignatureVerificationFailed)
+    return new AuthError('bad_signature', 'the token signature is invalid');
   if (err instanceof errors.JWKSNoMatchingKey) return new AuthError('no_key', 'no key matches the token');
   return new AuthError('malformed', 'the token is malformed');
 }

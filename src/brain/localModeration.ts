@@ -10,8 +10,14 @@ const CATEGORIES: [string, RegExp][] = [
     'self-harm',
     /\b(kill(ing)? myself|suicid(e|al)|end (it all|my life)|want(ed)? to die|don'?t want to (live|be alive|wake up)|hurt(ing)? myself|self[- ]?harm|cut(ting)? myself|no reason to live|better off dead)\b/i,
   ],
-  ['violence', /\b(i('| a)m going to|i will|gonna) (kill|shoot|stab|murder|hurt) (you|him|her|them|everyone)\b|\bhow (do i|to) (make|build) (a )?(bomb|explosive|weapon)\b/i],
-  ['sexual/minors', /\b(sex(ual)?|nude|naked|porn)\b.{0,40}\b(child|children|kid|minor|underage|\d{1,2} ?y(ea)?r?s? ?old)\b|\b(child|kid|minor|underage)\b.{0,40}\b(sex(ual)?|nude|naked|porn)\b/i],
+  [
+    'violence',
+    /\b(i('| a)m going to|i will|gonna) (kill|shoot|stab|murder|hurt) (you|him|her|them|everyone)\b|\bhow (do i|to) (make|build) (a )?(bomb|explosive|weapon)\b/i,
+  ],
+  [
+    'sexual/minors',
+    /\b(sex(ual)?|nude|naked|porn)\b.{0,40}\b(child|children|kid|minor|underage|\d{1,2} ?y(ea)?r?s? ?old)\b|\b(child|kid|minor|underage)\b.{0,40}\b(sex(ual)?|nude|naked|porn)\b/i,
+  ],
   ['harassment/threatening', /\b(i know where you live|you('| a)re (dead|going to die))\b/i],
 ];
 

@@ -5,15 +5,24 @@
 import type { Brain, ModerationResult, Photo, ReplyRequest } from './Brain.ts';
 import { classifyLocally } from './localModeration.ts';
 
-const KIND_OF_FILE: Record<string, string> = { 'image/jpeg': 'JPEG', 'image/png': 'PNG', 'image/gif': 'GIF', 'image/webp': 'WebP' };
+const KIND_OF_FILE: Record<string, string> = {
+  'image/jpeg': 'JPEG',
+  'image/png': 'PNG',
+  'image/gif': 'GIF',
+  'image/webp': 'WebP',
+};
 
 export function createOfflineBrain(): Brain {
   return {
     mode: 'offline',
     async reply(r: ReplyRequest): Promise<string> {
-      const parts = [`(${r.persona[0].toUpperCase()}${r.persona.slice(1)} is offline right now, so this is an automatic reply.)`];
+      const parts = [
+        `(${r.persona[0].toUpperCase()}${r.persona.slice(1)} is offline right now, so this is an automatic reply.)`,
+      ];
       const said = r.text.trim().replace(/\s+/g, ' ');
-      parts.push(said ? `You said: "${said.length > 140 ? `${said.slice(0, 137)}…` : said}".` : 'You sent me something.');
+      parts.push(
+        said ? `You said: "${said.length > 140 ? `${said.slice(0, 137)}…` : said}".` : 'You sent me something.',
+      );
       if (r.photos.length) parts.push(`About the photo: ${r.photos[r.photos.length - 1]}.`);
       const relevant = pickMemories(said, r.memories);
       if (relevant.length) parts.push(`I remember: ${relevant.join('; ')}.`);

@@ -8,22 +8,43 @@ import type { Logger } from '../observability/logger.ts';
 import type { Brain, ModerationResult, Photo, ReplyRequest } from './Brain.ts';
 import { classifyLocally } from './localModeration.ts';
 import { buildPrompt } from './prompt.ts';
-import { type Resilient, createResilience } from './resilience.ts';
+import { createResilience, type Resilient } from './resilience.ts';
 
 export interface OpenAIBrain extends Brain {
   /** Breaker states by dependency, for metrics. */
   breakers(): Record<string, number>;
 }
 
-const permanent = (err: Error) => err instanceof OpenAI.APIError && typeof err.status === 'number' && err.status >= 400 && err.status < 500 && err.status !== 429 && err.status !== 408;
+const permanent = (err: Error) =>
+  err instanceof OpenAI.APIError &&
+  typeof err.status === 'number' &&
+  err.status >= 400 &&
+  err.status < 500 &&
+  err.status !== 429 &&
+  err.status !== 408;
 
 export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number, log: Logger): OpenAIBrain {
   // Our own policies retry and time out; the client's would double them.
-  const client = new OpenAI({ apiKey: config.apiKey, baseURL: config.baseUrl, maxRetries: 0, timeout: Math.max(config.timeoutMs, photoWaitMs) * 2 });
-  const common = { breakerFailures: config.breakerFailures, halfOpenAfterMs: config.breakerHalfOpenMs, log, isPermanent: permanent };
+  const client = new OpenAI({
+    apiKey: config.apiKey,
+    baseURL: config.baseUrl,
+    maxRetries: 0,
+    timeout: Math.max(config.timeoutMs, photoWaitMs) * 2,
+  });
+  const common = {
+    breakerFailures: config.breakerFailures,
+    halfOpenAfterMs: config.breakerHalfOpenMs,
+    log,
+    isPermanent: permanent,
+  };
   const model: Resilient = createResilience({ name: 'model', timeoutMs: config.timeoutMs, attempts: 2, ...common });
   const vision: Resilient = createResilience({ name: 'vision', timeoutMs: photoWaitMs, attempts: 1, ...common });
-  const moderation: Resilient = createResilience({ name: 'moderation', timeoutMs: Math.min(config.timeoutMs, 5000), attempts: 2, ...common });
+  const moderation: Resilient = createResilience({
+    name: 'moderation',
+    timeoutMs: Math.min(config.timeoutMs, 5000),
+    attempts: 2,
+    ...common,
+  });
 
   return {
     mode: 'openai',
@@ -31,7 +52,10 @@ export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number,
 
     async reply(request: ReplyRequest): Promise<string> {
       const completion = await model.run((signal) =>
-        client.chat.completions.create({ model: config.model, messages: buildPrompt(request), max_tokens: 400 }, { signal }),
+        client.chat.completions.create(
+          { model: config.model, messages: buildPrompt(request), max_tokens: 400 },
+          { signal },
+        ),
       );
       const text = completion.choices[0]?.message?.content?.trim();
       if (!text) throw new Error('the model returned no text');
@@ -49,7 +73,10 @@ export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number,
                 role: 'user',
                 content: [
                   { type: 'text', text: 'Describe this photo in one or two sentences, as you would to a friend.' },
-                  { type: 'image_url', image_url: { url: `data:${photo.mime};base64,${photo.data.toString('base64')}` } },
+                  {
+                    type: 'image_url',
+                    image_url: { url: `data:${photo.mime};base64,${photo.data.toString('base64')}` },
+                  },
                 ],
               },
             ],

@@ -17,7 +17,9 @@ const PERSONAS: Record<string, string> = {
 };
 
 export function personaPrompt(persona: string): string {
-  return PERSONAS[persona] ?? `You are ${persona}, a friendly AI companion people text over iMessage. Keep replies short.`;
+  return (
+    PERSONAS[persona] ?? `You are ${persona}, a friendly AI companion people text over iMessage. Keep replies short.`
+  );
 }
 
 export function buildPrompt(r: ReplyRequest): PromptMessage[] {
@@ -28,8 +30,10 @@ export function buildPrompt(r: ReplyRequest): PromptMessage[] {
       : 'This is a one-to-one chat.',
   );
   system.push(`Your relationship with the person you are answering: ${r.stage}.`);
-  if (r.memories.length) system.push(`What you remember from this chat:\n${r.memories.map((m) => `- ${m}`).join('\n')}`);
-  if (r.photos.length) system.push(`Photos shared here that you have looked at:\n${r.photos.map((p) => `- ${p}`).join('\n')}`);
+  if (r.memories.length)
+    system.push(`What you remember from this chat:\n${r.memories.map((m) => `- ${m}`).join('\n')}`);
+  if (r.photos.length)
+    system.push(`Photos shared here that you have looked at:\n${r.photos.map((p) => `- ${p}`).join('\n')}`);
   const messages: PromptMessage[] = [{ role: 'system', content: system.join('\n\n') }];
   for (const turn of r.history) {
     messages.push(

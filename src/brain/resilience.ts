@@ -7,12 +7,12 @@ import {
   BrokenCircuitError,
   CircuitState,
   ConsecutiveBreaker,
-  ExponentialBackoff,
-  TaskCancelledError,
-  TimeoutStrategy,
   circuitBreaker,
+  ExponentialBackoff,
   handleWhen,
   retry,
+  TaskCancelledError,
+  TimeoutStrategy,
   timeout,
   wrap,
 } from 'cockatiel';
@@ -37,9 +37,7 @@ export interface ResilienceOptions {
 }
 
 export function createResilience(o: ResilienceOptions): Resilient {
-  const transient = handleWhen(
-    (err) => !(err instanceof BrokenCircuitError) && !(o.isPermanent?.(err) ?? false),
-  );
+  const transient = handleWhen((err) => !(err instanceof BrokenCircuitError) && !(o.isPermanent?.(err) ?? false));
   const breaker = circuitBreaker(transient, {
     halfOpenAfter: o.halfOpenAfterMs,
     breaker: new ConsecutiveBreaker(o.breakerFailures),
@@ -47,7 +45,10 @@ export function createResilience(o: ResilienceOptions): Resilient {
   breaker.onBreak(() => o.log.warn({ dependency: o.name }, 'circuit breaker opened'));
   breaker.onReset(() => o.log.info({ dependency: o.name }, 'circuit breaker closed'));
   const policy = wrap(
-    retry(transient, { maxAttempts: Math.max(0, o.attempts - 1), backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) }),
+    retry(transient, {
+      maxAttempts: Math.max(0, o.attempts - 1),
+      backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }),
+    }),
     breaker,
     timeout(o.timeoutMs, TimeoutStrategy.Aggressive),
   );

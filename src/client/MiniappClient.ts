@@ -12,10 +12,10 @@
  */
 import { miniapps } from '../../actors/apps/index.ts';
 import type { AppliedOp, ClientFrame, ServerFrame } from '../../actors/miniappFrames.ts';
-import { type Op, applyOp, claimedPath, overlaps } from '../../actors/ops.ts';
+import { applyOp, claimedPath, type Op, overlaps } from '../../actors/ops.ts';
 import type { Schema } from '../../actors/schema.ts';
 
-export type { Op, AppliedOp, ServerFrame };
+export type { AppliedOp, Op, ServerFrame };
 
 /** The part of the WHATWG WebSocket this client uses (browsers, Node 22+, the `ws` package). */
 export interface WebSocketLike {
@@ -124,8 +124,8 @@ export class MiniappClient {
   }
 
   on<K extends keyof MiniappClientEvents>(type: K, listener: Listener<K>): () => void {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, (set = new Set()));
+    const set = this.listeners.get(type) ?? new Set<Listener<never>>();
+    this.listeners.set(type, set);
     set.add(listener as Listener<never>);
     return () => set.delete(listener as Listener<never>);
   }
@@ -235,9 +235,11 @@ export class MiniappClient {
   private onFrame(frame: ServerFrame): void {
     switch (frame.type) {
       case 'snapshot':
-        return this.onSnapshot(frame);
+        this.onSnapshot(frame);
+        return;
       case 'applied':
-        return this.onApplied(frame);
+        this.onApplied(frame);
+        return;
       case 'conflict': {
         const i = this.pending.findIndex((p) => p.opId === frame.opId);
         if (i < 0) return;
@@ -257,11 +259,14 @@ export class MiniappClient {
           // Not refused, only not now: keep the edit and send it again, backing off.
           const edit = this.pending[i];
           this.retries.set(edit.opId, tries + 1);
-          setTimeout(() => {
-            if (this.ready() && this.pending.includes(edit)) {
-              this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
-            }
-          }, RETRY_DELAY_MS * 2 ** tries);
+          setTimeout(
+            () => {
+              if (this.ready() && this.pending.includes(edit)) {
+                this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
+              }
+            },
+            RETRY_DELAY_MS * 2 ** tries,
+          );
           return;
         }
         const edit = i >= 0 ? this.pending.splice(i, 1)[0] : undefined;

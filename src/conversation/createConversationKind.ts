@@ -9,10 +9,10 @@ import {
   type ConversationContext,
   type ConversationEvent,
   type ConversationOutput,
+  conversationMachine,
   type InboundAttachment,
   type Moderation,
   type Recall,
-  conversationMachine,
 } from '../../actors/conversation.machine.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';
@@ -81,30 +81,38 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         return described;
       },
     ),
-    recall: fromPromise<Recall, { key: string; text: string; sender: string; persona: string; excludeMessageId: string }>(
-      async ({ input }) => {
-        const tag = containerTagOf({ key: input.key });
-        const [page, memories, stage] = await Promise.all([
-          repo.page(input.key, new Date(Date.now() + 60_000), HISTORY_TURNS + 1),
-          memory.recall(tag, input.text),
-          repo.stage(input.sender, input.persona),
-        ]);
-        const turns = page.filter((m) => m.id !== input.excludeMessageId).slice(0, HISTORY_TURNS).reverse();
-        return {
-          history: turns
-            .filter((m) => m.text)
-            .map((m) =>
-              m.direction === 'out' ? { role: 'assistant' as const, text: m.text } : { role: 'user' as const, sender: m.sender, text: m.text },
-            ),
-          memories,
-          photos: page
-            .flatMap((m) => m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string))
-            .slice(0, PHOTOS_IN_VIEW)
-            .reverse(),
-          stage,
-        };
-      },
-    ),
+    recall: fromPromise<
+      Recall,
+      { key: string; text: string; sender: string; persona: string; excludeMessageId: string }
+    >(async ({ input }) => {
+      const tag = containerTagOf({ key: input.key });
+      const [page, memories, stage] = await Promise.all([
+        repo.page(input.key, new Date(Date.now() + 60_000), HISTORY_TURNS + 1),
+        memory.recall(tag, input.text),
+        repo.stage(input.sender, input.persona),
+      ]);
+      const turns = page
+        .filter((m) => m.id !== input.excludeMessageId)
+        .slice(0, HISTORY_TURNS)
+        .reverse();
+      return {
+        history: turns
+          .filter((m) => m.text)
+          .map((m) =>
+            m.direction === 'out'
+              ? { role: 'assistant' as const, text: m.text }
+              : { role: 'user' as const, sender: m.sender, text: m.text },
+          ),
+        memories,
+        photos: page
+          .flatMap((m) =>
+            m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string),
+          )
+          .slice(0, PHOTOS_IN_VIEW)
+          .reverse(),
+        stage,
+      };
+    }),
     think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
       const { context } = input;
       const work = context.work;
@@ -152,7 +160,12 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             metrics.conversationMessages.inc({ outcome: replyKind });
             if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
             log.debug(
-              { conversation: commit.kind, sender: maskId(commit.relationship.userId), reply: replyKind, memories: commit.memories.length },
+              {
+                conversation: commit.kind,
+                sender: maskId(commit.relationship.userId),
+                reply: replyKind,
+                memories: commit.memories.length,
+              },
               'message processed',
             );
             deps.onCommitted(commit);
@@ -169,7 +182,10 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     onStopped(key, output) {
       const { reason, message } = output as ConversationOutput;
       if (reason !== 'passivated') {
-        log.warn({ conversation: key.startsWith('group_') ? 'group' : 'direct', reason, message }, 'conversation stopped');
+        log.warn(
+          { conversation: key.startsWith('group_') ? 'group' : 'direct', reason, message },
+          'conversation stopped',
+        );
         deps.onFailed(key);
       }
     },

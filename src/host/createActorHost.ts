@@ -10,7 +10,7 @@
  */
 import type { AnyActorRef, EventObject, SnapshotFrom } from 'xstate';
 import { AppError } from '../errors.ts';
-import { type RequestContext, currentContext, withContext } from '../observability/context.ts';
+import { currentContext, type RequestContext, withContext } from '../observability/context.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
 
 export interface ActorKind<TEvent extends EventObject = EventObject> {
@@ -129,7 +129,9 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     cells.delete(cell.key);
     if (error) log.error({ err: error, actor: maskPhones(cell.key) }, 'actor crashed');
     cell.kind.onStopped?.(cell.id, output);
-    options.ownership.release(cell.key).catch((err) => log.warn({ err, actor: maskPhones(cell.key) }, 'lease release failed'));
+    options.ownership
+      .release(cell.key)
+      .catch((err) => log.warn({ err, actor: maskPhones(cell.key) }, 'lease release failed'));
     for (const w of stopWaiters) w();
     // Messages that arrived while it was stopping start a new activation.
     if (cell.queue.length) {
@@ -144,7 +146,17 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
 
   function start(kind: ActorKind, id: string, queue: Envelope[]): Cell {
     const key = `${kind.name}:${id}`;
-    const cell: Cell = { kind, id, key, state: 'activating', epoch: 0, queue, lastActive: Date.now(), pumping: false, passivateSent: false };
+    const cell: Cell = {
+      kind,
+      id,
+      key,
+      state: 'activating',
+      epoch: 0,
+      queue,
+      lastActive: Date.now(),
+      pumping: false,
+      passivateSent: false,
+    };
     cells.set(key, cell);
     void activate(cell);
     return cell;
@@ -274,7 +286,8 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
           stopWaiters.add(done);
         });
       }
-      if (cells.size) log.warn({ actors: [...cells.keys()].map(maskPhones) }, 'actors still running at the shutdown deadline');
+      if (cells.size)
+        log.warn({ actors: [...cells.keys()].map(maskPhones) }, 'actors still running at the shutdown deadline');
     },
   };
   return host;

@@ -50,8 +50,8 @@ export class KeyedLimiter {
 
   /** Takes `cost` tokens for `key`; returns 0 when allowed, else the seconds to wait. */
   take(key: string, cost = 1): number {
-    let bucket = this.buckets.get(key);
-    if (!bucket) this.buckets.set(key, (bucket = new TokenBucket(this.rate, this.burst)));
+    const bucket = this.buckets.get(key) ?? new TokenBucket(this.rate, this.burst);
+    this.buckets.set(key, bucket);
     return bucket.take(performance.now(), cost) ? 0 : bucket.retryAfter(cost);
   }
 

@@ -37,9 +37,14 @@ export class MemoryStore {
     this.check(tag);
     const terms = searchTerms(text);
     if (!terms) return [];
-    const { rows } = await query<{ id: string; content: string }>(this.pool, memoryQueries.search, [tag, terms, limit], {
-      idempotent: true,
-    });
+    const { rows } = await query<{ id: string; content: string }>(
+      this.pool,
+      memoryQueries.search,
+      [tag, terms, limit],
+      {
+        idempotent: true,
+      },
+    );
     return rows.map((r) => ({ id: Number(r.id), content: r.content }));
   }
 

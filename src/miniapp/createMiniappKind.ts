@@ -57,7 +57,8 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
         if (e.version <= stored.version) continue;
         if (e.version !== version + 1) throw new Error(`session ${sessionId} has a gap in its ops at ${version + 1}`);
         const replayed = applyOp(app.schema, state, e.op);
-        if (!replayed.ok) throw new Error(`session ${sessionId} op ${e.version} no longer applies: ${replayed.message}`);
+        if (!replayed.ok)
+          throw new Error(`session ${sessionId} op ${e.version} no longer applies: ${replayed.message}`);
         state = replayed.state;
         version = e.version;
       }

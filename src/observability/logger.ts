@@ -45,7 +45,10 @@ export function createLogger(options: LoggerOptions): Logger {
   if (options.format === 'pretty') {
     return pino({
       ...settings,
-      transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } },
+      transport: {
+        target: 'pino-pretty',
+        options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' },
+      },
     });
   }
   return pino(settings);
@@ -58,5 +61,8 @@ export function maskId(id: string): string {
 
 /** Phone numbers (e.g. in a conversation key) masked for logs: `+1555…0001` → `+*******0001`. */
 export function maskPhones(text: string): string {
-  return text.replace(/(\+|%2B)(\d{3,11})(\d{4})/gi, (_, plus: string, hidden: string, last: string) => `${plus}${'*'.repeat(hidden.length)}${last}`);
+  return text.replace(
+    /(\+|%2B)(\d{3,11})(\d{4})/gi,
+    (_, plus: string, hidden: string, last: string) => `${plus}${'*'.repeat(hidden.length)}${last}`,
+  );
 }

@@ -105,7 +105,11 @@ export function createMetrics(sources: GaugeSources): Metrics {
       buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
-    opsApplied: new client.Counter({ name: 'archety_ops_applied_total', help: 'Miniapp ops committed.', registers: [registry] }),
+    opsApplied: new client.Counter({
+      name: 'archety_ops_applied_total',
+      help: 'Miniapp ops committed.',
+      registers: [registry],
+    }),
     opOutcomes: new client.Counter({
       name: 'archety_op_outcomes_total',
       help: 'Miniapp ops answered otherwise than applied, by outcome.',

@@ -5,16 +5,16 @@
  * by a sweep (after a restart, or when an actor failed); the actor skips rows it processed.
  */
 import type { Inbound, InboundMessage } from '../../actors/conversation.machine.ts';
+import { CONVERSATION } from '../conversation/createConversationKind.ts';
 import { isAppError } from '../errors.ts';
-import { withContext } from '../observability/context.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
+import { withContext } from '../observability/context.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import type { InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
-import { CONVERSATION } from '../conversation/createConversationKind.ts';
-import { type RelayEvent, type RelayEventSchema, conversationKeyOf, parseRelayEvent } from './relayEvent.ts';
+import { conversationKeyOf, parseRelayEvent, type RelayEvent, type RelayEventSchema } from './relayEvent.ts';
 
 export const INBOX = 'inbox';
 
@@ -70,7 +70,8 @@ export class RelayIngest {
         valid.push({ index, event: parseRelayEvent(this.deps.schema, raw) });
       } catch (err) {
         if (!isAppError(err)) throw err;
-        const id = typeof (raw as { id?: unknown })?.id === 'string' ? ((raw as { id: string }).id as string) : undefined;
+        const id =
+          typeof (raw as { id?: unknown })?.id === 'string' ? ((raw as { id: string }).id as string) : undefined;
         result.rejected.push({
           index,
           ...(id !== undefined && id.length <= 200 ? { id } : {}),

@@ -6,7 +6,8 @@
 export function createMediaFetcher(hosts: readonly string[], maxBytes: number) {
   return async (url: string, signal: AbortSignal): Promise<Buffer> => {
     const u = new URL(url);
-    if (u.protocol !== 'https:' || !hosts.includes(u.hostname)) throw new Error(`media host ${u.hostname} is not allowed`);
+    if (u.protocol !== 'https:' || !hosts.includes(u.hostname))
+      throw new Error(`media host ${u.hostname} is not allowed`);
     const res = await fetch(u, { signal, redirect: 'error' });
     if (!res.ok) throw new Error(`media fetch answered ${res.status}`);
     if (Number(res.headers.get('content-length') ?? 0) > maxBytes) throw new Error('the attachment is too large');

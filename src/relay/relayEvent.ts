@@ -84,9 +84,7 @@ export function relayEventSchema(limits: RelayEventLimits) {
     .object({
       id,
       type: z.literal('message'),
-      chat: z
-        .object({ guid: id, group: z.boolean(), participants: z.array(phone).max(100).optional() })
-        .strict(),
+      chat: z.object({ guid: id, group: z.boolean(), participants: z.array(phone).max(100).optional() }).strict(),
       sender: phone,
       persona: z
         .string()

@@ -21,6 +21,7 @@ import { isConnectionError, translatePgError } from './translatePgError.ts';
  * Writes a batch of one kind's items inside the group transaction. Must be idempotent. It may
  * return one result per item (in order), which its `submit` resolves with.
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: writers without results are plain async functions.
 export type BatchWriter<T> = (client: PoolClient, items: T[]) => Promise<unknown[] | void>;
 
 export class FencedError extends Error {
@@ -95,7 +96,8 @@ export class GroupCommitter {
 
   private async drain(): Promise<void> {
     while (this.queue.length) {
-      const batch = this.queue.length <= this.options.maxBatch ? this.queue : this.queue.slice(0, this.options.maxBatch);
+      const batch =
+        this.queue.length <= this.options.maxBatch ? this.queue : this.queue.slice(0, this.options.maxBatch);
       this.queue = batch === this.queue ? [] : this.queue.slice(batch.length);
       await this.commit(batch);
     }
@@ -123,7 +125,12 @@ export class GroupCommitter {
       } catch (err) {
         const retry = isConnectionError(err) && attempt < this.options.attempts;
         this.options.log.warn(
-          { err: { message: (err as Error).message, code: (err as { code?: string }).code }, writes: live.length, attempt, retry },
+          {
+            err: { message: (err as Error).message, code: (err as { code?: string }).code },
+            writes: live.length,
+            attempt,
+            retry,
+          },
           'group commit failed',
         );
         if (!retry) {
@@ -166,8 +173,8 @@ export class GroupCommitter {
       const byKind = new Map<string, Pending[]>();
       for (const p of batch) {
         if (p.actorKey !== null && fenced.has(p.actorKey)) continue;
-        let items = byKind.get(p.kind);
-        if (!items) byKind.set(p.kind, (items = []));
+        const items = byKind.get(p.kind) ?? [];
+        byKind.set(p.kind, items);
         items.push(p);
       }
       const results = new Map<Pending, unknown>();
@@ -176,7 +183,7 @@ export class GroupCommitter {
           client,
           pendings.map((p) => p.item),
         );
-        if (out) pendings.forEach((p, i) => results.set(p, out[i]));
+        if (out) for (const [i, p] of pendings.entries()) results.set(p, out[i]);
       }
       await client.query('COMMIT');
       return { fenced, results };

@@ -72,9 +72,14 @@ export class ConversationRepository {
 
   /** Messages before `before`, newest first. */
   async page(key: string, before: Date, limit: number): Promise<StoredMessage[]> {
-    const { rows } = await query<MessageRecord>(this.pool, conversationQueries.page, [key, before.toISOString(), limit], {
-      idempotent: true,
-    });
+    const { rows } = await query<MessageRecord>(
+      this.pool,
+      conversationQueries.page,
+      [key, before.toISOString(), limit],
+      {
+        idempotent: true,
+      },
+    );
     return rows.map((r) => ({
       id: r.id,
       sender: r.sender,
@@ -144,7 +149,11 @@ export class ConversationRepository {
       );
     }
     const memories = commits.flatMap((c) =>
-      c.memories.map((m) => ({ container_tag: containerTagOf(c), content: m.content, source_message_id: m.sourceMessageId })),
+      c.memories.map((m) => ({
+        container_tag: containerTagOf(c),
+        content: m.content,
+        source_message_id: m.sourceMessageId,
+      })),
     );
     if (memories.length) {
       await client.query(
@@ -154,7 +163,10 @@ export class ConversationRepository {
         [JSON.stringify(memories)],
       );
     }
-    const deltas = new Map<string, { user_id: string; persona_id: string; messages: number; replies: number; photos: number }>();
+    const deltas = new Map<
+      string,
+      { user_id: string; persona_id: string; messages: number; replies: number; photos: number }
+    >();
     for (const c of commits) {
       const r = c.relationship;
       const k = `${r.userId}\u0000${r.persona}`;

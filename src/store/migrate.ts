@@ -22,7 +22,11 @@ export interface Migration {
 
 export async function listMigrations(dir = sqlDir): Promise<Migration[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort();
-  return files.map((file) => ({ version: Number(file.slice(0, 3)), name: file.slice(4, -4), file: path.join(dir, file) }));
+  return files.map((file) => ({
+    version: Number(file.slice(0, 3)),
+    name: file.slice(4, -4),
+    file: path.join(dir, file),
+  }));
 }
 
 /** Applies the migrations not yet recorded; returns the names applied. */

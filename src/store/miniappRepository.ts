@@ -76,12 +76,9 @@ export class MiniappRepository {
 
   /** Whether the session exists and `user` takes part in it. */
   async access(id: string, user: string): Promise<{ exists: boolean; participant: boolean }> {
-    const { rows } = await query<{ participant: boolean }>(
-      this.pool,
-      miniappQueries.access,
-      [id, user],
-      { idempotent: true },
-    );
+    const { rows } = await query<{ participant: boolean }>(this.pool, miniappQueries.access, [id, user], {
+      idempotent: true,
+    });
     return rows.length ? { exists: true, participant: rows[0].participant } : { exists: false, participant: false };
   }
 
@@ -97,18 +94,8 @@ export class MiniappRepository {
     const { app, state, version } = session.rows[0];
     const checkpoint = Number(version);
     const [participants, ops] = await Promise.all([
-      query<{ user_id: string }>(
-        this.pool,
-        miniappQueries.participants,
-        [id],
-        { idempotent: true },
-      ),
-      query<OpRow>(
-        this.pool,
-        miniappQueries.opsAfter,
-        [id, Math.max(0, checkpoint - window)],
-        { idempotent: true },
-      ),
+      query<{ user_id: string }>(this.pool, miniappQueries.participants, [id], { idempotent: true }),
+      query<OpRow>(this.pool, miniappQueries.opsAfter, [id, Math.max(0, checkpoint - window)], { idempotent: true }),
     ]);
     return {
       id,
@@ -122,12 +109,9 @@ export class MiniappRepository {
 
   /** Stored ops with `after` < version < `before`, ascending. */
   async opsBetween(id: string, after: number, before: number): Promise<LoggedOp[]> {
-    const { rows } = await query<OpRow>(
-      this.pool,
-      miniappQueries.opsBetween,
-      [id, after, before],
-      { idempotent: true },
-    );
+    const { rows } = await query<OpRow>(this.pool, miniappQueries.opsBetween, [id, after, before], {
+      idempotent: true,
+    });
     return rows.map(toLogged);
   }
 
@@ -151,10 +135,18 @@ export class MiniappRepository {
     for (const w of items) {
       if (w.t === 'op') {
         const e = w.entry;
-        ops.push({ session_id: w.sessionId, version: e.version, op_id: e.opId, by_user: e.by, op: e.op, touched: e.touched });
+        ops.push({
+          session_id: w.sessionId,
+          version: e.version,
+          op_id: e.opId,
+          by_user: e.by,
+          op: e.op,
+          touched: e.touched,
+        });
       } else if (w.t === 'checkpoint') {
         const prev = checkpoints.get(w.sessionId);
-        if (!prev || prev.version < w.version) checkpoints.set(w.sessionId, { id: w.sessionId, version: w.version, state: w.state });
+        if (!prev || prev.version < w.version)
+          checkpoints.set(w.sessionId, { id: w.sessionId, version: w.version, state: w.state });
       } else {
         participants.push({ session_id: w.sessionId, user_id: w.user });
       }

@@ -36,7 +36,11 @@ export class RelayRepository {
          FROM jsonb_to_recordset($1::jsonb) AS r(event_id text, conversation_key text, payload jsonb)
        ON CONFLICT (event_id) DO NOTHING
        RETURNING event_id, seq`,
-      [JSON.stringify(items.map((i) => ({ event_id: i.eventId, conversation_key: i.conversationKey, payload: i.payload })))],
+      [
+        JSON.stringify(
+          items.map((i) => ({ event_id: i.eventId, conversation_key: i.conversationKey, payload: i.payload })),
+        ),
+      ],
     );
     const inserted = new Map(rows.map((r) => [r.event_id, Number(r.seq)]));
     // The same id twice in one batch: the first is stored, the second is its duplicate.
@@ -64,14 +68,24 @@ export class RelayRepository {
       [afterSeq, before, limit],
       { idempotent: true },
     );
-    return rows.map((r) => ({ seq: Number(r.seq), conversationKey: r.conversation_key, payload: r.payload, receivedAt: r.received_at }));
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      conversationKey: r.conversation_key,
+      payload: r.payload,
+      receivedAt: r.received_at,
+    }));
   }
 
   /** Unacknowledged sends after `afterSeq`, in delivery order. */
   async pendingOutbox(afterSeq: number, limit: number): Promise<{ seq: number; frame: SendFrame }[]> {
-    const { rows } = await query<{ seq: string; payload: SendFrame }>(this.pool, relayQueries.pendingOutbox, [afterSeq, limit], {
-      idempotent: true,
-    });
+    const { rows } = await query<{ seq: string; payload: SendFrame }>(
+      this.pool,
+      relayQueries.pendingOutbox,
+      [afterSeq, limit],
+      {
+        idempotent: true,
+      },
+    );
     return rows.map((r) => ({ seq: Number(r.seq), frame: r.payload }));
   }
 }

@@ -169,13 +169,20 @@ export function createRouter(ctx: HttpContext) {
     const name = options.name ?? pattern;
     let allowed = methods.get(pattern);
     if (!allowed) {
-      methods.set(pattern, (allowed = new Set()));
+      allowed = new Set();
+      methods.set(pattern, allowed);
       // Registered once per pattern; specific methods take precedence over `any`.
       ctx.app.any(pattern, (res, req) => {
         const r = copyRequest(req, res, 0);
         res.onAborted(() => {});
-        const reply = errorReply(new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`), ctx.log);
-        writeReply(res, reply, r.reqId, { allow: [...(allowed as Set<string>)].join(', ').toUpperCase(), ...ctx.headers });
+        const reply = errorReply(
+          new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`),
+          ctx.log,
+        );
+        writeReply(res, reply, r.reqId, {
+          allow: [...(allowed as Set<string>)].join(', ').toUpperCase(),
+          ...ctx.headers,
+        });
       });
     }
     allowed.add(method);
@@ -207,7 +214,12 @@ export function createRouter(ctx: HttpContext) {
             if (state.aborted) return;
             writeReply(res, reply, r.reqId, ctx.headers);
             ctx.log.debug(
-              { method: r.method, url: maskPhones(r.url), status: reply.status, ms: +(performance.now() - started).toFixed(2) },
+              {
+                method: r.method,
+                url: maskPhones(r.url),
+                status: reply.status,
+                ms: +(performance.now() - started).toFixed(2),
+              },
               'request',
             );
           });

@@ -58,7 +58,12 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     const claims = await userOf(req);
     const body = parseWith(createSchema, req.body);
     const app = miniapps.get(body.app);
-    if (!app) throw new AppError('unknown_app', `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`, { path: ['app'] });
+    if (!app)
+      throw new AppError(
+        'unknown_app',
+        `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`,
+        { path: ['app'] },
+      );
     const state = app.initialState({ title: body.title });
     const issue = validate(app.schema, state);
     if (issue) throw new AppError('validation_failed', issue.message, { path: issue.path });
@@ -79,9 +84,11 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     const id = req.params[0];
     await authorize(claims, id);
     const { user } = parseWith(participantSchema, req.body);
-    await host.ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply })).then((err) => {
-      if (err) throw err;
-    });
+    await host
+      .ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply }))
+      .then((err) => {
+        if (err) throw err;
+      });
     const view = await read(id);
     return { status: 200, body: { id, participants: view.participants } };
   });
@@ -92,7 +99,8 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     headers: {
       'content-type': 'text/html; charset=utf-8',
       'cache-control': 'no-store',
-      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'",
+      'content-security-policy':
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'",
       'referrer-policy': 'no-referrer',
     },
   }));

@@ -17,7 +17,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import { authenticate } from './authenticate.ts';
-import { type BaseSocketData, type Endpoint, createSocketEndpoint } from './socketEndpoint.ts';
+import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
 import { describeIssue } from './validate.ts';
 
 interface SocketData extends BaseSocketData {
@@ -143,7 +143,15 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
         const f = parsed.data;
         deliver(
           ws,
-          { type: 'op', conn: d.conn, by: d.user, opId: f.opId, baseVersion: f.baseVersion, op: f.op, receivedAt: performance.now() },
+          {
+            type: 'op',
+            conn: d.conn,
+            by: d.user,
+            opId: f.opId,
+            baseVersion: f.baseVersion,
+            op: f.op,
+            receivedAt: performance.now(),
+          },
           f.opId,
         );
       } else if (frame.type === 'resume') {
@@ -162,7 +170,8 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
       const d = ws.getUserData();
       sockets.byConn.delete(d.conn);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
-      if (host.has(MINIAPP, d.sessionId)) host.send(MINIAPP, d.sessionId, { type: 'leave', conn: d.conn }).catch(() => {});
+      if (host.has(MINIAPP, d.sessionId))
+        host.send(MINIAPP, d.sessionId, { type: 'leave', conn: d.conn }).catch(() => {});
     },
   });
   return endpoint;

@@ -4,8 +4,8 @@ import type { VerifyToken } from '../auth/verifyToken.ts';
 import { AppError } from '../errors.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { MAX_BATCH } from '../relay/relayEvent.ts';
 import type { RelayIngest } from '../relay/RelayIngest.ts';
+import { MAX_BATCH } from '../relay/relayEvent.ts';
 import type { ConversationRepository } from '../store/conversationRepository.ts';
 import { authenticate, bearerToken } from './authenticate.ts';
 import type { Router } from './http.ts';
@@ -37,11 +37,15 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
     const batch = 'events' in body;
     let events: unknown[];
     if (batch) {
-      if (!Array.isArray(body.events)) throw new AppError('validation_failed', 'events: must be an array', { path: ['events'] });
+      if (!Array.isArray(body.events))
+        throw new AppError('validation_failed', 'events: must be an array', { path: ['events'] });
       if (body.events.length > MAX_BATCH) {
-        throw new AppError('batch_too_large', `at most ${MAX_BATCH} events per batch; nothing was stored`, { path: ['events'] });
+        throw new AppError('batch_too_large', `at most ${MAX_BATCH} events per batch; nothing was stored`, {
+          path: ['events'],
+        });
       }
-      if (body.events.length === 0) throw new AppError('validation_failed', 'events: must hold at least one event', { path: ['events'] });
+      if (body.events.length === 0)
+        throw new AppError('validation_failed', 'events: must hold at least one event', { path: ['events'] });
       events = body.events;
     } else {
       events = [body];
@@ -59,7 +63,10 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
     if (result.accepted.length + result.duplicates.length === 0) {
       return {
         status: 400,
-        body: { error: { code: 'no_valid_events', message: 'no event of the batch is valid; see rejected' }, ...result },
+        body: {
+          error: { code: 'no_valid_events', message: 'no event of the batch is valid; see rejected' },
+          ...result,
+        },
       };
     }
     return { status: 202, body: result };
@@ -78,7 +85,11 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
     }
     const q = parseWith(pageSchema, Object.fromEntries(req.query));
     if (!(await conversations.exists(key))) throw new AppError('conversation_not_found', `no conversation ${key}`);
-    const messages = await conversations.page(key, q.before ? new Date(q.before) : new Date(Date.now() + 60_000), q.limit);
+    const messages = await conversations.page(
+      key,
+      q.before ? new Date(q.before) : new Date(Date.now() + 60_000),
+      q.limit,
+    );
     return {
       status: 200,
       body: { messages, next: messages.length === q.limit ? messages[messages.length - 1].createdAt : null },

@@ -15,7 +15,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { OutboxDispatcher, RelayLink } from '../relay/OutboxDispatcher.ts';
 import type { RelayIngest } from '../relay/RelayIngest.ts';
 import { authenticate } from './authenticate.ts';
-import { type BaseSocketData, type Endpoint, createSocketEndpoint } from './socketEndpoint.ts';
+import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
 
 interface RelaySocketData extends BaseSocketData {
   link?: RelayLink;
@@ -37,7 +37,8 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
   const { verify, ingest, outbox, relays, metrics, log } = deps;
 
   async function onEvent(ws: WebSocket<RelaySocketData>, event: unknown): Promise<void> {
-    const id = typeof (event as { id?: unknown })?.id === 'string' ? (event as { id: string }).id.slice(0, 200) : undefined;
+    const id =
+      typeof (event as { id?: unknown })?.id === 'string' ? (event as { id: string }).id.slice(0, 200) : undefined;
     const wait = await relays.take(ws.getUserData().user);
     if (wait) {
       metrics.rateLimited.inc({ scope: 'relay' });
@@ -54,7 +55,12 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
       }
     } catch (err) {
       if (!isAppError(err)) log.error({ err }, 'storing a relay event failed');
-      endpoint.sendError(ws, isAppError(err) ? err.code : Codes.internal_error, isAppError(err) ? err.message : 'the event could not be stored', id);
+      endpoint.sendError(
+        ws,
+        isAppError(err) ? err.code : Codes.internal_error,
+        isAppError(err) ? err.message : 'the event could not be stored',
+        id,
+      );
     }
   }
 

@@ -5,7 +5,7 @@
  * closing with 1008 when the token expires. This is the sockets' error boundary: endpoints
  * get parsed JSON objects and answer with frames.
  */
-import type { HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js';
+import type { HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';

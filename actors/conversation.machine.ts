@@ -86,8 +86,8 @@ export interface ConversationContext {
   processed: number[];
   /** Ids of Sage's recent messages here: a group message answering one of them gets a reply. */
   ourMessageIds: string[];
-  /** The last message of a throttled burst, still to be answered once. */
-  owed: InboundMessage | null;
+  /** Per throttled sender, the last message of their burst, still to be answered once (oldest first). */
+  owed: InboundMessage[];
   work: Work | null;
   /** Why the actor stopped (its output). */
   stop: ConversationOutput | null;
@@ -143,6 +143,8 @@ export interface ConversationInput {
 
 const KEEP_PROCESSED = 200;
 const KEEP_OUR_IDS = 50;
+/** Throttled senders owed an answer at once (a flood of senders is answered in part). */
+const MAX_OWED = 20;
 const inboundId = (eventId: string) => `in_${eventId}`;
 const outboundId = (m: InboundMessage, catchUp: boolean) => `out_${m.eventId}${catchUp ? '_burst' : ''}`;
 
@@ -180,8 +182,6 @@ function catchUpWork(owed: InboundMessage): Work {
 
 /** What the message asks of Sage, decided once screening and photos are done. */
 function route(ctx: ConversationContext, w: Work): 'safety' | 'forget' | 'throttled' | 'silent' | 'answer' {
-  if (w.moderation?.flagged) return 'safety';
-  if (isForgetCommand(w.message.text)) return 'forget';
   const addressed = shouldReply({
     kind: ctx.kind,
     persona: ctx.persona,
@@ -189,7 +189,11 @@ function route(ctx: ConversationContext, w: Work): 'safety' | 'forget' | 'thrott
     replyTo: w.message.replyTo,
     ourMessageIds: ctx.ourMessageIds,
   });
+  // In a group Sage speaks only when spoken to, about safety and forgetting too: "forget it"
+  // between friends must not delete a memory.
   if (!addressed) return 'silent';
+  if (w.moderation?.flagged) return 'safety';
+  if (isForgetCommand(w.message.text)) return 'forget';
   return w.throttled ? 'throttled' : 'answer';
 }
 
@@ -231,7 +235,7 @@ export function buildCommit(ctx: ConversationContext): ConversationCommit {
           text: reply,
         };
   const memories =
-    inbound === null || w.replyKind === 'safety' || w.replyKind === 'forget'
+    inbound === null || w.moderation?.flagged || w.replyKind === 'safety' || w.replyKind === 'forget'
       ? []
       : [
           ...extractMemories(m.sender, m.text),
@@ -239,14 +243,16 @@ export function buildCommit(ctx: ConversationContext): ConversationCommit {
         ].map((content) => ({ content, sourceMessageId: inbound.id }));
   const seq = w.seq;
   // A throttled burst owes one answer (to its last message); any answer to that sender pays it.
-  const owed = w.owe ? withoutData(m) : reply !== null && m.sender === ctx.owed?.sender ? null : ctx.owed;
+  const others = ctx.owed.filter((o) => o.sender !== m.sender);
+  // Any answer to a sender pays what was owed to them.
+  const owed = w.owe ? [...others, withoutData(m)].slice(-MAX_OWED) : reply !== null ? others : ctx.owed;
   const next: ConversationContext = {
     ...ctx,
     chatGuid,
     version: ctx.version + 1,
     processed: seq === null ? ctx.processed : [...ctx.processed, seq].slice(-KEEP_PROCESSED),
     ourMessageIds: reply === null ? ctx.ourMessageIds : [...ctx.ourMessageIds, id].slice(-KEEP_OUR_IDS),
-    owed: w.catchUp ? null : owed,
+    owed,
     work: null,
     stop: null,
   };
@@ -308,7 +314,7 @@ const base = setup({
   guards: {
     alreadyProcessed: ({ context, event }) => event.type === 'inbound' && context.processed.includes(event.seq),
     hasAttachments: ({ context }) => (context.work?.message.attachments.length ?? 0) > 0,
-    owesReply: ({ context }) => context.owed !== null,
+    owesReply: ({ context }) => context.owed.length > 0,
   },
   delays: {
     /** How long a throttled sender must be quiet before the one answer to their burst. */
@@ -351,7 +357,7 @@ export const conversationMachine = base.createMachine({
     version: 0,
     processed: [],
     ourMessageIds: [],
-    owed: null,
+    owed: [],
     work: null,
     stop: null,
   }),
@@ -370,7 +376,7 @@ export const conversationMachine = base.createMachine({
         burstQuiet: {
           guard: 'owesReply',
           target: 'recalling',
-          actions: assign({ work: ({ context }) => catchUpWork(context.owed as InboundMessage) }),
+          actions: assign({ work: ({ context }) => catchUpWork(context.owed[0]) }),
         },
       },
     },

@@ -5,7 +5,7 @@
 
 /** "forget that" and its close variants, as a whole message (politeness allowed). */
 const FORGET =
-  /^\s*(?:(?:ok(?:ay)?|hey|please|sage|actually|oh|um+)[,!.\s]+)*(?:please\s+)?(?:forget|scratch|delete|erase|drop)\s+(?:that|this|it|what i (?:just )?(?:said|told you)|the last thing(?: i said)?|that memory|my last message)(?:\s+(?:please|sage|ok(?:ay)?))?\s*[.!]*\s*$|^\s*(?:please\s+)?(?:don'?t|do not)\s+remember\s+(?:that|this|it)\s*[.!]*\s*$|^\s*never\s*mind,?\s+forget\s+(?:it|that)\s*[.!]*\s*$/i;
+  /^\s*(?:(?:ok(?:ay)?|hey|please|sage|actually|oh|um+)[,!.\s]+)*(?:please\s+)?(?:forget|scratch|delete|erase|drop)\s+(?:that|this|it|what i (?:just )?(?:said|told you)|the last thing(?: i said)?|that memory|my last message)(?:[,\s]+(?:please|sage|ok(?:ay)?))?\s*[.!]*\s*$|^\s*(?:please\s+)?(?:don'?t|do not)\s+remember\s+(?:that|this|it)\s*[.!]*\s*$|^\s*never\s*mind,?\s+forget\s+(?:it|that)\s*[.!]*\s*$/i;
 
 export function isForgetCommand(text: string | undefined): boolean {
   return text !== undefined && FORGET.test(text);
@@ -43,26 +43,45 @@ const clean = (s: string) =>
     .replace(/\s+/g, ' ')
     .replace(/[.!?,;:]+$/, '');
 
-/** Memory-worthy statements of a message, as short third-person notes. */
+const THIRD_PERSON: Record<string, string> = {
+  love: 'loves',
+  like: 'likes',
+  hate: 'hates',
+  adore: 'adores',
+  enjoy: 'enjoys',
+  prefer: 'prefers',
+  "can't stand": 'cannot stand',
+  'cant stand': 'cannot stand',
+  "don't like": 'does not like',
+  'dont like': 'does not like',
+};
+
+/**
+ * Memory-worthy statements of a message, as short third-person notes. The `u` flag makes
+ * lengths count characters, so a note never ends in half an emoji.
+ */
 const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
-  [/\bremember (?:that )?(.{3,200})/i, (m, who) => `${who} asked me to remember: ${clean(m[1])}`],
-  [/\bmy name is ([\p{L}' -]{2,40})/iu, (m, who) => `${who}'s name is ${clean(m[1])}`],
+  [/^(?!.*\?\s*$).*?\bremember (?:that )?(.{3,200})/iu, (m, who) => `${who} asked me to remember: ${clean(m[1])}`],
   [
-    /\bi (?:really |absolutely |kind of |kinda )?(love|like|hate|adore|enjoy|prefer|can'?t stand|don'?t like) (.{2,120})/i,
-    (m, who) => `${who} ${m[1].toLowerCase().replace("can't", 'cannot').replace("don't", 'does not')} ${clean(m[2])}`,
+    /\bmy name is ((?:(?!and\b|but\b|i\b)[\p{L}'-]+)(?: (?!and\b|but\b|i\b)[\p{L}'-]+){0,2})/iu,
+    (m, who) => `${who}'s name is ${clean(m[1])}`,
+  ],
+  [
+    /\bi (?:really |absolutely |kind of |kinda )?(love|like|hate|adore|enjoy|prefer|can'?t stand|don'?t like) (.{2,120})/iu,
+    (m, who) => `${who} ${THIRD_PERSON[m[1].toLowerCase()] ?? m[1].toLowerCase()} ${clean(m[2])}`,
   ],
   [/\bmy ([\p{L} ]{2,30}?) (?:is|are) (.{2,120})/iu, (m, who) => `${who}'s ${clean(m[1])}: ${clean(m[2])}`],
   [
     /\bmy ([\p{L} ]{2,40}?) (never|always|keeps|won'?t|doesn'?t|does|did|has|had|hates|loves) (.{3,140})/iu,
     (m, who) => `${who}'s ${clean(m[1])} ${m[2].toLowerCase()} ${clean(m[3])}`,
   ],
-  [/\bi (live|work|study) (in|at|for) (.{2,80})/i, (m, who) => `${who} ${m[1]}s ${m[2]} ${clean(m[3])}`],
+  [/\bi (live|work|study) (in|at|for) (.{2,80})/iu, (m, who) => `${who} ${m[1].toLowerCase()}s ${m[2]} ${clean(m[3])}`],
   [
-    /\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/i,
+    /\bi(?:'m| am) (allergic to .{2,80}|vegan|vegetarian|pregnant|moving .{2,80}|training for .{2,80})/iu,
     (m, who) => `${who} is ${clean(m[1])}`,
   ],
   [
-    /\bwe(?:'re| are) (planning|going|thinking of|organi[sz]ing|throwing) (.{3,160})/i,
+    /\bwe(?:'re| are) (planning|going|thinking of|organi[sz]ing|throwing) (.{3,160})/iu,
     (m, who) => `${who} said we are ${m[1]} ${clean(m[2])}`,
   ],
 ];
@@ -75,7 +94,7 @@ export function extractMemories(who: string, text: string | undefined): string[]
     for (const [pattern, note] of PATTERNS) {
       const m = sentence.match(pattern);
       if (m) {
-        found.push(note(m, who).slice(0, 300));
+        found.push(Array.from(note(m, who)).slice(0, 300).join(''));
         break;
       }
     }

@@ -20,9 +20,9 @@ export function createOfflineBrain(): Brain {
         `(${r.persona[0].toUpperCase()}${r.persona.slice(1)} is offline right now, so this is an automatic reply.)`,
       ];
       const said = r.text.trim().replace(/\s+/g, ' ');
-      parts.push(
-        said ? `You said: "${said.length > 140 ? `${said.slice(0, 137)}…` : said}".` : 'You sent me something.',
-      );
+      const chars = Array.from(said);
+      const quoted = chars.length > 140 ? `${chars.slice(0, 137).join('')}…` : said;
+      parts.push(said ? `You said: "${quoted}".` : 'You sent me something.');
       if (r.photos.length) parts.push(`About the photo: ${r.photos[r.photos.length - 1]}.`);
       const relevant = pickMemories(said, r.memories);
       if (relevant.length) parts.push(`I remember: ${relevant.join('; ')}.`);
@@ -38,11 +38,12 @@ export function createOfflineBrain(): Brain {
   };
 }
 
-/** Up to two memories sharing the most words with the message (the latest first on a tie). */
+/** Up to two memories sharing words with the message, the most shared first (earlier first on a tie). */
 function pickMemories(text: string, memories: string[]): string[] {
   const words = new Set(text.toLowerCase().match(/\p{L}{3,}/gu) ?? []);
   return memories
     .map((m, i) => ({ m, i, score: (m.toLowerCase().match(/\p{L}{3,}/gu) ?? []).filter((w) => words.has(w)).length }))
+    .filter((x) => x.score > 0)
     .sort((a, b) => b.score - a.score || a.i - b.i)
     .slice(0, 2)
     .map((x) => x.m);

@@ -1,6 +1,7 @@
-/** `archety <command>`: start, migrate, token, help. */
+/** `archety <command>`: start, migrate, token, relay-sim, help. */
 import { ConfigError } from '../config.ts';
 import { runMigrate } from './migrateCommand.ts';
+import { runRelaySim } from './relaySimCommand.ts';
 import { runStart } from './startCommand.ts';
 import { runToken } from './tokenCommand.ts';
 
@@ -14,6 +15,10 @@ Commands:
   migrate               Apply the database migrations in sql/ and exit.
   token --sub <id>      Mint a token for the configured secret and print it.
         [--role user|relay|admin] [--sid <session>] [--ttl 1h]
+  relay-sim             Talk to Sage in the terminal: a relay on /v1/relay that sends what
+        [--url <server>] [--as +15550000001] [--token <jwt>] [--persona sage]
+                        you type (/as, /direct, /group, /photo, /reply, /help, /quit) and
+                        prints Sage's replies. \`archety relay-sim --help\` says more.
   help, --help          Show this help.
 
 Configuration comes from the environment; see the README's table (PORT, HOST,
@@ -22,6 +27,7 @@ DATABASE_URL, DATA_DIR, JWT_SECRET, …). Examples:
   DATABASE_URL=postgres://localhost/archety JWT_SECRET=… archety start
   archety token --sub +15551234567 --ttl 2h
   npm run token -- --sub +15551234567 --sid ms_abc
+  npx archety relay-sim --as +15551234567
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -33,6 +39,8 @@ async function main(argv: string[]): Promise<number> {
       return runMigrate(rest);
     case 'token':
       return runToken(rest);
+    case 'relay-sim':
+      return runRelaySim(rest);
     case 'help':
     case '--help':
     case '-h':

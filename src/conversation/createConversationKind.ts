@@ -139,7 +139,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
   return {
     name: CONVERSATION,
     passivateEvent: { type: 'passivate' },
-    isIdle: (snapshot) => snapshot.value === 'idle' && (snapshot.context as ConversationContext).owed === null,
+    isIdle: (snapshot) => snapshot.value === 'idle' && (snapshot.context as ConversationContext).owed.length === 0,
 
     async activate(key, epoch): Promise<AnyActorRef | null> {
       const stored = await repo.snapshot(key);

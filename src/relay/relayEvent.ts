@@ -10,7 +10,14 @@ import { describeIssue } from '../transport/validate.ts';
 
 export const E164 = /^\+[1-9]\d{6,14}$/;
 const MIME = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$/i;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/** Canonical base64: whole quads, padding only at the end. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Bytes that base64 `data` decodes to. */
+export function decodedLength(data: string): number {
+  const padding = data.endsWith('==') ? 2 : data.endsWith('=') ? 1 : 0;
+  return (data.length / 4) * 3 - padding;
+}
 /** ISO 8601 timestamp with a zone (Z or ±HH:MM). */
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 export const MAX_ATTACHMENTS = 10;
@@ -64,14 +71,17 @@ export function relayEventSchema(limits: RelayEventLimits) {
       mime: z.string().max(129).regex(MIME, 'must be a MIME type such as image/jpeg'),
       data: z
         .string()
+        .min(4, 'must not be empty')
         .max(maxBase64, `must decode to at most ${limits.maxAttachmentBytes} bytes`)
         .regex(BASE64, 'must be base64')
+        .refine((d) => decodedLength(d) <= limits.maxAttachmentBytes, `must decode to at most ${limits.maxAttachmentBytes} bytes`)
         .optional(),
       url: z
         .string()
         .max(2000)
         .url()
         .refine((u) => {
+          if (!URL.canParse(u)) return false;
           const url = new URL(u);
           return url.protocol === 'https:' && limits.mediaHosts.includes(url.hostname);
         }, 'must be an https URL on one of RELAY_MEDIA_HOSTS')

@@ -4,6 +4,11 @@ import { AppError } from '../errors.ts';
 
 export function describeIssue(issue: z.core.$ZodIssue): { path: (string | number)[]; message: string } {
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  // An unknown field: the path names the field itself, not the object holding it.
+  if (issue.code === 'unrecognized_keys' && issue.keys.length) {
+    path.push(issue.keys[0]);
+    return { path, message: `${path.join('.')}: is not a known field` };
+  }
   const where = path.length ? path.join('.') : 'the value';
   return { path, message: `${where}: ${issue.message}` };
 }

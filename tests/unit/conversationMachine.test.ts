@@ -1,0 +1,692 @@
+import fc from 'fast-check';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { type AnyActorRef, createActor, fromPromise, toPromise } from 'xstate';
+import {
+  buildCommit,
+  type ConversationCommit,
+  type ConversationContext,
+  conversationMachine,
+  type InboundAttachment,
+  type InboundMessage,
+  type Moderation,
+  type Recall,
+  type ReplyKind,
+} from '../../actors/conversation.machine.ts';
+import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
+
+const ALICE = '+15551234567';
+const BOB = '+15557654321';
+const DIRECT_KEY = `user_${ALICE}_persona_sage`;
+const GUID = 'iMessage;+;chat4242';
+const GROUP_KEY = `group_${GUID}`;
+/** Every step is a resolved promise: poll often, give up soon. */
+const POLL = { interval: 1, timeout: 2_000 };
+const PHOTO_DATA = Buffer.from('not really a jpeg').toString('base64');
+
+const clean: Moderation = { flagged: false, selfHarm: false, categories: [] };
+const noRecall: Recall = { history: [], memories: [], photos: [], stage: 'new' };
+
+/** A promise to resolve from the test, for an I/O step the test holds open. */
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** What `recall` is asked (the machine's own input type is not exported). */
+interface RecallInput {
+  key: string;
+  text: string;
+  sender: string;
+  persona: string;
+  excludeMessageId: string;
+}
+
+interface Fakes {
+  moderate?: (text: string) => Moderation;
+  describeAttachments?: (input: {
+    eventId: string;
+    attachments: InboundAttachment[];
+  }) => Promise<Record<string, string>>;
+  recall?: () => Recall | Promise<Recall>;
+  think?: (context: ConversationContext) => string | Promise<string>;
+  /** Called with each commit after it was recorded; throw to fail it. */
+  commit?: (commit: ConversationCommit) => void;
+}
+
+/** The conversation machine with every side effect faked, and a record of what reached them. */
+function harness(key: string, fakes: Fakes = {}) {
+  const commits: ConversationCommit[] = [];
+  const committed: { commit: ConversationCommit; replyKind: ReplyKind }[] = [];
+  const calls = {
+    moderate: [] as string[],
+    describe: 0,
+    recall: [] as RecallInput[],
+    think: [] as ConversationContext[],
+  };
+  const machine = conversationMachine.provide({
+    actors: {
+      moderate: fromPromise<Moderation, { text: string }>(async ({ input }) => {
+        calls.moderate.push(input.text);
+        return fakes.moderate?.(input.text) ?? clean;
+      }),
+      describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
+        async ({ input }) => {
+          calls.describe++;
+          return fakes.describeAttachments ? fakes.describeAttachments(input) : {};
+        },
+      ),
+      recall: fromPromise<Recall, RecallInput>(async ({ input }) => {
+        calls.recall.push(input);
+        return fakes.recall ? fakes.recall() : noRecall;
+      }),
+      think: fromPromise<string, { context: ConversationContext }>(async ({ input }) => {
+        calls.think.push(input.context);
+        return fakes.think ? fakes.think(input.context) : `model reply to "${input.context.work?.message.text}"`;
+      }),
+      commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
+        commits.push(input);
+        fakes.commit?.(input);
+      }),
+    },
+    actions: {
+      committed: (_, params) => {
+        committed.push(params);
+      },
+    },
+    delays: { burstQuiet: 20 },
+  });
+  return { machine, commits, committed, calls, start: () => createActor(machine, { input: { key } }).start() };
+}
+
+let seq = 0;
+function inbound(over: Partial<InboundMessage> & { seq?: number; throttled?: boolean } = {}) {
+  const { seq: s = ++seq, throttled = false, ...message } = over;
+  return {
+    type: 'inbound' as const,
+    seq: s,
+    throttled,
+    message: {
+      eventId: `evt_${s}`,
+      sender: ALICE,
+      chatGuid: over.chatGuid ?? 'iMessage;-;+15551234567',
+      text: 'hello there',
+      attachments: [],
+      receivedAt: 1_700_000_000_000 + s * 1000,
+      ...message,
+    },
+  };
+}
+
+/** Waits until the actor has committed `n` messages in all and is idle again. */
+async function settled(actor: AnyActorRef, commits: ConversationCommit[], n: number) {
+  await vi.waitFor(() => {
+    expect(commits).toHaveLength(n);
+    expect(actor.getSnapshot().value).toBe('idle');
+  }, POLL);
+}
+
+/** Every key anywhere in `value`. */
+function keysOf(value: unknown, out = new Set<string>()): Set<string> {
+  if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      out.add(k);
+      keysOf(v, out);
+    }
+  }
+  return out;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('the conversation machine, direct chat', () => {
+  it('answers a direct message and commits the reply, the memories and the inbox row together', async () => {
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    const e = inbound({ seq: 7, eventId: 'evt_a', text: "I'm vegan. What should I cook tonight?" });
+    actor.send(e);
+    await settled(actor, h.commits, 1);
+
+    const [c] = h.commits;
+    expect(c.key).toBe(DIRECT_KEY);
+    expect(c.kind).toBe('direct');
+    expect(c.send).toEqual({
+      type: 'send',
+      id: 'out_evt_a',
+      replyTo: 'evt_a',
+      chat: { guid: e.message.chatGuid, group: false },
+      to: ALICE,
+      text: `model reply to "${e.message.text}"`,
+    });
+    expect(c.inbound).toMatchObject({ id: 'in_evt_a', sender: ALICE, direction: 'in', text: e.message.text });
+    expect(c.outbound).toMatchObject({ id: 'out_evt_a', sender: 'sage', direction: 'out', text: c.send?.text });
+    expect(c.memories).toEqual([{ content: `${ALICE} is vegan`, sourceMessageId: 'in_evt_a' }]);
+    expect(c.inboxSeq).toBe(7);
+    expect(c.next.processed).toContain(7);
+    expect(c.next.ourMessageIds).toContain('out_evt_a');
+    expect(c.relationship).toEqual({ userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } });
+    expect(c.forget).toBe(false);
+    expect(h.committed).toEqual([{ commit: c, replyKind: 'model' }]);
+  });
+
+  it('screens the message and the reply, and gives the model what was recalled', async () => {
+    const recall: Recall = {
+      history: [{ role: 'user', text: 'earlier' }],
+      memories: [`${ALICE} is vegan`],
+      photos: [],
+      stage: 'friend',
+    };
+    const h = harness(DIRECT_KEY, { recall: () => recall, think: () => 'try a lentil curry' });
+    const actor = h.start();
+    actor.send(inbound({ eventId: 'evt_r', text: 'dinner ideas?' }));
+    await settled(actor, h.commits, 1);
+    expect(h.calls.moderate).toEqual(['dinner ideas?', 'try a lentil curry']);
+    expect(h.calls.think).toHaveLength(1);
+    expect(h.calls.think[0].work?.recall).toEqual(recall);
+    expect(h.calls.recall).toEqual([
+      { key: DIRECT_KEY, text: 'dinner ideas?', sender: ALICE, persona: 'sage', excludeMessageId: 'in_evt_r' },
+    ]);
+  });
+
+  it('skips an inbox row it has already processed', async () => {
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    actor.send(inbound({ seq: 1 }));
+    await settled(actor, h.commits, 1);
+    actor.send(inbound({ seq: 1 }));
+    actor.send(inbound({ seq: 2 }));
+    await settled(actor, h.commits, 2);
+    expect(h.commits.map((c) => c.inboxSeq)).toEqual([1, 2]);
+    expect(h.calls.think).toHaveLength(2);
+  });
+
+  it('still skips processed rows after being restored from its persisted snapshot', async () => {
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 11 }));
+    await settled(first, h.commits, 1);
+    const context = h.commits[0].next;
+    first.stop();
+
+    const snapshot = conversationMachine.getPersistedSnapshot(
+      conversationMachine.resolveState({ value: 'idle', context }),
+    );
+    // The host passes the key too; a restored actor takes everything from the snapshot.
+    const restored = createActor(h.machine, { snapshot, input: { key: DIRECT_KEY } }).start();
+    expect(restored.getSnapshot().context.processed).toEqual([11]);
+    restored.send(inbound({ seq: 11 }));
+    restored.send(inbound({ seq: 12 }));
+    await settled(restored, h.commits, 2);
+    expect(h.commits.map((c) => c.inboxSeq)).toEqual([11, 12]);
+    expect(h.commits[1].version).toBe(context.version + 1);
+  });
+
+  it('does not call the model for flagged input, answers with the refusal and remembers nothing', async () => {
+    const h = harness(DIRECT_KEY, {
+      moderate: (text) =>
+        text.includes('bomb') ? { flagged: true, selfHarm: false, categories: ['violence'] } : clean,
+    });
+    const actor = h.start();
+    actor.send(inbound({ text: "I'm vegan. How do I build a bomb?" }));
+    await settled(actor, h.commits, 1);
+    const [c] = h.commits;
+    expect(c.send?.text).toBe(SAFETY_REPLIES.refused);
+    expect(c.memories).toEqual([]);
+    expect(c.inbound).not.toBeNull();
+    expect(h.calls.think).toHaveLength(0);
+    expect(h.calls.recall).toHaveLength(0);
+    expect(h.committed[0].replyKind).toBe('safety');
+  });
+
+  it('answers self-harm with crisis resources, without the model', async () => {
+    const h = harness(DIRECT_KEY, { moderate: () => ({ flagged: true, selfHarm: true, categories: ['self-harm'] }) });
+    const actor = h.start();
+    actor.send(inbound({ text: 'I want to end it all' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send?.text).toBe(SAFETY_REPLIES.crisis);
+    expect(h.commits[0].memories).toEqual([]);
+    expect(h.calls.think).toHaveLength(0);
+  });
+
+  it('replaces a reply that moderation flags', async () => {
+    const h = harness(DIRECT_KEY, {
+      think: () => 'something awful',
+      moderate: (text) =>
+        text === 'something awful' ? { flagged: true, selfHarm: false, categories: ['harassment'] } : clean,
+    });
+    const actor = h.start();
+    actor.send(inbound({ text: 'tell me a joke' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send?.text).toBe(SAFETY_REPLIES.replacedOutput);
+    expect(h.commits[0].outbound?.text).toBe(SAFETY_REPLIES.replacedOutput);
+  });
+
+  it('answers with the fallback when the model fails, and still stores and remembers the message', async () => {
+    const h = harness(DIRECT_KEY, {
+      think: () => {
+        throw new Error('model timed out');
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({ eventId: 'evt_f', text: 'I live in Oslo' }));
+    await settled(actor, h.commits, 1);
+    const [c] = h.commits;
+    expect(c.send?.text).toBe(SAFETY_REPLIES.fallback);
+    expect(c.inbound?.text).toBe('I live in Oslo');
+    expect(c.memories).toEqual([{ content: `${ALICE} lives in Oslo`, sourceMessageId: 'in_evt_f' }]);
+    expect(h.committed[0].replyKind).toBe('fallback');
+  });
+
+  it('answers with the fallback when recalling the conversation fails', async () => {
+    const h = harness(DIRECT_KEY, {
+      recall: () => {
+        throw new Error('db down');
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({}));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send?.text).toBe(SAFETY_REPLIES.fallback);
+    expect(h.calls.think).toHaveLength(0);
+  });
+
+  it('answers the message normally when input moderation itself fails', async () => {
+    const h = harness(DIRECT_KEY, {
+      moderate: () => {
+        throw new Error('moderation unavailable');
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({ text: 'hi' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send?.text).toBe('model reply to "hi"');
+  });
+
+  it('forgets on "forget that" and says so', async () => {
+    const h = harness(DIRECT_KEY, { recall: () => ({ ...noRecall, memories: [`${ALICE} is vegan`] }) });
+    const actor = h.start();
+    actor.send(inbound({ text: 'Sage, forget that' }));
+    await settled(actor, h.commits, 1);
+    const [c] = h.commits;
+    expect(c.forget).toBe(true);
+    expect(c.send?.text).toBe(SAFETY_REPLIES.forgotten);
+    expect(c.memories).toEqual([]);
+    expect(h.calls.think).toHaveLength(0);
+    expect(h.committed[0].replyKind).toBe('forget');
+  });
+
+  it('says there is nothing to forget when the conversation has no memories', async () => {
+    const h = harness(DIRECT_KEY, { recall: () => noRecall });
+    const actor = h.start();
+    actor.send(inbound({ text: 'forget that' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].forget).toBe(false);
+    expect(h.commits[0].send?.text).toBe(SAFETY_REPLIES.nothingToForget);
+  });
+
+  it('looks at a photo while tagged busy, then answers with its description in the row and in memory', async () => {
+    const described = deferred<Record<string, string>>();
+    const h = harness(DIRECT_KEY, { describeAttachments: () => described.promise });
+    const actor = h.start();
+    actor.send(
+      inbound({ eventId: 'evt_p', text: '', attachments: [{ id: 'att_1', mime: 'image/jpeg', data: PHOTO_DATA }] }),
+    );
+    await vi.waitFor(() => expect(actor.getSnapshot().value).toBe('describing'), POLL);
+    expect(actor.getSnapshot().hasTag('busy')).toBe(true);
+    expect(h.commits).toHaveLength(0);
+
+    described.resolve({ att_1: 'a golden retriever on a beach' });
+    await settled(actor, h.commits, 1);
+    expect(actor.getSnapshot().hasTag('busy')).toBe(false);
+    const [c] = h.commits;
+    expect(c.inbound?.attachments).toEqual([
+      { id: 'att_1', mime: 'image/jpeg', description: 'a golden retriever on a beach' },
+    ]);
+    expect(c.memories).toEqual([
+      { content: `${ALICE} shared a photo: a golden retriever on a beach`, sourceMessageId: 'in_evt_p' },
+    ]);
+    expect(c.relationship.delta.photos).toBe(1);
+    expect(h.calls.think[0].work?.described).toEqual({ att_1: 'a golden retriever on a beach' });
+    expect(keysOf(c.next).has('data')).toBe(false);
+    expect(JSON.stringify(c.next)).not.toContain(PHOTO_DATA);
+  });
+
+  it('stores a photo without a description when describing it fails', async () => {
+    const h = harness(DIRECT_KEY, {
+      describeAttachments: async () => {
+        throw new Error('vision model down');
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({ text: 'look', attachments: [{ id: 'att_1', mime: 'image/png', data: PHOTO_DATA }] }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].inbound?.attachments).toEqual([{ id: 'att_1', mime: 'image/png' }]);
+    expect(h.commits[0].send).not.toBeNull();
+  });
+
+  it('is busy for the whole of a message, from screening to the commit', async () => {
+    const thinking = deferred<string>();
+    const h = harness(DIRECT_KEY, { think: () => thinking.promise });
+    const actor = h.start();
+    expect(actor.getSnapshot().hasTag('busy')).toBe(false);
+    actor.send(inbound({}));
+    expect(actor.getSnapshot().hasTag('busy')).toBe(true);
+    await vi.waitFor(() => expect(actor.getSnapshot().value).toBe('thinking'), POLL);
+    expect(actor.getSnapshot().hasTag('busy')).toBe(true);
+    thinking.resolve('ok');
+    await settled(actor, h.commits, 1);
+  });
+});
+
+describe('the conversation machine, rate-limited senders', () => {
+  it('stores a throttled burst without answering, then answers its last message once the sender is quiet', async () => {
+    vi.useFakeTimers();
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    for (const n of [1, 2, 3]) {
+      actor.send(
+        inbound({
+          seq: 100 + n,
+          eventId: `evt_t${n}`,
+          text: n === 1 ? 'I live in Oslo' : `message ${n}`,
+          throttled: true,
+        }),
+      );
+      await vi.advanceTimersByTimeAsync(5);
+    }
+    expect(h.commits).toHaveLength(3);
+    expect(h.commits.map((c) => c.send)).toEqual([null, null, null]);
+    expect(h.commits.map((c) => c.inboxSeq)).toEqual([101, 102, 103]);
+    expect(h.commits[0].memories).toEqual([{ content: `${ALICE} lives in Oslo`, sourceMessageId: 'in_evt_t1' }]);
+    expect(h.calls.think).toHaveLength(0);
+
+    await vi.advanceTimersByTimeAsync(14);
+    expect(h.commits).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.commits).toHaveLength(4);
+    const catchUp = h.commits[3];
+    expect(catchUp.send).toMatchObject({ id: 'out_evt_t3_burst', replyTo: 'evt_t3', to: ALICE });
+    expect(catchUp.inbound).toBeNull();
+    expect(catchUp.inboxSeq).toBeNull();
+    expect(catchUp.memories).toEqual([]);
+    expect(catchUp.relationship.delta).toEqual({ messages: 0, replies: 1, photos: 0 });
+    expect(catchUp.next.owed).toEqual([]);
+
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.commits).toHaveLength(4);
+    expect(actor.getSnapshot().value).toBe('idle');
+  });
+
+  it('pays the owed answer with the next ordinary reply to that sender instead of a catch-up', async () => {
+    vi.useFakeTimers();
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    actor.send(inbound({ throttled: true }));
+    await vi.advanceTimersByTimeAsync(5);
+    actor.send(inbound({ eventId: 'evt_ok' }));
+    await vi.advanceTimersByTimeAsync(5);
+    expect(h.commits.map((c) => c.send?.id ?? null)).toEqual([null, 'out_evt_ok']);
+    expect(h.commits[1].next.owed).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.commits).toHaveLength(2);
+  });
+});
+
+describe('the conversation machine, group chat', () => {
+  it('stores and remembers a group message that does not name Sage, without answering', async () => {
+    const h = harness(GROUP_KEY);
+    const actor = h.start();
+    actor.send(inbound({ eventId: 'evt_g', sender: BOB, chatGuid: GUID, text: 'I love sushi' }));
+    await settled(actor, h.commits, 1);
+    const [c] = h.commits;
+    expect(c.kind).toBe('group');
+    expect(c.send).toBeNull();
+    expect(c.outbound).toBeNull();
+    expect(c.inbound?.id).toBe('in_evt_g');
+    expect(c.memories).toHaveLength(1);
+    expect(c.memories[0].content.startsWith(BOB)).toBe(true);
+    expect(c.next.processed).toContain(c.inboxSeq);
+    expect(h.calls.think).toHaveLength(0);
+  });
+
+  it('answers the whole group (no `to`) when Sage is named', async () => {
+    const h = harness(GROUP_KEY);
+    const actor = h.start();
+    actor.send(inbound({ eventId: 'evt_n', sender: BOB, chatGuid: GUID, text: 'Sage, pick a restaurant' }));
+    await settled(actor, h.commits, 1);
+    const send = h.commits[0].send;
+    expect(send).toMatchObject({ id: 'out_evt_n', replyTo: 'evt_n', chat: { guid: GUID, group: true } });
+    expect(send).not.toHaveProperty('to');
+  });
+
+  it("answers a message that replies to one of Sage's messages, and only those", async () => {
+    const h = harness(GROUP_KEY);
+    const actor = h.start();
+    actor.send(inbound({ eventId: 'evt_1', chatGuid: GUID, text: 'sage, thoughts?' }));
+    await settled(actor, h.commits, 1);
+    actor.send(inbound({ eventId: 'evt_2', sender: BOB, chatGuid: GUID, text: 'why?', replyTo: 'out_evt_1' }));
+    await settled(actor, h.commits, 2);
+    actor.send(inbound({ eventId: 'evt_3', chatGuid: GUID, text: 'agreed', replyTo: 'evt_2' }));
+    await settled(actor, h.commits, 3);
+    expect(h.commits.map((c) => c.send?.id ?? null)).toEqual(['out_evt_1', 'out_evt_2', null]);
+  });
+
+  it('stays out of an unaddressed group message that moderation flags', async () => {
+    const h = harness(GROUP_KEY, { moderate: () => ({ flagged: true, selfHarm: false, categories: ['violence'] }) });
+    const actor = h.start();
+    actor.send(inbound({ sender: BOB, chatGuid: GUID, text: "I'm going to kill him, he ate my fries" }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send).toBeNull();
+  });
+
+  it('neither forgets nor answers when group members say "forget it" to each other', async () => {
+    const h = harness(GROUP_KEY, { recall: () => ({ ...noRecall, memories: [`${ALICE} is vegan`] }) });
+    const actor = h.start();
+    actor.send(inbound({ sender: BOB, chatGuid: GUID, text: 'ok forget it' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].forget).toBe(false);
+    expect(h.commits[0].send).toBeNull();
+  });
+
+  it('forgets in a group when Sage is asked by name', async () => {
+    const h = harness(GROUP_KEY, { recall: () => ({ ...noRecall, memories: [`${ALICE} is vegan`] }) });
+    const actor = h.start();
+    actor.send(inbound({ sender: BOB, chatGuid: GUID, text: 'Sage, forget that' }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].forget).toBe(true);
+    expect(h.commits[0].send?.text).toBe(SAFETY_REPLIES.forgotten);
+  });
+});
+
+describe('the conversation machine, stopping', () => {
+  it('stops with reason "fenced" when another node has taken the conversation over', async () => {
+    const h = harness(DIRECT_KEY, {
+      commit: () => {
+        const err = new Error('epoch moved on');
+        err.name = 'FencedError';
+        throw err;
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({}));
+    await expect(toPromise(actor)).resolves.toMatchObject({ reason: 'fenced' });
+    expect(actor.getSnapshot().status).toBe('done');
+    expect(h.committed).toHaveLength(0);
+  });
+
+  it('stops with reason "failed" when a commit fails otherwise', async () => {
+    const h = harness(DIRECT_KEY, {
+      commit: () => {
+        throw new Error('connection reset');
+      },
+    });
+    const actor = h.start();
+    actor.send(inbound({}));
+    const output = await toPromise(actor);
+    expect(output.reason).toBe('failed');
+    expect(output.message).toContain('connection reset');
+  });
+
+  it('passivates when idle', async () => {
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    actor.send({ type: 'passivate' });
+    expect(actor.getSnapshot().status).toBe('done');
+    expect(actor.getSnapshot().output).toEqual({ reason: 'passivated' });
+  });
+
+  it('refuses a key that names no conversation', () => {
+    const h = harness('user_nobody');
+    const actor = createActor(h.machine, { input: { key: 'user_nobody' } });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (err) => errors.push(err) });
+    actor.start();
+    expect(errors).toHaveLength(1);
+  });
+});
+
+describe('buildCommit', () => {
+  type Work = NonNullable<ConversationContext['work']>;
+
+  const attachment = fc.record({
+    id: fc.stringMatching(/^att_[a-z0-9]{1,6}$/),
+    mime: fc.constantFrom('image/jpeg', 'image/png', 'application/pdf'),
+    data: fc.uint8Array({ minLength: 1, maxLength: 24 }).map((b) => `DATA${Buffer.from(b).toString('base64')}`),
+  });
+  const message = fc.record({
+    eventId: fc.stringMatching(/^evt_[a-z0-9]{1,8}$/),
+    sender: fc.constantFrom(ALICE, BOB),
+    chatGuid: fc.constant(GUID),
+    text: fc.oneof(
+      fc.string({ maxLength: 80 }),
+      fc.constantFrom("I'm vegan", 'I live in Oslo', 'forget that', 'Sage, hi'),
+    ),
+    attachments: fc.uniqueArray(attachment, { maxLength: 3, selector: (a) => a.id }),
+    receivedAt: fc.nat(2_000_000_000_000),
+  });
+  const context = fc
+    .record({
+      kind: fc.constantFrom('direct' as const, 'group' as const),
+      message,
+      seq: fc.option(fc.nat(10_000), { nil: null }),
+      catchUp: fc.boolean(),
+      throttled: fc.boolean(),
+      owe: fc.boolean(),
+      reply: fc.option(fc.string({ maxLength: 40 }), { nil: null }),
+      replyKind: fc.constantFrom<ReplyKind>('model', 'fallback', 'safety', 'forget', 'none'),
+      describe: fc.boolean(),
+      owedBefore: fc.option(message, { nil: null }),
+      processed: fc.array(fc.nat(10_000), { maxLength: 5 }),
+      version: fc.nat(1_000),
+    })
+    .map((r): ConversationContext => {
+      const work: Work = {
+        seq: r.seq,
+        message: r.message,
+        throttled: r.throttled,
+        catchUp: r.catchUp,
+        moderation: null,
+        described: r.describe ? Object.fromEntries(r.message.attachments.map((a) => [a.id, `a photo of ${a.id}`])) : {},
+        recall: null,
+        reply: r.reply,
+        replyKind: r.replyKind,
+        owe: r.owe,
+      };
+      const direct = r.kind === 'direct';
+      return {
+        key: direct ? DIRECT_KEY : GROUP_KEY,
+        kind: r.kind,
+        persona: 'sage',
+        chatGuid: direct ? null : GUID,
+        version: r.version,
+        processed: r.processed,
+        ourMessageIds: [],
+        owed: r.owedBefore
+          ? [{ ...r.owedBefore, attachments: r.owedBefore.attachments.map(({ id, mime }) => ({ id, mime })) }]
+          : [],
+        work,
+        stop: null,
+      };
+    });
+
+  it('is deterministic: the same context always gives the same commit, and the context is left unchanged', () => {
+    fc.assert(
+      fc.property(context, (ctx) => {
+        const before = structuredClone(ctx);
+        expect(buildCommit(ctx)).toEqual(buildCommit(structuredClone(ctx)));
+        expect(ctx).toEqual(before);
+      }),
+    );
+  });
+
+  it('never carries attachment data into the next context (what is persisted)', () => {
+    fc.assert(
+      fc.property(context, (ctx) => {
+        const { next } = buildCommit(ctx);
+        expect(keysOf(next).has('data')).toBe(false);
+        expect(JSON.stringify(next)).not.toMatch(/DATA/);
+        expect(next.work).toBeNull();
+      }),
+    );
+  });
+
+  it('records the inbox row and bumps the version by one', () => {
+    fc.assert(
+      fc.property(context, (ctx) => {
+        const c = buildCommit(ctx);
+        expect(c.version).toBe(ctx.version + 1);
+        expect(c.next.version).toBe(c.version);
+        expect(c.inboxSeq).toBe(ctx.work?.seq);
+        if (ctx.work?.seq != null) expect(c.next.processed.at(-1)).toBe(ctx.work.seq);
+      }),
+    );
+  });
+
+  it('addresses direct replies to the sender and group replies to the chat', () => {
+    fc.assert(
+      fc.property(context, (ctx) => {
+        const { send } = buildCommit(ctx);
+        if (send === null) return;
+        expect(send.chat.group).toBe(ctx.kind === 'group');
+        if (ctx.kind === 'direct') expect(send.to).toBe(ctx.work?.message.sender);
+        else expect(send).not.toHaveProperty('to');
+      }),
+    );
+  });
+
+  it('keeps only the most recent 200 processed rows and 50 of its own message ids', () => {
+    const ctx: ConversationContext = {
+      key: DIRECT_KEY,
+      kind: 'direct',
+      persona: 'sage',
+      chatGuid: null,
+      version: 0,
+      processed: Array.from({ length: 200 }, (_, i) => i),
+      ourMessageIds: Array.from({ length: 50 }, (_, i) => `out_${i}`),
+      owed: [],
+      work: {
+        seq: 500,
+        message: inbound({ eventId: 'evt_last' }).message,
+        throttled: false,
+        catchUp: false,
+        moderation: null,
+        described: {},
+        recall: null,
+        reply: 'hi',
+        replyKind: 'model',
+        owe: false,
+      },
+      stop: null,
+    };
+    const { next } = buildCommit(ctx);
+    expect(next.processed).toHaveLength(200);
+    expect(next.processed[0]).toBe(1);
+    expect(next.processed.at(-1)).toBe(500);
+    expect(next.ourMessageIds).toHaveLength(50);
+    expect(next.ourMessageIds.at(-1)).toBe('out_evt_last');
+  });
+});

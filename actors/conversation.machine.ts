@@ -531,4 +531,14 @@ function recallInput(context: ConversationContext): RecallInput {
   };
 }
 
+/**
+ * Brings a stored snapshot's context up to the current shape: snapshots written before
+ * `owed` became a list held one message or null.
+ */
+export function upgradeSnapshot<T>(snapshot: T): T {
+  const context = (snapshot as { context?: { owed?: unknown } }).context;
+  if (context && !Array.isArray(context.owed)) context.owed = context.owed ? [context.owed] : [];
+  return snapshot;
+}
+
 export type ConversationActor = ActorRefFrom<typeof conversationMachine>;

@@ -69,8 +69,9 @@ export async function runRelaySim(args: string[]): Promise<number> {
   const url = typeof o.url === 'string' ? o.url : defaultUrl();
   const waitS = Number(o.wait);
   if (!isPhone(as)) return usage(`--as must be a phone number in E.164 form, such as +15551234567 (got "${as}")`);
-  if (!PERSONA.test(persona))
+  if (!PERSONA.test(persona)) {
     return usage(`--persona must be a lower-case persona name such as sage (got "${persona}")`);
+  }
   if (!isServerUrl(url)) return usage(`--url must be an http(s):// or ws(s):// URL of the server (got "${url}")`);
   if (!Number.isFinite(waitS) || waitS < 0) return usage(`--wait must be a number of seconds (got "${o.wait}")`);
 
@@ -172,9 +173,7 @@ export async function runRelaySim(args: string[]): Promise<number> {
   connection.start();
   await ended;
   const code = interactive
-    ? failed
-      ? 1
-      : 0
+    ? Number(failed)
     : await finishScript(
         session,
         tracker,

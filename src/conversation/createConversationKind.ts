@@ -10,6 +10,7 @@ import {
   type ConversationEvent,
   type ConversationOutput,
   conversationMachine,
+  upgradeSnapshot,
   type InboundAttachment,
   type Moderation,
   type Recall,
@@ -174,7 +175,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         delays: { burstQuiet: deps.burstQuietMs },
       });
       const actor = stored
-        ? createActor(machine, { snapshot: stored as never, input: { key } })
+        ? createActor(machine, { snapshot: upgradeSnapshot(stored) as never, input: { key } })
         : createActor(machine, { input: { key } });
       return actor;
     },

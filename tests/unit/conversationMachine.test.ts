@@ -690,3 +690,12 @@ describe('buildCommit', () => {
     expect(next.ourMessageIds.at(-1)).toBe('out_evt_last');
   });
 });
+
+describe('upgradeSnapshot', () => {
+  it('turns the single owed message of older snapshots into a list', async () => {
+    const { upgradeSnapshot } = await import('../../actors/conversation.machine.ts');
+    expect(upgradeSnapshot({ context: { owed: null } })).toEqual({ context: { owed: [] } });
+    expect(upgradeSnapshot({ context: { owed: { eventId: 'e' } } })).toEqual({ context: { owed: [{ eventId: 'e' }] } });
+    expect(upgradeSnapshot({ context: { owed: [] } })).toEqual({ context: { owed: [] } });
+  });
+});

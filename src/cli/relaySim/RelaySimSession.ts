@@ -4,7 +4,7 @@
  * shows the server's answer to it, and shows Sage's replies as they arrive.
  */
 import { randomBytes } from 'node:crypto';
-import { isForgetCommand, namesPersona } from '../../../actors/conversationRules.ts';
+import { shouldReply } from '../../../actors/conversationRules.ts';
 import { parseLine } from './parseLine.ts';
 import type { Answer, SendFrame } from './RelayConnection.ts';
 import type { ReplyTracker } from './ReplyTracker.ts';
@@ -149,19 +149,25 @@ export class RelaySimSession {
       .filter(Boolean)
       .join(' ');
     const line = `${p.label(`[${this.label()}]`)} ${p.you(`you (${this.as})`)}: ${what}`;
-    // The same rule as the server's (conversationRules): which messages Sage answers.
-    if (!group || m.replyTo || namesPersona(m.text, this.o.persona) || isForgetCommand(m.text)) {
+    // The server's own rule; a `replyTo` here is always the id of one of Sage's sends.
+    const kind = group ? 'group' : 'direct';
+    const ourMessageIds = m.replyTo ? [m.replyTo] : [];
+    if (shouldReply({ kind, persona: this.o.persona, text: m.text, replyTo: m.replyTo, ourMessageIds })) {
       tracker.expect({ id, chat: guid, text: what });
     }
-    if (this.o.interactive && !this.o.connected())
+    if (this.o.interactive && !this.o.connected()) {
       t.print(p.dim('  … not connected: it goes out once the server is back'));
+    }
 
     const answer = await this.o.submit(event);
     if (answer.type === 'error') {
       tracker.drop(id);
       this.failures++;
-      if (!this.o.interactive) t.print(`${line} (refused)`);
-      t.print(p.error(`  ✗ refused: ${answer.code}: ${answer.message}`), true);
+      // `closed`: the connection gave up (and said why) or the simulator is leaving.
+      if (answer.code !== 'closed') {
+        if (!this.o.interactive) t.print(`${line} (refused)`);
+        t.print(p.error(`  ✗ refused: ${answer.code}: ${answer.message}`), true);
+      }
     } else if (!this.o.interactive) {
       t.print(`${line} (${answer.type})`);
     } else {

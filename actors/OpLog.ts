@@ -34,7 +34,9 @@ export class OpLog {
   /** The entry of `version`, if held. */
   at(version: number): LoggedOp | undefined {
     if (!this.length) return undefined;
-    return this.entries[this.head + version - this.entries[this.head].version];
+    const first = this.entries[this.head].version;
+    if (version < first || version >= first + this.length) return undefined;
+    return this.entries[this.head + version - first];
   }
 
   /** Replaces the entry of the same version. */

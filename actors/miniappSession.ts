@@ -223,7 +223,8 @@ export function decideCommitted(ctx: MiniappContext, version: number): Decision 
     committedState = state;
     ctx.log.replace(kept);
   }
-  ctx.log.trim(version);
+  // While older ops load for a deferred request, the log must keep reaching back to them.
+  if (ctx.deferred === null) ctx.log.trim(version);
   const ready = ctx.held.filter((h) => h.after <= version);
   for (const h of ready) effects.push({ type: 'send', params: { conn: h.conn, frame: h.frame } });
   return {

@@ -179,6 +179,11 @@ function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknow
 
   let newParent: unknown;
   let touched: Path;
+  // The array holding the edited object: an item keeps its id, or ids could clash.
+  const holder = parentSteps.at(-1)?.schema;
+  if (op.kind === 'set' && last === 'id' && holder?.kind === 'array' && holder.keyed) {
+    fail('an item keeps its "id"; remove it and insert a new one instead');
+  }
   if (op.kind === 'set') {
     checkValue(s.childSchema, op.value, op.path);
     if (parentSchema.kind === 'array') {

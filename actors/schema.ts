@@ -61,8 +61,11 @@ export function validate(schema: Schema, value: unknown, path: (string | number)
   switch (schema.kind) {
     case 'string': {
       if (typeof value !== 'string') return { path, message: 'must be a string' };
-      if (value.length < (schema.min ?? 0)) return { path, message: `must be at least ${schema.min} characters` };
-      if (value.length > schema.max) return { path, message: `must be at most ${schema.max} characters` };
+      // Characters are code points (an emoji is one), counted only when UTF-16 length is not enough.
+      const min = schema.min ?? 0;
+      const chars = value.length > schema.max || (min > 1 && value.length < 2 * min) ? [...value].length : value.length;
+      if (chars < min) return { path, message: `must be at least ${schema.min} characters` };
+      if (chars > schema.max) return { path, message: `must be at most ${schema.max} characters` };
       if (schema.format && !schema.format.test(value)) return { path, message: `must be ${schema.format.name}` };
       return null;
     }
@@ -126,7 +129,9 @@ export function isIsoDate(value: string): boolean {
   const m = ISO_DATE.exec(value);
   if (!m) return false;
   const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  const date = new Date(Date.UTC(y, mo - 1, d));
+  const date = new Date(0);
+  // setUTCFullYear, unlike Date.UTC, takes years 0–99 literally.
+  date.setUTCFullYear(y, mo - 1, d);
   return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d;
 }
 

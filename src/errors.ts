@@ -34,7 +34,7 @@ export const errorCatalog = {
   session_not_found: { status: 404, description: 'No miniapp session with that id.' },
   unknown_app: { status: 400, description: 'The `app` is not one this server hosts.' },
   invalid_op: { status: 422, description: 'The op would leave the state invalid for the app, or does not fit it.' },
-  invalid_base_version: { status: 400, description: '`baseVersion` (or `since`) is ahead of the session.' },
+  invalid_base_version: { status: 400, description: '`baseVersion` is ahead of the session.' },
   base_too_old: {
     status: 409,
     description: 'The ops since `baseVersion` are no longer kept; resync (a snapshot) and re-apply the edit.',

@@ -16,7 +16,7 @@ export class OpLog {
   /** `entries`: ascending, gap-free versions. */
   constructor(
     entries: LoggedOp[],
-    readonly window: number,
+    private window: number,
   ) {
     this.entries = entries.slice();
     for (const e of this.entries) this.byOpId.set(key(e.by, e.opId), e);
@@ -55,6 +55,26 @@ export class OpLog {
     if (!this.length) return [];
     const from = Math.max(this.head, this.head + version + 1 - this.entries[this.head].version);
     return this.entries.slice(from);
+  }
+
+  /**
+   * Puts older ops (loaded from the store) in front, keeping the run gap-free, and lets the
+   * log hold them (up to `maxWindow` entries) so the next stale request needs no reload.
+   */
+  prepend(older: LoggedOp[], maxWindow: number): void {
+    if (!this.length) return;
+    const first = this.entries[this.head].version;
+    const run: LoggedOp[] = [];
+    for (let i = older.length - 1, want = first - 1; i >= 0 && older[i].version <= want; i--) {
+      if (older[i].version !== want) continue;
+      run.unshift(older[i]);
+      want--;
+    }
+    if (!run.length) return;
+    this.entries = [...run, ...this.entries.slice(this.head)];
+    this.head = 0;
+    for (const e of run) if (!this.byOpId.has(key(e.by, e.opId))) this.byOpId.set(key(e.by, e.opId), e);
+    this.window = Math.min(maxWindow, Math.max(this.window, this.length));
   }
 
   append(entry: LoggedOp): void {

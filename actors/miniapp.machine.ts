@@ -14,6 +14,7 @@ import {
   decideResume,
   LOG_WINDOW,
   type LoggedOp,
+  MAX_STALE_VERSIONS,
   type MiniappContext,
   needsHistory,
   type OpRequest,
@@ -205,6 +206,9 @@ export const miniappMachine = base.createMachine({
         onDone: {
           target: 'active',
           actions: [
+            // Keep what was read: the next stale request of this kind is answered from memory.
+            ({ context, event }) =>
+              context.log.prepend((event as unknown as DoneActorEvent<LoggedOp[]>).output, MAX_STALE_VERSIONS),
             apply(({ context, event }) => {
               const req = context.deferred as OpRequest | ResumeRequest;
               const history = (event as unknown as DoneActorEvent<LoggedOp[]>).output;

@@ -14,7 +14,7 @@ import { applyOp, claimedPath, type Op, overlaps, type Path } from './ops.ts';
 export interface LoggedOp extends AppliedOp {
   /** What it touched, with items that carry an id addressed by id. */
   touched: Path;
-  /** The socket that sent it (ops from one socket never conflict); absent once reloaded. */
+  /** The socket that sent it (ops from one socket never conflict). */
   conn?: string;
   /** The state after it, kept only until it is committed. */
   state?: unknown;
@@ -73,6 +73,11 @@ export interface Decision {
 
 /** Ops kept in memory per session for conflict checks and resume; older ones are read from the store. */
 export const LOG_WINDOW = 256;
+/**
+ * An op whose base is further behind is refused `base_too_old`, without reading the store:
+ * every stale op would otherwise cost a read of all the ops since its base.
+ */
+export const MAX_STALE_VERSIONS = 1000;
 /** A new checkpoint is written after this many ops. */
 export const CHECKPOINT_EVERY = 100;
 
@@ -112,6 +117,7 @@ function logStart(ctx: MiniappContext): number {
 export function needsHistory(ctx: MiniappContext, req: OpRequest | ResumeRequest): boolean {
   const from = req.type === 'op' ? req.baseVersion : req.since;
   if (req.type === 'op' && ctx.log.find(req.by, req.opId)) return false;
+  if (req.type === 'op' && ctx.version - req.baseVersion > MAX_STALE_VERSIONS) return false;
   return from >= 0 && from < ctx.committedVersion && from + 1 < logStart(ctx);
 }
 
@@ -142,7 +148,7 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
   if (req.baseVersion > ctx.version) {
     return refuse(req, Codes.invalid_base_version, `baseVersion ${req.baseVersion} is ahead of version ${ctx.version}`);
   }
-  const since = opsAfter(ctx, req.baseVersion, history);
+  const since = ctx.version - req.baseVersion > MAX_STALE_VERSIONS ? null : opsAfter(ctx, req.baseVersion, history);
   if (!since) {
     return refuse(
       req,

@@ -57,7 +57,9 @@ main(process.argv.slice(2)).then(
     if (code !== -1) process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(`archety: ${err instanceof ConfigError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? err.message : err?.stack ?? err}\n`);
+    process.stderr.write(
+      `archety: ${err instanceof ConfigError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? err.message : (err?.stack ?? err)}\n`,
+    );
     process.exitCode = 1;
   },
 );

@@ -8,7 +8,9 @@ const EXIT_DEADLINE_MS = 10_000;
 
 export async function runStart(args: string[]): Promise<number> {
   if (options(args, {}).help) {
-    process.stdout.write('Usage: archety start\n\nStarts the server; configuration comes from the environment (see the README).\n');
+    process.stdout.write(
+      'Usage: archety start\n\nStarts the server; configuration comes from the environment (see the README).\n',
+    );
     return 0;
   }
   const config = loadConfig();

@@ -36,7 +36,9 @@ export async function runToken(args: string[]): Promise<number> {
   const config = loadConfig();
   const key = await resolveJwtKey(config);
   if (!('secret' in key)) {
-    process.stderr.write('archety token: tokens are verified with JWT_JWKS_URL; mint them with your identity provider\n');
+    process.stderr.write(
+      'archety token: tokens are verified with JWT_JWKS_URL; mint them with your identity provider\n',
+    );
     return 1;
   }
   const token = await mintToken({

@@ -10,10 +10,10 @@ import {
   type ConversationEvent,
   type ConversationOutput,
   conversationMachine,
-  upgradeSnapshot,
   type InboundAttachment,
   type Moderation,
   type Recall,
+  upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';

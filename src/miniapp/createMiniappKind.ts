@@ -93,7 +93,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
           attach: (_, { conn }) => channel.attach(conn, sessionId),
           detach: (_, { conn }) => channel.detach(conn, sessionId),
           persistOp: (_, { entry, receivedAt }) => {
-            submit({ t: 'op', sessionId, entry: { ...entry, state: undefined, conn: undefined } }).then(() => {
+            submit({ t: 'op', sessionId, entry: { ...entry, state: undefined } }).then(() => {
               committed(entry.version);
               metrics.opsApplied.inc();
               metrics.opLatency.observe((performance.now() - receivedAt) / 1000);

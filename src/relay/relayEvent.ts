@@ -74,7 +74,10 @@ export function relayEventSchema(limits: RelayEventLimits) {
         .min(4, 'must not be empty')
         .max(maxBase64, `must decode to at most ${limits.maxAttachmentBytes} bytes`)
         .regex(BASE64, 'must be base64')
-        .refine((d) => decodedLength(d) <= limits.maxAttachmentBytes, `must decode to at most ${limits.maxAttachmentBytes} bytes`)
+        .refine(
+          (d) => decodedLength(d) <= limits.maxAttachmentBytes,
+          `must decode to at most ${limits.maxAttachmentBytes} bytes`,
+        )
         .optional(),
       url: z
         .string()

@@ -36,6 +36,7 @@ interface OpRow {
   by_user: string;
   op: Op;
   touched: Path;
+  conn: string | null;
 }
 
 /** The hot read queries, exported so tests can check their plans (`tests/integration/queryPlans.test.ts`). */
@@ -44,9 +45,9 @@ export const miniappQueries = {
              FROM miniapp_sessions s WHERE s.id = $1`,
   session: 'SELECT app, state, version FROM miniapp_sessions WHERE id = $1',
   participants: 'SELECT user_id FROM miniapp_participants WHERE session_id = $1 ORDER BY added_at, user_id',
-  opsAfter: `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+  opsAfter: `SELECT version, op_id, by_user, op, touched, conn FROM miniapp_ops
               WHERE session_id = $1 AND version > $2 ORDER BY version`,
-  opsBetween: `SELECT version, op_id, by_user, op, touched FROM miniapp_ops
+  opsBetween: `SELECT version, op_id, by_user, op, touched, conn FROM miniapp_ops
                 WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version`,
 } as const;
 
@@ -56,6 +57,7 @@ const toLogged = (r: OpRow): LoggedOp => ({
   by: r.by_user,
   op: r.op,
   touched: r.touched,
+  ...(r.conn ? { conn: r.conn } : {}),
 });
 
 export class MiniappRepository {
@@ -142,6 +144,7 @@ export class MiniappRepository {
           by_user: e.by,
           op: e.op,
           touched: e.touched,
+          conn: e.conn ?? null,
         });
       } else if (w.t === 'checkpoint') {
         const prev = checkpoints.get(w.sessionId);
@@ -153,9 +156,10 @@ export class MiniappRepository {
     }
     if (ops.length) {
       await client.query(
-        `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched)
-         SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched
-           FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb)
+        `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
+         SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
+           FROM jsonb_to_recordset($1::jsonb)
+             AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
          ON CONFLICT (session_id, version) DO NOTHING`,
         [JSON.stringify(ops)],
       );

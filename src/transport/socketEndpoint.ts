@@ -5,7 +5,9 @@
  * closing with 1008 when the token expires. This is the sockets' error boundary: endpoints
  * get parsed JSON objects and answer with frames.
  */
+
 import type { HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
+import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
@@ -65,6 +67,8 @@ const TRANSPORT_FRAME_FACTOR = 32;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 let nextConn = 0;
+/** Connection ids are unique across processes and restarts: stored ops remember their socket. */
+const connPrefix = randomBytes(4).toString('hex');
 
 export interface EndpointContext {
   app: TemplatedApp;
@@ -163,7 +167,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         return;
       }
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
-      handlers.authorize({ params, token, ip, conn: `c${(nextConn++).toString(36)}` }).then(
+      handlers.authorize({ params, token, ip, conn: `${connPrefix}.${(nextConn++).toString(36)}` }).then(
         (data) => {
           if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context));
         },

@@ -2,8 +2,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CloseCodes, Codes } from '../../src/errors.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { createTestDatabase } from '../helpers/db.ts';
-import { createTrip } from '../helpers/http.ts';
-import { startTestServer } from '../helpers/server.ts';
+import { api, createTrip } from '../helpers/http.ts';
+import { baseEnv, spawnServer, startTestServer } from '../helpers/server.ts';
 import { openSocket } from '../helpers/socket.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -16,7 +16,10 @@ let alice: string;
 
 beforeAll(async () => {
   const db = await createTestDatabase();
-  server = await startTestServer(db.url, { MAX_FRAME_BYTES: String(MAX_FRAME), MAX_OPS_PER_SECOND: String(OPS_PER_SECOND) });
+  server = await startTestServer(db.url, {
+    MAX_FRAME_BYTES: String(MAX_FRAME),
+    MAX_OPS_PER_SECOND: String(OPS_PER_SECOND),
+  });
   alice = await token(ALICE);
 });
 
@@ -145,4 +148,50 @@ describe('resume', () => {
     expect(again).toMatchObject({ opId: 'once', version: 1 });
     s.close();
   });
+});
+
+describe('slow consumers', () => {
+  it('drops a socket that stops reading once it is past the backpressure limit; the others go on', async () => {
+    const db = await createTestDatabase();
+    // Its own process: a server sharing the test's event loop would stall the fast reader too.
+    const small = await spawnServer(
+      baseEnv(db.url, { WS_MAX_BACKPRESSURE_BYTES: '65536', MAX_OPS_PER_SECOND: '100000' }),
+    );
+    const id = await createTrip(small.url, alice);
+    const slow = await openSocket(small.url, id, alice);
+    await slow.next('snapshot');
+    // Stop reading: the kernel's buffers fill, then the server's queue for this socket.
+    (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const fast = await openSocket(small.url, id, alice);
+    await fast.next('snapshot');
+    const open = async () =>
+      Number(
+        /archety_sockets_open\{endpoint="miniapp"\} (\d+)/.exec((await api(small.url, 'GET', '/metrics')).body)?.[1],
+      );
+    expect(await open()).toBe(2);
+    const title = 't'.repeat(190);
+    const applied = () => fast.frames.filter((f) => f.type === 'applied') as { version: number }[];
+    let sent = 0;
+    const pump = setInterval(() => {
+      const base = applied().at(-1)?.version ?? 0;
+      for (let i = 0; i < 40; i++)
+        fast.send({
+          type: 'op',
+          opId: `n${sent++}`,
+          baseVersion: base,
+          op: { kind: 'set', path: ['title'], value: `${title}${sent}` },
+        });
+    }, 40);
+    try {
+      // The paused client cannot notice the drop; the server's socket count shows it.
+      await expect.poll(open, { timeout: 30_000, interval: 200 }).toBe(1);
+    } finally {
+      clearInterval(pump);
+    }
+    expect(fast.ws.readyState).toBe(1);
+    // The reader that kept up saw every op, in order.
+    await expect.poll(() => applied().length, { timeout: 10_000 }).toBe(sent);
+    expect(applied().map((f) => f.version)).toEqual(applied().map((_, i) => i + 1));
+    fast.close();
+  }, 60_000);
 });

@@ -90,3 +90,24 @@ describe('OpLog', () => {
     expect(log.at(1)).toBeUndefined();
   });
 });
+
+describe('OpLog.prepend', () => {
+  const op = (version: number) => ({
+    version,
+    opId: `o${version}`,
+    by: 'u',
+    op: { kind: 'remove' as const, path: ['x'] },
+    touched: ['x'],
+  });
+  it('puts a gap-free run of older ops in front and keeps them within the larger window', () => {
+    const log = new OpLog([op(10), op(11)], 2);
+    log.prepend([op(5), op(7), op(8), op(9)], 5);
+    expect(log.toArray().map((e) => e.version)).toEqual([7, 8, 9, 10, 11]);
+    expect(log.find('u', 'o8')?.version).toBe(8);
+    log.trim(11);
+    expect(log.length).toBe(5);
+    log.append(op(12));
+    log.trim(12);
+    expect(log.toArray().map((e) => e.version)).toEqual([8, 9, 10, 11, 12]);
+  });
+});

@@ -25,7 +25,12 @@ const worker = setup({
 
 function host(idleMs = 60_000) {
   const actors = new Map<string, ReturnType<typeof createActor<typeof worker>>>();
-  const h = createActorHost({ bumpEpoch: async () => 1, ownership: localOwnership, idleMs, log: pino({ level: 'silent' }) });
+  const h = createActorHost({
+    bumpEpoch: async () => 1,
+    ownership: localOwnership,
+    idleMs,
+    log: pino({ level: 'silent' }),
+  });
   const stopped: unknown[] = [];
   h.register({
     name: 'worker',
@@ -52,7 +57,9 @@ describe('the actor host', () => {
 
   it('rejects messages for an actor that does not exist', async () => {
     const { h } = host();
-    await expect(h.send('worker', 'missing', { type: 'work', n: 1 })).rejects.toMatchObject({ code: 'session_not_found' });
+    await expect(h.send('worker', 'missing', { type: 'work', n: 1 })).rejects.toMatchObject({
+      code: 'session_not_found',
+    });
   });
 
   it('passivates an idle actor and activates it again for the next message', async () => {

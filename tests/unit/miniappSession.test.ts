@@ -654,3 +654,43 @@ describe('snapshots and presence', () => {
     expect((ctx.committedState as Trip).title).toBe('committed');
   });
 });
+
+describe('stale ops', () => {
+  it(`refuses an op more than MAX_STALE_VERSIONS behind with base_too_old, without asking for history`, async () => {
+    const { MAX_STALE_VERSIONS, needsHistory, decideOp } = await import('../../actors/miniappSession.ts');
+    const { OpLog } = await import('../../actors/OpLog.ts');
+    const { Codes } = await import('../../src/errors.ts');
+    const { tripPlanner } = await import('../../actors/apps/tripPlanner.ts');
+    const version = MAX_STALE_VERSIONS + 10;
+    const state = tripPlanner.initialState({});
+    const ctx = {
+      sessionId: 's',
+      app: 'trip-planner',
+      state,
+      version,
+      committedState: state,
+      committedVersion: version,
+      checkpointVersion: version,
+      participants: [],
+      log: new OpLog([], 256),
+      conns: {},
+      held: [],
+      deferred: null,
+    };
+    const req = {
+      type: 'op' as const,
+      conn: 'c',
+      by: 'u',
+      opId: 'x',
+      baseVersion: 5,
+      op: { kind: 'set' as const, path: ['title'], value: 'T' },
+      receivedAt: 0,
+    };
+    expect(needsHistory(ctx, req)).toBe(false);
+    const d = decideOp(ctx, req);
+    expect(d.effects[0]).toMatchObject({
+      type: 'send',
+      params: { frame: { type: 'error', code: Codes.base_too_old, ref: 'x' } },
+    });
+  });
+});

@@ -162,7 +162,11 @@ describe('parseRelayEvent: rejections', () => {
     ['an upper-case persona', { ...direct, persona: 'Sage' }, ['persona']],
     ['chat.group that is not a boolean', { ...direct, chat: { guid: 'g', group: 'no' } }, ['chat', 'group']],
     ['an unknown field in the chat', { ...direct, chat: { ...direct.chat, color: 'blue' } }, ['chat', 'color']],
-    ['an unknown field in an attachment', { ...direct, attachments: [photo({ width: 10 })] }, ['attachments', 0, 'width']],
+    [
+      'an unknown field in an attachment',
+      { ...direct, attachments: [photo({ width: 10 })] },
+      ['attachments', 0, 'width'],
+    ],
   ])('rejects %s', (_name, value, path) => {
     expectRejected(value, path);
   });

@@ -214,6 +214,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       relayEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
     ]);
     await committer.flush();
+    committer.close();
     outbox.close();
     senders.close();
     relays.close();

@@ -58,6 +58,9 @@ const claimsSchema = z.object({
   exp: z.number(),
 });
 
+const CACHE_SIZE = 10_000;
+const CACHE_MS = 60_000;
+
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export function createVerifier(options: VerifierOptions): VerifyToken {
@@ -73,8 +76,18 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     requiredClaims: ['exp', 'sub'],
   };
 
+  // A relay posts every event with the same token: verifying its signature each time was a
+  // visible share of the server's CPU. Verified claims are kept (bounded) until the token
+  // expires, and never longer than a minute, so a removed JWKS key stops working soon.
+  const verified = new Map<string, { claims: Claims; until: number }>();
+
   return async (token) => {
     if (!token) throw new AuthError('missing', 'a bearer token is required');
+    const hit = verified.get(token);
+    if (hit) {
+      if (Date.now() < hit.until) return hit.claims;
+      verified.delete(token);
+    }
     if (token.length > 8192 || !JWT_SHAPE.test(token)) throw new AuthError('malformed', 'the token is not a JWT');
     let payload: JWTPayload;
     try {
@@ -86,6 +99,8 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     if (!claims.success) {
       throw new AuthError('invalid_claim', `the token's ${String(claims.error.issues[0].path[0])} claim is invalid`);
     }
+    if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value as string);
+    verified.set(token, { claims: claims.data, until: Math.min(claims.data.exp * 1000, Date.now() + CACHE_MS) });
     return claims.data;
   };
 }

@@ -87,10 +87,9 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       { key: string; text: string; sender: string; persona: string; excludeMessageId: string }
     >(async ({ input }) => {
       const tag = containerTagOf({ key: input.key });
-      const [page, memories, stage] = await Promise.all([
-        repo.page(input.key, new Date(Date.now() + 60_000), HISTORY_TURNS + 1),
+      const [{ messages: page, stage }, memories] = await Promise.all([
+        repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
         memory.recall(tag, input.text),
-        repo.stage(input.sender, input.persona),
       ]);
       const turns = page
         .filter((m) => m.id !== input.excludeMessageId)

@@ -18,10 +18,16 @@ export function searchTerms(text: string): string | null {
 }
 
 export const memoryQueries = {
-  search: `SELECT id, content FROM memories
-            WHERE container_tag = $1 AND tsv @@ to_tsquery('english', $2)
-            ORDER BY ts_rank(tsv, to_tsquery('english', $2)) DESC, created_at DESC, id DESC LIMIT $3`,
-  latest: 'SELECT id, content FROM memories WHERE container_tag = $1 ORDER BY created_at DESC, id DESC LIMIT $2',
+  /**
+   * What answering a message needs, in one round trip: full-text matches within the container
+   * (`tsv`, GIN index), best first, then its latest memories (container index).
+   */
+  recall: `(SELECT id, content, 0 AS rank FROM memories
+             WHERE container_tag = $1 AND $2::text IS NOT NULL AND tsv @@ to_tsquery('english', $2)
+             ORDER BY ts_rank(tsv, to_tsquery('english', $2)) DESC, created_at DESC, id DESC LIMIT $3)
+           UNION ALL
+           (SELECT id, content, 1 AS rank FROM memories WHERE container_tag = $1
+             ORDER BY created_at DESC, id DESC LIMIT $3)`,
 } as const;
 
 export class MemoryStore {
@@ -32,37 +38,18 @@ export class MemoryStore {
     if (!isContainerTag(tag)) throw new Error('memories are only read within a conversation container');
   }
 
-  /** Memories of `tag` matching words of `text`, best first (full-text search on `tsv`). */
-  async search(tag: ContainerTag, text: string, limit: number): Promise<Memory[]> {
-    this.check(tag);
-    const terms = searchTerms(text);
-    if (!terms) return [];
-    const { rows } = await query<{ id: string; content: string }>(
-      this.pool,
-      memoryQueries.search,
-      [tag, terms, limit],
-      {
-        idempotent: true,
-      },
-    );
-    return rows.map((r) => ({ id: Number(r.id), content: r.content }));
-  }
-
-  /** The most recent memories of `tag`, newest first. */
-  async latest(tag: ContainerTag, limit: number): Promise<Memory[]> {
-    this.check(tag);
-    const { rows } = await query<{ id: string; content: string }>(this.pool, memoryQueries.latest, [tag, limit], {
-      idempotent: true,
-    });
-    return rows.map((r) => ({ id: Number(r.id), content: r.content }));
-  }
-
   /** What the model is shown: the matches for `text`, then the latest, without repeats. */
   async recall(tag: ContainerTag, text: string, limit = 8): Promise<string[]> {
-    const [found, recent] = await Promise.all([this.search(tag, text, 5), this.latest(tag, 5)]);
-    const seen = new Set<number>();
+    this.check(tag);
+    const { rows } = await query<{ id: string; content: string; rank: number }>(
+      this.pool,
+      memoryQueries.recall,
+      [tag, searchTerms(text), 5],
+      { idempotent: true },
+    );
+    const seen = new Set<string>();
     const out: string[] = [];
-    for (const m of [...found, ...recent]) {
+    for (const m of rows) {
       if (seen.has(m.id)) continue;
       seen.add(m.id);
       out.push(m.content);

@@ -55,6 +55,11 @@ export class GroupCommitter {
   /** `key#epoch` of actors whose writes failed: their later writes fail too. */
   private readonly failed = new Set<string>();
   private idleWaiters: (() => void)[] = [];
+  /**
+   * The committer's own connection, kept between transactions: waiting for a pool connection
+   * behind the actors' reads would stall every write of the process.
+   */
+  private client: PoolClient | null = null;
 
   constructor(
     private readonly pool: Pool,
@@ -153,8 +158,8 @@ export class GroupCommitter {
 
   /** One transaction: fence, then each kind's writes. Returns the fenced actor keys and the writers' results. */
   private async transact(batch: Pending[]): Promise<{ fenced: Set<string>; results: Map<Pending, unknown> }> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
+    this.client ??= await this.pool.connect();
+    const client = this.client;
     try {
       await client.query('BEGIN');
       const epochs = new Map<string, number>();
@@ -188,11 +193,20 @@ export class GroupCommitter {
       await client.query('COMMIT');
       return { fenced, results };
     } catch (err) {
-      if (isConnectionError(err)) broken = err as Error;
-      else await client.query('ROLLBACK').catch(() => undefined);
+      if (isConnectionError(err)) {
+        // A dead connection goes back destroyed; the next transaction gets a fresh one.
+        this.client = null;
+        client.release(err as Error);
+      } else {
+        await client.query('ROLLBACK').catch(() => undefined);
+      }
       throw err;
-    } finally {
-      client.release(broken);
     }
+  }
+
+  /** Returns the committer's connection to the pool (at shutdown, after `flush`). */
+  close(): void {
+    this.client?.release();
+    this.client = null;
   }
 }

@@ -29,7 +29,11 @@ export const conversationQueries = {
   /** Newest first: the history endpoint and the prompt's recent turns. */
   page: `SELECT id, sender, direction, text, attachments, created_at FROM messages
           WHERE conversation_key = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT $3`,
-  stage: 'SELECT stage FROM relationship_state WHERE user_id = $1 AND persona_id = $2',
+  /** A page and the sender's stage in one round trip (what answering a message needs). */
+  turns: `SELECT (SELECT coalesce(json_agg(m ORDER BY m.created_at DESC), '[]'::json) FROM (
+                    SELECT id, sender, direction, text, attachments, created_at FROM messages
+                     WHERE conversation_key = $1 ORDER BY created_at DESC LIMIT $2) m) AS messages,
+                 (SELECT stage FROM relationship_state WHERE user_id = $3 AND persona_id = $4) AS stage`,
 } as const;
 
 /** `stage` of a counters expression, in SQL, from the same thresholds as `stageOf`. */
@@ -56,6 +60,15 @@ const toRecord = (key: string, m: MessageRow): MessageRecord => ({
   created_at: new Date(m.at).toISOString(),
 });
 
+const toStored = (r: MessageRecord): StoredMessage => ({
+  id: r.id,
+  sender: r.sender,
+  direction: r.direction as 'in' | 'out',
+  text: r.text ?? '',
+  attachments: r.attachments as StoredMessage['attachments'],
+  createdAt: new Date(r.created_at).toISOString(),
+});
+
 export class ConversationRepository {
   constructor(private readonly pool: Pool) {}
 
@@ -80,25 +93,32 @@ export class ConversationRepository {
         idempotent: true,
       },
     );
-    return rows.map((r) => ({
-      id: r.id,
-      sender: r.sender,
-      direction: r.direction as 'in' | 'out',
-      text: r.text ?? '',
-      attachments: r.attachments as StoredMessage['attachments'],
-      createdAt: new Date(r.created_at).toISOString(),
-    }));
+    return rows.map(toStored);
   }
 
-  async stage(userId: string, persona: string): Promise<string> {
-    const { rows } = await query<{ stage: string }>(this.pool, conversationQueries.stage, [userId, persona], {
-      idempotent: true,
-    });
-    return rows[0]?.stage ?? 'new';
+  /** The latest `limit` messages (newest first) and the sender's relationship stage, in one round trip. */
+  async turns(
+    key: string,
+    limit: number,
+    userId: string,
+    persona: string,
+  ): Promise<{ messages: StoredMessage[]; stage: string }> {
+    const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
+      this.pool,
+      conversationQueries.turns,
+      [key, limit, userId, persona],
+      { idempotent: true },
+    );
+    return { messages: rows[0].messages.map(toStored), stage: rows[0].stage ?? 'new' };
   }
 
-  /** The group commit's writer. Idempotent: a retried transaction changes nothing twice. */
+  /**
+   * The group commit's writer: everything of every commit in one statement (the forgets, rare,
+   * follow). Idempotent: a conversation changes only to a newer version, and every other part
+   * of a commit is written only when its conversation did, so a retried batch changes nothing.
+   */
   readonly writeBatch: BatchWriter<ConversationWrite> = async (client, items) => {
+    const commits = items.map((i) => i.commit);
     const conversations = items.map(({ commit: c, snapshot }) => ({
       key: c.key,
       kind: c.kind,
@@ -107,36 +127,83 @@ export class ConversationRepository {
       version: c.version,
       snapshot,
     }));
-    // Only a newer version changes a conversation, so a retried batch is a no-op; the other
-    // statements of a commit are skipped the same way (ON CONFLICT, status checks).
-    const { rows: fresh } = await client.query<{ key: string }>(
-      `INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
-       SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
-         FROM jsonb_to_recordset($1::jsonb) AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb)
-       ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
-              chat_guid = EXCLUDED.chat_guid, updated_at = now()
-        WHERE conversations.version < EXCLUDED.version
-       RETURNING key`,
-      [JSON.stringify(conversations)],
-    );
-    const applied = new Set(fresh.map((r) => r.key));
-    const commits = items.map((i) => i.commit).filter((c) => applied.has(c.key));
-    if (!commits.length) return;
-
     const messages = commits.flatMap((c) =>
       [c.inbound, c.outbound].filter((m): m is MessageRow => m !== null).map((m) => toRecord(c.key, m)),
     );
-    if (messages.length) {
-      await client.query(
-        `INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
+    const memories = commits.flatMap((c) =>
+      c.memories.map((m) => ({ container_tag: containerTagOf(c), content: m.content, source_message_id: m.sourceMessageId })),
+    );
+    const relationships = commits.map((c) => ({
+      key: c.key,
+      user_id: c.relationship.userId,
+      persona_id: c.relationship.persona,
+      c: c.relationship.delta,
+    }));
+    const sends = commits.flatMap((c) =>
+      c.send ? [{ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }] : [],
+    );
+    const seqs = commits.flatMap((c) => (c.inboxSeq === null ? [] : [{ key: c.key, seq: c.inboxSeq }]));
+    // Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
+    const merged = `jsonb_build_object(
+        'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
+        'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
+        'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
+    const { rows } = await client.query<{ key: string }>(
+      `WITH conv AS (
+         INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
+         SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
+           FROM jsonb_to_recordset($1::jsonb) AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb)
+         ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
+                chat_guid = EXCLUDED.chat_guid, updated_at = now()
+          WHERE conversations.version < EXCLUDED.version
+         RETURNING key),
+       msg AS (
+         INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
          SELECT r.id, r.conversation_key, r.sender, r.direction, r.text, r.attachments, r.created_at
-           FROM jsonb_to_recordset($1::jsonb)
+           FROM jsonb_to_recordset($2::jsonb)
              AS r(id text, conversation_key text, sender text, direction text, text text, attachments jsonb, created_at timestamptz)
-         ON CONFLICT (id) DO NOTHING`,
-        [JSON.stringify(messages)],
-      );
-    }
-    for (const c of commits.filter((c) => c.forget)) {
+          WHERE r.conversation_key IN (SELECT key FROM conv)
+         ON CONFLICT (id) DO NOTHING),
+       mem AS (
+         INSERT INTO memories (container_tag, content, source_message_id)
+         SELECT r.container_tag, r.content, r.source_message_id
+           FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
+          WHERE r.container_tag IN (SELECT key FROM conv)),
+       delta AS (
+         SELECT r.user_id, r.persona_id,
+                jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),
+                                   'photos', sum((r.c->>'photos')::int)) AS c
+           FROM jsonb_to_recordset($4::jsonb) AS r(key text, user_id text, persona_id text, c jsonb)
+          WHERE r.key IN (SELECT key FROM conv)
+          GROUP BY r.user_id, r.persona_id),
+       rel AS (
+         INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
+         SELECT user_id, persona_id, c, ${stageSql('c')}, now() FROM delta
+         ON CONFLICT (user_id, persona_id) DO UPDATE
+           SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()),
+       outbox AS (
+         INSERT INTO relay_outbox (id, chat, conversation_key, payload)
+         SELECT r.id, r.chat, r.conversation_key, r.payload
+           FROM jsonb_to_recordset($5::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
+          WHERE r.conversation_key IN (SELECT key FROM conv)
+         ON CONFLICT (id) DO NOTHING),
+       inbox AS (
+         UPDATE relay_inbox i SET status = 'processed', processed_at = now()
+           FROM jsonb_to_recordset($6::jsonb) AS r(key text, seq bigint)
+          WHERE i.seq = r.seq AND i.status = 'pending' AND r.key IN (SELECT key FROM conv))
+       SELECT key FROM conv`,
+      [
+        JSON.stringify(conversations),
+        JSON.stringify(messages),
+        JSON.stringify(memories),
+        JSON.stringify(relationships),
+        JSON.stringify(sends),
+        JSON.stringify(seqs),
+      ],
+    );
+    const applied = new Set(rows.map((r) => r.key));
+    for (const c of commits) {
+      if (!c.forget || !applied.has(c.key)) continue;
       // The latest memory of this container only; the message it came from is blanked too.
       await client.query(
         `WITH gone AS (
@@ -146,74 +213,6 @@ export class ConversationRepository {
          UPDATE messages SET text = '', attachments = '[]'::jsonb
           WHERE id IN (SELECT source_message_id FROM gone) AND conversation_key = $1`,
         [containerTagOf(c)],
-      );
-    }
-    const memories = commits.flatMap((c) =>
-      c.memories.map((m) => ({
-        container_tag: containerTagOf(c),
-        content: m.content,
-        source_message_id: m.sourceMessageId,
-      })),
-    );
-    if (memories.length) {
-      await client.query(
-        `INSERT INTO memories (container_tag, content, source_message_id)
-         SELECT r.container_tag, r.content, r.source_message_id
-           FROM jsonb_to_recordset($1::jsonb) AS r(container_tag text, content text, source_message_id text)`,
-        [JSON.stringify(memories)],
-      );
-    }
-    const deltas = new Map<
-      string,
-      { user_id: string; persona_id: string; messages: number; replies: number; photos: number }
-    >();
-    for (const c of commits) {
-      const r = c.relationship;
-      const k = `${r.userId}\u0000${r.persona}`;
-      const d = deltas.get(k) ?? { user_id: r.userId, persona_id: r.persona, messages: 0, replies: 0, photos: 0 };
-      d.messages += r.delta.messages;
-      d.replies += r.delta.replies;
-      d.photos += r.delta.photos;
-      deltas.set(k, d);
-    }
-    // Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
-    const merged = `jsonb_build_object(
-        'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
-        'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
-        'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
-    await client.query(
-      `INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
-       SELECT r.user_id, r.persona_id, r.c, ${stageSql('r.c')}, now()
-         FROM jsonb_to_recordset($1::jsonb) AS r(user_id text, persona_id text, c jsonb)
-       ON CONFLICT (user_id, persona_id) DO UPDATE
-         SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()`,
-      [
-        JSON.stringify(
-          [...deltas.values()].map((d) => ({
-            user_id: d.user_id,
-            persona_id: d.persona_id,
-            c: { messages: d.messages, replies: d.replies, photos: d.photos },
-          })),
-        ),
-      ],
-    );
-    const sends = commits.flatMap((c) =>
-      c.send ? [{ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }] : [],
-    );
-    if (sends.length) {
-      await client.query(
-        `INSERT INTO relay_outbox (id, chat, conversation_key, payload)
-         SELECT r.id, r.chat, r.conversation_key, r.payload
-           FROM jsonb_to_recordset($1::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
-         ON CONFLICT (id) DO NOTHING`,
-        [JSON.stringify(sends)],
-      );
-    }
-    const seqs = commits.map((c) => c.inboxSeq).filter((s): s is number => s !== null);
-    if (seqs.length) {
-      await client.query(
-        `UPDATE relay_inbox SET status = 'processed', processed_at = now() WHERE seq = ANY($1::bigint[]) AND status = 'pending'`,
-        [seqs],
       );
     }
   };

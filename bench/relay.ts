@@ -1,0 +1,369 @@
+/**
+ * `npm run bench:relay`: the relay path under load, on this machine, in one run.
+ *
+ * - Durable relay events/s at saturation (`POST /v1/relay/events`, one event per request,
+ *   closed loop) against the same PostgreSQL's single-row-commit rate measured in the same run
+ *   (goal ≥ 2×: inbox writes share the group commit).
+ * - p50/p99 acknowledgement latency at half of that rate, open loop (goal p99 ≤ 50 ms).
+ * - End-to-end replies/s with the offline brain over 10,000 conversations (event → its reply
+ *   committed → `send` on the relay socket → ack).
+ * - The message history query at 1,000,000 stored messages through
+ *   `GET /v1/conversations/:key/messages` (goal p99 ≤ 5 ms), with its EXPLAIN.
+ *
+ * The server is pinned to core 0 and the load generators to core 1, PostgreSQL unpinned
+ * (BENCHMARKING.md). Between phases the run waits until every accepted event was answered,
+ * so no phase measures the previous one's backlog. `--quick` is a small run (the smoke test).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { mintToken } from '../src/auth/mintToken.ts';
+import { conversationQueries } from '../src/store/conversationRepository.ts';
+import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
+import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo, pinnedCommand } from './lib/machine.ts';
+import { repoRoot, startServerProcess } from './lib/processes.ts';
+import { README_TEMPLATE, type Row, addResultsSection, renderTable } from './lib/report.ts';
+import { fmt, median, percentile, spread } from './lib/stats.ts';
+import type { PostJob, PostResult } from './relayWorker.ts';
+
+const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+const P = quick
+  ? {
+      rounds: 1,
+      measureMs: 1500,
+      warmMs: 300,
+      conversations: 200,
+      e2eEvents: 400,
+      history: 20_000,
+      historyQueries: 200,
+      workers: 1,
+      concurrency: 16,
+    }
+  : {
+      rounds: 3,
+      measureMs: 8000,
+      warmMs: 2000,
+      conversations: 10_000,
+      e2eEvents: 10_000,
+      history: 1_000_000,
+      historyQueries: 3000,
+      workers: 2,
+      concurrency: 48,
+    };
+const SECRET = 'bench-relay-secret-bench-relay-secret!!';
+const pinning = hasTaskset();
+const core = (n: number) => (pinning ? n : null);
+const log = (msg: string) => process.stdout.write(`[bench:relay] ${msg}\n`);
+
+type Job = Omit<PostJob, 'id' | 'cmd' | 'url' | 'token' | 'senderFrom' | 'prefix'>;
+
+function startWorker(): { child: ChildProcess; run(job: Omit<PostJob, 'id' | 'cmd'>): Promise<PostResult> } {
+  const { file, args } = pinnedCommand(core(1), fileLimit().granted, [
+    process.execPath,
+    '--max-semi-space-size=8',
+    '--import',
+    'tsx',
+    path.join(repoRoot, 'bench/relayWorker.ts'),
+  ]);
+  const child = spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let next = 1;
+  const waiting = new Map<number, (m: { ok: boolean; result?: PostResult; error?: string }) => void>();
+  child.on('message', (m: { id: number; ok: boolean; result?: PostResult; error?: string }) => waiting.get(m.id)?.(m));
+  return {
+    child,
+    run: (job) =>
+      new Promise((resolve, reject) => {
+        const id = next++;
+        waiting.set(id, (m) => (m.ok ? resolve(m.result as PostResult) : reject(new Error(m.error))));
+        child.send({ ...job, id, cmd: 'post' });
+      }),
+  };
+}
+
+/** Stores `count` messages over `conversations` direct conversations, straight into the tables. */
+async function fillHistory(url: string, count: number, conversations: number): Promise<string[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('SET statement_timeout = 0');
+    await client.query(
+      `INSERT INTO conversations (key, kind, persona, chat_guid)
+       SELECT 'user_+1999' || lpad(g::text, 7, '0') || '_persona_sage', 'direct', 'sage', 'hist' || g
+         FROM generate_series(1, $1) g ON CONFLICT DO NOTHING`,
+      [conversations],
+    );
+    const per = Math.ceil(count / conversations);
+    await client.query(
+      `INSERT INTO messages (id, conversation_key, sender, direction, text, created_at)
+       SELECT 'h' || g, 'user_+1999' || lpad((g % $2 + 1)::text, 7, '0') || '_persona_sage',
+              '+1999' || lpad((g % $2 + 1)::text, 7, '0'), CASE WHEN g % 2 = 0 THEN 'in' ELSE 'out' END,
+              'history message number ' || g, now() - (g * interval '1 second')
+         FROM generate_series(1, $1) g`,
+      [per * conversations, conversations],
+    );
+    await client.query('ANALYZE conversations');
+    await client.query('ANALYZE messages');
+    return Array.from({ length: conversations }, (_, i) => `user_+1999${String(i + 1).padStart(7, '0')}_persona_sage`);
+  } finally {
+    await client.end();
+  }
+}
+
+async function explainPage(url: string, key: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query(`EXPLAIN ${conversationQueries.page}`, [key, new Date(Date.now() + 60_000), 50]);
+    return rows.map((r) => r['QUERY PLAN']).join('\n');
+  } finally {
+    await client.end();
+  }
+}
+
+async function main(): Promise<void> {
+  const machine = machineInfo();
+  log(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; pinning ${pinning ? 'on' : 'off (no taskset)'}`);
+  const db = await openBenchDatabase(process.env);
+  const settings = await pgSettings(db.url);
+  const server = await startServerProcess({
+    name: 'archety',
+    // e.g. BENCH_SERVER_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the server.
+    command: [process.execPath, ...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean), 'bin/archety.js', 'start'],
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      DATABASE_URL: db.url,
+      JWT_SECRET: SECRET,
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
+      RELAY_EVENTS_PER_SECOND: '10000000',
+      RELAY_EVENTS_BURST: '10000000',
+      SENDER_MESSAGES_PER_MINUTE: '10000000',
+      SENDER_BURST: '10000000',
+      ACTOR_IDLE_MS: '600000',
+    },
+    core: core(0),
+    fileLimit: fileLimit().granted,
+    ready: /archety listening on (http:\/\/[^ ]+)/,
+    timeoutMs: 60_000,
+  });
+  const workers = Array.from({ length: P.workers }, startWorker);
+  const key = new TextEncoder().encode(SECRET);
+  const mint = (sub: string, role: 'relay' | 'admin') =>
+    mintToken({ secret: key, issuer: 'archety', audience: 'archety', sub, role, ttlS: 7200 });
+  const relayToken = await mint('bench-relay', 'relay');
+  const adminToken = await mint('bench-admin', 'admin');
+
+  let sends = 0;
+  let accepted = 0;
+  const relay = new WebSocket(`${server.url.replace('http', 'ws')}/v1/relay`, ['archety.v1', `bearer.${relayToken}`]);
+  relay.on('message', (data) => {
+    const f = JSON.parse(data.toString());
+    if (f.type === 'send') {
+      sends++;
+      relay.send(JSON.stringify({ type: 'ack', id: f.id }));
+    }
+  });
+  await new Promise((resolve, reject) => {
+    relay.once('open', resolve);
+    relay.once('error', reject);
+  });
+  /** Waits until every accepted event was answered on the relay socket. */
+  const drain = async (what: string) => {
+    const started = Date.now();
+    let last = 0;
+    while (sends < accepted && Date.now() - started < 600_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (Date.now() - last > 5000) {
+        last = Date.now();
+        log(`  ${what}: ${sends}/${accepted} replies delivered`);
+      }
+    }
+  };
+  const perWorker = Math.ceil(P.conversations / P.workers);
+  let jobs = 0;
+  const round = async (job: Job) => {
+    const cpu0 = cpuTimeMs(server.pid);
+    const started = performance.now();
+    const results = await Promise.all(
+      workers.map((w, i) =>
+        w.run({ ...job, url: server.url, token: relayToken, senderFrom: i * perWorker, prefix: `j${jobs++}-${Date.now()}` }),
+      ),
+    );
+    const ms = job.count === undefined ? job.durationMs : performance.now() - started;
+    const cpu = cpuTimeMs(server.pid) - cpu0;
+    const got = results.reduce((n, r) => n + r.accepted, 0);
+    accepted += got;
+    return {
+      accepted: got,
+      eventsPerSecond: (got * 1000) / ms,
+      failed: results.reduce((n, r) => n + r.failed, 0),
+      latencies: results.flatMap((r) => r.latencies),
+      cpuUsPerEvent: (cpu * 1000) / Math.max(1, got),
+      loopDelay: Math.max(...results.map((r) => r.loopDelayP99Ms)),
+    };
+  };
+
+  try {
+    log('single-row commit rate of this PostgreSQL (8 clients, autocommit INSERTs)…');
+    const commit = await singleRowCommitRate(db.url, 8, P.warmMs, P.measureMs);
+    log(`  ${fmt(commit.txPerSecond)} tx/s (${commit.meanMs.toFixed(2)} ms each)`);
+
+    log('warm-up…');
+    await round({ mode: 'closed', concurrency: P.concurrency, rate: 0, durationMs: P.warmMs, batch: 1, senders: perWorker });
+    await drain('warm-up');
+
+    const rates: number[] = [];
+    const cpuPerEvent: number[] = [];
+    const probes: string[] = [];
+    for (let r = 0; r < P.rounds; r++) {
+      const before = await cpuProbe(core(0));
+      const s = await round({ mode: 'closed', concurrency: P.concurrency, rate: 0, durationMs: P.measureMs, batch: 1, senders: perWorker });
+      const after = await cpuProbe(core(0));
+      probes.push(`${before.toFixed(0)}→${after.toFixed(0)}`);
+      rates.push(s.eventsPerSecond);
+      cpuPerEvent.push(s.cpuUsPerEvent);
+      log(
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed), server ${s.cpuUsPerEvent.toFixed(0)} µs/event, generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
+      );
+      await drain(`round ${r + 1}`);
+    }
+    const saturation = median(rates);
+
+    log(`half of saturation (${fmt(saturation / 2)} events/s), open loop…`);
+    const half = await round({
+      mode: 'open',
+      concurrency: 0,
+      rate: saturation / 2 / P.workers,
+      durationMs: P.measureMs,
+      batch: 1,
+      senders: perWorker,
+    });
+    const p50 = percentile(half.latencies, 50);
+    const p99 = percentile(half.latencies, 99);
+    log(`  ack latency p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms at ${fmt(half.eventsPerSecond)} events/s`);
+    await drain('half rate');
+
+    log('batches of 50 events per request…');
+    const batched = await round({ mode: 'closed', concurrency: 4, rate: 0, durationMs: P.measureMs, batch: 50, senders: perWorker });
+    log(`  ${fmt(batched.eventsPerSecond)} events/s`);
+    await drain('batches');
+
+    log(`end to end: ${P.e2eEvents} events over ${P.conversations} conversations, offline brain…`);
+    const sendsBefore = sends;
+    const e2eStart = performance.now();
+    await round({
+      mode: 'closed',
+      concurrency: P.concurrency,
+      rate: 0,
+      durationMs: 600_000,
+      batch: 1,
+      senders: perWorker,
+      count: Math.ceil(P.e2eEvents / P.workers),
+    });
+    await drain('end to end');
+    const e2eMs = performance.now() - e2eStart;
+    const replies = sends - sendsBefore;
+    const repliesPerSecond = (replies * 1000) / e2eMs;
+    log(`  ${replies} replies in ${(e2eMs / 1000).toFixed(1)} s: ${fmt(repliesPerSecond)} replies/s`);
+
+    log(`history: storing ${fmt(P.history)} messages…`);
+    const keys = await fillHistory(db.url, P.history, Math.min(10_000, P.conversations));
+    const plan = await explainPage(db.url, keys[0]);
+    const usesIndex = /Index (Only )?Scan.*messages_conversation_created_idx/.test(plan);
+    log(`  EXPLAIN: ${plan.split('\n')[1]?.trim() ?? plan}`);
+    const latencies: number[] = [];
+    for (let i = 0; i < P.historyQueries; i++) {
+      const k = keys[Math.floor(Math.random() * keys.length)];
+      const t = performance.now();
+      const res = await fetch(`${server.url}/v1/conversations/${encodeURIComponent(k)}/messages?limit=50`, {
+        headers: { authorization: `Bearer ${adminToken}` },
+      });
+      await res.arrayBuffer();
+      latencies.push(performance.now() - t);
+      if (res.status !== 200) throw new Error(`history answered ${res.status}`);
+    }
+    const hp50 = percentile(latencies, 50);
+    const hp99 = percentile(latencies, 99);
+    log(`  history p50 ${hp50.toFixed(2)} ms, p99 ${hp99.toFixed(2)} ms`);
+
+    const rows: Row[] = [
+      {
+        metric: 'durable relay events/s at saturation (HTTP, 1 event/request)',
+        archety: `${fmt(saturation)} (${spread(rates)})`,
+        peer: `${fmt(commit.txPerSecond)} single-row commits/s (8 clients)`,
+        ratio: `${(saturation / commit.txPerSecond).toFixed(2)}×`,
+        goal: '≥ 2×',
+        met: saturation / commit.txPerSecond >= 2,
+      },
+      {
+        metric: 'server CPU per event (ingest + processing + reply)',
+        archety: `${fmt(median(cpuPerEvent))} µs`,
+        peer: '',
+        ratio: '',
+        goal: '',
+        met: null,
+      },
+      {
+        metric: `ack latency p50 / p99 at half saturation (${fmt(half.eventsPerSecond)}/s)`,
+        archety: `${p50.toFixed(1)} / ${p99.toFixed(1)} ms`,
+        peer: '',
+        ratio: '',
+        goal: 'p99 ≤ 50 ms',
+        met: p99 <= 50,
+      },
+      {
+        metric: 'durable events/s in batches of 50',
+        archety: fmt(batched.eventsPerSecond),
+        peer: '',
+        ratio: `${(batched.eventsPerSecond / commit.txPerSecond).toFixed(2)}×`,
+        goal: '',
+        met: null,
+      },
+      {
+        metric: `end-to-end replies/s, offline brain, ${fmt(P.conversations)} conversations`,
+        archety: fmt(repliesPerSecond),
+        peer: '',
+        ratio: '',
+        goal: '',
+        met: null,
+      },
+      {
+        metric: `history query p50 / p99 at ${fmt(P.history)} messages (HTTP, limit 50)`,
+        archety: `${hp50.toFixed(2)} / ${hp99.toFixed(2)} ms`,
+        peer: usesIndex ? 'index scan on messages_conversation_created_idx' : 'NO index scan',
+        ratio: '',
+        goal: 'p99 ≤ 5 ms, index scan',
+        met: hp99 <= 5 && usesIndex,
+      },
+    ];
+    const table = renderTable(rows);
+    const command = `npm run bench:relay${quick ? ' -- --quick' : ''}`;
+    const machineLine = `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${settings.version} (fsync ${settings.fsync}, synchronous_commit ${settings.synchronousCommit}), server on core 0, load on core 1${pinning ? '' : ' (unpinned: no taskset)'}`;
+    console.log(`\n${table}\n\nCPU probe (M iterations/s, before→after each round, core 0): ${probes.join(', ')}`);
+    console.log(`Machine: ${machineLine}\nCommand: ${command}\n`);
+    if (!quick) {
+      addResultsSection(
+        path.join(repoRoot, 'bench/README.md'),
+        README_TEMPLATE,
+        `### relay — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC\n\n${table}\n\n- Machine: ${machineLine}\n- Command: \`${command}\`\n- CPU probe (core 0, M iterations/s before→after each round): ${probes.join(', ')}\n- EXPLAIN of the history query:\n\n\`\`\`\n${plan}\n\`\`\`\n`,
+      );
+      log('results added to bench/README.md');
+    }
+  } finally {
+    relay.close();
+    for (const w of workers) w.child.kill();
+    await server.stop();
+    await db.drop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

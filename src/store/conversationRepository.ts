@@ -131,7 +131,11 @@ export class ConversationRepository {
       [c.inbound, c.outbound].filter((m): m is MessageRow => m !== null).map((m) => toRecord(c.key, m)),
     );
     const memories = commits.flatMap((c) =>
-      c.memories.map((m) => ({ container_tag: containerTagOf(c), content: m.content, source_message_id: m.sourceMessageId })),
+      c.memories.map((m) => ({
+        container_tag: containerTagOf(c),
+        content: m.content,
+        source_message_id: m.sourceMessageId,
+      })),
     );
     const relationships = commits.map((c) => ({
       key: c.key,

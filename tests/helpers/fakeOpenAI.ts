@@ -70,9 +70,18 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
         const input = String(body.input);
         moderations.push(input);
         const hits = Object.entries(b.flag ?? {}).filter(([word]) => input.toLowerCase().includes(word.toLowerCase()));
-        const categories: Record<string, boolean> = { harassment: false, 'self-harm': false, violence: false, sexual: false };
+        const categories: Record<string, boolean> = {
+          harassment: false,
+          'self-harm': false,
+          violence: false,
+          sexual: false,
+        };
         for (const [, category] of hits) categories[category] = true;
-        json(res, 200, { id: 'modr-1', model: body.model, results: [{ flagged: hits.length > 0, categories, category_scores: {} }] });
+        json(res, 200, {
+          id: 'modr-1',
+          model: body.model,
+          results: [{ flagged: hits.length > 0, categories, category_scores: {} }],
+        });
         return;
       }
       if (req.url?.endsWith('/chat/completions')) {
@@ -101,7 +110,9 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
           return;
         }
         const last = [...chat.messages].reverse().find((m) => m.role === 'user');
-        const text = b.reply ? b.reply(chat) : `Model reply to: ${typeof last?.content === 'string' ? last.content : ''}`;
+        const text = b.reply
+          ? b.reply(chat)
+          : `Model reply to: ${typeof last?.content === 'string' ? last.content : ''}`;
         setTimeout(() => answer(text), b.chatDelayMs ?? 0);
         return;
       }

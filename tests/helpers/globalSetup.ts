@@ -47,7 +47,9 @@ export default async function setup(project: TestProject) {
     process.env.DATABASE_URL ??
     `postgres://${encodeURIComponent(os.userInfo().username)}@127.0.0.1:5432/postgres`;
   if (!(await reachable(adminUrl))) {
-    console.warn(`[tests] PostgreSQL at ${adminUrl.replace(/:[^:@/]*@/, ':***@')} is not reachable: starting an embedded one`);
+    console.warn(
+      `[tests] PostgreSQL at ${adminUrl.replace(/:[^:@/]*@/, ':***@')} is not reachable: starting an embedded one`,
+    );
     tmp = await mkdtemp(path.join(os.tmpdir(), 'archety-test-pg-'));
     embedded = await startEmbeddedPostgres(tmp, 0, log);
     adminUrl = withDatabase(embedded.url, 'postgres');

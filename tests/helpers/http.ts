@@ -1,10 +1,12 @@
 /** HTTP calls against a test server. */
+// biome-ignore lint/suspicious/noExplicitAny: response bodies are whatever a test expects them to be.
 export interface ApiResponse<T = any> {
   status: number;
   body: T;
   headers: Headers;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: as above.
 export async function api<T = any>(
   base: string,
   method: string,
@@ -14,7 +16,8 @@ export async function api<T = any>(
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   let body: string | Blob | undefined;
-  if (options.raw !== undefined) body = typeof options.raw === "string" ? options.raw : new Blob([new Uint8Array(options.raw)]);
+  if (options.raw !== undefined)
+    body = typeof options.raw === 'string' ? options.raw : new Blob([new Uint8Array(options.raw)]);
   else if (options.body !== undefined) {
     body = JSON.stringify(options.body);
     headers['content-type'] ??= 'application/json';
@@ -32,7 +35,10 @@ export async function api<T = any>(
 
 /** Creates a trip-planner session as `token`'s user; returns its id. */
 export async function createTrip(base: string, token: string, extra: Record<string, unknown> = {}): Promise<string> {
-  const res = await api(base, 'POST', '/v1/miniapps', { token, body: { app: 'trip-planner', title: 'Lisbon', ...extra } });
+  const res = await api(base, 'POST', '/v1/miniapps', {
+    token,
+    body: { app: 'trip-planner', title: 'Lisbon', ...extra },
+  });
   if (res.status !== 201) throw new Error(`create failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body.id;
 }

@@ -22,7 +22,12 @@ export interface LoadOptions {
   until?: Promise<unknown>;
 }
 
-export async function runEditLoad(base: string, sessionId: string, tokens: string[], o: LoadOptions): Promise<LoadResult> {
+export async function runEditLoad(
+  base: string,
+  sessionId: string,
+  tokens: string[],
+  o: LoadOptions,
+): Promise<LoadResult> {
   const result: LoadResult = { acked: new Set(), sent: 0, errors: [], closeCodes: [] };
   let stop = false;
   const stopTimer = setTimeout(() => (stop = true), o.durationMs);
@@ -54,7 +59,8 @@ export async function runEditLoad(base: string, sessionId: string, tokens: strin
             if (f.type === 'snapshot') {
               version = f.version;
               const has = (f.state as { budget: { items: { id: string }[] } }).budget.items.some((i) => i.id === item);
-              if (!has) send({ kind: 'insert', path: ['budget', 'items'], value: { id: item, label: 'new', amount: 0 } });
+              if (!has)
+                send({ kind: 'insert', path: ['budget', 'items'], value: { id: item, label: 'new', amount: 0 } });
               timer = setTimeout(tick, o.intervalMs);
             } else if (f.type === 'applied') {
               version = Math.max(version, f.version);

@@ -86,7 +86,9 @@ export function connectRelay(base: string, token: string, options: { autoAck?: b
       check();
     });
   return new Promise((resolve, reject) => {
-    ws.on('unexpected-response', (_req, res) => reject(Object.assign(new Error(`refused ${res.statusCode}`), { status: res.statusCode })));
+    ws.on('unexpected-response', (_req, res) =>
+      reject(Object.assign(new Error(`refused ${res.statusCode}`), { status: res.statusCode })),
+    );
     ws.on('error', reject);
     ws.on('open', () =>
       resolve({

@@ -26,7 +26,12 @@ export function openSocket(
   carrier: 'protocol' | 'query' = 'protocol',
 ): Promise<Opened> {
   const url = wsUrl(base, sessionId, carrier === 'query' && token ? `?token=${encodeURIComponent(token)}` : '');
-  const protocols = carrier === 'protocol' && token ? ['archety.v1', `bearer.${token}`] : carrier === 'protocol' ? ['archety.v1'] : undefined;
+  const protocols =
+    carrier === 'protocol' && token
+      ? ['archety.v1', `bearer.${token}`]
+      : carrier === 'protocol'
+        ? ['archety.v1']
+        : undefined;
   const ws = new WebSocket(url, protocols);
   const frames: ServerFrame[] = [];
   const cursor = new Map<string, number>();
@@ -45,7 +50,9 @@ export function openSocket(
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (c) => (body += c));
-      res.on('end', () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode, body })));
+      res.on('end', () =>
+        reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode, body })),
+      );
     });
     ws.on('error', (err) => reject(err));
     ws.on('open', () =>
@@ -59,7 +66,8 @@ export function openSocket(
         next(type, timeoutMs = 5000) {
           return new Promise((res, rej) => {
             const timer = setTimeout(
-              () => rej(new Error(`no ${type} frame within ${timeoutMs} ms; got ${JSON.stringify(frames).slice(0, 500)}`)),
+              () =>
+                rej(new Error(`no ${type} frame within ${timeoutMs} ms; got ${JSON.stringify(frames).slice(0, 500)}`)),
               timeoutMs,
             );
             const look = () => {

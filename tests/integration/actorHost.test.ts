@@ -24,7 +24,9 @@ describe('actor lifecycle', () => {
     await a.next('applied');
     expect((await api(server.url, 'GET', '/ready')).body.actors.miniapps).toBe(1);
     a.close();
-    await expect.poll(async () => (await api(server.url, 'GET', '/ready')).body.actors.miniapps, { timeout: 5000 }).toBe(0);
+    await expect
+      .poll(async () => (await api(server.url, 'GET', '/ready')).body.actors.miniapps, { timeout: 5000 })
+      .toBe(0);
     const stored = await db.pool.query('SELECT version, state FROM miniapp_sessions WHERE id = $1', [id]);
     expect(stored.rows[0]).toMatchObject({ version: '1', state: { title: 'Kept' } });
     const b = await openSocket(server.url, id, alice);
@@ -42,7 +44,9 @@ describe('actor lifecycle', () => {
     a.send({ type: 'op', opId: 'before', baseVersion: 0, op: { kind: 'set', path: ['title'], value: 'Before' } });
     await a.next('applied');
     // Another node activates the session: the epoch moves on.
-    await db.pool.query("UPDATE actor_leases SET epoch = epoch + 1, owner = 'elsewhere' WHERE key = $1", [`miniapp:${id}`]);
+    await db.pool.query("UPDATE actor_leases SET epoch = epoch + 1, owner = 'elsewhere' WHERE key = $1", [
+      `miniapp:${id}`,
+    ]);
     a.send({ type: 'op', opId: 'fenced', baseVersion: 1, op: { kind: 'set', path: ['title'], value: 'Lost?' } });
     const closed = await a.closed;
     expect(closed.code).toBe(CloseCodes.internalError);
@@ -68,7 +72,9 @@ describe('logs', () => {
       },
     });
     const config = loadConfig(baseEnv(db.url, { LOG_LEVEL: 'debug' }));
-    const server = await startServer(config, { log: createLogger({ level: 'debug', format: 'json', destination: sink }) });
+    const server = await startServer(config, {
+      log: createLogger({ level: 'debug', format: 'json', destination: sink }),
+    });
     afterAll(() => server.close());
     const alice = await token(ALICE);
     const expired = await customToken({ sub: ALICE }, { exp: Math.floor(Date.now() / 1000) - 60 });

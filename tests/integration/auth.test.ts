@@ -26,7 +26,10 @@ beforeAll(async () => {
 const refusals: [string, () => Promise<string | undefined>][] = [
   ['no token', async () => undefined],
   ['a malformed token', async () => 'not-a-jwt'],
-  ['a token with a bad signature', () => customToken({ sub: ALICE }, { secret: 'another-secret-of-at-least-32-bytes!!' })],
+  [
+    'a token with a bad signature',
+    () => customToken({ sub: ALICE }, { secret: 'another-secret-of-at-least-32-bytes!!' }),
+  ],
   ['an unsigned token (alg: none)', async () => unsecuredToken(ALICE)],
   ['an expired token', () => customToken({ sub: ALICE }, { exp: now() - 60 })],
   ['a token whose nbf is in the future', () => customToken({ sub: ALICE }, { nbf: now() + 600 })],
@@ -92,7 +95,8 @@ describe('authentication on upgrade', () => {
     const before = await api(server.url, 'GET', '/metrics');
     expect(await refusedStatus(server.url, tripId, await customToken({ sub: ALICE }, { exp: now() - 60 }))).toBe(401);
     const after = await api(server.url, 'GET', '/metrics');
-    const count = (text: string) => Number(/archety_auth_failures_total\{reason="expired"\} (\d+)/.exec(text)?.[1] ?? 0);
+    const count = (text: string) =>
+      Number(/archety_auth_failures_total\{reason="expired"\} (\d+)/.exec(text)?.[1] ?? 0);
     expect(count(after.body)).toBe(count(before.body) + 1);
   });
 });

@@ -34,7 +34,9 @@ describe('conversation resilience', () => {
 
     const metrics = await api(server.url, 'GET', '/metrics');
     expect(metrics.body).toMatch(/archety_circuit_breaker_state\{dependency="model"\} 1/);
-    const stored = await db.pool.query('SELECT text FROM messages WHERE id = ANY($1)', [[`in_${failing.id}`, `in_${hanging.id}`]]);
+    const stored = await db.pool.query('SELECT text FROM messages WHERE id = ANY($1)', [
+      [`in_${failing.id}`, `in_${hanging.id}`],
+    ]);
     expect(stored.rows.map((r) => r.text).sort()).toEqual(['are you there?', 'hello?']);
     await relay.close();
   });
@@ -76,7 +78,9 @@ describe('conversation resilience', () => {
     expect(second.sends.map((s) => s.replyTo)).toEqual(events.map((e) => e.id));
     second.ack(second.sends[0].id);
     second.ack(second.sends[1].id);
-    await expect.poll(async () => (await db.pool.query("SELECT count(*) FROM relay_outbox WHERE status = 'acked'")).rows[0].count).toBe('2');
+    await expect
+      .poll(async () => (await db.pool.query("SELECT count(*) FROM relay_outbox WHERE status = 'acked'")).rows[0].count)
+      .toBe('2');
     await second.close();
 
     const third = await connectRelay(server.url, relayToken);
@@ -101,13 +105,19 @@ describe('conversation resilience', () => {
 
   it('stores every message of a throttled sender and answers the burst once', async () => {
     const db = await createTestDatabase();
-    const server = await startTestServer(db.url, { SENDER_MESSAGES_PER_MINUTE: '6', SENDER_BURST: '2', BURST_QUIET_MS: '300' });
+    const server = await startTestServer(db.url, {
+      SENDER_MESSAGES_PER_MINUTE: '6',
+      SENDER_BURST: '2',
+      BURST_QUIET_MS: '300',
+    });
     const relayToken = await token('relay-r5', { role: 'relay' });
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const burst = Array.from({ length: 8 }, (_, i) => relayEvent({ sender: ALICE, text: `spam ${i}` }));
     for (const e of burst) expect((await postEvents(server.url, relayToken, e)).status).toBe(202);
     await expect
-      .poll(async () => (await db.pool.query("SELECT count(*) FROM messages WHERE direction = 'in'")).rows[0].count, { timeout: 10_000 })
+      .poll(async () => (await db.pool.query("SELECT count(*) FROM messages WHERE direction = 'in'")).rows[0].count, {
+        timeout: 10_000,
+      })
       .toBe('8');
     await relay.waitForSend((s) => s.id.endsWith('_burst'), 10_000);
     await new Promise((r) => setTimeout(r, 600));
@@ -136,7 +146,9 @@ describe('conversation resilience', () => {
     expect(send.text).toBe('Model reply to: survive the crash');
     await new Promise((r) => setTimeout(r, 500));
     expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
-    const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = ANY($1)', [[`in_${e.id}`, `out_${e.id}`]]);
+    const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = ANY($1)', [
+      [`in_${e.id}`, `out_${e.id}`],
+    ]);
     expect(rows.rows[0].count).toBe('2');
     await relay.close();
     second.child.kill('SIGTERM');

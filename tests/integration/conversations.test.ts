@@ -5,9 +5,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import type { RunningServer } from '../../src/server.ts';
-import { type TestDatabase, createTestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { type FakeOpenAI, isImageRequest, openAIEnv, startFakeOpenAI } from '../helpers/fakeOpenAI.ts';
-import { type EventOptions, type RelayClient, connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { connectRelay, type EventOptions, postEvents, type RelayClient, relayEvent } from '../helpers/relay.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -37,7 +37,9 @@ async function say(o: EventOptions, expectReply: boolean): Promise<string | null
   expect(res.status).toBe(202);
   if (expectReply) return (await relay.waitForSend((s) => s.replyTo === e.id)).text;
   await expect
-    .poll(async () => (await db.pool.query('SELECT 1 FROM messages WHERE id = $1', [`in_${e.id}`])).rowCount, { timeout: 10_000 })
+    .poll(async () => (await db.pool.query('SELECT 1 FROM messages WHERE id = $1', [`in_${e.id}`])).rowCount, {
+      timeout: 10_000,
+    })
     .toBe(1);
   // Processing commits the message with everything else, so nothing more is coming for it.
   expect(relay.sends.some((s) => s.replyTo === e.id)).toBe(false);
@@ -53,7 +55,10 @@ function promptFor(marker: string): string {
 
 describe('privacy between containers', () => {
   it('does not show a group memory in a direct chat', async () => {
-    await say({ sender: ALICE, group: 'chat-g1', text: 'We are planning a surprise party for Carol on Friday.' }, false);
+    await say(
+      { sender: ALICE, group: 'chat-g1', text: 'We are planning a surprise party for Carol on Friday.' },
+      false,
+    );
     await say({ sender: ALICE, text: 'Sage, what is happening on Friday? q-direct-1' }, true);
     expect(promptFor('q-direct-1')).not.toMatch(/surprise party/i);
   });
@@ -65,20 +70,46 @@ describe('privacy between containers', () => {
   });
 
   it('keeps two groups apart: the surprise party planned in group A never reaches group B, where Carol is', async () => {
-    await say({ sender: ALICE, group: 'chat-A', participants: [ALICE, BOB], text: "We're planning a surprise party for Carol, keep it secret." }, false);
+    await say(
+      {
+        sender: ALICE,
+        group: 'chat-A',
+        participants: [ALICE, BOB],
+        text: "We're planning a surprise party for Carol, keep it secret.",
+      },
+      false,
+    );
     await say({ sender: BOB, group: 'chat-A', text: 'Sage, remember that the cake is chocolate. q-a' }, true);
     expect(promptFor('q-a')).toMatch(/surprise party/i);
-    await say({ sender: ALICE, group: 'chat-B', participants: [ALICE, CAROL], text: 'Sage, anything fun coming up this week? q-b' }, true);
+    await say(
+      {
+        sender: ALICE,
+        group: 'chat-B',
+        participants: [ALICE, CAROL],
+        text: 'Sage, anything fun coming up this week? q-b',
+      },
+      true,
+    );
     const b = promptFor('q-b');
     expect(b).not.toMatch(/surprise|party|cake|secret/i);
   });
 
   it('keeps a complaint about a roommate out of the group chat with that roommate', async () => {
     await say({ sender: ALICE, text: 'My roommate Jake never does the dishes and it drives me crazy.' }, true);
-    await say({ sender: ALICE, group: 'chat-flat', participants: [ALICE, JAKE], text: 'Sage, how should we split the chores? q-flat' }, true);
+    await say(
+      {
+        sender: ALICE,
+        group: 'chat-flat',
+        participants: [ALICE, JAKE],
+        text: 'Sage, how should we split the chores? q-flat',
+      },
+      true,
+    );
     const prompt = promptFor('q-flat');
     expect(prompt).not.toMatch(/dishes|drives me crazy|never does/i);
-    const direct = await db.pool.query("SELECT content FROM memories WHERE container_tag = $1", [`user_${ALICE}_persona_sage`]);
+    const direct = await db.pool.query('SELECT content FROM memories WHERE container_tag = $1', [
+      `user_${ALICE}_persona_sage`,
+    ]);
     expect(direct.rows.some((r) => /roommate/i.test(r.content))).toBe(true);
   });
 
@@ -90,7 +121,9 @@ describe('privacy between containers', () => {
     expect(reply).toBe(SAFETY_REPLIES.forgotten);
     const group = await db.pool.query("SELECT content FROM memories WHERE container_tag = 'group_chat-forget'");
     expect(group.rows).toHaveLength(0);
-    const blanked = await db.pool.query("SELECT text FROM messages WHERE conversation_key = 'group_chat-forget' AND text LIKE '%picnic%'");
+    const blanked = await db.pool.query(
+      "SELECT text FROM messages WHERE conversation_key = 'group_chat-forget' AND text LIKE '%picnic%'",
+    );
     expect(blanked.rows).toHaveLength(0);
     const direct = await db.pool.query('SELECT content FROM memories WHERE container_tag = $1', [dm]);
     expect(direct.rows.map((r) => r.content).join()).toMatch(/salsa/);
@@ -103,7 +136,10 @@ describe('photos', () => {
   it('answers "what do you think?" sent 50 ms after a photo with the photo in view', async () => {
     fake.behaviour.imageDelayMs = 1500;
     fake.behaviour.describe = 'a red bicycle leaning on a blue wall';
-    const photo = relayEvent({ sender: BOB, attachments: [{ id: 'p1', mime: 'image/jpeg', data: Buffer.from('fake jpeg bytes').toString('base64') }] });
+    const photo = relayEvent({
+      sender: BOB,
+      attachments: [{ id: 'p1', mime: 'image/jpeg', data: Buffer.from('fake jpeg bytes').toString('base64') }],
+    });
     const question = relayEvent({ sender: BOB, text: 'what do you think? q-photo' });
     expect((await postEvents(server.url, relayToken, photo)).status).toBe(202);
     await new Promise((r) => setTimeout(r, 50));
@@ -122,7 +158,11 @@ describe('photos', () => {
     await relay.waitForSend((s) => s.replyTo === e.id);
     expect(fake.chats.filter(isImageRequest).length).toBe(before);
     const row = await db.pool.query('SELECT attachments FROM messages WHERE id = $1', [`in_${e.id}`]);
-    expect(row.rows[0].attachments[0]).toMatchObject({ id: 'doc', mime: 'application/pdf', description: expect.stringContaining('not opened') });
+    expect(row.rows[0].attachments[0]).toMatchObject({
+      id: 'doc',
+      mime: 'application/pdf',
+      description: expect.stringContaining('not opened'),
+    });
   });
 });
 
@@ -157,7 +197,10 @@ describe('groups', () => {
   });
 
   it('updates the relationship state of every sender', async () => {
-    const { rows } = await db.pool.query("SELECT counters, stage FROM relationship_state WHERE user_id = $1 AND persona_id = 'sage'", [ALICE]);
+    const { rows } = await db.pool.query(
+      "SELECT counters, stage FROM relationship_state WHERE user_id = $1 AND persona_id = 'sage'",
+      [ALICE],
+    );
     expect(rows[0].counters.messages).toBeGreaterThan(5);
     expect(rows[0].stage).toEqual(expect.any(String));
   });

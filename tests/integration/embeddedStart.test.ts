@@ -18,12 +18,23 @@ const run = promisify(execFile);
 describe('the embedded default', () => {
   it('starts with `npm start` and no DATABASE_URL, serves, mints tokens, and stops on SIGTERM', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'archety-embedded-'));
-    afterAll(() => rm(dataDir, { recursive: true, force: true }));
-    const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATA_DIR: dataDir, PORT: '0', LOG_FORMAT: 'json' };
-    const child = spawn('npm', ['start', '--silent'], { cwd: repoRoot, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      DATA_DIR: dataDir,
+      PORT: '0',
+      LOG_FORMAT: 'json',
+    };
+    const child = spawn('npm', ['start', '--silent'], {
+      cwd: repoRoot,
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    afterAll(() => {
+    afterAll(async () => {
       if (child.exitCode === null) process.kill(-(child.pid as number), 'SIGKILL');
+      await rm(dataDir, { recursive: true, force: true });
     });
     let out = '';
     const url = await new Promise<string>((resolve, reject) => {
@@ -40,10 +51,19 @@ describe('the embedded default', () => {
       child.stderr.on('data', read);
     });
     const summary = out.split('\n').find((l) => l.includes('archety listening on')) as string;
-    expect(JSON.parse(summary)).toMatchObject({ mode: 'single', url, database: 'embedded', dataDir: path.join(dataDir, 'pg') });
+    expect(JSON.parse(summary)).toMatchObject({
+      mode: 'single',
+      url,
+      database: 'embedded',
+      dataDir: path.join(dataDir, 'pg'),
+    });
 
     expect((await api(url, 'GET', '/ready')).status).toBe(200);
-    const { stdout } = await run(process.execPath, [path.join(repoRoot, 'bin/archety.js'), 'token', '--sub', '+15557770001'], { env, cwd: repoRoot });
+    const { stdout } = await run(
+      process.execPath,
+      [path.join(repoRoot, 'bin/archety.js'), 'token', '--sub', '+15557770001'],
+      { env, cwd: repoRoot },
+    );
     const token = stdout.trim();
     expect(token.split('.')).toHaveLength(3);
     const id = await createTrip(url, token);
@@ -75,7 +95,10 @@ describe('the archety command', () => {
 
   it('mints a token with the requested claims and lifetime', async () => {
     const env = { JWT_SECRET: 'a-secret-that-is-long-enough-for-hs256!', DATABASE_URL: 'postgres://x@127.0.0.1/none' };
-    const { stdout } = await cli(['token', '--sub', '+15551234567', '--sid', 'ms_1', '--ttl', '2h', '--role', 'user'], env);
+    const { stdout } = await cli(
+      ['token', '--sub', '+15551234567', '--sid', 'ms_1', '--ttl', '2h', '--role', 'user'],
+      env,
+    );
     const claims = JSON.parse(Buffer.from(stdout.trim().split('.')[1], 'base64url').toString());
     expect(claims).toMatchObject({ sub: '+15551234567', sid: 'ms_1', role: 'user', iss: 'archety', aud: 'archety' });
     expect(claims.exp - claims.iat).toBe(7200);

@@ -71,13 +71,34 @@ describe('HTTP API', () => {
     const bad: [string, Parameters<typeof api>[3], number, string, (string | number)[]?][] = [
       ['invalid JSON', { raw: '{"app":', headers: { 'content-type': 'application/json' } }, 400, Codes.invalid_json],
       ['a JSON array', { body: [1, 2] }, 400, Codes.invalid_json],
-      ['invalid UTF-8', { raw: Buffer.from([0x7b, 0xff, 0x7d]), headers: { 'content-type': 'application/json' } }, 400, Codes.invalid_json],
-      ['a body that is not JSON', { raw: 'app=trip', headers: { 'content-type': 'text/plain' } }, 415, Codes.unsupported_media_type],
-      ['a body over MAX_BODY_BYTES', { body: { app: 'trip-planner', title: 'x'.repeat(4096) } }, 413, Codes.payload_too_large],
+      [
+        'invalid UTF-8',
+        { raw: Buffer.from([0x7b, 0xff, 0x7d]), headers: { 'content-type': 'application/json' } },
+        400,
+        Codes.invalid_json,
+      ],
+      [
+        'a body that is not JSON',
+        { raw: 'app=trip', headers: { 'content-type': 'text/plain' } },
+        415,
+        Codes.unsupported_media_type,
+      ],
+      [
+        'a body over MAX_BODY_BYTES',
+        { body: { app: 'trip-planner', title: 'x'.repeat(4096) } },
+        413,
+        Codes.payload_too_large,
+      ],
       ['a missing app', { body: { title: 'x' } }, 400, Codes.validation_failed, ['app']],
       ['an unknown app', { body: { app: 'chess' } }, 400, Codes.unknown_app, ['app']],
       ['an empty title', { body: { app: 'trip-planner', title: '' } }, 400, Codes.validation_failed, ['title']],
-      ['a participant that is not a string', { body: { app: 'trip-planner', participants: [42] } }, 400, Codes.validation_failed, ['participants', 0]],
+      [
+        'a participant that is not a string',
+        { body: { app: 'trip-planner', participants: [42] } },
+        400,
+        Codes.validation_failed,
+        ['participants', 0],
+      ],
     ];
     for (const [what, options, status, code, path] of bad) {
       it(`answers ${status} ${code} for ${what}`, async () => {
@@ -97,7 +118,10 @@ describe('HTTP API', () => {
     const bad = await api(server.url, 'POST', `/v1/miniapps/${id}/participants`, { token: alice, body: { user: '' } });
     expect(bad.status).toBe(400);
     expect(bad.body.error.path).toEqual(['user']);
-    const added = await api(server.url, 'POST', `/v1/miniapps/${id}/participants`, { token: alice, body: { user: BOB } });
+    const added = await api(server.url, 'POST', `/v1/miniapps/${id}/participants`, {
+      token: alice,
+      body: { user: BOB },
+    });
     expect(added.status).toBe(200);
     expect(added.body.participants).toEqual([ALICE, BOB]);
     expect((await api(server.url, 'GET', `/v1/miniapps/${id}`, { token: bob })).status).toBe(200);

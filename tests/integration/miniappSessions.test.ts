@@ -44,7 +44,13 @@ describe('miniapp sessions', () => {
     await b.next('snapshot');
     a.send({ type: 'op', opId: 'o1', baseVersion: 0, op: { kind: 'set', path: ['title'], value: 'Lisbon in May' } });
     const [ga, gb] = await Promise.all([a.next('applied'), b.next('applied')]);
-    expect(ga).toEqual({ type: 'applied', opId: 'o1', by: ALICE, version: 1, op: { kind: 'set', path: ['title'], value: 'Lisbon in May' } });
+    expect(ga).toEqual({
+      type: 'applied',
+      opId: 'o1',
+      by: ALICE,
+      version: 1,
+      op: { kind: 'set', path: ['title'], value: 'Lisbon in May' },
+    });
     expect(gb).toEqual(ga);
     const view = await api(server.url, 'GET', `/v1/miniapps/${id}`, { token: alice });
     expect(view.body).toMatchObject({ version: 1, state: { title: 'Lisbon in May' } });

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.ts';
 import { type FakeOpenAI, openAIEnv, startFakeOpenAI } from '../helpers/fakeOpenAI.ts';
-import { type RelayClient, connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { connectRelay, postEvents, type RelayClient, relayEvent } from '../helpers/relay.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -27,7 +27,10 @@ beforeAll(async () => {
   const db = await createTestDatabase();
   pool = db.pool;
   fake = await startFakeOpenAI();
-  const server = await startTestServer(db.url, openAIEnv(fake, { SENDER_MESSAGES_PER_MINUTE: '6000', SENDER_BURST: '1000' }));
+  const server = await startTestServer(
+    db.url,
+    openAIEnv(fake, { SENDER_MESSAGES_PER_MINUTE: '6000', SENDER_BURST: '1000' }),
+  );
   base = server.url;
   relayToken = await token('relay-prop', { role: 'relay' });
   relay = await connectRelay(base, relayToken, { autoAck: true });
@@ -89,7 +92,9 @@ describe('privacy (property)', () => {
           if (replies) await relay.waitForSend((x) => x.replyTo === e.id);
           else
             await expect
-              .poll(async () => (await pool.query('SELECT 1 FROM messages WHERE id = $1', [`in_${e.id}`])).rowCount, { timeout: 10_000 })
+              .poll(async () => (await pool.query('SELECT 1 FROM messages WHERE id = $1', [`in_${e.id}`])).rowCount, {
+                timeout: 10_000,
+              })
               .toBe(1);
           if (s.question) {
             const prompt = fake.promptTexts().find((p) => p.endsWith(`ask${r}q${i}`));
@@ -112,7 +117,10 @@ describe('privacy (property)', () => {
     await postEvents(base, relayToken, e2);
     await relay.waitForSend((x) => x.replyTo === e2.id);
     const prompt = fake.promptTexts().find((p) => p.endsWith('ownq')) as string;
-    const system = prompt.split('\n').filter((l) => l.startsWith('- ')).join('\n');
+    const system = prompt
+      .split('\n')
+      .filter((l) => l.startsWith('- '))
+      .join('\n');
     expect(system).toContain('zqownx1');
   });
 });

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { memoryQueries } from '../../src/memory/MemoryStore.ts';
 import { conversationQueries } from '../../src/store/conversationRepository.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
-import { type TestDatabase, createTestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let db: TestDatabase;
 const ROWS = 60_000;
@@ -28,14 +28,18 @@ beforeAll(async () => {
              FROM generate_series(1, ${ROWS}) g`);
   await q(`INSERT INTO memories (container_tag, content)
            SELECT 'user_+1555' || (g % 2000) || '_persona_sage', 'likes topic' || (g % 997) || ' and city ' || g FROM generate_series(1, ${ROWS}) g`);
-  await q(`INSERT INTO relationship_state (user_id, persona_id) SELECT '+1555' || g, 'sage' FROM generate_series(1, ${ROWS}) g`);
+  await q(
+    `INSERT INTO relationship_state (user_id, persona_id) SELECT '+1555' || g, 'sage' FROM generate_series(1, ${ROWS}) g`,
+  );
   await q(`INSERT INTO relay_inbox (event_id, conversation_key, payload, status)
            SELECT 'evt_' || g, 'conv_1', '{}', CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'processed' END FROM generate_series(1, ${ROWS}) g`);
   await q(`INSERT INTO relay_outbox (id, chat, conversation_key, payload, status)
            SELECT 'out_' || g, 'chat' || (g % 100), 'conv_1', '{}', CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'acked' END FROM generate_series(1, ${ROWS}) g`);
   await q(`INSERT INTO oauth_tokens (user_id, provider, enc_access, expires_at)
            SELECT '+1555' || g, 'google', 'x', now() + g * interval '1 minute' FROM generate_series(1, ${ROWS}) g`);
-  await q(`INSERT INTO actor_leases (key, epoch, owner) SELECT 'miniapp:ms_' || g, 1, 'n' FROM generate_series(1, ${ROWS}) g`);
+  await q(
+    `INSERT INTO actor_leases (key, epoch, owner) SELECT 'miniapp:ms_' || g, 1, 'n' FROM generate_series(1, ${ROWS}) g`,
+  );
   await q('ANALYZE');
 }, 120_000);
 
@@ -58,17 +62,62 @@ describe('query plans at 50k+ rows', () => {
     ['the participant list', miniappQueries.participants, ['ms_42'], 'miniapp_participants_pkey'],
     ['ops after a version (resume, rehydration)', miniappQueries.opsAfter, ['ms_42', 150], 'miniapp_ops_pkey'],
     ['ops between versions (conflict checks)', miniappQueries.opsBetween, ['ms_42', 10, 20], 'miniapp_ops_pkey'],
-    ['a person’s open miniapps', 'SELECT id FROM miniapp_sessions WHERE owner = $1 AND is_active', ['+155542'], 'miniapp_sessions_owner_active_idx'],
+    [
+      'a person’s open miniapps',
+      'SELECT id FROM miniapp_sessions WHERE owner = $1 AND is_active',
+      ['+155542'],
+      'miniapp_sessions_owner_active_idx',
+    ],
     ['message history', conversationQueries.page, ['conv_7', new Date(), 50], 'messages_conversation_created_idx'],
-    ['a conversation’s recent turns', conversationQueries.turns, ['conv_7', 21, '+155542', 'sage'], 'messages_conversation_created_idx'],
-    ['the sender’s relationship stage', conversationQueries.turns, ['conv_7', 21, '+155542', 'sage'], 'relationship_state_pkey'],
+    [
+      'a conversation’s recent turns',
+      conversationQueries.turns,
+      ['conv_7', 21, '+155542', 'sage'],
+      'messages_conversation_created_idx',
+    ],
+    [
+      'the sender’s relationship stage',
+      conversationQueries.turns,
+      ['conv_7', 21, '+155542', 'sage'],
+      'relationship_state_pkey',
+    ],
     ['messages by sender', 'SELECT id FROM messages WHERE sender = $1', ['+155542'], 'messages_sender_idx'],
-    ['latest memories of a container', memoryQueries.recall, ['user_+155542_persona_sage', null, 5], 'memories_container_created_idx'],
-    ['relationship state', 'SELECT stage FROM relationship_state WHERE user_id = $1 AND persona_id = $2', ['+155542', 'sage'], 'relationship_state_pkey'],
-    ['pending inbox rows', "SELECT seq FROM relay_inbox WHERE status = 'pending' ORDER BY seq LIMIT 100", [], 'relay_inbox_pending_idx'],
-    ['pending outbox rows', "SELECT id FROM relay_outbox WHERE status = 'pending' ORDER BY seq LIMIT 100", [], 'relay_outbox_pending_idx'],
-    ['expiring OAuth tokens', "SELECT user_id FROM oauth_tokens WHERE expires_at < now() + interval '10 minutes'", [], 'oauth_tokens_expires_idx'],
-    ['the epoch fence', 'SELECT key FROM actor_leases WHERE key = $1 FOR SHARE', ['miniapp:ms_42'], 'actor_leases_pkey'],
+    [
+      'latest memories of a container',
+      memoryQueries.recall,
+      ['user_+155542_persona_sage', null, 5],
+      'memories_container_created_idx',
+    ],
+    [
+      'relationship state',
+      'SELECT stage FROM relationship_state WHERE user_id = $1 AND persona_id = $2',
+      ['+155542', 'sage'],
+      'relationship_state_pkey',
+    ],
+    [
+      'pending inbox rows',
+      "SELECT seq FROM relay_inbox WHERE status = 'pending' ORDER BY seq LIMIT 100",
+      [],
+      'relay_inbox_pending_idx',
+    ],
+    [
+      'pending outbox rows',
+      "SELECT id FROM relay_outbox WHERE status = 'pending' ORDER BY seq LIMIT 100",
+      [],
+      'relay_outbox_pending_idx',
+    ],
+    [
+      'expiring OAuth tokens',
+      "SELECT user_id FROM oauth_tokens WHERE expires_at < now() + interval '10 minutes'",
+      [],
+      'oauth_tokens_expires_idx',
+    ],
+    [
+      'the epoch fence',
+      'SELECT key FROM actor_leases WHERE key = $1 FOR SHARE',
+      ['miniapp:ms_42'],
+      'actor_leases_pkey',
+    ],
   ];
   for (const [what, sql, params, index] of cases) {
     it(`uses ${index} for ${what}`, async () => {
@@ -79,6 +128,8 @@ describe('query plans at 50k+ rows', () => {
   it('searches memories of one container through the full-text index', async () => {
     const used = await indexesUsed(memoryQueries.recall, ['user_+155542_persona_sage', 'topic5 | city', 5]);
     // Both halves are index scans: the full-text match (or the container index) and the latest.
-    expect(used.filter((n) => n === 'memories_tsv_idx' || n === 'memories_container_created_idx').length).toBeGreaterThanOrEqual(2);
+    expect(
+      used.filter((n) => n === 'memories_tsv_idx' || n === 'memories_container_created_idx').length,
+    ).toBeGreaterThanOrEqual(2);
   });
 });

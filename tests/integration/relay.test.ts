@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Codes } from '../../src/errors.ts';
 import type { RunningServer } from '../../src/server.ts';
-import { type TestDatabase, createTestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
 import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
 import { startTestServer } from '../helpers/server.ts';
@@ -27,7 +27,12 @@ describe('the relay', () => {
     expect(res.status).toBe(202);
     expect(res.body).toEqual({ accepted: [e.id], duplicates: [], rejected: [] });
     const send = await relay.waitForSend((s) => s.replyTo === e.id);
-    expect(send).toMatchObject({ type: 'send', id: `out_${e.id}`, chat: { guid: `iMessage;-;${ALICE}`, group: false }, to: ALICE });
+    expect(send).toMatchObject({
+      type: 'send',
+      id: `out_${e.id}`,
+      chat: { guid: `iMessage;-;${ALICE}`, group: false },
+      to: ALICE,
+    });
     expect(send.text).toContain('offline');
     await relay.close();
   });
@@ -42,12 +47,14 @@ describe('the relay', () => {
       relay.event(e),
       postEvents(server.url, relayToken, { events: [e] }),
     ]);
-    const accepted = results.filter((r) => ('status' in r ? (r.body as { accepted: string[] }).accepted.length === 1 : r.type === 'accepted'));
+    const accepted = results.filter((r) =>
+      'status' in r ? (r.body as { accepted: string[] }).accepted.length === 1 : r.type === 'accepted',
+    );
     expect(accepted).toHaveLength(1);
     await relay.waitForSend((s) => s.replyTo === e.id);
     await new Promise((r) => setTimeout(r, 300));
     expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
-    const rows = await db.pool.query("SELECT count(*) FROM messages WHERE id = $1", [`in_${e.id}`]);
+    const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = $1', [`in_${e.id}`]);
     expect(rows.rows[0].count).toBe('1');
     await relay.close();
   });
@@ -60,7 +67,11 @@ describe('the relay', () => {
     expect(res.status).toBe(202);
     expect(res.body.accepted).toEqual([good.id]);
     expect(res.body.rejected).toEqual([
-      { index: 1, id: expect.any(String), error: expect.objectContaining({ code: Codes.validation_failed, path: ['sender'] }) },
+      {
+        index: 1,
+        id: expect.any(String),
+        error: expect.objectContaining({ code: Codes.validation_failed, path: ['sender'] }),
+      },
       { index: 2, id: 'r1', error: expect.objectContaining({ code: Codes.unknown_event_type }) },
     ]);
   });
@@ -71,9 +82,24 @@ describe('the relay', () => {
       [relayEvent({ sender: ALICE }), 400, Codes.validation_failed],
       [{ ...relayEvent({ sender: ALICE, text: 'x' }), type: 'typing' }, 400, Codes.unknown_event_type],
       [relayEvent({ sender: ALICE, text: 'x'.repeat(10_001) }), 400, Codes.validation_failed],
-      [relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'image/jpeg', url: 'https://evil.example.org/x.jpg' }] }), 400, Codes.validation_failed],
-      [relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'not a mime', data: 'AAAA' }] }), 400, Codes.validation_failed],
-      [{ events: Array.from({ length: 101 }, () => relayEvent({ sender: ALICE, text: 'x' })) }, 400, Codes.batch_too_large],
+      [
+        relayEvent({
+          sender: ALICE,
+          attachments: [{ id: 'a', mime: 'image/jpeg', url: 'https://evil.example.org/x.jpg' }],
+        }),
+        400,
+        Codes.validation_failed,
+      ],
+      [
+        relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'not a mime', data: 'AAAA' }] }),
+        400,
+        Codes.validation_failed,
+      ],
+      [
+        { events: Array.from({ length: 101 }, () => relayEvent({ sender: ALICE, text: 'x' })) },
+        400,
+        Codes.batch_too_large,
+      ],
       [{ events: [{ type: 'message' }] }, 400, Codes.no_valid_events],
     ];
     for (const [body, status, code] of cases) {
@@ -117,7 +143,10 @@ describe('hostile input', () => {
     const attachment = await postEvents(
       small.url,
       relayToken,
-      relayEvent({ sender: ALICE, attachments: [{ id: 'a', mime: 'image/png', data: Buffer.alloc(2000).toString('base64') }] }),
+      relayEvent({
+        sender: ALICE,
+        attachments: [{ id: 'a', mime: 'image/png', data: Buffer.alloc(2000).toString('base64') }],
+      }),
     );
     expect(attachment.status).toBe(400);
     expect(attachment.body.error.path).toEqual(['attachments', 0, 'data']);
@@ -132,7 +161,12 @@ describe('hostile input', () => {
     relay.ws.send(JSON.stringify({ type: 'ack' }));
     relay.ws.send(JSON.stringify({ type: 'event' }));
     await expect.poll(() => errors().length).toBe(4);
-    expect(errors().map((f) => f.code)).toEqual([Codes.invalid_json, Codes.unknown_frame_type, Codes.validation_failed, Codes.validation_failed]);
+    expect(errors().map((f) => f.code)).toEqual([
+      Codes.invalid_json,
+      Codes.unknown_frame_type,
+      Codes.validation_failed,
+      Codes.validation_failed,
+    ]);
     const bad = await relay.event({ ...relayEvent({ sender: 'nobody', text: 'x' }), id: 'bad-1' });
     expect(bad).toMatchObject({ type: 'error', code: Codes.validation_failed, ref: 'bad-1' });
     const good = relayEvent({ sender: BOB, text: 'still open' });

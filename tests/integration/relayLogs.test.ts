@@ -22,7 +22,9 @@ describe('relay logs', () => {
       },
     });
     const config = loadConfig(baseEnv(db.url, { LOG_LEVEL: 'debug' }));
-    const server = await startServer(config, { log: createLogger({ level: 'debug', format: 'json', destination: sink }) });
+    const server = await startServer(config, {
+      log: createLogger({ level: 'debug', format: 'json', destination: sink }),
+    });
     afterAll(() => server.close());
     const relayToken = await token('relay-logs', { role: 'relay' });
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });

@@ -21,7 +21,7 @@ async function expectDurable(pool: pg.Pool, sessionId: string, acked: Set<string
   const stored = new Set(rows.map((r) => r.op_id));
   expect(stored.size).toBe(rows.length);
   for (const id of acked) expect(stored.has(id), `acknowledged op ${id} is stored`).toBe(true);
-  rows.forEach((r, i) => expect(Number(r.version)).toBe(i + 1));
+  expect(rows.map((r) => Number(r.version))).toEqual(rows.map((_, i) => i + 1));
   const schema = miniapps.get('trip-planner')?.schema as never;
   let state: unknown = miniapps.get('trip-planner')?.initialState({ title: 'Lisbon' });
   for (const r of rows) {
@@ -47,7 +47,10 @@ describe('resilience', () => {
     const killing = setInterval(() => {
       kills++;
       killer
-        .query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [db.name])
+        .query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+          [db.name],
+        )
         .catch(() => {});
     }, 150);
     const load = await runEditLoad(server.url, id, tokens, { durationMs: 2500, intervalMs: 5 });
@@ -59,7 +62,12 @@ describe('resilience', () => {
     await expect.poll(async () => (await api(server.url, 'GET', '/ready')).status, { timeout: 5000 }).toBe(200);
     const s = await openSocket(server.url, id, tokens[0]);
     const snap = await s.next('snapshot');
-    s.send({ type: 'op', opId: 'after-kills', baseVersion: snap.version, op: { kind: 'set', path: ['title'], value: 'Recovered' } });
+    s.send({
+      type: 'op',
+      opId: 'after-kills',
+      baseVersion: snap.version,
+      op: { kind: 'set', path: ['title'], value: 'Recovered' },
+    });
     expect((await s.next('applied')).opId).toBe('after-kills');
     s.close();
     load.acked.add('after-kills');
@@ -79,7 +87,9 @@ describe('resilience', () => {
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE miniapp_sessions IN ACCESS EXCLUSIVE MODE');
     // Two creates take both connections and wait on the lock; the next ones find no connection.
-    const stuck = [1, 2].map(() => api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } }));
+    const stuck = [1, 2].map(() =>
+      api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } }),
+    );
     await new Promise((r) => setTimeout(r, 200));
     const started = Date.now();
     const refused = await api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } });
@@ -92,7 +102,9 @@ describe('resilience', () => {
     await locker.query('ROLLBACK');
     await locker.end();
     expect((await Promise.all(stuck)).map((r) => r.status)).toEqual([201, 201]);
-    expect((await api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } })).status).toBe(201);
+    expect(
+      (await api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } })).status,
+    ).toBe(201);
   });
 
   it('shuts down gracefully on SIGTERM under load: exit 0 within 10 s, sockets closed with 1001, no acknowledged op lost', async () => {
@@ -146,7 +158,12 @@ describe('resilience', () => {
     b.send({ type: 'op', opId: 'stale', baseVersion: 100, op: { kind: 'remove', path: ['budget', 'items', 0] } });
     const conflict = await b.next('conflict');
     expect(conflict.ops.map((o) => o.version)).toEqual(Array.from({ length: 20 }, (_, i) => 101 + i));
-    b.send({ type: 'op', opId: 'next', baseVersion: 120, op: { kind: 'set', path: ['title'], value: 'After the crash' } });
+    b.send({
+      type: 'op',
+      opId: 'next',
+      baseVersion: 120,
+      op: { kind: 'set', path: ['title'], value: 'After the crash' },
+    });
     expect(await b.next('applied')).toMatchObject({ opId: 'next', version: 121 });
     b.close();
     second.child.kill('SIGTERM');

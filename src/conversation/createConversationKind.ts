@@ -11,8 +11,10 @@ import {
   type ConversationOutput,
   conversationMachine,
   type InboundAttachment,
+  type MessageRow,
   type Moderation,
   type Recall,
+  type RecallInput,
   upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
 import type { Brain } from '../brain/Brain.ts';
@@ -23,7 +25,7 @@ import type { MemoryStore } from '../memory/MemoryStore.ts';
 import type { Logger } from '../observability/logger.ts';
 import { maskId } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { ConversationRepository, ConversationWrite } from '../store/conversationRepository.ts';
+import type { ConversationRepository, ConversationWrite, StoredMessage } from '../store/conversationRepository.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 
 export const CONVERSATION = 'conversation';
@@ -32,6 +34,7 @@ export const CONVERSATION = 'conversation';
 export const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
 const HISTORY_TURNS = 20;
 const PHOTOS_IN_VIEW = 3;
+const STAGE_REFRESH = 25;
 
 export interface ConversationKindDeps {
   repo: ConversationRepository;
@@ -49,6 +52,40 @@ export interface ConversationKindDeps {
   metrics: Metrics;
   log: Logger;
 }
+
+/** What the model is shown, from the latest messages (newest first) of the conversation. */
+function recallFrom(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string): Recall {
+  const turns = page
+    .filter((m) => m.id !== excludeMessageId)
+    .slice(0, HISTORY_TURNS)
+    .reverse();
+  return {
+    history: turns
+      .filter((m) => m.text)
+      .map((m) =>
+        m.direction === 'out'
+          ? { role: 'assistant' as const, text: m.text }
+          : { role: 'user' as const, sender: m.sender, text: m.text },
+      ),
+    memories,
+    photos: page
+      .flatMap((m) =>
+        m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string),
+      )
+      .slice(0, PHOTOS_IN_VIEW)
+      .reverse(),
+    stage,
+  };
+}
+
+const storedOf = (m: MessageRow): StoredMessage => ({
+  id: m.id,
+  sender: m.sender,
+  direction: m.direction,
+  text: m.text,
+  attachments: m.attachments,
+  createdAt: new Date(m.at).toISOString(),
+});
 
 export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
   const { repo, memory, brain, committer, metrics, log } = deps;
@@ -82,37 +119,6 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         return described;
       },
     ),
-    recall: fromPromise<
-      Recall,
-      { key: string; text: string; sender: string; persona: string; excludeMessageId: string }
-    >(async ({ input }) => {
-      const tag = containerTagOf({ key: input.key });
-      const [{ messages: page, stage }, memories] = await Promise.all([
-        repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
-        memory.recall(tag, input.text),
-      ]);
-      const turns = page
-        .filter((m) => m.id !== input.excludeMessageId)
-        .slice(0, HISTORY_TURNS)
-        .reverse();
-      return {
-        history: turns
-          .filter((m) => m.text)
-          .map((m) =>
-            m.direction === 'out'
-              ? { role: 'assistant' as const, text: m.text }
-              : { role: 'user' as const, sender: m.sender, text: m.text },
-          ),
-        memories,
-        photos: page
-          .flatMap((m) =>
-            m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string),
-          )
-          .slice(0, PHOTOS_IN_VIEW)
-          .reverse(),
-        stage,
-      };
-    }),
     think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
       const { context } = input;
       const work = context.work;
@@ -144,15 +150,48 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     async activate(key, epoch): Promise<AnyActorRef | null> {
       const stored = await repo.snapshot(key);
       const actorKey = `${CONVERSATION}:${key}`;
+      /**
+       * Recent turns and stages are cached per actor: it is the only writer of its messages,
+       * so after its own commits the cache is exact (a forget clears it). Stages, changed by
+       * the person's other conversations too, are read again every STAGE_REFRESH messages.
+       */
+      let cachedTurns: StoredMessage[] | null = null;
+      const stages = new Map<string, { stage: string; uses: number }>();
+      const recall = fromPromise<Recall, RecallInput>(async ({ input }) => {
+        const tag = containerTagOf({ key: input.key });
+        const known = stages.get(input.sender);
+        const fresh = cachedTurns !== null && known !== undefined && known.uses++ < STAGE_REFRESH;
+        const [turns, memories] = await Promise.all([
+          fresh
+            ? { messages: cachedTurns as StoredMessage[], stage: (known as { stage: string }).stage }
+            : repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
+          memory.recall(tag, input.text),
+        ]);
+        if (!fresh) {
+          cachedTurns = turns.messages;
+          stages.set(input.sender, { stage: turns.stage, uses: 0 });
+        }
+        return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
+      });
+      /** Keeps the cache exact after a commit. */
+      const remember = (commit: ConversationCommit) => {
+        if (commit.forget) cachedTurns = null;
+        if (cachedTurns === null) return;
+        const added = [commit.outbound, commit.inbound].filter((m): m is MessageRow => m !== null).map(storedOf);
+        cachedTurns = [...added, ...cachedTurns].slice(0, HISTORY_TURNS + 1);
+      };
+
       committer.forget(actorKey, epoch - 1);
       const machine = conversationMachine.provide({
         actors: {
           ...services,
+          recall,
           commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
             const snapshot = conversationMachine.getPersistedSnapshot(
               conversationMachine.resolveState({ value: 'idle', context: input.next }),
             );
             await committer.submit<ConversationWrite>(CONVERSATION, actorKey, epoch, { commit: input, snapshot });
+            remember(input);
           }),
         },
         actions: {

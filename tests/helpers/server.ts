@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
@@ -25,6 +26,26 @@ export function baseEnv(databaseUrl: string, extra: Record<string, string> = {})
     UPGRADES_PER_IP_PER_SECOND: '0',
     ...extra,
   };
+}
+
+/** A server in this process logging at debug level into `lines` (one JSON line each). */
+export async function startLoggedServer(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+): Promise<{ server: RunningServer; lines: string[] }> {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const config = loadConfig(baseEnv(databaseUrl, { ...env, LOG_LEVEL: 'debug' }));
+  const server = await startServer(config, {
+    log: createLogger({ level: 'debug', format: 'json', destination: sink }),
+  });
+  afterAll(() => server.close());
+  return { server, lines };
 }
 
 /** A server in this process; closed after the file's tests unless closed before. */

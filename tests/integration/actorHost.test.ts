@@ -1,12 +1,8 @@
-import { Writable } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.ts';
+import { describe, expect, it } from 'vitest';
 import { CloseCodes } from '../../src/errors.ts';
-import { createLogger } from '../../src/observability/logger.ts';
-import { startServer } from '../../src/server.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';
-import { baseEnv, startTestServer } from '../helpers/server.ts';
+import { startLoggedServer, startTestServer } from '../helpers/server.ts';
 import { openSocket, refusedStatus } from '../helpers/socket.ts';
 import { customToken, token } from '../helpers/tokens.ts';
 
@@ -64,18 +60,7 @@ describe('actor lifecycle', () => {
 describe('logs', () => {
   it('carry a request id on request lines and never contain a token', async () => {
     const db = await createTestDatabase();
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(...chunk.toString().split('\n').filter(Boolean));
-        done();
-      },
-    });
-    const config = loadConfig(baseEnv(db.url, { LOG_LEVEL: 'debug' }));
-    const server = await startServer(config, {
-      log: createLogger({ level: 'debug', format: 'json', destination: sink }),
-    });
-    afterAll(() => server.close());
+    const { server, lines } = await startLoggedServer(db.url);
     const alice = await token(ALICE);
     const expired = await customToken({ sub: ALICE }, { exp: Math.floor(Date.now() / 1000) - 60 });
     const id = await createTrip(server.url, alice);

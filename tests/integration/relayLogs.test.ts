@@ -1,12 +1,8 @@
-import { Writable } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/observability/logger.ts';
-import { startServer } from '../../src/server.ts';
+import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
 import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
-import { baseEnv } from '../helpers/server.ts';
+import { startLoggedServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
 const PHONE = '+15557770123';
@@ -14,18 +10,7 @@ const PHONE = '+15557770123';
 describe('relay logs', () => {
   it('carry the event id as correlation id, mask phone numbers and never contain message text', async () => {
     const db = await createTestDatabase();
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(...chunk.toString().split('\n').filter(Boolean));
-        done();
-      },
-    });
-    const config = loadConfig(baseEnv(db.url, { LOG_LEVEL: 'debug' }));
-    const server = await startServer(config, {
-      log: createLogger({ level: 'debug', format: 'json', destination: sink }),
-    });
-    afterAll(() => server.close());
+    const { server, lines } = await startLoggedServer(db.url);
     const relayToken = await token('relay-logs', { role: 'relay' });
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const secret = 'my secret diary entry about pineapples';

@@ -1,387 +1,41 @@
 /**
- * A load-generator process of the miniapp benchmark. It holds many `ws` sockets, drives them
- * as the parent asks over IPC (closed loop, open loop at a fixed rate, socket holding,
- * upgrade bursts) and reports counts, send → own `applied` latencies and its own event-loop
- * delay, so a saturated generator is visible in the results.
+ * A load-generator process of the miniapp benchmark, driven by the parent over IPC: the load
+ * phases (`lib/loadDriver.ts`: `ws` sockets, closed or open loop) and the socket phase
+ * (`lib/upgradeClient.ts`: held sockets and upgrade bursts with a minimal client). Every
+ * answer carries this process's CPU time and event-loop delay, so a saturated generator is
+ * visible in the results.
  *
- * The frame handling is deliberately cheap (string scanning for `applied` frames, JSON.parse
- * for the rest): the generator must not be what is measured.
+ * Run by the parent as `node --max-semi-space-size=8 --import tsx bench/loadWorker.ts`.
  */
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import WebSocket from 'ws';
-import { mintToken } from '../src/auth/mintToken.ts';
-import type {
-  ConnectResult,
-  LoadResult,
-  OpAccount,
-  OpenResult,
-  RoomSpec,
-  Target,
-  TokenSecret,
-  WorkerReply,
-  WorkerRequest,
-} from './lib/protocol.ts';
+import type { Socket } from 'node:net';
+import { connect, disconnect, load } from './lib/loadDriver.ts';
+import type { OpenResult, WorkerReply, WorkerRequest } from './lib/protocol.ts';
+import { closeRaw, type OpenJob, pooled, rawUpgrade } from './lib/upgradeClient.ts';
+import { at, configureTokens, eld, tokenFor, wsBase } from './lib/workerShared.ts';
 
-/** `{"type":"applied","opId":"` — Archety's applied frames (and the raw relay's copies) start so. */
-const APPLIED_PREFIX = '{"type":"applied","opId":"';
-const TOKEN_TTL_S = 3 * 3600;
-/** Emitted on a socket by its message handler when its snapshot arrived. */
-const SNAPSHOT_EVENT = 'bench:snapshot';
-const WS_OPTIONS: WebSocket.ClientOptions = {
-  perMessageDeflate: false,
-  skipUTF8Validation: true,
-  handshakeTimeout: 30_000,
-};
+let held: Socket[] = [];
+let prepared: OpenJob[] = [];
+let burstSockets: Socket[] = [];
 
-interface Client {
-  ws: WebSocket;
-  prefix: string;
-  item: string;
-  user: string;
-  seq: number;
-  /** Latest version seen (the baseVersion of the next op). */
-  version: number;
-  /** opId → send time (performance.now()). */
-  pending: Map<string, number>;
-  closed: boolean;
-  items?: Set<string>;
-}
-
-let workerId = 0;
-let jwt: TokenSecret | undefined;
-let jwtKey: Uint8Array | undefined;
-let target: Target = 'archety';
-let clients: Client[] = [];
-let held: WebSocket[] = [];
-let tokenSerial = 0;
-
-const eld = monitorEventLoopDelay({ resolution: 5 });
-eld.enable();
-
-let account: OpAccount = freshAccount();
-let frames = 0;
-let closedDuring = 0;
-/** Closed loop: each acknowledgement sends the next op. */
-let closedLoop = false;
-let running = false;
-/** performance.now() bounds of the measured window; ops sent inside it have their latency kept. */
-let winStart = Number.POSITIVE_INFINITY;
-let winEnd = Number.POSITIVE_INFINITY;
-let latencies: number[] = [];
-
-function freshAccount(): OpAccount {
-  return { sent: 0, applied: 0, conflict: 0, error: 0, inFlight: 0, errorCodes: {}, unmatched: 0 };
-}
-
-function reply(msg: WorkerReply): void {
-  process.send?.(msg);
-}
-
-function wsBase(baseUrl: string): string {
-  return baseUrl.replace(/^http/, 'ws');
-}
-
-async function tokenFor(user: string, distinct: boolean): Promise<string> {
-  if (!jwt || !jwtKey) throw new Error('worker not initialised');
-  // A distinct lifetime gives a distinct token (and signature) per socket when asked.
-  const ttlS = distinct ? TOKEN_TTL_S + workerId * 1_000_000 + tokenSerial++ : TOKEN_TTL_S;
-  return mintToken({ secret: jwtKey, issuer: jwt.issuer, audience: jwt.audience, sub: user, ttlS });
-}
-
-function opFrame(c: Client, opId: string, seq: number): string {
-  const op = `{"kind":"set","path":["budget","items",{"id":"${c.item}"},"label"],"value":"label ${seq}"}`;
-  // The raw relay gets the frame Archety would publish, so both fan out the same bytes.
-  return target === 'archety'
-    ? `{"type":"op","opId":"${opId}","baseVersion":${c.version},"op":${op}}`
-    : `{"type":"applied","opId":"${opId}","by":"${c.user}","version":${seq},"op":${op}}`;
-}
-
-function sendOp(c: Client): void {
-  if (c.closed) return;
-  const seq = c.seq++;
-  const opId = c.prefix + seq;
-  c.pending.set(opId, performance.now());
-  account.sent++;
-  c.ws.send(opFrame(c, opId, seq));
-}
-
-function settle(c: Client, opId: string, outcome: 'applied' | 'conflict' | 'error', code?: string): void {
-  const sentAt = c.pending.get(opId);
-  if (sentAt === undefined) {
-    account.unmatched++;
-    return;
-  }
-  c.pending.delete(opId);
-  account[outcome]++;
-  if (code) account.errorCodes[code] = (account.errorCodes[code] ?? 0) + 1;
-  if (outcome === 'applied' && sentAt >= winStart && sentAt < winEnd) latencies.push(performance.now() - sentAt);
-  if (closedLoop && running) sendOp(c);
-}
-
-function onFrame(c: Client, s: string): void {
-  if (s.startsWith(APPLIED_PREFIX)) {
-    frames++;
-    const end = s.indexOf('"', APPLIED_PREFIX.length);
-    const opId = s.slice(APPLIED_PREFIX.length, end);
-    let i = s.indexOf('"version":', end) + 10;
-    let v = 0;
-    for (let ch = s.charCodeAt(i); ch >= 48 && ch <= 57; ch = s.charCodeAt(++i)) v = v * 10 + (ch - 48);
-    if (v > c.version) c.version = v;
-    if (opId.startsWith(c.prefix)) settle(c, opId, 'applied');
-    return;
-  }
-  const f = JSON.parse(s) as {
-    type: string;
-    version?: number;
-    opId?: string;
-    ref?: string;
-    code?: string;
-    state?: { budget?: { items?: { id: string }[] } };
-  };
-  if (f.type === 'snapshot') {
-    c.version = Math.max(c.version, f.version ?? 0);
-    c.items = new Set((f.state?.budget?.items ?? []).map((it) => it.id));
-    c.ws.emit(SNAPSHOT_EVENT);
-  } else if (f.type === 'conflict' && f.opId) {
-    c.version = Math.max(c.version, f.version ?? 0);
-    settle(c, f.opId, 'conflict');
-  } else if (f.type === 'error') {
-    if (f.ref && c.pending.has(f.ref)) settle(c, f.ref, 'error', f.code);
-    else account.errorCodes[`${f.code}(no ref)`] = (account.errorCodes[`${f.code}(no ref)`] ?? 0) + 1;
-  }
-}
-
-/**
- * Opens one socket; resolves once it is open (`ready: 'open'`) or once its first snapshot
- * frame came (`'snapshot'`, signalled by the message handler `onCreated` attaches).
- */
-function openSocket(
-  url: string,
-  protocols: string[] | undefined,
-  ready: 'open' | 'snapshot',
-  onCreated: (ws: WebSocket) => void,
-): Promise<{ ws: WebSocket; ok: true } | { ok: false; reason: string }> {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(url, protocols, WS_OPTIONS);
-    let done = false;
-    const finish = (r: { ws: WebSocket; ok: true } | { ok: false; reason: string }) => {
-      if (done) return;
-      done = true;
-      resolve(r);
-    };
-    ws.on('unexpected-response', (_req, res) => {
-      res.resume();
-      finish({ ok: false, reason: `http_${res.statusCode}` });
-      ws.terminate();
-    });
-    ws.on('error', (err: NodeJS.ErrnoException) => finish({ ok: false, reason: err.code ?? err.message.slice(0, 60) }));
-    ws.on('close', (code) => finish({ ok: false, reason: `closed_${code}` }));
-    onCreated(ws);
-    ws.once(ready === 'snapshot' ? SNAPSHOT_EVENT : 'open', () => finish({ ws, ok: true }));
-  });
-}
-
-/** Runs `tasks` with at most `limit` at once. */
-async function pooled<T>(tasks: (() => Promise<T>)[], limit: number): Promise<T[]> {
-  const out: T[] = new Array(tasks.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < tasks.length) {
-      const i = next++;
-      out[i] = await tasks[i]();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, tasks.length)) }, lane));
-  return out;
-}
-
-async function connect(req: Extract<WorkerRequest, { cmd: 'connect' }>): Promise<ConnectResult> {
-  const started = performance.now();
-  target = req.target;
-  account = freshAccount();
-  const tokens = new Map<string, string>();
-  if (target === 'archety') {
-    for (const room of req.rooms) for (const u of room.users) if (!tokens.has(u)) tokens.set(u, await tokenFor(u, false));
-  }
-  let failed = 0;
-  const byRoom: Client[][] = req.rooms.map(() => []);
-  const tasks = req.rooms.flatMap((room, r) =>
-    room.users.map((user, k) => async () => {
-      const c: Client = {
-        ws: undefined as unknown as WebSocket,
-        prefix: `w${workerId}r${r}c${k}-`,
-        item: `item-${k}`,
-        user,
-        seq: 0,
-        version: 0,
-        pending: new Map(),
-        closed: false,
-      };
-      const url =
-        target === 'archety'
-          ? `${wsBase(req.baseUrl)}/v1/miniapp/${encodeURIComponent(room.sessionId)}`
-          : `${wsBase(req.baseUrl)}/room/${encodeURIComponent(room.sessionId)}`;
-      const protocols = target === 'archety' ? ['archety.v1', `bearer.${tokens.get(user)}`] : undefined;
-      const opened = await openSocket(url, protocols, target === 'archety' ? 'snapshot' : 'open', (ws) => {
-        c.ws = ws;
-        ws.on('message', (data: Buffer) => onFrame(c, data.toString()));
-      });
-      if (!opened.ok) {
-        failed++;
-        return;
-      }
-      c.ws = opened.ws;
-      c.ws.on('close', () => {
-        c.closed = true;
-        if (running) closedDuring++;
-      });
-      c.ws.on('error', () => {});
-      clients.push(c);
-      byRoom[r][k] = c;
-    }),
-  );
-  await pooled(tasks, req.concurrency);
-  if (target === 'archety') await ensureItems(byRoom);
-  const setup = account;
-  account = freshAccount();
-  return { sockets: clients.length, failed, setup, ms: performance.now() - started };
-}
-
-/** Client 0 of each room inserts the budget items its room's clients will edit. */
-async function ensureItems(byRoom: Client[][]): Promise<void> {
-  for (const room of byRoom) {
-    const first = room.find(Boolean);
-    if (!first) continue;
-    for (let k = 0; k < room.length; k++) {
-      const item = `item-${k}`;
-      if (first.items?.has(item)) continue;
-      const seq = first.seq++;
-      const opId = `${first.prefix}${seq}`;
-      first.pending.set(opId, performance.now());
-      account.sent++;
-      first.ws.send(
-        JSON.stringify({
-          type: 'op',
-          opId,
-          baseVersion: first.version,
-          op: { kind: 'insert', path: ['budget', 'items'], value: { id: item, label: `item ${k}`, amount: k } },
-        }),
-      );
-    }
-  }
-  await waitUntil(() => inFlight() === 0, 15_000);
-  account.inFlight = inFlight();
-}
-
-function inFlight(): number {
-  let n = 0;
-  for (const c of clients) n += c.pending.size;
-  return n;
-}
-
-async function waitUntil(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
-}
-
-function at(epochMs: number, fn: () => void): void {
-  setTimeout(fn, Math.max(0, epochMs - Date.now()));
-}
-
-/** Runs one load phase (closed or open loop) and reports its window and accounting. */
-function load(req: Extract<WorkerRequest, { cmd: 'saturate' | 'rate' }>): Promise<LoadResult> {
-  account = freshAccount();
-  frames = 0;
-  closedDuring = 0;
-  latencies = [];
-  winStart = Number.POSITIVE_INFINITY;
-  winEnd = Number.POSITIVE_INFINITY;
-  closedLoop = req.cmd === 'saturate';
-  const live = () => clients.filter((c) => !c.closed);
-  return new Promise((resolve) => {
-    let snap0 = { applied: 0, frames: 0, sent: 0, cpu: 0, t: 0 };
-    let ticker: NodeJS.Timeout | undefined;
-    at(req.startAt, () => {
-      running = true;
-      if (req.cmd === 'saturate') {
-        for (const c of live()) for (let i = 0; i < req.window; i++) sendOp(c);
-      } else {
-        const t0 = performance.now();
-        const open = live();
-        let cursor = 0;
-        let sentHere = 0;
-        const tick = () => {
-          if (!running || open.length === 0) return;
-          const due = Math.floor((req.rate * (performance.now() - t0)) / 1000) - sentHere;
-          for (let i = 0; i < due; i++) {
-            sendOp(open[cursor]);
-            cursor = (cursor + 1) % open.length;
-            sentHere++;
-          }
-          ticker = setTimeout(tick, 1);
-        };
-        tick();
-      }
-    });
-    at(req.startAt + req.warmMs, () => {
-      const cpu = process.cpuUsage();
-      snap0 = { applied: account.applied, frames, sent: account.sent, cpu: cpu.user + cpu.system, t: performance.now() };
-      winStart = snap0.t;
-      eld.reset();
-    });
-    at(req.startAt + req.warmMs + req.measureMs, async () => {
-      const t = performance.now();
-      winEnd = t;
-      running = false;
-      clearTimeout(ticker);
-      const cpu = process.cpuUsage();
-      const window = {
-        applied: account.applied - snap0.applied,
-        frames: frames - snap0.frames,
-        sent: account.sent - snap0.sent,
-        ms: t - snap0.t,
-        eldP99Ms: eld.percentile(99) / 1e6,
-        cpuMs: (cpu.user + cpu.system - snap0.cpu) / 1000,
-      };
-      await waitUntil(() => inFlight() === 0, req.drainMs);
-      account.inFlight = inFlight();
-      resolve({ window, account, latencies, closedDuring });
-    });
-  });
-}
-
-async function disconnect(): Promise<{ closed: number }> {
-  const all = clients;
-  clients = [];
-  for (const c of all) for (const _ of c.pending) account.inFlight++;
-  await closeAll(all.map((c) => c.ws));
-  return { closed: all.length };
-}
-
-async function closeAll(sockets: WebSocket[]): Promise<void> {
-  const open = sockets.filter((ws) => ws && ws.readyState !== WebSocket.CLOSED);
-  const closed = open.map((ws) => new Promise<void>((r) => ws.once('close', () => r())));
-  for (const ws of open) ws.close(1000);
-  const timeout = new Promise<void>((r) => setTimeout(r, 10_000).unref());
-  await Promise.race([Promise.all(closed), timeout]);
-  for (const ws of open) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
-}
-
-/** Opens authenticated sockets (a distinct token each) with `concurrency` upgrades in flight. */
-async function openMany(
-  req: Extract<WorkerRequest, { cmd: 'hold' | 'burst' }>,
-  waitSnapshot: boolean,
-): Promise<{ sockets: WebSocket[]; result: OpenResult }> {
-  const jobs: { url: string; token: string }[] = [];
+/** One distinct token per socket, minted before the clock starts. */
+async function prepare(req: Extract<WorkerRequest, { cmd: 'prepare' }>): Promise<{ sockets: number }> {
+  prepared = [];
   for (const room of req.rooms) {
-    const url = `${wsBase(req.baseUrl)}/v1/miniapp/${encodeURIComponent(room.sessionId)}`;
-    for (const user of room.users) jobs.push({ url, token: await tokenFor(user, true) });
+    const route = req.target === 'archety' ? '/v1/miniapp/' : '/room/';
+    const url = new URL(`${wsBase(req.baseUrl)}${route}${encodeURIComponent(room.sessionId)}`);
+    for (const user of room.users) prepared.push({ url, token: await tokenFor(user, true) });
   }
-  const sockets: WebSocket[] = [];
+  return { sockets: prepared.length };
+}
+
+/** Opens the prepared sockets with `concurrency` upgrades in flight from `startAt` on. */
+async function openPrepared<S>(
+  req: Extract<WorkerRequest, { cmd: 'hold' | 'burst' }>,
+  open: (job: OpenJob) => Promise<{ ok: true; socket: S } | { ok: false; reason: string }>,
+): Promise<{ sockets: S[]; result: OpenResult }> {
+  const jobs = prepared;
+  prepared = [];
+  const sockets: S[] = [];
   const failures: Record<string, number> = {};
   let lastOpenAt = 0;
   await new Promise((r) => at(req.startAt, () => r(undefined)));
@@ -389,22 +43,13 @@ async function openMany(
   const cpu0 = process.cpuUsage();
   await pooled(
     jobs.map((job) => async () => {
-      const opened = await openSocket(
-        job.url,
-        ['archety.v1', `bearer.${job.token}`],
-        waitSnapshot ? 'snapshot' : 'open',
-        (ws) =>
-          ws.on('message', (data: Buffer) => {
-            if (data.toString().startsWith('{"type":"snapshot"')) ws.emit(SNAPSHOT_EVENT);
-          }),
-      );
+      const opened = await open(job);
       if (!opened.ok) {
         failures[opened.reason] = (failures[opened.reason] ?? 0) + 1;
         return;
       }
       lastOpenAt = Date.now();
-      opened.ws.on('error', () => {});
-      sockets.push(opened.ws);
+      sockets.push(opened.socket);
     }),
     req.concurrency,
   );
@@ -422,12 +67,14 @@ async function openMany(
   };
 }
 
+function reply(msg: WorkerReply): void {
+  process.send?.(msg);
+}
+
 async function handle(req: WorkerRequest): Promise<unknown> {
   switch (req.cmd) {
     case 'init':
-      workerId = req.workerId;
-      jwt = req.jwt;
-      jwtKey = new TextEncoder().encode(req.jwt.secret);
+      configureTokens(req.workerId, req.jwt);
       return { pid: process.pid };
     case 'connect':
       return connect(req);
@@ -436,19 +83,27 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       return load(req);
     case 'disconnect':
       return disconnect();
+    case 'prepare':
+      return prepare(req);
     case 'hold': {
-      const { sockets, result } = await openMany(req, true);
+      const { sockets, result } = await openPrepared(req, (job) => rawUpgrade(job, true));
       held.push(...sockets);
       return result;
     }
     case 'burst': {
-      const { sockets, result } = await openMany(req, false);
-      await closeAll(sockets);
+      const { sockets, result } = await openPrepared(req, (job) => rawUpgrade(job, false));
+      burstSockets = sockets;
       return result;
+    }
+    case 'releaseBurst': {
+      const n = burstSockets.length;
+      await closeRaw(burstSockets);
+      burstSockets = [];
+      return { closed: n };
     }
     case 'release': {
       const n = held.length;
-      await closeAll(held);
+      await closeRaw(held);
       held = [];
       return { closed: n };
     }
@@ -461,7 +116,8 @@ async function handle(req: WorkerRequest): Promise<unknown> {
 process.on('message', (req: WorkerRequest) => {
   handle(req).then(
     (result) => reply({ id: req.id, ok: true, result }),
-    (err: unknown) => reply({ id: req.id, ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
+    (err: unknown) =>
+      reply({ id: req.id, ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
   );
 });
 process.on('disconnect', () => process.exit(0));

@@ -22,7 +22,7 @@ app.ws<RoomData>('/room/:id', {
   compression: uws.DISABLED,
   maxPayloadLength: 64 * 1024 * 32,
   maxBackpressure: 1024 * 1024,
-  closeOnBackpressureLimit: true,
+  closeOnBackpressureLimit: 1,
   idleTimeout: 120,
   sendPingsAutomatically: true,
   upgrade(res, req, context) {

@@ -63,7 +63,11 @@ export interface PgSettings {
 export function pgSettings(url: string): Promise<PgSettings> {
   return withClient(url, async (c) => {
     const one = async (name: string) => (await c.query(`SHOW ${name}`)).rows[0][name] as string;
-    return { version: await one('server_version'), fsync: await one('fsync'), synchronousCommit: await one('synchronous_commit') };
+    return {
+      version: await one('server_version'),
+      fsync: await one('fsync'),
+      synchronousCommit: await one('synchronous_commit'),
+    };
   });
 }
 
@@ -82,9 +86,16 @@ export interface CommitRate {
  * `clients` connections each INSERT one row with autocommit, back to back; the rate is the
  * commits completed in the measured window (after `warmMs`).
  */
-export async function singleRowCommitRate(url: string, clients: number, warmMs: number, measureMs: number): Promise<CommitRate> {
+export async function singleRowCommitRate(
+  url: string,
+  clients: number,
+  warmMs: number,
+  measureMs: number,
+): Promise<CommitRate> {
   await withClient(url, (c) =>
-    c.query('CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, client int NOT NULL, payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())'),
+    c.query(
+      'CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, client int NOT NULL, payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())',
+    ),
   );
   const conns = await Promise.all(
     Array.from({ length: clients }, async () => {
@@ -117,4 +128,20 @@ export async function singleRowCommitRate(url: string, clients: number, warmMs: 
     await Promise.all(conns.map((c) => c.end().catch(() => {})));
   }
   return { txPerSecond: (done * 1000) / measureMs, meanMs: done ? busyMs / done : Number.NaN, clients };
+}
+
+/** Counters of PostgreSQL background work that stalls commits: checkpoints (cluster-wide) and autovacuum of `miniapp_ops`. */
+export interface PgActivity {
+  checkpoints: number;
+  autovacuums: number;
+}
+
+export function pgActivity(url: string): Promise<PgActivity> {
+  return withClient(url, async (c) => {
+    const cp = await c.query('SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgwriter');
+    const av = await c.query(
+      "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) AS n FROM pg_stat_user_tables WHERE relname = 'miniapp_ops'",
+    );
+    return { checkpoints: Number(cp.rows[0].n), autovacuums: Number(av.rows[0].n) };
+  });
 }

@@ -3,7 +3,7 @@
  * speed probe (a fixed busy loop timed on one core), core pinning and the file limit.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
 let clockTicks: number | undefined;
@@ -26,6 +26,18 @@ export function cpuTimeMs(pid: number): number {
   return ((utime + stime) * 1000) / ticksPerSecond();
 }
 
+/**
+ * Time the main thread of `pid` has spent runnable but waiting for a CPU, ms
+ * (/proc/<pid>/schedstat); NaN where the kernel does not report it.
+ */
+export function runDelayMs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Resident set size of `pid`, KiB (VmRSS). */
 export function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -44,8 +56,7 @@ export function pin(pid: number, core: number): void {
 
 /** The open-file limit the benchmark's processes get: 65536 when allowed, else the hard limit. */
 export function fileLimit(): { soft: number; hard: number; wanted: number; granted: number } {
-  const read = (flag: string) =>
-    spawnSync('bash', ['-c', `ulimit ${flag}`], { encoding: 'utf8' }).stdout.trim();
+  const read = (flag: string) => spawnSync('bash', ['-c', `ulimit ${flag}`], { encoding: 'utf8' }).stdout.trim();
   const soft = Number(read('-Sn'));
   const hardText = read('-Hn');
   const hard = hardText === 'unlimited' ? Number.POSITIVE_INFINITY : Number(hardText);
@@ -71,13 +82,18 @@ process.stdout.write(String((n * 10000) / ${PROBE_MS} / 1000));
 
 /** Runs the fixed busy loop for 0.3 s on `core`: millions of loop iterations per second. */
 export function cpuProbe(core: number | null): Promise<number> {
-  const cmd = core === null ? [process.execPath, '-e', PROBE_SCRIPT] : ['taskset', '-c', String(core), process.execPath, '-e', PROBE_SCRIPT];
+  const cmd =
+    core === null
+      ? [process.execPath, '-e', PROBE_SCRIPT]
+      : ['taskset', '-c', String(core), process.execPath, '-e', PROBE_SCRIPT];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`cpu probe exited with ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve(Number(out)) : reject(new Error(`cpu probe exited with ${code}`)),
+    );
   });
 }
 
@@ -96,5 +112,31 @@ export function machineInfo(): MachineInfo {
   } catch {
     // Not Linux: os.cpus() it is.
   }
-  return { cpu, cores: os.availableParallelism(), node: process.version, kernel: os.release() };
+  // os.cpus(), not availableParallelism(): the latter shrinks once this process is pinned.
+  return { cpu, cores: os.cpus().length, node: process.version, kernel: os.release() };
+}
+
+/**
+ * CPU time so far (user + system, ms) of every process whose command name is `comm` (e.g.
+ * `postgres`: the server and all its backends), by pid. Processes that end are missed.
+ */
+export function cpuTimeByCommand(comm: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) out.set(pid, cpuTimeMs(pid));
+    } catch {
+      // It ended in between.
+    }
+  }
+  return out;
+}
+
+/** CPU time (ms) spent between two `cpuTimeByCommand` readings; a process new in `after` counts from 0. */
+export function cpuTimeSpent(before: Map<number, number>, after: Map<number, number>): number {
+  let ms = 0;
+  for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);
+  return ms;
 }

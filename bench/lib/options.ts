@@ -38,21 +38,29 @@ export interface BenchOptions {
   readme: boolean;
   /** Directory for a `--cpu-prof` of the Archety server (none when undefined). */
   serverCpuProf: string | undefined;
+  /** Extra Node flags for the Archety server (diagnostics, e.g. `--trace-gc`). */
+  serverNodeFlags: string[];
+  /** File that receives the Archety server's output (none when undefined). */
+  serverLog: string | undefined;
+  /** Extra environment for the Archety server (experiments, e.g. PG_POOL_MAX=16). */
+  serverEnv: Record<string, string>;
+  /** Extra Node flags for the load generators (diagnostics, e.g. `--cpu-prof`). */
+  workerNodeFlags: string[];
   /** Abort the whole run after this long. */
   deadlineMs: number;
 }
 
 const DEFAULTS: BenchOptions = {
   quick: false,
-  rounds: 3,
+  rounds: 5,
   workers: 4,
   rooms: 100,
   fanout: 10,
   window: 2,
   warmMs: 2000,
-  measureMs: 5000,
+  measureMs: 6000,
   latencyWarmMs: 2000,
-  latencyMeasureMs: 8000,
+  latencyMeasureMs: 10_000,
   drainMs: 5000,
   pgClients: 8,
   pgWarmMs: 500,
@@ -64,6 +72,10 @@ const DEFAULTS: BenchOptions = {
   connectConcurrency: 100,
   readme: true,
   serverCpuProf: undefined,
+  serverNodeFlags: [],
+  serverLog: undefined,
+  serverEnv: {},
+  workerNodeFlags: [],
   deadlineMs: 15 * 60_000,
 };
 
@@ -92,17 +104,21 @@ const QUICK: Partial<BenchOptions> = {
 export const USAGE = `Usage: npm run bench:miniapp [-- options]
 
   --quick              a small, fast run (also BENCH_QUICK=1); does not touch bench/README.md
-  --rounds N           measured rounds (default 3)
+  --rounds N           measured rounds (default 5)
   --workers N          load-generator processes (default 4)
   --rooms N            rooms driven in the load phases (default 100)
   --fanout N           sockets per room (default 10)
   --window N           ops outstanding per socket at saturation (default 2)
-  --measure-s S        measured seconds per saturation phase (default 5)
+  --measure-s S        measured seconds per saturation phase (default 6)
   --sessions N         sessions created (default 1000)
   --sockets N          sockets held in the memory phase (default 10000)
   --burst N            sockets per upgrade burst (default 5000)
   --no-readme          do not write bench/README.md
   --server-cpu-prof D  run the Archety server with --cpu-prof, profiles into D
+  --server-node-flags F  extra Node flags for the Archety server, e.g. "--trace-gc"
+  --server-log FILE    write the Archety server's output to FILE
+  --server-env K=V     extra environment for the Archety server (repeatable), e.g. PG_POOL_MAX=16
+  --worker-node-flags F  extra Node flags for the load generators, e.g. "--cpu-prof"
 
 Environment: BENCH_DATABASE_URL (use this database instead of creating one),
 BENCH_PG_ADMIN_URL (where to create it; default postgres://<os user>@127.0.0.1:5432/postgres).`;
@@ -123,6 +139,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       burst: { type: 'string' },
       'no-readme': { type: 'boolean' },
       'server-cpu-prof': { type: 'string' },
+      'server-node-flags': { type: 'string' },
+      'server-log': { type: 'string' },
+      'server-env': { type: 'string', multiple: true },
+      'worker-node-flags': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -147,6 +167,14 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   o.burstSockets = int('burst', values.burst, 1) ?? o.burstSockets;
   if (values['no-readme']) o.readme = false;
   o.serverCpuProf = values['server-cpu-prof'];
+  o.serverNodeFlags = (values['server-node-flags'] ?? '').split(/\s+/).filter(Boolean);
+  o.serverLog = values['server-log'];
+  for (const pair of values['server-env'] ?? []) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new Error(`--server-env takes KEY=VALUE, got "${pair}"`);
+    o.serverEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  o.workerNodeFlags = (values['worker-node-flags'] ?? '').split(/\s+/).filter(Boolean);
   if (o.rooms > o.sessions) o.sessions = o.rooms;
   return o;
 }

@@ -3,6 +3,7 @@
  * and the load-generator workers (pinned to core 1, coordinated over IPC).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pinnedCommand } from './machine.ts';
@@ -32,10 +33,17 @@ export function startServerProcess(o: {
   fileLimit: number;
   ready: RegExp;
   timeoutMs: number;
+  /** Also write its output to this file. */
+  logFile?: string;
 }): Promise<ServerProcess> {
   const { file, args } = pinnedCommand(o.core, o.fileLimit, o.command);
   const child = spawn(file, args, { cwd: repoRoot, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
+  if (o.logFile) {
+    const file = createWriteStream(o.logFile);
+    child.stdout?.pipe(file);
+    child.stderr?.pipe(file);
+  }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async (graceMs = 12_000) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -69,8 +77,8 @@ export function startServerProcess(o: {
   });
 }
 
-/** One load-generator process and its pending requests. */
-export class Worker {
+/** One load-generator process and its pending requests (`Req`: the requests its script understands). */
+export class Worker<Req extends { cmd: string } = WorkerRequest> {
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   readonly exited: Promise<void>;
@@ -100,7 +108,7 @@ export class Worker {
     return this.child.pid as number;
   }
 
-  request<T>(req: DistributiveOmit<WorkerRequest, 'id'>, timeoutMs: number): Promise<T> {
+  request<T>(req: DistributiveOmit<Req, 'id'>, timeoutMs: number): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -124,18 +132,28 @@ export class Worker {
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-/** Starts `count` load generators on `core` with a small young generation (BENCHMARKING.md). */
-export function startWorkers(count: number, core: number | null, fileLimit: number): Worker[] {
+/**
+ * Starts `count` load generators on `core` with a small young generation (BENCHMARKING.md),
+ * each running `script` (relative to the repository root).
+ */
+export function startWorkers<Req extends { cmd: string } = WorkerRequest>(
+  count: number,
+  core: number | null,
+  fileLimit: number,
+  nodeFlags: string[] = [],
+  script = 'bench/loadWorker.ts',
+): Worker<Req>[] {
   return Array.from({ length: count }, (_, i) => {
     const { file, args } = pinnedCommand(core, fileLimit, [
       process.execPath,
       '--max-semi-space-size=8',
       '--initial-old-space-size=256',
+      ...nodeFlags,
       '--import',
       'tsx',
-      path.join(repoRoot, 'bench/loadWorker.ts'),
+      path.join(repoRoot, script),
     ]);
     const child = spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    return new Worker(i, child);
+    return new Worker<Req>(i, child);
   });
 }

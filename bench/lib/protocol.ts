@@ -31,10 +31,16 @@ export type WorkerRequest =
   /** Open loop: `rate` ops/s spread over this worker's sockets; latencies of ops sent in the window. */
   | { id: number; cmd: 'rate'; startAt: number; warmMs: number; measureMs: number; rate: number; drainMs: number }
   | { id: number; cmd: 'disconnect' }
-  /** Opens and keeps `perRoom` authenticated sockets on each room (one token each). */
-  | { id: number; cmd: 'hold'; baseUrl: string; rooms: RoomSpec[]; concurrency: number; startAt: number }
-  /** Opens `rooms × users` sockets as fast as possible from `startAt`, then closes them. */
-  | { id: number; cmd: 'burst'; baseUrl: string; rooms: RoomSpec[]; concurrency: number; startAt: number }
+  /** Mints one token per socket of `rooms` (before any timing starts) for the next hold or burst. */
+  | { id: number; cmd: 'prepare'; target: Target; baseUrl: string; rooms: RoomSpec[] }
+  /** Opens the prepared sockets from `startAt` on, waits for their snapshots, keeps them (idle). */
+  | { id: number; cmd: 'hold'; concurrency: number; startAt: number }
+  /**
+   * Upgrades the prepared sockets as fast as possible from `startAt` on (a minimal client: the
+   * HTTP upgrade request, then the 101 status line) and keeps them until `releaseBurst`.
+   */
+  | { id: number; cmd: 'burst'; concurrency: number; startAt: number }
+  | { id: number; cmd: 'releaseBurst' }
   | { id: number; cmd: 'release' }
   | { id: number; cmd: 'exit' };
 

@@ -1,0 +1,34 @@
+/** The benchmark's progress lines, the current phase (for the heartbeat and errors) and timing helpers. */
+import { performance } from 'node:perf_hooks';
+
+const t0 = performance.now();
+let lastLine = 0;
+let currentPhase = 'starting';
+
+/** Prints one progress line, stamped with the seconds since the start. */
+export function progress(message: string): void {
+  lastLine = performance.now();
+  process.stdout.write(`[bench ${((lastLine - t0) / 1000).toFixed(1).padStart(5)}s] ${message}\n`);
+}
+
+/** Starts a phase: prints it and remembers it for the heartbeat and for error messages. */
+export function phase(name: string): void {
+  currentPhase = name;
+  progress(name);
+}
+
+export function currentPhaseName(): string {
+  return currentPhase;
+}
+
+/** ms since the last progress line. */
+export function sinceLastLine(): number {
+  return performance.now() - lastLine;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Calls `fn` at epoch time `epochMs`. */
+export function at<T>(epochMs: number, fn: () => T): Promise<T> {
+  return new Promise((resolve) => setTimeout(() => resolve(fn()), Math.max(0, epochMs - Date.now())));
+}

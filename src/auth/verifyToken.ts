@@ -4,6 +4,7 @@
  * reason for the auth-failure metric; the token itself is never logged.
  */
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
+import { type KeyObject, createSecretKey } from 'node:crypto';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
 
@@ -65,8 +66,9 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export function createVerifier(options: VerifierOptions): VerifyToken {
   const hmac = 'secret' in options.key;
-  const key: Uint8Array | JWTVerifyGetKey =
-    'secret' in options.key ? options.key.secret : createRemoteJWKSet(new URL(options.key.jwksUrl));
+  // A KeyObject, imported once: given raw bytes, jose would import the key on every verify.
+  const key: KeyObject | JWTVerifyGetKey =
+    'secret' in options.key ? createSecretKey(options.key.secret) : createRemoteJWKSet(new URL(options.key.jwksUrl));
   const verifyOptions = {
     // Never `none`, never a symmetric algorithm against a public key (or the reverse).
     algorithms: hmac ? ['HS256'] : ['RS256', 'ES256', 'EdDSA'],
@@ -91,7 +93,7 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     if (token.length > 8192 || !JWT_SHAPE.test(token)) throw new AuthError('malformed', 'the token is not a JWT');
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key as Uint8Array, verifyOptions));
+      ({ payload } = await jwtVerify(token, key as KeyObject, verifyOptions));
     } catch (err) {
       throw translateJoseError(err);
     }

@@ -71,6 +71,8 @@ export interface ActorHost {
   send<E extends EventObject>(kind: string, id: string, event: E): Promise<void>;
   /** Sends the event `build(reply)` and resolves with what the actor replies. */
   ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number): Promise<R>;
+  /** The snapshot of the actor when it is running in this process (for cheap reads such as authorization). */
+  peek(kind: string, id: string): SnapshotFrom<AnyActorRef> | undefined;
   /** Whether the actor is active, activating or stopping in this process. */
   has(kind: string, id: string): boolean;
   /** Live actors by kind. */
@@ -257,6 +259,11 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
           rejected(err);
         });
       });
+    },
+
+    peek(kindName, id) {
+      const cell = cells.get(`${kindName}:${id}`);
+      return cell?.state === 'running' ? cell.actor?.getSnapshot() : undefined;
     },
 
     has(kindName, id) {

@@ -97,7 +97,11 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     async authorize({ params: [sessionId], token, conn }) {
       if (!sessionId || sessionId.length > 200) throw new AppError('session_not_found', 'no such session');
       const claims = await authenticate(verify, metrics, token, ['user']);
-      const access = await repo.access(sessionId, claims.sub);
+      // A live session knows its participants: no database round trip per upgrade then.
+      const live = host.peek(MINIAPP, sessionId)?.context as { participants: string[] } | undefined;
+      const access = live
+        ? { exists: true, participant: live.participants.includes(claims.sub) }
+        : await repo.access(sessionId, claims.sub);
       if (!access.exists) {
         metrics.authFailures.inc({ reason: 'not_found' });
         throw new AppError('session_not_found', `no miniapp session ${sessionId}`);

@@ -8,7 +8,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { listMigrations } from '../../src/store/migrate.ts';
+import { withDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';
 import { repoRoot } from '../helpers/server.ts';
 import { openSocket } from '../helpers/socket.ts';
@@ -102,6 +105,29 @@ describe('the archety command', () => {
     const claims = JSON.parse(Buffer.from(stdout.trim().split('.')[1], 'base64url').toString());
     expect(claims).toMatchObject({ sub: '+15551234567', sid: 'ms_1', role: 'user', iss: 'archety', aud: 'archety' });
     expect(claims.exp - claims.iat).toBe(7200);
+  });
+
+  it('applies the migrations with `archety migrate` and is a no-op the second time', async () => {
+    const admin = new pg.Client({ connectionString: inject('pgAdminUrl') });
+    await admin.connect();
+    const name = `archety_migrate_${process.pid}_${Date.now().toString(36)}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = withDatabase(inject('pgAdminUrl'), name);
+      const env = { DATABASE_URL: url, JWT_SECRET: 'a-secret-that-is-long-enough-for-hs256!', LOG_FORMAT: 'json' };
+      const first = await cli(['migrate'], env);
+      expect(first.stdout).toContain('001_schema');
+      const second = await cli(['migrate'], env);
+      expect(second.stdout).toContain('up to date');
+      const db = new pg.Client({ connectionString: url });
+      await db.connect();
+      const { rows } = await db.query('SELECT version FROM schema_migrations ORDER BY version');
+      await db.end();
+      expect(rows.map((r) => r.version)).toEqual((await listMigrations()).map((m) => m.version));
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
   });
 
   it('fails with one clear line naming an invalid variable', async () => {

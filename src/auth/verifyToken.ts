@@ -3,8 +3,9 @@
  * `sub` required, issuer and audience checked, clock tolerance ≤ 5 s. Failures carry a
  * reason for the auth-failure metric; the token itself is never logged.
  */
+
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
-import { type KeyObject, createSecretKey } from 'node:crypto';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
 

@@ -47,7 +47,7 @@ interface Envelope {
   event: EventObject;
   /** The correlation context of the sender, restored while the actor handles the event. */
   context: RequestContext | undefined;
-  delivered: () => void;
+  delivered?: () => void;
   rejected: (err: Error) => void;
 }
 
@@ -69,6 +69,8 @@ export interface ActorHost {
   register(kind: ActorKind): void;
   /** Delivers `event` to the actor (activating it if needed); resolves once it was handed over. */
   send<E extends EventObject>(kind: string, id: string, event: E): Promise<void>;
+  /** `send` without a promise (the hot path): `rejected` hears when it cannot be delivered. */
+  post<E extends EventObject>(kind: string, id: string, event: E, rejected: (err: Error) => void): void;
   /** Sends the event `build(reply)` and resolves with what the actor replies. */
   ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number): Promise<R>;
   /** The snapshot of the actor when it is running in this process (for cheap reads such as authorization). */
@@ -117,7 +119,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       // sender's correlation id, not that of whatever woke the mailbox.
       if (envelope.context) withContext(envelope.context, () => actor.send(envelope.event));
       else actor.send(envelope.event);
-      envelope.delivered();
+      envelope.delivered?.();
     }
     // Passivation waits its turn like any message: a busy actor finishes what it is doing.
     if (cell.state === 'stopping' && !cell.passivateSent && !busy(actor)) {
@@ -223,25 +225,32 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
   );
   sweep.unref();
 
+  function enqueue(kindName: string, id: string, envelope: Envelope): void {
+    const kind = kinds.get(kindName);
+    if (!kind) return envelope.rejected(new Error(`unknown actor kind ${kindName}`));
+    if (closing) return envelope.rejected(new AppError('shutting_down', 'the server is shutting down'));
+    const cell = cells.get(`${kindName}:${id}`);
+    if (cell) {
+      cell.queue.push(envelope);
+      pump(cell);
+    } else {
+      start(kind, id, [envelope]);
+    }
+  }
+
   const host: ActorHost = {
     register(kind) {
       kinds.set(kind.name, kind);
     },
 
     send(kindName, id, event) {
-      const kind = kinds.get(kindName);
-      if (!kind) return Promise.reject(new Error(`unknown actor kind ${kindName}`));
-      if (closing) return Promise.reject(new AppError('shutting_down', 'the server is shutting down'));
-      return new Promise<void>((delivered, rejected) => {
-        const envelope: Envelope = { event, context: currentContext(), delivered, rejected };
-        const cell = cells.get(`${kindName}:${id}`);
-        if (cell) {
-          cell.queue.push(envelope);
-          pump(cell);
-        } else {
-          start(kind, id, [envelope]);
-        }
-      });
+      return new Promise<void>((delivered, rejected) =>
+        enqueue(kindName, id, { event, context: currentContext(), delivered, rejected }),
+      );
+    },
+
+    post(kindName, id, event, rejected) {
+      enqueue(kindName, id, { event, context: currentContext(), rejected });
     },
 
     ask<R>(kindName: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs = 10_000) {

@@ -93,11 +93,20 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
           attach: (_, { conn }) => channel.attach(conn, sessionId),
           detach: (_, { conn }) => channel.detach(conn, sessionId),
           persistOp: (_, { entry, receivedAt }) => {
-            submit({ t: 'op', sessionId, entry: { ...entry, state: undefined } }).then(() => {
-              committed(entry.version);
-              metrics.opsApplied.inc();
-              metrics.opLatency.observe((performance.now() - receivedAt) / 1000);
-            }, writeFailed);
+            // Nothing here keeps the op's resulting state alive until the commit.
+            const { version, opId, by, op, touched, conn } = entry;
+            committer.enqueue(
+              MINIAPP,
+              key,
+              epoch,
+              { t: 'op', sessionId, entry: { version, opId, by, op, touched, conn } } satisfies MiniappWrite,
+              () => {
+                committed(version);
+                metrics.opsApplied.inc();
+                metrics.opLatency.observe((performance.now() - receivedAt) / 1000);
+              },
+              writeFailed,
+            );
           },
           persistCheckpoint: (_, { version: v, state: s }) => {
             submit({ t: 'checkpoint', sessionId, version: v, state: s }).catch(writeFailed);

@@ -75,17 +75,29 @@ export class GroupCommitter {
    * with the writer's result for it. `actorKey` null: not an actor's write, not fenced.
    */
   submit<T, R = void>(kind: string, actorKey: string | null, epoch: number, item: T): Promise<R> {
-    if (!this.writers.has(kind)) return Promise.reject(new Error(`no writer registered for ${kind}`));
+    return new Promise<R>((resolve, reject) =>
+      this.enqueue(kind, actorKey, epoch, item, resolve as (r: unknown) => void, reject),
+    );
+  }
+
+  /** `submit` with callbacks: the hot path (an op per message) allocates no promise. */
+  enqueue<T>(
+    kind: string,
+    actorKey: string | null,
+    epoch: number,
+    item: T,
+    resolve: (result: unknown) => void,
+    reject: (err: Error) => void,
+  ): void {
+    if (!this.writers.has(kind)) return reject(new Error(`no writer registered for ${kind}`));
     if (actorKey !== null && this.failed.has(`${actorKey}#${epoch}`)) {
-      return Promise.reject(new Error(`an earlier write of ${actorKey} failed`));
+      return reject(new Error(`an earlier write of ${actorKey} failed`));
     }
-    return new Promise<R>((resolve, reject) => {
-      this.queue.push({ kind, actorKey, epoch, item, resolve: resolve as (r: unknown) => void, reject });
-      if (!this.running) {
-        this.running = true;
-        setImmediate(() => void this.drain());
-      }
-    });
+    this.queue.push({ kind, actorKey, epoch, item, resolve, reject });
+    if (!this.running) {
+      this.running = true;
+      setImmediate(() => void this.drain());
+    }
   }
 
   /** Forgets the failure of an actor's earlier epoch. */

@@ -82,7 +82,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
   /** Hands a message to the session's actor; failures come back to the sender as an error frame. */
   function deliver(ws: WebSocket<SocketData>, event: MiniappEvent, ref?: string): void {
     const d = ws.getUserData();
-    host.send(MINIAPP, d.sessionId, event).catch((err) => {
+    host.post(MINIAPP, d.sessionId, event, (err) => {
       if (!isAppError(err)) log.error({ err, conn: d.conn }, 'delivering a frame failed');
       endpoint.sendError(
         ws,

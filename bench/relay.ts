@@ -23,7 +23,7 @@ import { conversationQueries } from '../src/store/conversationRepository.ts';
 import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
 import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo, pinnedCommand } from './lib/machine.ts';
 import { repoRoot, startServerProcess } from './lib/processes.ts';
-import { README_TEMPLATE, type Row, addResultsSection, renderTable } from './lib/report.ts';
+import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
 import { fmt, median, percentile, spread } from './lib/stats.ts';
 import type { PostJob, PostResult } from './relayWorker.ts';
 
@@ -114,7 +114,11 @@ async function explainPage(url: string, key: string): Promise<string> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const { rows } = await client.query(`EXPLAIN ${conversationQueries.page}`, [key, new Date(Date.now() + 60_000), 50]);
+    const { rows } = await client.query(`EXPLAIN ${conversationQueries.page}`, [
+      key,
+      new Date(Date.now() + 60_000),
+      50,
+    ]);
     return rows.map((r) => r['QUERY PLAN']).join('\n');
   } finally {
     await client.end();
@@ -123,13 +127,20 @@ async function explainPage(url: string, key: string): Promise<string> {
 
 async function main(): Promise<void> {
   const machine = machineInfo();
-  log(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; pinning ${pinning ? 'on' : 'off (no taskset)'}`);
+  log(
+    `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; pinning ${pinning ? 'on' : 'off (no taskset)'}`,
+  );
   const db = await openBenchDatabase(process.env);
   const settings = await pgSettings(db.url);
   const server = await startServerProcess({
     name: 'archety',
     // e.g. BENCH_SERVER_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the server.
-    command: [process.execPath, ...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean), 'bin/archety.js', 'start'],
+    command: [
+      process.execPath,
+      ...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+      'bin/archety.js',
+      'start',
+    ],
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
@@ -189,7 +200,13 @@ async function main(): Promise<void> {
     const started = performance.now();
     const results = await Promise.all(
       workers.map((w, i) =>
-        w.run({ ...job, url: server.url, token: relayToken, senderFrom: i * perWorker, prefix: `j${jobs++}-${Date.now()}` }),
+        w.run({
+          ...job,
+          url: server.url,
+          token: relayToken,
+          senderFrom: i * perWorker,
+          prefix: `j${jobs++}-${Date.now()}`,
+        }),
       ),
     );
     const ms = job.count === undefined ? job.durationMs : performance.now() - started;
@@ -212,7 +229,14 @@ async function main(): Promise<void> {
     log(`  ${fmt(commit.txPerSecond)} tx/s (${commit.meanMs.toFixed(2)} ms each)`);
 
     log('warm-up…');
-    await round({ mode: 'closed', concurrency: P.concurrency, rate: 0, durationMs: P.warmMs, batch: 1, senders: perWorker });
+    await round({
+      mode: 'closed',
+      concurrency: P.concurrency,
+      rate: 0,
+      durationMs: P.warmMs,
+      batch: 1,
+      senders: perWorker,
+    });
     await drain('warm-up');
 
     const rates: number[] = [];
@@ -220,7 +244,14 @@ async function main(): Promise<void> {
     const probes: string[] = [];
     for (let r = 0; r < P.rounds; r++) {
       const before = await cpuProbe(core(0));
-      const s = await round({ mode: 'closed', concurrency: P.concurrency, rate: 0, durationMs: P.measureMs, batch: 1, senders: perWorker });
+      const s = await round({
+        mode: 'closed',
+        concurrency: P.concurrency,
+        rate: 0,
+        durationMs: P.measureMs,
+        batch: 1,
+        senders: perWorker,
+      });
       const after = await cpuProbe(core(0));
       probes.push(`${before.toFixed(0)}→${after.toFixed(0)}`);
       rates.push(s.eventsPerSecond);
@@ -247,7 +278,14 @@ async function main(): Promise<void> {
     await drain('half rate');
 
     log('batches of 50 events per request…');
-    const batched = await round({ mode: 'closed', concurrency: 4, rate: 0, durationMs: P.measureMs, batch: 50, senders: perWorker });
+    const batched = await round({
+      mode: 'closed',
+      concurrency: 4,
+      rate: 0,
+      durationMs: P.measureMs,
+      batch: 50,
+      senders: perWorker,
+    });
     log(`  ${fmt(batched.eventsPerSecond)} events/s`);
     await drain('batches');
 

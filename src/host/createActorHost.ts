@@ -227,8 +227,14 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
 
   function enqueue(kindName: string, id: string, envelope: Envelope): void {
     const kind = kinds.get(kindName);
-    if (!kind) return envelope.rejected(new Error(`unknown actor kind ${kindName}`));
-    if (closing) return envelope.rejected(new AppError('shutting_down', 'the server is shutting down'));
+    if (!kind) {
+      envelope.rejected(new Error(`unknown actor kind ${kindName}`));
+      return;
+    }
+    if (closing) {
+      envelope.rejected(new AppError('shutting_down', 'the server is shutting down'));
+      return;
+    }
     const cell = cells.get(`${kindName}:${id}`);
     if (cell) {
       cell.queue.push(envelope);

@@ -89,9 +89,13 @@ export class GroupCommitter {
     resolve: (result: unknown) => void,
     reject: (err: Error) => void,
   ): void {
-    if (!this.writers.has(kind)) return reject(new Error(`no writer registered for ${kind}`));
+    if (!this.writers.has(kind)) {
+      reject(new Error(`no writer registered for ${kind}`));
+      return;
+    }
     if (actorKey !== null && this.failed.has(`${actorKey}#${epoch}`)) {
-      return reject(new Error(`an earlier write of ${actorKey} failed`));
+      reject(new Error(`an earlier write of ${actorKey} failed`));
+      return;
     }
     this.queue.push({ kind, actorKey, epoch, item, resolve, reject });
     if (!this.running) {

@@ -15,7 +15,12 @@ describe('bench:relay --quick', () => {
       maxBuffer: 16 * 1024 * 1024,
     });
     expect(stdout).toContain('| metric | Archety | peer / limit | ratio | goal | met? |');
-    for (const row of ['durable relay events/s at saturation', 'ack latency p50 / p99', 'end-to-end replies/s', 'history query']) {
+    for (const row of [
+      'durable relay events/s at saturation',
+      'ack latency p50 / p99',
+      'end-to-end replies/s',
+      'history query',
+    ]) {
       expect(stdout).toContain(row);
     }
   }, 150_000);

@@ -6,12 +6,11 @@
  */
 import type { LoggedOp } from './miniappSession.ts';
 
-const key = (by: string, opId: string) => `${by}\u0000${opId}`;
-
 export class OpLog {
   private entries: LoggedOp[];
   private head = 0;
-  private readonly byOpId = new Map<string, LoggedOp>();
+  /** user → opId → entry: nested maps, so a lookup builds no key string. */
+  private readonly byUser = new Map<string, Map<string, LoggedOp>>();
 
   /** `entries`: ascending, gap-free versions. */
   constructor(
@@ -19,7 +18,7 @@ export class OpLog {
     private window: number,
   ) {
     this.entries = entries.slice();
-    for (const e of this.entries) this.byOpId.set(key(e.by, e.opId), e);
+    for (const e of this.entries) this.index(e);
   }
 
   get length(): number {
@@ -39,15 +38,24 @@ export class OpLog {
     return this.entries[this.head + version - first];
   }
 
-  /** Replaces the entry of the same version. */
-  replace(entry: LoggedOp): void {
-    const i = this.head + entry.version - this.entries[this.head].version;
-    this.entries[i] = entry;
-    this.byOpId.set(key(entry.by, entry.opId), entry);
+  find(by: string, opId: string): LoggedOp | undefined {
+    return this.byUser.get(by)?.get(opId);
   }
 
-  find(by: string, opId: string): LoggedOp | undefined {
-    return this.byOpId.get(key(by, opId));
+  private index(e: LoggedOp): void {
+    let ops = this.byUser.get(e.by);
+    if (!ops) {
+      ops = new Map();
+      this.byUser.set(e.by, ops);
+    }
+    ops.set(e.opId, e);
+  }
+
+  private unindex(e: LoggedOp): void {
+    const ops = this.byUser.get(e.by);
+    if (ops?.get(e.opId) !== e) return;
+    ops.delete(e.opId);
+    if (ops.size === 0) this.byUser.delete(e.by);
   }
 
   /** Entries with versions > `version`, ascending. */
@@ -73,20 +81,19 @@ export class OpLog {
     if (!run.length) return;
     this.entries = [...run, ...this.entries.slice(this.head)];
     this.head = 0;
-    for (const e of run) if (!this.byOpId.has(key(e.by, e.opId))) this.byOpId.set(key(e.by, e.opId), e);
+    for (const e of run) if (!this.find(e.by, e.opId)) this.index(e);
     this.window = Math.min(maxWindow, Math.max(this.window, this.length));
   }
 
   append(entry: LoggedOp): void {
     this.entries.push(entry);
-    this.byOpId.set(key(entry.by, entry.opId), entry);
+    this.index(entry);
   }
 
   /** Forgets committed entries beyond the window (uncommitted ones always stay). */
   trim(committedVersion: number): void {
     while (this.length > this.window && this.entries[this.head].version <= committedVersion) {
-      const e = this.entries[this.head++];
-      if (this.byOpId.get(key(e.by, e.opId)) === e) this.byOpId.delete(key(e.by, e.opId));
+      this.unindex(this.entries[this.head++]);
     }
     if (this.head > 1024) {
       this.entries = this.entries.slice(this.head);

@@ -10,14 +10,14 @@ import type { ServerFrame } from './miniappFrames.ts';
 import {
   type Decision,
   decideCommitted,
-  decideOp,
+  decideOps,
   decideResume,
+  historyNeededAfter,
   LOG_WINDOW,
   type LoggedOp,
   MAX_STALE_VERSIONS,
   type MiniappContext,
-  needsHistory,
-  type OpRequest,
+  type OpsRequest,
   onlineUsers,
   type ResumeRequest,
   snapshotFrame,
@@ -48,7 +48,7 @@ export interface MiniappView {
 export type MiniappEvent =
   | { type: 'join'; conn: string; user: string }
   | { type: 'leave'; conn: string }
-  | OpRequest
+  | OpsRequest
   | ResumeRequest
   | { type: 'addParticipant'; user: string; reply: (error?: Error) => void }
   | { type: 'read'; reply: (view: MiniappView) => void }
@@ -97,7 +97,7 @@ const base = setup({
   },
   guards: {
     needsHistory: ({ context, event }) =>
-      (event.type === 'op' || event.type === 'resume') && needsHistory(context, event),
+      (event.type === 'ops' || event.type === 'resume') && historyNeededAfter(context, event) !== null,
   },
 });
 
@@ -170,9 +170,9 @@ export const miniappMachine = base.createMachine({
             enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
           }),
         },
-        op: [
+        ops: [
           { guard: 'needsHistory', target: 'loadingHistory', actions: assign({ deferred: ({ event }) => event }) },
-          { actions: apply(({ context, event }) => decideOp(context, event as OpRequest)) },
+          { actions: apply(({ context, event }) => decideOps(context, event as OpsRequest)) },
         ],
         resume: [
           { guard: 'needsHistory', target: 'loadingHistory', actions: assign({ deferred: ({ event }) => event }) },
@@ -199,9 +199,9 @@ export const miniappMachine = base.createMachine({
       invoke: {
         src: 'loadOps',
         input: ({ context }) => {
-          const req = context.deferred as OpRequest | ResumeRequest;
+          const req = context.deferred as OpsRequest | ResumeRequest;
           const before = context.log.firstVersion(context.version + 1);
-          return { sessionId: context.sessionId, after: req.type === 'op' ? req.baseVersion : req.since, before };
+          return { sessionId: context.sessionId, after: historyNeededAfter(context, req) ?? before - 1, before };
         },
         onDone: {
           target: 'active',
@@ -210,9 +210,9 @@ export const miniappMachine = base.createMachine({
             ({ context, event }) =>
               context.log.prepend((event as unknown as DoneActorEvent<LoggedOp[]>).output, MAX_STALE_VERSIONS),
             apply(({ context, event }) => {
-              const req = context.deferred as OpRequest | ResumeRequest;
+              const req = context.deferred as OpsRequest | ResumeRequest;
               const history = (event as unknown as DoneActorEvent<LoggedOp[]>).output;
-              return req.type === 'op' ? decideOp(context, req, history) : decideResume(context, req, history);
+              return req.type === 'ops' ? decideOps(context, req, history) : decideResume(context, req, history);
             }),
             assign({ deferred: null }),
           ],
@@ -220,14 +220,16 @@ export const miniappMachine = base.createMachine({
         onError: {
           target: 'active',
           actions: enqueueActions(({ context, enqueue }) => {
-            const req = context.deferred as OpRequest | ResumeRequest;
-            const frame: ServerFrame = {
-              type: 'error',
-              code: Codes.db_unavailable,
-              message: 'older ops could not be read; try again',
-              ...(req.type === 'op' ? { ref: req.opId } : {}),
-            };
-            enqueue({ type: 'send', params: { conn: req.conn, frame } });
+            const req = context.deferred as OpsRequest | ResumeRequest;
+            const message = 'older ops could not be read; try again';
+            const refused: { conn: string; frame: ServerFrame }[] =
+              req.type === 'ops'
+                ? req.requests.map((r) => ({
+                    conn: r.conn,
+                    frame: { type: 'error', code: Codes.db_unavailable, message, ref: r.opId },
+                  }))
+                : [{ conn: req.conn, frame: { type: 'error', code: Codes.db_unavailable, message } }];
+            for (const params of refused) enqueue({ type: 'send', params });
             enqueue.assign({ deferred: null });
           }),
         },

@@ -39,7 +39,7 @@ export interface MiniappContext {
   /** Replies that mention versions not yet committed; sent once `after` is committed. */
   held: { after: number; conn: string; frame: ServerFrame }[];
   /** A request waiting for ops older than the log, loaded from the store. */
-  deferred: OpRequest | ResumeRequest | null;
+  deferred: OpsRequest | ResumeRequest | null;
 }
 
 export interface OpRequest {
@@ -57,6 +57,15 @@ export interface ResumeRequest {
   type: 'resume';
   conn: string;
   since: number;
+}
+
+/**
+ * The ops that arrived for a session in one turn of the event loop, in arrival order: one
+ * message for the actor, so a burst of edits costs one transition, not one each.
+ */
+export interface OpsRequest {
+  type: 'ops';
+  requests: OpRequest[];
 }
 
 /** Side effects, as XState parameterized actions the host provides. */
@@ -119,6 +128,20 @@ export function needsHistory(ctx: MiniappContext, req: OpRequest | ResumeRequest
   if (req.type === 'op' && ctx.log.find(req.by, req.opId)) return false;
   if (req.type === 'op' && ctx.version - req.baseVersion > MAX_STALE_VERSIONS) return false;
   return from >= 0 && from < ctx.committedVersion && from + 1 < logStart(ctx);
+}
+
+/**
+ * The oldest version after which stored ops must be read before `req` can be answered, or
+ * null when the in-memory log suffices. (Ops of a batch can only make the log longer, so a
+ * batch is judged against the log as it is before its first op.)
+ */
+export function historyNeededAfter(ctx: MiniappContext, req: OpsRequest | ResumeRequest): number | null {
+  if (req.type === 'resume') return needsHistory(ctx, req) ? req.since : null;
+  let after: number | null = null;
+  for (const r of req.requests) {
+    if (needsHistory(ctx, r) && (after === null || r.baseVersion < after)) after = r.baseVersion;
+  }
+  return after;
 }
 
 /**
@@ -189,9 +212,25 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
     effects.push({ type: 'persistCheckpoint', params: { sessionId: ctx.sessionId, version, state: result.state } });
     checkpointVersion = version;
   }
+  // Trimming waits for the commit (`decideCommitted`): the log must keep reaching back to
+  // the bases the next ops of a batch were judged against.
   ctx.log.append(entry);
-  ctx.log.trim(ctx.committedVersion);
   return { context: { state: result.state, version, checkpointVersion }, effects };
+}
+
+/** Decides the ops of a batch in order, each against the session as the ones before it left it. */
+export function decideOps(ctx: MiniappContext, req: OpsRequest, history: LoggedOp[] = []): Decision {
+  if (req.requests.length === 1) return decideOp(ctx, req.requests[0], history);
+  let current = ctx;
+  const context: Partial<MiniappContext> = {};
+  const effects: Effect[] = [];
+  for (const r of req.requests) {
+    const d = decideOp(current, r, history);
+    Object.assign(context, d.context);
+    current = { ...current, ...d.context };
+    for (const e of d.effects) effects.push(e);
+  }
+  return { context, effects };
 }
 
 function refuse(req: OpRequest, code: string, message: string): Decision {
@@ -224,10 +263,10 @@ export function decideCommitted(ctx: MiniappContext, version: number): Decision 
   for (let v = ctx.committedVersion + 1; v <= version; v++) {
     const entry = ctx.log.at(v);
     if (!entry) continue;
-    const { state, ...kept } = entry;
-    effects.push({ type: 'publish', params: { frame: appliedFrame(kept) } });
-    committedState = state;
-    ctx.log.replace(kept);
+    effects.push({ type: 'publish', params: { frame: appliedFrame(entry) } });
+    committedState = entry.state;
+    // The log (mutated in place, like the rest of its bookkeeping) keeps no state once durable.
+    entry.state = undefined;
   }
   // While older ops load for a deferred request, the log must keep reaching back to them.
   if (ctx.deferred === null) ctx.log.trim(version);

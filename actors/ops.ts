@@ -119,8 +119,22 @@ function checkValue(schema: Schema, value: unknown, path: Path): void {
   }
 }
 
+/** Whether any object from the root down to `containerPath` has a cross-field rule (schemas only: no allocation). */
+function refinedAlong(rootSchema: Schema, containerPath: Path): boolean {
+  let schema: Schema | undefined = rootSchema;
+  for (let i = 0; schema; i++) {
+    if (schema.kind === 'object' && schema.refine) return true;
+    if (i === containerPath.length) return false;
+    const seg = containerPath[i];
+    if (schema.kind === 'object') schema = typeof seg === 'string' ? schema.fields[seg]?.schema : undefined;
+    else schema = schema.kind === 'array' ? schema.items : undefined;
+  }
+  return false;
+}
+
 /** Cross-field rules of every object from the root down to the edited container. */
 function checkRefinements(root: unknown, rootSchema: Schema, containerPath: Path): void {
+  if (!refinedAlong(rootSchema, containerPath)) return;
   let node = root;
   let schema = rootSchema;
   const check = () => {

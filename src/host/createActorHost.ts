@@ -184,7 +184,8 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       actor.subscribe({
         next: (snapshot) => {
           if (snapshot.status === 'done') finish(cell, snapshot.output);
-          else pump(cell);
+          // Only a mailbox with something waiting (it may have left `busy`) needs a delivery.
+          else if (cell.queue.length || cell.state === 'stopping') pump(cell);
         },
         error: (err) => finish(cell, { reason: 'failed', message: String(err) }, err),
       });

@@ -6,6 +6,7 @@
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
 import type { MiniappEvent } from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
+import type { OpRequest } from '../../actors/miniappSession.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, isAppError } from '../errors.ts';
@@ -79,18 +80,59 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
   const { config, verify, repo, host, metrics, log } = deps;
   const limits = config.limits;
 
-  /** Hands a message to the session's actor; failures come back to the sender as an error frame. */
-  function deliver(ws: WebSocket<SocketData>, event: MiniappEvent, ref?: string): void {
-    const d = ws.getUserData();
-    host.post(MINIAPP, d.sessionId, event, (err) => {
-      if (!isAppError(err)) log.error({ err, conn: d.conn }, 'delivering a frame failed');
+  /** Tells the sockets of `refs` that their frames could not be handed to the session. */
+  function undeliverable(err: Error, refs: { conn: string; ref?: string }[]): void {
+    if (!isAppError(err)) log.error({ err, conns: refs.length }, 'delivering frames failed');
+    for (const { conn, ref } of refs) {
+      const ws = sockets.byConn.get(conn);
+      if (!ws) continue;
       endpoint.sendError(
         ws,
         isAppError(err) ? err.code : Codes.internal_error,
         isAppError(err) ? err.message : 'the frame could not be handled',
         ref,
       );
-    });
+    }
+  }
+
+  /**
+   * Ops that arrived in this turn of the event loop, per session. They reach the actor as one
+   * `ops` message when the turn's I/O is done (a burst costs one transition, not one each);
+   * any other message for the session first sends them on, so the session sees every
+   * socket's frames in the order they came.
+   */
+  const batches = new Map<string, OpRequest[]>();
+  let flushScheduled = false;
+  function flush(sessionId: string): void {
+    const requests = batches.get(sessionId);
+    if (!requests) return;
+    batches.delete(sessionId);
+    host.post(MINIAPP, sessionId, { type: 'ops', requests }, (err) =>
+      undeliverable(
+        err,
+        requests.map((r) => ({ conn: r.conn, ref: r.opId })),
+      ),
+    );
+  }
+  function flushAll(): void {
+    flushScheduled = false;
+    for (const sessionId of [...batches.keys()]) flush(sessionId);
+  }
+  function queueOp(sessionId: string, request: OpRequest): void {
+    const requests = batches.get(sessionId);
+    if (requests) requests.push(request);
+    else batches.set(sessionId, [request]);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flushAll);
+    }
+  }
+
+  /** Hands a message other than an op to the session's actor, after the ops before it. */
+  function deliver(ws: WebSocket<SocketData>, event: MiniappEvent): void {
+    const d = ws.getUserData();
+    flush(d.sessionId);
+    host.post(MINIAPP, d.sessionId, event, (err) => undeliverable(err, [{ conn: d.conn }]));
   }
 
   const endpoint: Endpoint<SocketData> = createSocketEndpoint<SocketData>(deps, '/v1/miniapp/:sessionId', {
@@ -124,6 +166,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     open(ws) {
       const d = ws.getUserData();
       sockets.byConn.set(d.conn, ws);
+      flush(d.sessionId);
       host.send(MINIAPP, d.sessionId, { type: 'join', conn: d.conn, user: d.user }).catch((err) => {
         log.warn({ err, conn: d.conn, session: d.sessionId }, 'session could not be opened');
         if (!d.closed) ws.end(CloseCodes.internalError, 'session unavailable');
@@ -145,19 +188,15 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
           return;
         }
         const f = parsed.data;
-        deliver(
-          ws,
-          {
-            type: 'op',
-            conn: d.conn,
-            by: d.user,
-            opId: f.opId,
-            baseVersion: f.baseVersion,
-            op: f.op,
-            receivedAt: performance.now(),
-          },
-          f.opId,
-        );
+        queueOp(d.sessionId, {
+          type: 'op',
+          conn: d.conn,
+          by: d.user,
+          opId: f.opId,
+          baseVersion: f.baseVersion,
+          op: f.op,
+          receivedAt: performance.now(),
+        });
       } else if (frame.type === 'resume') {
         const parsed = resumeFrameSchema.safeParse(frame);
         if (!parsed.success) {
@@ -173,6 +212,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     close(ws) {
       const d = ws.getUserData();
       sockets.byConn.delete(d.conn);
+      flush(d.sessionId);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
       if (host.has(MINIAPP, d.sessionId))
         host.send(MINIAPP, d.sessionId, { type: 'leave', conn: d.conn }).catch(() => {});

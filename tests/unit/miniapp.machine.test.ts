@@ -79,8 +79,12 @@ function start(
   }).start();
   const framesTo = (conn: string) => sent.filter((s) => s.conn === conn).map((s) => s.frame);
   let n = 0;
-  const op = (conn: string, by: string, o: Op, baseVersion: number, opId = `op${++n}`) =>
-    actor.send({ type: 'op', conn, by, opId, baseVersion, op: o, receivedAt: 0 });
+  const request = (conn: string, by: string, o: Op, baseVersion: number, opId = `op${++n}`) =>
+    ({ type: 'op', conn, by, opId, baseVersion, op: o, receivedAt: 0 }) as const;
+  const op = (conn: string, by: string, o: Op, baseVersion: number, opId?: string) =>
+    actor.send({ type: 'ops', requests: [request(conn, by, o, baseVersion, opId)] });
+  /** Ops that arrived in one turn of the event loop: one message. */
+  const batch = (...requests: ReturnType<typeof request>[]) => actor.send({ type: 'ops', requests });
   return {
     actor,
     sent,
@@ -94,6 +98,8 @@ function start(
     saves,
     framesTo,
     op,
+    request,
+    batch,
   };
 }
 
@@ -238,6 +244,29 @@ describe('the miniapp machine: ops and commits', () => {
     expect(h.persisted).toHaveLength(1);
   });
 
+  it('decides the ops of a batch in order, each against the ones before it', () => {
+    const h = start();
+    h.batch(
+      h.request('c1', 'ann', setTitle('ann'), 0, 'a'),
+      h.request('c2', 'bob', { kind: 'insert', path: ['members'], value: 'cy' }, 0, 'b'),
+      h.request('c3', 'cy', setTitle('cy'), 0, 'c'),
+      h.request('c1', 'ann', setTitle('ann again'), 0, 'd'),
+    );
+    // c: same field as a, from another socket, on a base before it; d: the same socket as a.
+    expect(h.persisted.map((e) => [e.opId, e.version])).toEqual([
+      ['a', 1],
+      ['b', 2],
+      ['d', 3],
+    ]);
+    h.actor.send({ type: 'committed', version: 3 });
+    expect(h.published.map((f) => (f as { opId: string }).opId)).toEqual(['a', 'b', 'd']);
+    // Judged after a and b: the conflict names both, and waited for their commit.
+    expect(h.framesTo('c3')).toEqual([
+      expect.objectContaining({ type: 'conflict', opId: 'c', version: 2, ops: [expect.anything(), expect.anything()] }),
+    ]);
+    expect(h.actor.getSnapshot().context.committedState).toMatchObject({ title: 'ann again', members: ['cy'] });
+  });
+
   it('does not apply a resent op twice and answers it with its applied frame', () => {
     const h = start();
     h.op('c1', 'ann', { kind: 'insert', path: ['members'], value: 'cy' }, 0, 'once');
@@ -350,6 +379,46 @@ describe('the miniapp machine: resume', () => {
     await vi.waitFor(() => expect(h.persisted).toHaveLength(1));
     expect(h.persisted[0]).toMatchObject({ opId: 'fine', version: LOG_WINDOW + 11 });
     expect(h.actor.getSnapshot().context.deferred).toBeNull();
+  });
+
+  it('loads older ops once for a batch, from the oldest base any of its ops needs', async () => {
+    const { log, state } = storedOps(LOG_WINDOW + 10, { kind: 'set', path: ['dates', 'start'], value: '2026-01-01' });
+    const h = start(
+      { state, version: LOG_WINDOW + 10, log: log.slice(10) },
+      { loadOps: async ({ after, before }) => log.filter((e) => e.version > after && e.version < before) },
+    );
+    h.batch(
+      h.request('c1', 'ann', { kind: 'set', path: ['dates', 'end'], value: '2026-12-31' }, 6, 'fine'),
+      h.request('c2', 'cy', { kind: 'set', path: ['dates', 'start'], value: '2026-02-02' }, 2, 'stale'),
+      h.request('c3', 'dan', { kind: 'insert', path: ['members'], value: 'dan' }, LOG_WINDOW + 10, 'fresh'),
+    );
+    expect(h.actor.getSnapshot().hasTag('busy')).toBe(true);
+    await vi.waitFor(() => expect(h.persisted).toHaveLength(2));
+    expect(h.loads).toEqual([{ sessionId: 's1', after: 2, before: 11 }]);
+    expect(h.persisted.map((e) => [e.opId, e.version])).toEqual([
+      ['fine', LOG_WINDOW + 11],
+      ['fresh', LOG_WINDOW + 12],
+    ]);
+    h.actor.send({ type: 'committed', version: LOG_WINDOW + 12 });
+    expect(h.framesTo('c2')).toEqual([
+      expect.objectContaining({ type: 'conflict', opId: 'stale', version: LOG_WINDOW + 11 }),
+    ]);
+    expect(h.actor.getSnapshot().context.deferred).toBeNull();
+  });
+
+  it('answers every op of a batch db_unavailable when older ops cannot be read', async () => {
+    const { log, state } = storedOps(LOG_WINDOW + 10);
+    const h = start(
+      { state, version: LOG_WINDOW + 10, log: log.slice(10) },
+      { loadOps: async () => Promise.reject(new Error('pg down')) },
+    );
+    h.batch(h.request('c1', 'ann', setTitle('x'), 2, 'stale'), h.request('c2', 'bob', setTitle('y'), 300, 'new'));
+    await vi.waitFor(() => expect(h.actor.getSnapshot().value).toBe('active'));
+    expect(h.sent).toEqual([
+      { conn: 'c1', frame: { type: 'error', code: Codes.db_unavailable, message: expect.any(String), ref: 'stale' } },
+      { conn: 'c2', frame: { type: 'error', code: Codes.db_unavailable, message: expect.any(String), ref: 'new' } },
+    ]);
+    expect(h.persisted).toEqual([]);
   });
 
   it('answers db_unavailable when older ops cannot be read, and goes back to work', async () => {

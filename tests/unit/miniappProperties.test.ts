@@ -1,7 +1,8 @@
 /**
  * Properties of the miniapp session under random concurrency: several simulated clients,
  * each on its own socket and lagging behind by a random amount, send random trip-planner ops;
- * submissions, commits, deliveries, resends and reconnects interleave at random. The server is
+ * submissions (alone, or several in one batch as the socket layer sends them when they arrive in
+ * one turn of the event loop), commits, deliveries, resends and reconnects interleave at random. The server is
  * driven either through the pure rules of miniappSession.ts or through the XState machine
  * (with its effects recorded, no database).
  */
@@ -14,8 +15,9 @@ import type { AppliedOp, ServerFrame } from '../../actors/miniappFrames.ts';
 import {
   type Decision,
   decideCommitted,
-  decideOp,
+  decideOps,
   decideResume,
+  historyNeededAfter,
   LOG_WINDOW,
   type LoggedOp,
   type MiniappContext,
@@ -46,7 +48,8 @@ interface Sink {
 interface Server {
   join(conn: string, user: string): void;
   leave(conn: string): void;
-  op(req: OpRequest): void;
+  /** Ops that arrived together, in order (one `ops` message). */
+  ops(requests: OpRequest[]): void;
   resume(conn: string, since: number): void;
   committed(version: number): void;
   context(): MiniappContext;
@@ -96,8 +99,10 @@ const pureDriver: Driver = (initial, sink) => {
       sink.detach(conn);
       if (Object.keys(conns).length) sink.publish({ type: 'presence', online: onlineUsers(conns) });
     },
-    op(req) {
-      run(decideOp(ctx, req, needsHistory(ctx, req) ? history(req.baseVersion) : []));
+    ops(requests) {
+      const req = { type: 'ops' as const, requests };
+      const after = historyNeededAfter(ctx, req);
+      run(decideOps(ctx, req, after === null ? [] : history(after)));
     },
     resume(conn, since) {
       const req = { type: 'resume' as const, conn, since };
@@ -148,7 +153,7 @@ const machineDriver: Driver = (initial, sink) => {
   return {
     join: (conn, user) => send({ type: 'join', conn, user }),
     leave: (conn) => send({ type: 'leave', conn }),
-    op: (req) => send(req),
+    ops: (requests) => send({ type: 'ops', requests }),
     resume: (conn, since) => send({ type: 'resume', conn, since }),
     committed: (version) => send({ type: 'committed', version }),
     context: () => actor.getSnapshot().context,
@@ -160,6 +165,7 @@ const machineDriver: Driver = (initial, sink) => {
 
 type Command =
   | { t: 'submit'; client: number; seed: number; lag: number }
+  | { t: 'burst'; ops: { client: number; seed: number; lag: number }[] }
   | { t: 'commit'; count: number; each: boolean }
   | { t: 'deliver'; client: number; count: number }
   | { t: 'resend'; client: number; pick: number; sameBase: boolean }
@@ -176,6 +182,16 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
   {
     weight: 8,
     arbitrary: fc.record({ t: fc.constant('submit' as const), client: fc.nat(3), seed: fc.integer(), lag: fc.nat(3) }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('burst' as const),
+      ops: fc.array(fc.record({ client: fc.nat(3), seed: fc.integer(), lag: fc.nat(3) }), {
+        minLength: 2,
+        maxLength: 5,
+      }),
+    }),
   },
   {
     weight: 3,
@@ -375,22 +391,57 @@ function commit(world: World, count: number, each: boolean): void {
   }
 }
 
-function submit(world: World, client: Client, op: Op, baseVersion: number, opId: string): void {
-  const sub: Submission = { opId, op, baseVersion, conn: client.conn };
-  client.submissions.push(sub);
+/** Sends ops that arrive together (one batch), noting which submission each stored op came from. */
+function submitAll(world: World, ops: { client: Client; op: Op; baseVersion: number; opId: string }[]): void {
+  const subs = ops.map(({ client, op, baseVersion, opId }) => {
+    const sub: Submission = { opId, op, baseVersion, conn: client.conn };
+    client.submissions.push(sub);
+    return sub;
+  });
   const before = world.store.length;
-  world.server.op({ type: 'op', conn: client.conn, by: client.user, opId, baseVersion, op, receivedAt: 0 });
-  if (world.store.length > before) sub.appliedAs = world.store.length;
+  world.server.ops(
+    ops.map(({ client, op, baseVersion, opId }) => ({
+      type: 'op',
+      conn: client.conn,
+      by: client.user,
+      opId,
+      baseVersion,
+      op,
+      receivedAt: 0,
+    })),
+  );
+  for (const e of world.store.slice(before)) {
+    const sub = subs.find((s) => s.appliedAs === undefined && s.conn === e.conn && s.opId === e.opId);
+    if (sub) sub.appliedAs = e.version;
+  }
+}
+
+function submit(world: World, client: Client, op: Op, baseVersion: number, opId: string): void {
+  submitAll(world, [{ client, op, baseVersion, opId }]);
 }
 
 function step(world: World, cmd: Command): void {
-  const client = world.clients[cmd.t === 'commit' ? 0 : cmd.client];
+  const client = world.clients[cmd.t === 'commit' || cmd.t === 'burst' ? 0 : cmd.client];
   switch (cmd.t) {
     case 'submit': {
       const op = randomOp(client.state as Trip, new Rng(cmd.seed), world.fresh);
       submit(world, client, op, Math.max(0, client.version - cmd.lag), `${client.name}-${++client.nextOp}`);
       return;
     }
+    case 'burst':
+      submitAll(
+        world,
+        cmd.ops.map(({ client: k, seed, lag }) => {
+          const c = world.clients[k];
+          return {
+            client: c,
+            op: randomOp(c.state as Trip, new Rng(seed), world.fresh),
+            baseVersion: Math.max(0, c.version - lag),
+            opId: `${c.name}-${++c.nextOp}`,
+          };
+        }),
+      );
+      return;
     case 'commit':
       commit(world, cmd.count, cmd.each);
       return;

@@ -1,4 +1,5 @@
 /** `archety start`: runs the server until SIGTERM or SIGINT, then shuts down gracefully. */
+import v8 from 'node:v8';
 import { loadConfig } from '../config.ts';
 import { startServer } from '../server.ts';
 import { options } from './args.ts';
@@ -13,6 +14,12 @@ export async function runStart(args: string[]): Promise<number> {
     );
     return 0;
   }
+  // V8 moves allocation sites whose objects mostly survive to the old generation. The ops a
+  // session keeps in memory (its last 256) survive, so the sites they share with the
+  // short-lived objects of every message (frame parsing, state copies) were pretenured, and
+  // the old generation filled at tens of MB/s: full collections every few seconds, 100–250 ms
+  // stalls and a p99 in the hundreds of ms (bench/README.md). Read at each GC, so it applies.
+  v8.setFlagsFromString('--no-allocation-site-pretenuring');
   const config = loadConfig();
   const server = await startServer(config);
   let stopping = false;

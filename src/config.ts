@@ -38,6 +38,11 @@ const envSchema = z.object({
   GROUP_COMMIT_MAX_BATCH: int(1, 100_000).default(2000),
   /** Attempts for a group commit that failed on a connection error before the writes fail. */
   GROUP_COMMIT_ATTEMPTS: int(1, 10).default(4),
+  /**
+   * Group-commit transactions in flight at once, each on its own connection (an actor's writes
+   * keep to one lane); below PG_POOL_MAX. Default 2, or 1 with a pool of 2 or fewer.
+   */
+  GROUP_COMMIT_LANES: int(1, 32).optional(),
 
   JWT_SECRET: z.string().optional(),
   JWT_JWKS_URL: z.string().url().optional(),
@@ -109,7 +114,7 @@ export interface Config {
     keepAliveInitialDelayMillis: number;
     applicationName: string;
   };
-  groupCommit: { maxBatch: number; attempts: number };
+  groupCommit: { maxBatch: number; attempts: number; lanes: number };
   jwt: {
     secret: string | undefined;
     jwksUrl: string | undefined;
@@ -179,6 +184,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.JWT_SECRET !== undefined && e.JWT_JWKS_URL !== undefined) {
     throw new ConfigError('invalid configuration: set JWT_SECRET or JWT_JWKS_URL, not both');
   }
+  if (e.GROUP_COMMIT_LANES !== undefined && e.GROUP_COMMIT_LANES >= e.PG_POOL_MAX) {
+    throw new ConfigError(
+      `invalid configuration: GROUP_COMMIT_LANES=${e.GROUP_COMMIT_LANES} must be below PG_POOL_MAX (${e.PG_POOL_MAX}): reads need a connection too`,
+    );
+  }
   if (e.DATABASE_URL && !/^postgres(ql)?:/.test(e.DATABASE_URL)) {
     throw new ConfigError('invalid configuration: DATABASE_URL must be a postgres:// URL');
   }
@@ -202,7 +212,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       keepAliveInitialDelayMillis: e.PG_KEEPALIVE_DELAY_MS,
       applicationName: e.PG_APPLICATION_NAME,
     },
-    groupCommit: { maxBatch: e.GROUP_COMMIT_MAX_BATCH, attempts: e.GROUP_COMMIT_ATTEMPTS },
+    groupCommit: {
+      maxBatch: e.GROUP_COMMIT_MAX_BATCH,
+      attempts: e.GROUP_COMMIT_ATTEMPTS,
+      lanes: e.GROUP_COMMIT_LANES ?? (e.PG_POOL_MAX > 2 ? 2 : 1),
+    },
     jwt: {
       secret: e.JWT_SECRET,
       jwksUrl: e.JWT_JWKS_URL,

@@ -2,8 +2,14 @@
  * Group commit: writes submitted by every actor are committed together, one transaction per
  * turn, with multi-row statements per kind, so durable throughput is not one commit per op.
  *
+ * Writes go to one of a few lanes, each with its own connection and one transaction in flight:
+ * an actor's writes always take the same lane (by its key), unfenced writes the least busy one.
+ * So several transactions can commit at once — PostgreSQL works on them in parallel and
+ * flushes their WAL together — and a write never waits behind a commit of unrelated actors
+ * longer than its own lane's.
+ *
  * Guarantees:
- * - Per actor, writes are committed in submission order (one transaction in flight, FIFO).
+ * - Per actor, writes are committed in submission order (its lane: one transaction in flight, FIFO).
  * - Every transaction first checks each actor's epoch in `actor_leases` (`FOR SHARE`, so a
  *   concurrent activation waits for the commit); writes of an actor whose epoch moved on are
  *   not written and fail with `FencedError`.
@@ -44,27 +50,49 @@ interface Pending {
 export interface GroupCommitterOptions {
   maxBatch: number;
   attempts: number;
+  /** Transactions that may be in flight at once (≥ 1). */
+  lanes: number;
   log: Logger;
   metrics?: Metrics;
 }
 
+interface Lane {
+  queue: Pending[];
+  running: boolean;
+  /**
+   * The lane's connection. The first lane keeps its own between transactions (waiting for a
+   * pool connection behind the actors' reads would stall every write of the process); the
+   * others return theirs when they run out of work, so an idle process holds one.
+   */
+  client: PoolClient | null;
+  keepsClient: boolean;
+}
+
+/** A string's lane (FNV-1a): the same actor always takes the same one. */
+function laneOf(key: string, lanes: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
+}
+
 export class GroupCommitter {
   private readonly writers = new Map<string, BatchWriter<unknown>>();
-  private queue: Pending[] = [];
-  private running = false;
+  private readonly lanes: Lane[];
   /** `key#epoch` of actors whose writes failed: their later writes fail too. */
   private readonly failed = new Set<string>();
   private idleWaiters: (() => void)[] = [];
-  /**
-   * The committer's own connection, kept between transactions: waiting for a pool connection
-   * behind the actors' reads would stall every write of the process.
-   */
-  private client: PoolClient | null = null;
 
   constructor(
     private readonly pool: Pool,
     private readonly options: GroupCommitterOptions,
-  ) {}
+  ) {
+    this.lanes = Array.from({ length: Math.max(1, options.lanes) }, (_, i) => ({
+      queue: [],
+      running: false,
+      client: null,
+      keepsClient: i === 0,
+    }));
+  }
 
   register<T>(kind: string, writer: BatchWriter<T>): void {
     this.writers.set(kind, writer as BatchWriter<unknown>);
@@ -97,11 +125,21 @@ export class GroupCommitter {
       reject(new Error(`an earlier write of ${actorKey} failed`));
       return;
     }
-    this.queue.push({ kind, actorKey, epoch, item, resolve, reject });
-    if (!this.running) {
-      this.running = true;
-      setImmediate(() => void this.drain());
+    const lane = actorKey === null ? this.leastBusy() : this.lanes[laneOf(actorKey, this.lanes.length)];
+    lane.queue.push({ kind, actorKey, epoch, item, resolve, reject });
+    if (!lane.running) {
+      lane.running = true;
+      setImmediate(() => void this.drain(lane));
     }
+  }
+
+  private leastBusy(): Lane {
+    let best = this.lanes[0];
+    for (const lane of this.lanes) {
+      if (!lane.running) return lane;
+      if (lane.queue.length < best.queue.length) best = lane;
+    }
+    return best;
   }
 
   /** Forgets the failure of an actor's earlier epoch. */
@@ -111,24 +149,33 @@ export class GroupCommitter {
 
   /** Resolves once every write submitted so far has settled. */
   flush(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (this.idle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private async drain(): Promise<void> {
-    while (this.queue.length) {
+  private idle(): boolean {
+    return this.lanes.every((l) => !l.running && l.queue.length === 0);
+  }
+
+  private async drain(lane: Lane): Promise<void> {
+    while (lane.queue.length) {
       const batch =
-        this.queue.length <= this.options.maxBatch ? this.queue : this.queue.slice(0, this.options.maxBatch);
-      this.queue = batch === this.queue ? [] : this.queue.slice(batch.length);
-      await this.commit(batch);
+        lane.queue.length <= this.options.maxBatch ? lane.queue : lane.queue.slice(0, this.options.maxBatch);
+      lane.queue = batch === lane.queue ? [] : lane.queue.slice(batch.length);
+      await this.commit(lane, batch);
     }
-    this.running = false;
+    lane.running = false;
+    if (!lane.keepsClient && lane.client) {
+      lane.client.release();
+      lane.client = null;
+    }
+    if (!this.idle()) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();
   }
 
-  private async commit(batch: Pending[]): Promise<void> {
+  private async commit(lane: Lane, batch: Pending[]): Promise<void> {
     const started = performance.now();
     let live = batch.filter((p) => {
       if (p.actorKey === null || !this.failed.has(`${p.actorKey}#${p.epoch}`)) return true;
@@ -137,7 +184,7 @@ export class GroupCommitter {
     });
     for (let attempt = 1; live.length; attempt++) {
       try {
-        const { fenced, results } = await this.transact(live);
+        const { fenced, results } = await this.transact(lane, live);
         for (const p of live) {
           if (p.actorKey !== null && fenced.has(p.actorKey)) this.fail(p, new FencedError(p.actorKey));
           else p.resolve(results.get(p));
@@ -173,9 +220,12 @@ export class GroupCommitter {
   }
 
   /** One transaction: fence, then each kind's writes. Returns the fenced actor keys and the writers' results. */
-  private async transact(batch: Pending[]): Promise<{ fenced: Set<string>; results: Map<Pending, unknown> }> {
-    this.client ??= await this.pool.connect();
-    const client = this.client;
+  private async transact(
+    lane: Lane,
+    batch: Pending[],
+  ): Promise<{ fenced: Set<string>; results: Map<Pending, unknown> }> {
+    lane.client ??= await this.pool.connect();
+    const client = lane.client;
     try {
       await client.query('BEGIN');
       const epochs = new Map<string, number>();
@@ -211,7 +261,7 @@ export class GroupCommitter {
     } catch (err) {
       if (isConnectionError(err)) {
         // A dead connection goes back destroyed; the next transaction gets a fresh one.
-        this.client = null;
+        lane.client = null;
         client.release(err as Error);
       } else {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -220,9 +270,11 @@ export class GroupCommitter {
     }
   }
 
-  /** Returns the committer's connection to the pool (at shutdown, after `flush`). */
+  /** Returns the committer's connections to the pool (at shutdown, after `flush`). */
   close(): void {
-    this.client?.release();
-    this.client = null;
+    for (const lane of this.lanes) {
+      lane.client?.release();
+      lane.client = null;
+    }
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The generators' minimal WebSocket client for the socket phase: the HTTP upgrade request,
  * then the status line of the answer (and, when asked, the start of the snapshot frame);
- * whatever comes afterwards is read and dropped. It costs the generator an order of magnitude
+ * whatever comes afterwards is left unread. It costs the generator an order of magnitude
  * less than a full `ws` client, so upgrade rates are the server's, not the generator's.
  */
 import { connect as connectTcp, type Socket } from 'node:net';
@@ -31,7 +31,7 @@ export async function pooled<T>(tasks: (() => Promise<T>)[], limit: number): Pro
 /**
  * A minimal WebSocket client: the upgrade request, then the status line of the answer (and,
  * with `waitSnapshot`, the first bytes of the snapshot frame). Whatever the server sends
- * afterwards is read and dropped. An order of magnitude cheaper than a full client, so the
+ * afterwards is left unread in the kernel's buffers. An order of magnitude cheaper than a full client, so the
  * figures are the server's, not the generator's.
  */
 export function rawUpgrade(
@@ -49,6 +49,9 @@ export function rawUpgrade(
       done = true;
       seen = '';
       if (!r.ok) socket.destroy();
+      // What the server sends an open socket afterwards (presence as others join) stays in
+      // the kernel's buffers: reading it would cost the generator more than the upgrade.
+      else socket.pause();
       resolve(r);
     };
     socket.on('data', (chunk: Buffer) => {

@@ -4,7 +4,7 @@
  * reason for the auth-failure metric; the token itself is never logged.
  */
 
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
@@ -67,9 +67,12 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export function createVerifier(options: VerifierOptions): VerifyToken {
   const hmac = 'secret' in options.key;
-  // A KeyObject, imported once: given raw bytes, jose would import the key on every verify.
-  const key: KeyObject | JWTVerifyGetKey =
-    'secret' in options.key ? createSecretKey(options.key.secret) : createRemoteJWKSet(new URL(options.key.jwksUrl));
+  // A CryptoKey, imported once: given raw bytes or a KeyObject, jose (WebCrypto only since v6)
+  // imports the key again on every verify.
+  const key: Promise<webcrypto.CryptoKey> | JWTVerifyGetKey =
+    'secret' in options.key
+      ? webcrypto.subtle.importKey('raw', options.key.secret, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
+      : createRemoteJWKSet(new URL(options.key.jwksUrl));
   const verifyOptions = {
     // Never `none`, never a symmetric algorithm against a public key (or the reverse).
     algorithms: hmac ? ['HS256'] : ['RS256', 'ES256', 'EdDSA'],
@@ -94,7 +97,10 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     if (token.length > 8192 || !JWT_SHAPE.test(token)) throw new AuthError('malformed', 'the token is not a JWT');
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key as KeyObject, verifyOptions));
+      ({ payload } =
+        typeof key === 'function'
+          ? await jwtVerify(token, key, verifyOptions)
+          : await jwtVerify(token, await key, verifyOptions));
     } catch (err) {
       throw translateJoseError(err);
     }

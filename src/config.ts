@@ -51,6 +51,8 @@ const envSchema = z.object({
   JWT_CLOCK_TOLERANCE_S: int(0, 5).default(5),
 
   ACTOR_IDLE_MS: int(100).default(60_000),
+  /** Actor activations (rehydrations from PostgreSQL) in progress at once; the rest wait in the host. Default: half of PG_POOL_MAX. */
+  ACTOR_MAX_ACTIVATIONS: int(1, 1000).optional(),
   MAX_BODY_BYTES: int(1024).default(32 * 1024 * 1024),
   MAX_TEXT_CHARS: int(1).default(10_000),
   MAX_ATTACHMENT_BYTES: int(1).default(10 * 1024 * 1024),
@@ -123,6 +125,7 @@ export interface Config {
     clockToleranceS: number;
   };
   actorIdleMs: number;
+  actorMaxActivations: number;
   limits: {
     maxBodyBytes: number;
     maxTextChars: number;
@@ -225,6 +228,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       clockToleranceS: e.JWT_CLOCK_TOLERANCE_S,
     },
     actorIdleMs: e.ACTOR_IDLE_MS,
+    actorMaxActivations: e.ACTOR_MAX_ACTIVATIONS ?? Math.max(1, Math.floor(e.PG_POOL_MAX / 2)),
     limits: {
       maxBodyBytes: e.MAX_BODY_BYTES,
       maxTextChars: e.MAX_TEXT_CHARS,

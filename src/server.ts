@@ -26,7 +26,7 @@ import { limitsFrom, relayEventSchema } from './relay/relayEvent.ts';
 import { ConversationRepository } from './store/conversationRepository.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
-import { bumpEpoch } from './store/leases.ts';
+import { leaseEpochs } from './store/leases.ts';
 import { migrate } from './store/migrate.ts';
 import { MiniappRepository } from './store/miniappRepository.ts';
 import { createPool, type Pool, poolStats } from './store/pool.ts';
@@ -93,11 +93,23 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     audience: config.jwt.audience,
     clockToleranceS: config.jwt.clockToleranceS,
   });
+  let socketCounts = () => ({ miniapp: 0, relay: 0 });
+  const metrics = createMetrics({
+    pool: () => poolStats(pool),
+    actors: () => host.counts(),
+    sockets: () => socketCounts(),
+    breakers: () => ({
+      ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}),
+      media: media.state(),
+    }),
+  });
   const sockets = new MiniappSockets();
+  const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
   const host = createActorHost({
-    bumpEpoch: (key) => bumpEpoch(pool, key, config.nodeId),
+    bumpEpoch: leaseEpochs(committer, config.nodeId),
     ownership: localOwnership,
     idleMs: config.actorIdleMs,
+    maxActivations: config.actorMaxActivations,
     log,
   });
   const brain = config.openai.apiKey ? createOpenAIBrain(config.openai, config.photoWaitMs, log) : createOfflineBrain();
@@ -109,17 +121,6 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     halfOpenAfterMs: config.openai.breakerHalfOpenMs,
     log,
   });
-  let socketCounts = () => ({ miniapp: 0, relay: 0 });
-  const metrics = createMetrics({
-    pool: () => poolStats(pool),
-    actors: () => host.counts(),
-    sockets: () => socketCounts(),
-    breakers: () => ({
-      ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}),
-      media: media.state(),
-    }),
-  });
-  const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
   const repo = new MiniappRepository(pool);
   host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
 

@@ -40,6 +40,12 @@ export interface ActorHostOptions {
   bumpEpoch(key: string): Promise<number>;
   ownership: Ownership;
   idleMs: number;
+  /**
+   * Activations run at most this many at once; the others wait their turn here. A burst of
+   * messages for thousands of sleeping actors would otherwise queue thousands of reads in the
+   * pool, where they time out (503) instead of waiting.
+   */
+  maxActivations: number;
   log: Logger;
 }
 
@@ -87,6 +93,9 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
   const kinds = new Map<string, ActorKind>();
   const cells = new Map<string, Cell>();
   const stopWaiters = new Set<() => void>();
+  /** Activations in progress, and cells waiting for one to finish. */
+  let activating = 0;
+  const waitingActivation: Cell[] = [];
   let closing = false;
   const { log } = options;
 
@@ -162,11 +171,23 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       passivateSent: false,
     };
     cells.set(key, cell);
-    void activate(cell);
+    if (activating < options.maxActivations) void activate(cell);
+    else waitingActivation.push(cell);
     return cell;
   }
 
   async function activate(cell: Cell): Promise<void> {
+    activating++;
+    try {
+      await rehydrate(cell);
+    } finally {
+      activating--;
+      const next = waitingActivation.shift();
+      if (next) void activate(next);
+    }
+  }
+
+  async function rehydrate(cell: Cell): Promise<void> {
     try {
       if (!(await options.ownership.acquire(cell.key))) {
         throw new AppError('session_unavailable', `${maskPhones(cell.key)} is owned by another node`);
@@ -296,6 +317,11 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     async stopAll(timeoutMs) {
       closing = true;
       clearInterval(sweep);
+      // Actors not yet being activated have nothing to save: their messages are refused.
+      for (const cell of waitingActivation.splice(0)) {
+        cells.delete(cell.key);
+        reject(cell.queue, new AppError('shutting_down', 'the server is shutting down'));
+      }
       for (const cell of cells.values()) passivate(cell);
       const deadline = Date.now() + timeoutMs;
       while (cells.size && Date.now() < deadline) {

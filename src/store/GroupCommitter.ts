@@ -60,12 +60,11 @@ interface Lane {
   queue: Pending[];
   running: boolean;
   /**
-   * The lane's connection. The first lane keeps its own between transactions (waiting for a
-   * pool connection behind the actors' reads would stall every write of the process); the
-   * others return theirs when they run out of work, so an idle process holds one.
+   * The lane's own connection, kept between transactions: waiting for a pool connection
+   * behind the actors' reads (a burst of activations) would stall every write of the lane,
+   * and fail them once PG_CONNECTION_TIMEOUT_MS passed.
    */
   client: PoolClient | null;
-  keepsClient: boolean;
 }
 
 /** A string's lane (FNV-1a): the same actor always takes the same one. */
@@ -77,6 +76,8 @@ function laneOf(key: string, lanes: number): number {
 
 export class GroupCommitter {
   private readonly writers = new Map<string, BatchWriter<unknown>>();
+  /** Kinds of unfenced writes that always take the first lane (see `register`). */
+  private readonly pinned = new Set<string>();
   private readonly lanes: Lane[];
   /** `key#epoch` of actors whose writes failed: their later writes fail too. */
   private readonly failed = new Set<string>();
@@ -86,16 +87,21 @@ export class GroupCommitter {
     private readonly pool: Pool,
     private readonly options: GroupCommitterOptions,
   ) {
-    this.lanes = Array.from({ length: Math.max(1, options.lanes) }, (_, i) => ({
+    this.lanes = Array.from({ length: Math.max(1, options.lanes) }, () => ({
       queue: [],
       running: false,
       client: null,
-      keepsClient: i === 0,
     }));
   }
 
-  register<T>(kind: string, writer: BatchWriter<T>): void {
+  /**
+   * `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
+   * busy one, so no two transactions in flight both write them (e.g. the lease epochs, which
+   * the other lanes' fences lock: in one lane, no two transactions can wait on each other).
+   */
+  register<T>(kind: string, writer: BatchWriter<T>, options: { pinned?: boolean } = {}): void {
     this.writers.set(kind, writer as BatchWriter<unknown>);
+    if (options.pinned) this.pinned.add(kind);
   }
 
   /**
@@ -125,7 +131,12 @@ export class GroupCommitter {
       reject(new Error(`an earlier write of ${actorKey} failed`));
       return;
     }
-    const lane = actorKey === null ? this.leastBusy() : this.lanes[laneOf(actorKey, this.lanes.length)];
+    const lane =
+      actorKey !== null
+        ? this.lanes[laneOf(actorKey, this.lanes.length)]
+        : this.pinned.has(kind)
+          ? this.lanes[0]
+          : this.leastBusy();
     lane.queue.push({ kind, actorKey, epoch, item, resolve, reject });
     if (!lane.running) {
       lane.running = true;
@@ -165,10 +176,6 @@ export class GroupCommitter {
       await this.commit(lane, batch);
     }
     lane.running = false;
-    if (!lane.keepsClient && lane.client) {
-      lane.client.release();
-      lane.client = null;
-    }
     if (!this.idle()) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];

@@ -1,18 +1,36 @@
 /** The epoch fence of `actor_leases` (DESIGN.md "Single owner, fenced in Postgres"). */
-import { type Pool, query } from './pool.ts';
+import type { BatchWriter, GroupCommitter } from './GroupCommitter.ts';
+
+const LEASE = 'lease';
 
 /**
- * Makes `owner` the actor's owner and returns the new epoch. Any write of an earlier owner
- * committed after this fails the group commit's epoch check; a commit of theirs in flight
- * holds the lease row `FOR SHARE`, so this waits for it and rehydration then sees it.
+ * Makes `owner` the owner of the actors it is given and returns their new epochs, through
+ * the group commit: activations that happen together (a relay's burst over many
+ * conversations) share one transaction instead of one commit each. Any write of an earlier
+ * owner committed after this fails the group commit's epoch check; a commit of theirs in
+ * flight holds the lease row `FOR SHARE`, so this waits for it and rehydration then sees it.
  */
-export async function bumpEpoch(pool: Pool, key: string, owner: string): Promise<number> {
-  const { rows } = await query<{ epoch: string }>(
-    pool,
-    `INSERT INTO actor_leases (key, epoch, owner) VALUES ($1, 1, $2)
-     ON CONFLICT (key) DO UPDATE SET epoch = actor_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
-     RETURNING epoch`,
-    [key, owner],
-  );
-  return Number(rows[0].epoch);
+export function leaseEpochs(committer: GroupCommitter, owner: string): (key: string) => Promise<number> {
+  const writer: BatchWriter<string> = async (client, keys) => {
+    // One statement cannot update a row twice: a key activated twice in one batch (it
+    // stopped and was needed again) takes a second statement, and gets the later epoch.
+    const epochs: number[] = new Array(keys.length);
+    let pending = keys.map((key, i) => ({ key, i }));
+    while (pending.length) {
+      const seen = new Set<string>();
+      const now = pending.filter((p) => !seen.has(p.key) && seen.add(p.key));
+      pending = pending.filter((p) => !now.includes(p));
+      const { rows } = await client.query<{ key: string; epoch: string }>(
+        `INSERT INTO actor_leases (key, epoch, owner) SELECT k, 1, $2 FROM unnest($1::text[]) AS k
+         ON CONFLICT (key) DO UPDATE SET epoch = actor_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+         RETURNING key, epoch`,
+        [now.map((p) => p.key), owner],
+      );
+      const byKey = new Map(rows.map((r) => [r.key, Number(r.epoch)]));
+      for (const p of now) epochs[p.i] = byKey.get(p.key) as number;
+    }
+    return epochs;
+  };
+  committer.register(LEASE, writer, { pinned: true });
+  return (key) => committer.submit<string, number>(LEASE, null, 0, key);
 }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { FencedError, GroupCommitter } from '../../src/store/GroupCommitter.ts';
-import { bumpEpoch } from '../../src/store/leases.ts';
+import { leaseEpochs } from '../../src/store/leases.ts';
 import { createPool, type Pool } from '../../src/store/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -46,7 +46,7 @@ describe('the group committer', () => {
   it('commits in parallel lanes, each actor’s writes in the order they were submitted', async () => {
     const c = committer(3);
     const actors = Array.from({ length: 12 }, (_, i) => `test:lanes-${i}`);
-    const epochs = await Promise.all(actors.map((a) => bumpEpoch(pool, a, 'here')));
+    const epochs = await Promise.all(actors.map(leaseEpochs(c, 'here')));
     const settled: Record<string, number[]> = Object.fromEntries(actors.map((a) => [a, []]));
     const writes: Promise<void>[] = [];
     for (let seq = 0; seq < 40; seq++) {
@@ -83,13 +83,30 @@ describe('the group committer', () => {
   it('fails the writes of an actor another owner took over, and every later write of it', async () => {
     const c = committer(2);
     const actor = 'test:fenced';
-    const epoch = await bumpEpoch(pool, actor, 'here');
+    const epoch = await leaseEpochs(c, 'here')(actor);
     await c.submit<Row>('row', actor, epoch, { actor, seq: 1 });
-    await bumpEpoch(pool, actor, 'elsewhere');
+    const other = committer(1);
+    expect(await leaseEpochs(other, 'elsewhere')(actor)).toBe(epoch + 1);
+    other.close();
     await expect(c.submit<Row>('row', actor, epoch, { actor, seq: 2 })).rejects.toBeInstanceOf(FencedError);
     await expect(c.submit<Row>('row', actor, epoch, { actor, seq: 3 })).rejects.toThrow(/earlier write/);
     const { rows } = await db.pool.query('SELECT seq FROM gc_rows WHERE actor = $1 ORDER BY seq', [actor]);
     expect(rows.map((r) => r.seq)).toEqual([1]);
+    c.close();
+  });
+
+  it('bumps the epochs of actors activated together in one transaction, twice for a key asked twice', async () => {
+    const c = committer(2);
+    const epochOf = leaseEpochs(c, 'here');
+    const [a1, b1, a2] = await Promise.all([epochOf('test:a'), epochOf('test:b'), epochOf('test:a')]);
+    expect([a1, b1, a2]).toEqual([1, 1, 2]);
+    const { rows } = await db.pool.query(
+      "SELECT key, epoch, owner FROM actor_leases WHERE key IN ('test:a', 'test:b') ORDER BY key",
+    );
+    expect(rows).toEqual([
+      { key: 'test:a', epoch: '2', owner: 'here' },
+      { key: 'test:b', epoch: '1', owner: 'here' },
+    ]);
     c.close();
   });
 

@@ -23,12 +23,15 @@ const worker = setup({
   output: ({ context }) => context,
 });
 
-function host(idleMs = 60_000) {
+function host(idleMs = 60_000, maxActivations = 4, activationMs = 0) {
   const actors = new Map<string, ReturnType<typeof createActor<typeof worker>>>();
+  let activating = 0;
+  const activationPeak = { value: 0 };
   const h = createActorHost({
     bumpEpoch: async () => 1,
     ownership: localOwnership,
     idleMs,
+    maxActivations,
     log: pino({ level: 'silent' }),
   });
   const stopped: unknown[] = [];
@@ -37,14 +40,21 @@ function host(idleMs = 60_000) {
     passivateEvent: { type: 'passivate' },
     isIdle: (s) => s.value === 'idle',
     async activate(id) {
-      if (id === 'missing') return null;
-      const actor = createActor(worker);
-      actors.set(id, actor);
-      return actor;
+      activating++;
+      activationPeak.value = Math.max(activationPeak.value, activating);
+      try {
+        if (activationMs) await new Promise((r) => setTimeout(r, activationMs));
+        if (id === 'missing') return null;
+        const actor = createActor(worker);
+        actors.set(id, actor);
+        return actor;
+      } finally {
+        activating--;
+      }
     },
     onStopped: (_id, output) => stopped.push(output),
   });
-  return { h, actors, stopped };
+  return { h, actors, stopped, activationPeak };
 }
 
 describe('the actor host', () => {
@@ -53,6 +63,26 @@ describe('the actor host', () => {
     await Promise.all(Array.from({ length: 20 }, (_, n) => h.send('worker', 'a', { type: 'work', n })));
     await expect.poll(() => actors.get('a')?.getSnapshot().context.done.length).toBe(20);
     expect(actors.get('a')?.getSnapshot().context.done).toEqual(Array.from({ length: 20 }, (_, n) => n));
+  });
+
+  it('activates at most maxActivations actors at once; the others wait their turn, and all are served', async () => {
+    const { h, actors, activationPeak } = host(60_000, 3, 5);
+    await Promise.all(Array.from({ length: 30 }, (_, n) => h.send('worker', `many-${n}`, { type: 'work', n })));
+    expect(activationPeak.value).toBe(3);
+    await expect
+      .poll(() => [...actors.values()].filter((a) => a.getSnapshot().context.done.length === 1).length)
+      .toBe(30);
+  });
+
+  it('refuses the messages of actors still waiting for their activation when it stops', async () => {
+    const { h, actors } = host(60_000, 1, 30);
+    const first = h.send('worker', 'first', { type: 'work', n: 1 }).catch(() => undefined);
+    const waiting = h.send('worker', 'waiting', { type: 'work', n: 2 }).catch((err: unknown) => err);
+    await h.stopAll(2000);
+    await first;
+    expect(await waiting).toMatchObject({ code: 'shutting_down' });
+    expect(actors.has('waiting')).toBe(false);
+    expect(h.counts().worker).toBe(0);
   });
 
   it('rejects messages for an actor that does not exist', async () => {

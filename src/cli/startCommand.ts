@@ -18,7 +18,8 @@ export async function runStart(args: string[]): Promise<number> {
   // session keeps in memory (its last 256) survive, so the sites they share with the
   // short-lived objects of every message (frame parsing, state copies) were pretenured, and
   // the old generation filled at tens of MB/s: full collections every few seconds, 100–250 ms
-  // stalls and a p99 in the hundreds of ms (bench/README.md). Read at each GC, so it applies.
+  // stalls and a p99 in the hundreds of ms (bench/README.md). V8 consults the flag when a GC
+  // weighs its pretenuring feedback, so setting it here, before the server starts, takes effect.
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
   const config = loadConfig();
   const server = await startServer(config);

@@ -100,6 +100,13 @@ export function startPeer(name: PeerName, o: StartOptions): Promise<ServerProces
           MAX_OPS_PER_SECOND: '1000000',
           // No passivation in the middle of a round.
           ACTOR_IDLE_MS: String(60 * 60_000),
+          // Diagnostics: BENCH_ARCHETY_ENV="GROUP_COMMIT_LANES=1 PG_POOL_MAX=12" adds to its environment.
+          ...Object.fromEntries(
+            (process.env.BENCH_ARCHETY_ENV ?? '')
+              .split(/\s+/)
+              .filter((kv) => kv.includes('='))
+              .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+          ),
         },
         ready: /archety listening on (http:\/\/[^ "]+)/,
       });

@@ -2,9 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 
 describe('the configuration', () => {
-  it('runs two group-commit lanes by default, one when the pool is too small for two', () => {
-    expect(loadConfig({}).groupCommit.lanes).toBe(2);
-    expect(loadConfig({ PG_POOL_MAX: '2' }).groupCommit.lanes).toBe(1);
+  it('runs one group-commit lane unless told otherwise', () => {
+    expect(loadConfig({}).groupCommit.lanes).toBe(1);
     expect(loadConfig({ PG_POOL_MAX: '20', GROUP_COMMIT_LANES: '4' }).groupCommit.lanes).toBe(4);
   });
 
@@ -12,6 +11,7 @@ describe('the configuration', () => {
     expect(() => loadConfig({ PG_POOL_MAX: '4', GROUP_COMMIT_LANES: '4' })).toThrow(ConfigError);
     expect(() => loadConfig({ PG_POOL_MAX: '4', GROUP_COMMIT_LANES: '4' })).toThrow(/GROUP_COMMIT_LANES=4/);
     expect(() => loadConfig({ GROUP_COMMIT_LANES: '0' })).toThrow(/GROUP_COMMIT_LANES/);
+    expect(() => loadConfig({ PG_POOL_MAX: '1' })).toThrow(/GROUP_COMMIT_LANES=1 must be below PG_POOL_MAX/);
   });
 
   it('names the variable of a value that is not a number', () => {

@@ -2,11 +2,10 @@
  * Group commit: writes submitted by every actor are committed together, one transaction per
  * turn, with multi-row statements per kind, so durable throughput is not one commit per op.
  *
- * Writes go to one of a few lanes, each with its own connection and one transaction in flight:
- * an actor's writes always take the same lane (by its key), unfenced writes the least busy one.
- * So several transactions can commit at once — PostgreSQL works on them in parallel and
- * flushes their WAL together — and a write never waits behind a commit of unrelated actors
- * longer than its own lane's.
+ * Writes go to one of `lanes` lanes (GROUP_COMMIT_LANES, one by default), each with its own
+ * connection and one transaction in flight: an actor's writes always take the same lane (by
+ * its key), unfenced writes the least busy one. With several lanes, transactions commit at
+ * once — PostgreSQL works on them in parallel and flushes their WAL together.
  *
  * Guarantees:
  * - Per actor, writes are committed in submission order (its lane: one transaction in flight, FIFO).

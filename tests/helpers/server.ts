@@ -66,6 +66,30 @@ export interface SpawnedServer {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/**
+ * Every server process a test file spawned, killed when the file's tests are done (and, at
+ * the latest, when the test process exits). A hook registered from inside a test would never
+ * run, and a leaked server keeps its pool's PostgreSQL connections until max_connections is
+ * reached for everyone.
+ */
+const spawned = new Set<ChildProcess>();
+afterAll(async () => {
+  await Promise.all(
+    [...spawned].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+  spawned.clear();
+});
+process.once('exit', () => {
+  for (const child of spawned) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 /** Runs `archety start` in a child process and waits for its summary line. */
 export async function spawnServer(env: Record<string, string>, args: string[] = ['start']): Promise<SpawnedServer> {
   const child = spawn(process.execPath, [path.join(repoRoot, 'bin/archety.js'), ...args], {
@@ -75,15 +99,13 @@ export async function spawnServer(env: Record<string, string>, args: string[] = 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
+  spawned.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    child.on('exit', (code, signal) => {
+      spawned.delete(child);
+      resolve({ code, signal });
+    }),
   );
-  afterAll(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
     const onData = (chunk: Buffer) => {

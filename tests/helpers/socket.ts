@@ -40,8 +40,10 @@ export function openSocket(
     frames.push(JSON.parse(data.toString()));
     for (const w of waiters.splice(0)) w();
   });
+  let closedWith = '';
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on('close', (code, reason) => {
+      closedWith = `${code} ${reason.toString()}`.trim();
       resolve({ code, reason: reason.toString() });
       for (const w of waiters.splice(0)) w();
     }),
@@ -79,7 +81,7 @@ export function openSocket(
                 res(frames[i] as never);
               } else if (ws.readyState === WebSocket.CLOSED) {
                 clearTimeout(timer);
-                rej(new Error(`socket closed before a ${type} frame`));
+                rej(new Error(`socket closed (${closedWith}) before a ${type} frame`));
               } else {
                 waiters.push(look);
               }

@@ -24,7 +24,7 @@ import { connectAll, describeLoad, disconnectAll, runLoad } from './lib/loadPhas
 import { cpuProbe, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { parseOptions, USAGE } from './lib/options.ts';
 import { repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
-import { currentPhaseName, phase, progress, sinceLastLine, sleep } from './lib/progress.ts';
+import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { addResultsSection, README_TEMPLATE, renderTable } from './lib/report.ts';
 import { socketsPhase } from './lib/socketPhase.ts';
 import { fmt, percentile } from './lib/stats.ts';
@@ -95,25 +95,7 @@ async function main(): Promise<number> {
       ? `npm run ${script}${args && !script.endsWith(':smoke') ? ` -- ${args}` : ''}`
       : `node --import tsx bench/miniapp.ts${args ? ` ${args}` : ''}`) +
     (o.quick && !process.argv.includes('--quick') ? ' (BENCH_QUICK=1)' : '');
-  const cleanups: (() => Promise<unknown>)[] = [];
-  const cleanup = async () => {
-    for (const fn of cleanups.splice(0).reverse()) await fn().catch((err) => progress(`cleanup: ${String(err)}`));
-  };
-  const deadline = setTimeout(() => {
-    progress(`deadline of ${o.deadlineMs / 1000} s reached during "${currentPhaseName()}": aborting`);
-    void cleanup().finally(() => process.exit(1));
-  }, o.deadlineMs);
-  deadline.unref();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      progress(`${signal}: stopping`);
-      void cleanup().finally(() => process.exit(130));
-    });
-  }
-  const heartbeat = setInterval(() => {
-    if (sinceLastLine() > 4000) progress(`  … ${currentPhaseName()}`);
-  }, 1000);
-  heartbeat.unref();
+  const { cleanups, cleanup, stopHeartbeat } = startRun(o.deadlineMs);
 
   try {
     phase(`miniapp benchmark (${o.quick ? 'quick' : 'default'} sizes): ${command}`);
@@ -315,7 +297,7 @@ async function main(): Promise<number> {
     await cleanup();
     return 1;
   } finally {
-    clearInterval(heartbeat);
+    stopHeartbeat();
   }
 }
 

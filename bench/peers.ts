@@ -25,7 +25,7 @@ import { createSessions } from './lib/archetyApi.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbe, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { repoRoot, type ServerProcess, startWorkers } from './lib/processes.ts';
-import { currentPhaseName, phase, progress, sinceLastLine, sleep } from './lib/progress.ts';
+import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { addResultsSection, README_TEMPLATE } from './lib/report.ts';
 import { fmt } from './lib/stats.ts';
 import { ALL_PEERS, type PeersOptions, parsePeersOptions, USAGE } from './peers/options.ts';
@@ -81,25 +81,7 @@ async function main(): Promise<number> {
   const o: PeersOptions = parsed;
   const args = process.argv.slice(2);
   const command = `npm run bench:peers${args.length ? ` -- ${args.join(' ')}` : ''}`;
-  const cleanups: (() => Promise<unknown>)[] = [];
-  const cleanup = async () => {
-    for (const fn of cleanups.splice(0).reverse()) await fn().catch((err) => progress(`cleanup: ${String(err)}`));
-  };
-  const deadline = setTimeout(() => {
-    progress(`deadline of ${o.deadlineMs / 1000} s reached during "${currentPhaseName()}": aborting`);
-    void cleanup().finally(() => process.exit(1));
-  }, o.deadlineMs);
-  deadline.unref();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      progress(`${signal}: stopping`);
-      void cleanup().finally(() => process.exit(130));
-    });
-  }
-  const heartbeat = setInterval(() => {
-    if (sinceLastLine() > 4000) progress(`  … ${currentPhaseName()}`);
-  }, 1000);
-  heartbeat.unref();
+  const { cleanups, cleanup, stopHeartbeat } = startRun(o.deadlineMs);
 
   try {
     phase(`peers benchmark (${o.quick ? 'quick' : 'default'} sizes): ${command}`);
@@ -321,7 +303,7 @@ async function main(): Promise<number> {
     await cleanup();
     return 1;
   } finally {
-    clearInterval(heartbeat);
+    stopHeartbeat();
   }
 }
 

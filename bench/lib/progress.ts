@@ -32,3 +32,36 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function at<T>(epochMs: number, fn: () => T): Promise<T> {
   return new Promise((resolve) => setTimeout(() => resolve(fn()), Math.max(0, epochMs - Date.now())));
 }
+
+/**
+ * What every benchmark run has around it: cleanups (run last-registered first, on the way out
+ * however it ends), a deadline that aborts a stuck run, SIGINT/SIGTERM, and a line every few
+ * seconds while a phase prints nothing.
+ */
+export function startRun(deadlineMs: number): {
+  cleanups: (() => Promise<unknown>)[];
+  cleanup: () => Promise<void>;
+  /** Stops the heartbeat (the deadline and signal handlers end with the process). */
+  stopHeartbeat: () => void;
+} {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.splice(0).reverse()) await fn().catch((err) => progress(`cleanup: ${String(err)}`));
+  };
+  const deadline = setTimeout(() => {
+    progress(`deadline of ${deadlineMs / 1000} s reached during "${currentPhaseName()}": aborting`);
+    void cleanup().finally(() => process.exit(1));
+  }, deadlineMs);
+  deadline.unref();
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      progress(`${signal}: stopping`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  const heartbeat = setInterval(() => {
+    if (sinceLastLine() > 4000) progress(`  … ${currentPhaseName()}`);
+  }, 1000);
+  heartbeat.unref();
+  return { cleanups, cleanup, stopHeartbeat: () => clearInterval(heartbeat) };
+}

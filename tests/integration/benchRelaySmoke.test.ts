@@ -1,19 +1,11 @@
 /** `npm run bench:relay` in its quick mode: the benchmark itself must keep working. */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { repoRoot } from '../helpers/server.ts';
-
-const run = promisify(execFile);
+import { runQuickBench } from '../helpers/bench.ts';
 
 describe('bench:relay --quick', () => {
   it('runs every phase, exits 0 and prints the summary table', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'bench/relay.ts', '--quick'], {
-      cwd: repoRoot,
-      env: { ...process.env, BENCH_QUICK: '1' },
-      timeout: 120_000,
-      maxBuffer: 16 * 1024 * 1024,
-    });
+    const { code, output: stdout } = await runQuickBench('relay.ts', {}, 120_000);
+    expect(code, stdout.slice(-3000)).toBe(0);
     expect(stdout).toContain('| metric | Archety | peer / limit | ratio | goal | met? |');
     for (const row of [
       'durable relay events/s at saturation',

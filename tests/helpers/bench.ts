@@ -1,0 +1,38 @@
+/** Runs a benchmark script in quick mode, as its smoke test: the benchmark must keep working. */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { repoRoot } from './server.ts';
+
+/**
+ * Runs `bench/<script>` with `--quick` (and `env` added) and resolves with its exit code and
+ * everything it printed; rejects when it has not finished within `timeoutMs`.
+ */
+export function runQuickBench(
+  script: string,
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick'], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (c) => {
+      output += c;
+    });
+    child.stderr.on('data', (c) => {
+      output += c;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGINT');
+      reject(new Error(`bench/${script} --quick did not finish within ${timeoutMs / 1000} s:\n${output.slice(-3000)}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}

@@ -28,6 +28,18 @@ export const WS_OPTIONS: WebSocket.ClientOptions = {
   handshakeTimeout: 30_000,
 };
 
+/** A client's two trip-planner ops, as JSON: inserting its own budget item, and setting its label. */
+export function budgetOps(item: string, amount: number): { insert: string; edit: (seq: number) => string } {
+  return {
+    insert: JSON.stringify({
+      kind: 'insert',
+      path: ['budget', 'items'],
+      value: { id: item, label: labelFor(0), amount },
+    }),
+    edit: (seq) => `{"kind":"set","path":["budget","items",{"id":"${item}"},"label"],"value":"${labelFor(seq)}"}`,
+  };
+}
+
 /** The version in an `applied` frame, read after `from`. */
 function versionOf(s: string, from: number): number {
   let i = s.indexOf('"version":', from) + 10;
@@ -40,6 +52,7 @@ export const archetyClient: ClientAdapter = {
   connect(spec: ConnectSpec, hooks: ClientHooks): Promise<ConnectOutcome> {
     const url = `${spec.baseUrl.replace(/^http/, 'ws')}/v1/miniapp/${encodeURIComponent(spec.room)}`;
     const item = itemId(spec.index);
+    const ops = budgetOps(item, spec.index);
     let version = 0;
     let hasItem = false;
     let closing = false;
@@ -51,17 +64,10 @@ export const archetyClient: ClientAdapter = {
         return hasItem;
       },
       insert() {
-        send(
-          0,
-          JSON.stringify({
-            kind: 'insert',
-            path: ['budget', 'items'],
-            value: { id: item, label: labelFor(0), amount: spec.index },
-          }),
-        );
+        send(0, ops.insert);
       },
       edit(seq: number) {
-        send(seq, `{"kind":"set","path":["budget","items",{"id":"${item}"},"label"],"value":"${labelFor(seq)}"}`);
+        send(seq, ops.edit(seq));
       },
       close() {
         closing = true;

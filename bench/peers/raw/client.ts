@@ -11,18 +11,17 @@ import {
   type ConnectOutcome,
   type ConnectSpec,
   itemId,
-  labelFor,
   ownSeq,
   withTimeout,
 } from '../adapter.ts';
-import { closeWs, WS_OPTIONS } from '../archety/client.ts';
+import { budgetOps, closeWs, WS_OPTIONS } from '../archety/client.ts';
 
 const APPLIED_PREFIX = '{"type":"applied","opId":"';
 
 export const rawClient: ClientAdapter = {
   connect(spec: ConnectSpec, hooks: ClientHooks): Promise<ConnectOutcome> {
     const url = `${spec.baseUrl.replace(/^http/, 'ws')}/room/${encodeURIComponent(spec.room)}`;
-    const item = itemId(spec.index);
+    const ops = budgetOps(itemId(spec.index), spec.index);
     let closing = false;
     const ws = new WebSocket(url, WS_OPTIONS);
     const send = (seq: number, op: string) =>
@@ -30,17 +29,10 @@ export const rawClient: ClientAdapter = {
     const conn = {
       hasItem: false,
       insert() {
-        send(
-          0,
-          JSON.stringify({
-            kind: 'insert',
-            path: ['budget', 'items'],
-            value: { id: item, label: labelFor(0), amount: spec.index },
-          }),
-        );
+        send(0, ops.insert);
       },
       edit(seq: number) {
-        send(seq, `{"kind":"set","path":["budget","items",{"id":"${item}"},"label"],"value":"${labelFor(seq)}"}`);
+        send(seq, ops.edit(seq));
       },
       close() {
         closing = true;

@@ -18,8 +18,16 @@ export function leaseEpochs(committer: GroupCommitter, owner: string): (key: str
     let pending = keys.map((key, i) => ({ key, i }));
     while (pending.length) {
       const seen = new Set<string>();
-      const now = pending.filter((p) => !seen.has(p.key) && seen.add(p.key));
-      pending = pending.filter((p) => !now.includes(p));
+      const now: typeof pending = [];
+      const later: typeof pending = [];
+      for (const p of pending) {
+        if (seen.has(p.key)) later.push(p);
+        else {
+          seen.add(p.key);
+          now.push(p);
+        }
+      }
+      pending = later;
       const { rows } = await client.query<{ key: string; epoch: string }>(
         `INSERT INTO actor_leases (key, epoch, owner) SELECT k, 1, $2 FROM unnest($1::text[]) AS k
          ON CONFLICT (key) DO UPDATE SET epoch = actor_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()

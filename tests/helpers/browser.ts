@@ -4,8 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import { type Browser, chromium, type Page, type WebSocketRoute } from 'playwright-core';
-import { afterAll } from 'vitest';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
+import { onCleanup } from './cleanup.ts';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
@@ -35,7 +35,7 @@ export function chromiumAvailable(): boolean {
 /** Launches headless Chromium; it is closed after the file's tests. */
 export async function launchChromium(): Promise<Browser> {
   const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ARGS, headless: true, timeout: 20_000 });
-  afterAll(() => browser.close());
+  onCleanup(() => browser.close());
   return browser;
 }
 

@@ -1,7 +1,8 @@
 /** A database of its own for a test file: a copy of the migrated template, dropped afterwards. */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, inject } from 'vitest';
+import { inject } from 'vitest';
+import { onCleanup } from './cleanup.ts';
 
 export function withDatabase(url: string, database: string): string {
   const u = new URL(url);
@@ -19,7 +20,7 @@ export interface TestDatabase {
 /** Creates the database now and drops it after the file's tests. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const adminUrl = inject('pgAdminUrl');
-  const name = `archety_t_${randomBytes(6).toString('hex')}`;
+  const name = `${inject('testDatabasePrefix')}${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name} TEMPLATE ${inject('pgTemplate')}`);
@@ -27,7 +28,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const url = withDatabase(adminUrl, name);
   const pool = new pg.Pool({ connectionString: url, max: 4 });
   pool.on('error', () => {});
-  afterAll(async () => {
+  onCleanup(async () => {
     await pool.end();
     const drop = new pg.Client({ connectionString: adminUrl });
     await drop.connect();

@@ -2,8 +2,13 @@
  * Finds PostgreSQL for the suite: TEST_DATABASE_URL or DATABASE_URL, else the local server
  * on 127.0.0.1:5432, else (a machine with only Node) an embedded PostgreSQL in a temporary
  * directory. Builds one migrated template database that every test file copies.
+ *
+ * Everything a run creates is named after the run: its databases start with
+ * `archety_t_<run>_`, and its files go under a temporary directory of its own (TMPDIR for
+ * the test processes and what they start). At the end, anything of the run still there is
+ * removed and the run fails, naming it: the test files clean up after themselves.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -16,6 +21,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pgAdminUrl: string;
     pgTemplate: string;
+    /** Every test database of this run is named with this prefix. */
+    testDatabasePrefix: string;
   }
 }
 
@@ -38,8 +45,18 @@ function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
+/** Files a run may leave in its temporary directory: tsx's compile cache. */
+const CACHES = /^tsx-\d+$/;
+
 export default async function setup(project: TestProject) {
   const log = pino({ level: 'warn' });
+  const runTag = `${process.pid.toString(36)}${Date.now().toString(36)}`;
+  const outerTmp = os.tmpdir();
+  const runTmp = await mkdtemp(path.join(outerTmp, `archety-test-run-${runTag}-`));
+  // Like /tmp: the embedded PostgreSQL runs as another user (postgres) when the tests run as root.
+  await chmod(runTmp, 0o1777);
+  // Test workers are started after global setup and inherit this environment.
+  process.env.TMPDIR = runTmp;
   let embedded: EmbeddedPostgres | undefined;
   let tmp: string | undefined;
   let adminUrl =
@@ -50,11 +67,12 @@ export default async function setup(project: TestProject) {
     console.warn(
       `[tests] PostgreSQL at ${adminUrl.replace(/:[^:@/]*@/, ':***@')} is not reachable: starting an embedded one`,
     );
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'archety-test-pg-'));
+    tmp = await mkdtemp(path.join(outerTmp, 'archety-test-pg-'));
     embedded = await startEmbeddedPostgres(tmp, 0, log);
     adminUrl = withDatabase(embedded.url, 'postgres');
   }
-  const template = `archety_tpl_${process.pid}_${Date.now().toString(36)}`;
+  const template = `archety_tpl_${runTag}`;
+  const prefix = `archety_t_${runTag}_`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${template}`);
@@ -63,11 +81,31 @@ export default async function setup(project: TestProject) {
   await pool.end();
   project.provide('pgAdminUrl', adminUrl);
   project.provide('pgTemplate', template);
+  project.provide('testDatabasePrefix', prefix);
 
   return async () => {
+    const leftovers: string[] = [];
+    const { rows } = await admin.query<{ datname: string }>(
+      'SELECT datname FROM pg_database WHERE starts_with(datname, $1)',
+      [prefix],
+    );
+    for (const { datname } of rows) {
+      leftovers.push(`database ${datname}`);
+      await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`).catch(() => {});
+    }
     await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => {});
     await admin.end();
     await embedded?.stop();
     if (tmp) await rm(tmp, { recursive: true, force: true });
+    for (const entry of await readdir(runTmp)) if (!CACHES.test(entry)) leftovers.push(`${runTmp}/${entry}`);
+    await rm(runTmp, { recursive: true, force: true });
+    process.env.TMPDIR = outerTmp;
+    if (leftovers.length > 0) {
+      // vitest reports an error thrown here but still exits 0: fail the run explicitly.
+      process.exitCode = 1;
+      throw new Error(
+        `the run left behind (now removed; a test file must clean up what it creates):\n  ${leftovers.join('\n  ')}`,
+      );
+    }
   };
 }

@@ -7,10 +7,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { type RunningServer, startServer } from '../../src/server.ts';
+import { onCleanup } from './cleanup.ts';
 import { TEST_SECRET } from './tokens.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -44,7 +44,7 @@ export async function startLoggedServer(
   const server = await startServer(config, {
     log: createLogger({ level: 'debug', format: 'json', destination: sink }),
   });
-  afterAll(() => server.close());
+  onCleanup(() => server.close());
   return { server, lines };
 }
 
@@ -54,7 +54,7 @@ export async function startTestServer(databaseUrl: string, env: Record<string, s
   const server = await startServer(config, {
     log: createLogger({ level: config.logLevel, format: 'json' }),
   });
-  afterAll(() => server.close());
+  onCleanup(() => server.close());
   return server;
 }
 
@@ -66,28 +66,23 @@ export interface SpawnedServer {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Kills `child` (SIGKILL) and resolves once it has exited. */
+export function killProcess(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
 /**
- * Every server process a test file spawned, killed when the file's tests are done (and, at
- * the latest, when the test process exits). A hook registered from inside a test would never
- * run, and a leaked server keeps its pool's PostgreSQL connections until max_connections is
- * reached for everyone.
+ * Server processes still running, killed when the test process exits even if the file's
+ * cleanup never ran: a leaked server keeps its pool's PostgreSQL connections until
+ * max_connections is reached for everyone.
  */
-const spawned = new Set<ChildProcess>();
-afterAll(async () => {
-  await Promise.all(
-    [...spawned].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('exit', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
-  spawned.clear();
-});
+const running = new Set<ChildProcess>();
 process.once('exit', () => {
-  for (const child of spawned) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
 /** Runs `archety start` in a child process and waits for its summary line. */
@@ -99,10 +94,11 @@ export async function spawnServer(env: Record<string, string>, args: string[] = 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  spawned.add(child);
+  running.add(child);
+  onCleanup(() => killProcess(child));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {
-      spawned.delete(child);
+      running.delete(child);
       resolve({ code, signal });
     }),
   );

@@ -9,8 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { listMigrations } from '../../src/store/migrate.ts';
+import { onCleanup } from '../helpers/cleanup.ts';
 import { withDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';
 import { repoRoot } from '../helpers/server.ts';
@@ -35,8 +36,13 @@ describe('the embedded default', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    afterAll(async () => {
-      if (child.exitCode === null) process.kill(-(child.pid as number), 'SIGKILL');
+    onCleanup(async () => {
+      try {
+        // npm and the server it started share a process group; whatever of it is still alive.
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // the whole group has exited
+      }
       await rm(dataDir, { recursive: true, force: true });
     });
     let out = '';

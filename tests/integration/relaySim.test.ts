@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server.ts';
+import { onCleanup } from '../helpers/cleanup.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { repoRoot, startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
@@ -68,6 +69,7 @@ describe('archety relay-sim', () => {
 
   it('sends a photo inline and answers Sage with /reply in a group, where the reply gets a reply', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'relay-sim-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
     const photo = path.join(dir, 'tram.png');
     await writeFile(photo, Buffer.alloc(2048, 7));
     const { code, stdout, stderr } = await relaySim(
@@ -79,7 +81,6 @@ describe('archety relay-sim', () => {
         '/reply and where should we eat?',
       ],
     );
-    await rm(dir, { recursive: true, force: true });
     expect({ code, stderr }).toMatchObject({ code: 0 });
     const replies = stdout.split('\n').filter((l) => /^\[[^\]]+\] Sage: /.test(l));
     expect(replies).toHaveLength(3);

@@ -1,14 +1,30 @@
-import { defineConfig } from 'vitest/config';
+import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
+
+/** The benchmarks' smoke runs load both cores: they run after the rest, one at a time. */
+const BENCH_SMOKE = 'tests/integration/bench*Smoke.test.ts';
+
+const shared: TestProjectInlineConfiguration['test'] = {
+  globalSetup: ['tests/helpers/globalSetup.ts'],
+  pool: 'forks',
+  testTimeout: 30_000,
+  hookTimeout: 60_000,
+  // Servers are real processes and sockets: a failure should say so, not retry it away.
+  retry: 0,
+};
 
 export default defineConfig({
   test: {
-    include: ['tests/**/*.test.ts'],
-    globalSetup: ['tests/helpers/globalSetup.ts'],
-    pool: 'forks',
-    maxWorkers: 2,
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
-    // Servers are real processes and sockets: a failure should say so, not retry it away.
-    retry: 0,
+    projects: [
+      { test: { ...shared, name: 'suite', include: ['tests/**/*.test.ts'], exclude: [BENCH_SMOKE], maxWorkers: 2 } },
+      {
+        test: {
+          ...shared,
+          name: 'bench-smoke',
+          include: [BENCH_SMOKE],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -8,6 +8,7 @@
  * the test processes and what they start). At the end, anything of the run still there is
  * removed and the run fails, naming it: the test files clean up after themselves.
  */
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,9 +51,14 @@ const CACHES = /^tsx-\d+$/;
 
 export default async function setup(project: TestProject) {
   const log = pino({ level: 'warn' });
-  const runTag = `${process.pid.toString(36)}${Date.now().toString(36)}`;
-  const outerTmp = os.tmpdir();
-  const runTmp = await mkdtemp(path.join(outerTmp, `archety-test-run-${runTag}-`));
+  const runTag = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+  // Each project of vitest.config.ts runs this setup in the same process, before any test, and
+  // its teardown after every test: the projects share one folder. Its name stays short, as
+  // Chromium refuses a profile whose socket path passes 107 bytes.
+  process.env.ARCHETY_TEST_OUTER_TMP ??= os.tmpdir();
+  const outerTmp = process.env.ARCHETY_TEST_OUTER_TMP;
+  const runTmp = process.env.ARCHETY_TEST_TMP ?? (await mkdtemp(path.join(outerTmp, 'archety-t-')));
+  process.env.ARCHETY_TEST_TMP = runTmp;
   // Like /tmp: the embedded PostgreSQL runs as another user (postgres) when the tests run as root.
   await chmod(runTmp, 0o1777);
   // Test workers are started after global setup and inherit this environment.
@@ -97,9 +103,10 @@ export default async function setup(project: TestProject) {
     await admin.end();
     await embedded?.stop();
     if (tmp) await rm(tmp, { recursive: true, force: true });
-    for (const entry of await readdir(runTmp)) if (!CACHES.test(entry)) leftovers.push(`${runTmp}/${entry}`);
+    // The first project's teardown checks and removes the shared folder.
+    const entries = await readdir(runTmp).catch(() => []);
+    for (const entry of entries) if (!CACHES.test(entry)) leftovers.push(`${runTmp}/${entry}`);
     await rm(runTmp, { recursive: true, force: true });
-    process.env.TMPDIR = outerTmp;
     if (leftovers.length > 0) {
       // vitest reports an error thrown here but still exits 0: fail the run explicitly.
       process.exitCode = 1;

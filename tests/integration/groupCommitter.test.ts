@@ -23,7 +23,10 @@ const log = createLogger({ level: 'silent', format: 'json' });
 beforeAll(async () => {
   db = await createTestDatabase();
   pool = createPool(db.url, loadConfig({ PG_POOL_MAX: '6' }).pg, log);
-  await db.pool.query('CREATE TABLE gc_rows (actor text, seq int, backend int, PRIMARY KEY (actor, seq))');
+  // `pos` numbers the rows in the order PostgreSQL stored them.
+  await db.pool.query(
+    'CREATE TABLE gc_rows (actor text, seq int, backend int, pos bigserial, PRIMARY KEY (actor, seq))',
+  );
 });
 afterAll(async () => {
   await pool.end();
@@ -34,7 +37,9 @@ function committer(lanes: number): GroupCommitter {
   c.register<Row>('row', async (client, items) => {
     await client.query(
       `INSERT INTO gc_rows (actor, seq, backend)
-       SELECT r.actor, r.seq, pg_backend_pid() FROM jsonb_to_recordset($1::jsonb) AS r(actor text, seq int)
+       SELECT e.item->>'actor', (e.item->>'seq')::int, pg_backend_pid()
+         FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(item, n)
+        ORDER BY e.n
        ON CONFLICT DO NOTHING`,
       [JSON.stringify(items)],
     );
@@ -62,7 +67,13 @@ describe('the group committer', () => {
     }
     await Promise.all(writes);
     await c.flush();
-    for (const actor of actors) expect(settled[actor]).toEqual(Array.from({ length: 40 }, (_, s) => s));
+    const inOrder = Array.from({ length: 40 }, (_, s) => s);
+    for (const actor of actors) expect(settled[actor], `${actor}'s acknowledgements`).toEqual(inOrder);
+    const stored = await db.pool.query<{ actor: string; seqs: number[] }>(
+      `SELECT actor, array_agg(seq ORDER BY pos) AS seqs FROM gc_rows
+        WHERE actor LIKE 'test:lanes-%' GROUP BY actor`,
+    );
+    for (const r of stored.rows) expect(r.seqs, `${r.actor}'s rows in the order they were stored`).toEqual(inOrder);
     const { rows } = await db.pool.query<{ actor: string; n: string; backends: string }>(
       `SELECT actor, count(*) AS n, count(DISTINCT backend) AS backends FROM gc_rows
         WHERE actor LIKE 'test:lanes-%' GROUP BY actor`,

@@ -23,6 +23,17 @@ const permanent = (err: Error) =>
   err.status !== 429 &&
   err.status !== 408;
 
+/** The wait a 429 asks for (`retry-after-ms`, else `retry-after` in seconds or as a date), in ms. */
+function retryAfterMs(err: Error): number | undefined {
+  if (!(err instanceof OpenAI.APIError) || err.status !== 429 || !err.headers) return undefined;
+  const ms = err.headers.get('retry-after-ms');
+  if (ms !== null && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
+  const after = err.headers.get('retry-after');
+  if (after === null || after.trim() === '') return undefined;
+  const at = Number.isFinite(Number(after)) ? Date.now() + Number(after) * 1000 : Date.parse(after);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
 export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number, log: Logger): OpenAIBrain {
   // Our own policies retry and time out; the client's would double them.
   const client = new OpenAI({
@@ -36,6 +47,7 @@ export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number,
     halfOpenAfterMs: config.breakerHalfOpenMs,
     log,
     isPermanent: permanent,
+    retryAfterMs,
   };
   const model: Resilient = createResilience({ name: 'model', timeoutMs: config.timeoutMs, attempts: 2, ...common });
   const vision: Resilient = createResilience({ name: 'vision', timeoutMs: photoWaitMs, attempts: 1, ...common });

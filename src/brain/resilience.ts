@@ -8,8 +8,9 @@ import {
   CircuitState,
   ConsecutiveBreaker,
   circuitBreaker,
-  ExponentialBackoff,
+  DelegateBackoff,
   handleWhen,
+  type IRetryBackoffContext,
   retry,
   TaskCancelledError,
   TimeoutStrategy,
@@ -34,20 +35,36 @@ export interface ResilienceOptions {
   log: Logger;
   /** Errors that are the caller's fault (a 400) are not retried and do not trip the breaker. */
   isPermanent?: (err: Error) => boolean;
+  /**
+   * How long a failure asks to be left alone (a 429's Retry-After), in ms: the retry waits that
+   * long instead of the backoff, and is not made when it is longer than `timeoutMs`.
+   */
+  retryAfterMs?: (err: Error) => number | undefined;
+}
+
+/** A failure that trying again cannot fix (e.g. a refused attachment): never retried, never counted by a breaker. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
 }
 
 export function createResilience(o: ResilienceOptions): Resilient {
-  const transient = handleWhen((err) => !(err instanceof BrokenCircuitError) && !(o.isPermanent?.(err) ?? false));
-  const breaker = circuitBreaker(transient, {
+  const isTransient = (err: Error) =>
+    !(err instanceof BrokenCircuitError) && !(err instanceof PermanentError) && !(o.isPermanent?.(err) ?? false);
+  const breaker = circuitBreaker(handleWhen(isTransient), {
     halfOpenAfter: o.halfOpenAfterMs,
     breaker: new ConsecutiveBreaker(o.breakerFailures),
   });
   breaker.onBreak(() => o.log.warn({ dependency: o.name }, 'circuit breaker opened'));
   breaker.onReset(() => o.log.info({ dependency: o.name }, 'circuit breaker closed'));
+  // Waiting out a Retry-After longer than one attempt's limit would only delay the fallback reply.
+  const retryable = handleWhen((err) => isTransient(err) && (o.retryAfterMs?.(err) ?? 0) <= o.timeoutMs);
   const policy = wrap(
-    retry(transient, {
+    retry(retryable, {
       maxAttempts: Math.max(0, o.attempts - 1),
-      backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }),
+      backoff: new DelegateBackoff<IRetryBackoffContext<unknown>>(({ attempt, result }) => {
+        const asked = 'error' in result ? o.retryAfterMs?.(result.error as Error) : undefined;
+        return asked ?? Math.min(1000, 100 * 2 ** (attempt - 1));
+      }),
     }),
     breaker,
     timeout(o.timeoutMs, TimeoutStrategy.Aggressive),

@@ -5,12 +5,17 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll } from 'vitest';
+import { onCleanup } from './cleanup.ts';
 
 export interface ChatRequest {
   model: string;
   messages: { role: string; content: string | { type: string; text?: string; image_url?: { url: string } }[] }[];
 }
+
+/** How a kind of request fails: `error` answers 500, `hang` never answers, a number answers that status. */
+export type FakeFailure = 'error' | 'hang' | 400 | 401 | 429 | null;
+
+export type RequestKind = 'chat' | 'image' | 'moderation';
 
 export interface FakeBehaviour {
   /** Reply text for a chat (non-image) request; default echoes the last user message. */
@@ -21,8 +26,18 @@ export interface FakeBehaviour {
   imageDelayMs?: number;
   /** Delay (ms) before answering chat requests. */
   chatDelayMs?: number;
-  /** `error`: answer 500; `hang`: never answer. */
-  chatFailure?: 'error' | 'hang' | null;
+  /** How chat (non-image) requests fail. */
+  chatFailure?: FakeFailure;
+  /** Only this many chat requests fail (then they are answered); unset: all of them. */
+  chatFailureCount?: number;
+  /** How image (vision) requests fail. */
+  imageFailure?: FakeFailure;
+  /** How moderation requests fail. */
+  moderationFailure?: FakeFailure;
+  /** `Retry-After` header of a 429 answer (seconds); none when unset. */
+  retryAfter?: string;
+  /** The key requests must carry (`Authorization: Bearer <key>`); others are answered 401. Unset: any key. */
+  apiKey?: string;
   /** Words that make a moderation input flagged (category by word). */
   flag?: Record<string, string>;
 }
@@ -33,6 +48,10 @@ export interface FakeOpenAI {
   /** Every chat request (text prompts and image requests) in arrival order. */
   chats: ChatRequest[];
   moderations: string[];
+  /** Every request that reached the server, in arrival order (`at`: Date.now() on arrival), whatever its answer. */
+  arrivals: { kind: RequestKind; at: number }[];
+  /** How many requests of `kind` reached the server (failed, hanging and refused ones included). */
+  count(kind: RequestKind): number;
   /** The text of every system + user + assistant message of a text chat request, joined. */
   promptTexts(): string[];
   close(): Promise<void>;
@@ -45,11 +64,15 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
   const chats: ChatRequest[] = [];
   const moderations: string[] = [];
   const hanging = new Set<http.ServerResponse>();
+  const arrivals: FakeOpenAI['arrivals'] = [];
+  let chatFailures = 0;
   const fake: FakeOpenAI = {
     baseUrl: '',
     behaviour,
     chats,
     moderations,
+    arrivals,
+    count: (kind) => arrivals.filter((a) => a.kind === kind).length,
     promptTexts: () =>
       chats
         .filter((c) => !isImageRequest(c))
@@ -60,15 +83,30 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(JSON.stringify(body));
   };
+  /** Answers with `failure` and returns true, or returns false when there is none. */
+  const fail = (res: http.ServerResponse, failure: FakeFailure | undefined): boolean => {
+    if (failure === null || failure === undefined) return false;
+    if (failure === 'hang') hanging.add(res);
+    else if (failure === 'error') json(res, 500, { error: { message: 'the model is down', type: 'server_error' } });
+    else {
+      if (failure === 429 && fake.behaviour.retryAfter !== undefined)
+        res.setHeader('retry-after', fake.behaviour.retryAfter);
+      json(res, failure, { error: { message: `scripted ${failure}`, type: 'invalid_request_error' } });
+    }
+    return true;
+  };
   const server = http.createServer((req, res) => {
     let raw = '';
     req.on('data', (c) => (raw += c));
     req.on('end', () => {
       const body = raw ? JSON.parse(raw) : {};
       const b = fake.behaviour;
+      const authorized = !b.apiKey || req.headers.authorization === `Bearer ${b.apiKey}`;
       if (req.url?.endsWith('/moderations')) {
         const input = String(body.input);
         moderations.push(input);
+        arrivals.push({ kind: 'moderation', at: Date.now() });
+        if (fail(res, authorized ? b.moderationFailure : 401)) return;
         const hits = Object.entries(b.flag ?? {}).filter(([word]) => input.toLowerCase().includes(word.toLowerCase()));
         const categories: Record<string, boolean> = {
           harassment: false,
@@ -97,16 +135,16 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
             choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: text } }],
             usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
           });
+        arrivals.push({ kind: image ? 'image' : 'chat', at: Date.now() });
+        if (!authorized) return void fail(res, 401);
         if (image) {
+          if (fail(res, b.imageFailure)) return;
           setTimeout(() => answer(b.describe ?? 'a photo of something'), b.imageDelayMs ?? 0);
           return;
         }
-        if (b.chatFailure === 'hang') {
-          hanging.add(res);
-          return;
-        }
-        if (b.chatFailure === 'error') {
-          json(res, 500, { error: { message: 'the model is down', type: 'server_error' } });
+        if (b.chatFailure && (b.chatFailureCount === undefined || chatFailures < b.chatFailureCount)) {
+          chatFailures++;
+          fail(res, b.chatFailure);
           return;
         }
         const last = [...chat.messages].reverse().find((m) => m.role === 'user');
@@ -127,7 +165,7 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
       server.closeAllConnections();
       server.close(() => r());
     });
-  afterAll(() => fake.close());
+  onCleanup(() => fake.close());
   return fake;
 }
 

@@ -33,11 +33,15 @@ export interface RelayIngestDeps {
   senders: RateLimiter;
   metrics: Metrics;
   log: Logger;
+  /** RELAY_INBOX_SWEEP_MS: how often pending rows are delivered again (ms). */
+  sweepEveryMs: number;
 }
 
-/** Rows not processed after this long are delivered again. */
-const SWEEP_AGE_MS = 15_000;
-const SWEEP_EVERY_MS = 10_000;
+/**
+ * A periodic sweep delivers rows pending for 1.5 sweep intervals: younger ones are most likely
+ * still on their way through their conversation.
+ */
+const SWEEP_AGE_FACTOR = 1.5;
 const SWEEP_BATCH = 500;
 
 export function toInbound(event: RelayEvent, receivedAt: number): InboundMessage {
@@ -155,7 +159,8 @@ export class RelayIngest {
         (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
       );
     void run(0);
-    this.sweeper = setInterval(() => void run(SWEEP_AGE_MS), SWEEP_EVERY_MS);
+    const every = this.deps.sweepEveryMs;
+    this.sweeper = setInterval(() => void run(every * SWEEP_AGE_FACTOR), every);
     this.sweeper.unref();
   }
 

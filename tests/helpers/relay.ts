@@ -1,7 +1,7 @@
 /** A test relay: events over HTTP or the socket, and a socket that collects (and acks) sends. */
 import WebSocket from 'ws';
 import type { SendFrame } from '../../actors/conversation.machine.ts';
-import { api } from './http.ts';
+import { type ApiResponse, api } from './http.ts';
 
 let counter = 0;
 
@@ -40,12 +40,35 @@ export function postEvents(base: string, token: string, body: unknown) {
   return api(base, 'POST', '/v1/relay/events', { token, body });
 }
 
+/**
+ * What one submission of event `id` was answered: `accepted` or `duplicate` when the answer says
+ * exactly that (HTTP 202 listing the id under that key alone, nothing rejected; or the socket
+ * frame of that type for the id), otherwise the answer itself, so a failed assertion shows it.
+ */
+export function outcomeOf(id: string, answer: ApiResponse | Record<string, unknown>): string {
+  if (answer.headers instanceof Headers) {
+    const { status, body } = answer as ApiResponse;
+    const listed = (key: string) => JSON.stringify(body?.[key]) === JSON.stringify([id]);
+    const empty = (key: string) => Array.isArray(body?.[key]) && body[key].length === 0;
+    if (status === 202 && empty('rejected') && Object.keys(body).length === 3) {
+      if (listed('accepted') && empty('duplicates')) return 'accepted';
+      if (listed('duplicates') && empty('accepted')) return 'duplicate';
+    }
+    return `HTTP ${status} ${JSON.stringify(body)}`;
+  }
+  const frame = answer as Record<string, unknown>;
+  const exact = Object.keys(frame).length === 2 && frame.id === id;
+  return exact && (frame.type === 'accepted' || frame.type === 'duplicate') ? frame.type : JSON.stringify(frame);
+}
+
 export interface RelayClient {
   ws: WebSocket;
   sends: SendFrame[];
   frames: Record<string, unknown>[];
   /** Waits until a send matching `pred` arrived. */
   waitForSend(pred: (s: SendFrame) => boolean, timeoutMs?: number): Promise<SendFrame>;
+  /** Waits until `count` sends matching `pred` arrived (a send delivered again counts again). */
+  waitForSends(pred: (s: SendFrame) => boolean, count: number, timeoutMs?: number): Promise<SendFrame[]>;
   /** Sends an event frame and resolves with the server's answer (accepted, duplicate or error). */
   event(event: unknown): Promise<Record<string, unknown>>;
   ack(id: string): void;
@@ -96,6 +119,15 @@ export function connectRelay(base: string, token: string, options: { autoAck?: b
         sends,
         frames,
         waitForSend: (pred, timeoutMs = 10_000) => waitFor(() => sends.find(pred), timeoutMs, 'a send'),
+        waitForSends: (pred, count, timeoutMs = 10_000) =>
+          waitFor(
+            () => {
+              const found = sends.filter(pred);
+              return found.length >= count ? found : undefined;
+            },
+            timeoutMs,
+            `${count} sends`,
+          ),
         event(event) {
           const id = (event as { id?: string }).id;
           ws.send(JSON.stringify({ type: 'event', event }));
@@ -125,4 +157,21 @@ export function connectRelay(base: string, token: string, options: { autoAck?: b
       }),
     );
   });
+}
+
+/**
+ * Sends one more event in the chat of `o` (a direct chat, or a group, naming Sage) and waits for
+ * its reply. A chat's replies are sent in order, so once this one arrived every reply to an
+ * earlier event of the chat has arrived too: a reply not seen by then is not coming.
+ */
+export async function settleChat(
+  base: string,
+  token: string,
+  relay: RelayClient,
+  o: Pick<EventOptions, 'sender' | 'group' | 'persona'>,
+): Promise<SendFrame> {
+  const later = relayEvent({ ...o, text: typeof o.group === 'string' ? 'Sage, one more thing' : 'one more thing' });
+  const res = await postEvents(base, token, later);
+  if (res.status !== 202) throw new Error(`the settling event was refused: ${res.status} ${JSON.stringify(res.body)}`);
+  return relay.waitForSend((s) => s.replyTo === later.id);
 }

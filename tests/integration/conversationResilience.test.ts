@@ -3,7 +3,7 @@ import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { openAIEnv, startFakeOpenAI } from '../helpers/fakeOpenAI.ts';
 import { api } from '../helpers/http.ts';
-import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { connectRelay, outcomeOf, postEvents, relayEvent, settleChat } from '../helpers/relay.ts';
 import { baseEnv, spawnServer, startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -26,11 +26,11 @@ describe('conversation resilience', () => {
 
     fake.behaviour.chatFailure = 'hang';
     const hanging = relayEvent({ sender: ALICE, text: 'hello?' });
-    const started = Date.now();
     await postEvents(server.url, relayToken, hanging);
+    // The fake never answers: the reply comes because MODEL_TIMEOUT_MS cut the call (and its one retry).
     expect((await relay.waitForSend((s) => s.replyTo === hanging.id)).text).toBe(SAFETY_REPLIES.fallback);
-    // One attempt and one retry, 400 ms each, plus backoff.
-    expect(Date.now() - started).toBeLessThan(2500);
+    expect(fake.promptTexts().filter((p) => p.endsWith('hello?')).length).toBeGreaterThanOrEqual(1);
+    expect(fake.promptTexts().filter((p) => p.endsWith('hello?')).length).toBeLessThanOrEqual(2);
 
     const metrics = await api(server.url, 'GET', '/metrics');
     expect(metrics.body).toMatch(/archety_circuit_breaker_state\{dependency="model"\} 1/);
@@ -48,15 +48,22 @@ describe('conversation resilience', () => {
     const relayToken = await token('relay-r2', { role: 'relay' });
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const e = relayEvent({ sender: BOB, text: 'only once please q-once' });
-    await Promise.all([
+    const answers = await Promise.all([
       postEvents(server.url, relayToken, e),
       relay.event(e),
       postEvents(server.url, relayToken, e),
       relay.event(e),
       postEvents(server.url, relayToken, { events: [e] }),
     ]);
+    expect(answers.map((a) => outcomeOf(e.id as string, a)).sort()).toEqual([
+      'accepted',
+      'duplicate',
+      'duplicate',
+      'duplicate',
+      'duplicate',
+    ]);
     await relay.waitForSend((s) => s.replyTo === e.id);
-    await new Promise((r) => setTimeout(r, 500));
+    await settleChat(server.url, relayToken, relay, { sender: BOB });
     expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
     expect(fake.promptTexts().filter((p) => p.endsWith('q-once'))).toHaveLength(1);
     await relay.close();
@@ -84,9 +91,9 @@ describe('conversation resilience', () => {
     await second.close();
 
     const third = await connectRelay(server.url, relayToken);
-    await third.waitForSend((s) => s.replyTo === events[2].id);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(third.sends.map((s) => s.replyTo)).toEqual([events[2].id]);
+    // Sends come in outbox order: once a later reply arrived, no acknowledged one came before it.
+    const later = await settleChat(server.url, relayToken, third, { sender: ALICE });
+    expect(third.sends.map((s) => s.replyTo)).toEqual([events[2].id, later.replyTo]);
     await third.close();
   });
 
@@ -120,10 +127,24 @@ describe('conversation resilience', () => {
       })
       .toBe('8');
     await relay.waitForSend((s) => s.id.endsWith('_burst'), 10_000);
-    await new Promise((r) => setTimeout(r, 600));
+    // Nothing more can be sent once every event is processed and no answer is owed (sends come
+    // only from commits), and all that was sent is in the outbox, acknowledged by the relay.
+    const key = `user_${ALICE}_persona_sage`;
+    await expect
+      .poll(async () => {
+        const { rows } = await db.pool.query(
+          `SELECT (SELECT count(*) FROM relay_inbox WHERE status = 'pending')::int AS pending,
+                  (SELECT jsonb_array_length(snapshot->'context'->'owed') FROM conversations WHERE key = $1) AS owed,
+                  (SELECT count(*) FROM relay_outbox WHERE status = 'pending')::int AS unacked`,
+          [key],
+        );
+        return rows[0];
+      })
+      .toEqual({ pending: 0, owed: 0, unacked: 0 });
+    const outbox = await db.pool.query('SELECT payload FROM relay_outbox ORDER BY seq');
     // Two within the limit, then one answer for the rest of the burst.
-    expect(relay.sends).toHaveLength(3);
-    expect(relay.sends[2].replyTo).toBe(burst[7].id);
+    expect(outbox.rows.map((r) => r.payload.replyTo)).toEqual([burst[0].id, burst[1].id, burst[7].id]);
+    expect(relay.sends).toEqual(outbox.rows.map((r) => r.payload));
     await relay.close();
   });
 
@@ -144,7 +165,7 @@ describe('conversation resilience', () => {
     const relay = await connectRelay(second.url, relayToken, { autoAck: true });
     const send = await relay.waitForSend((s) => s.replyTo === e.id, 15_000);
     expect(send.text).toBe('Model reply to: survive the crash');
-    await new Promise((r) => setTimeout(r, 500));
+    await settleChat(second.url, relayToken, relay, { sender: BOB });
     expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
     const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = ANY($1)', [
       [`in_${e.id}`, `out_${e.id}`],

@@ -3,7 +3,7 @@ import { Codes } from '../../src/errors.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
-import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { connectRelay, outcomeOf, postEvents, relayEvent, settleChat } from '../helpers/relay.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -40,19 +40,23 @@ describe('the relay', () => {
   it('answers a repeated event id as a duplicate, over HTTP and over the socket, and processes it once', async () => {
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const e = relayEvent({ sender: BOB, text: 'hello there' });
-    const results = await Promise.all([
+    const answers = await Promise.all([
       postEvents(server.url, relayToken, e),
       postEvents(server.url, relayToken, e),
       relay.event(e),
       relay.event(e),
       postEvents(server.url, relayToken, { events: [e] }),
     ]);
-    const accepted = results.filter((r) =>
-      'status' in r ? (r.body as { accepted: string[] }).accepted.length === 1 : r.type === 'accepted',
-    );
-    expect(accepted).toHaveLength(1);
+    // Exactly one submission stores it; the four others are told it is a duplicate, not an error.
+    expect(answers.map((a) => outcomeOf(e.id as string, a)).sort()).toEqual([
+      'accepted',
+      'duplicate',
+      'duplicate',
+      'duplicate',
+      'duplicate',
+    ]);
     await relay.waitForSend((s) => s.replyTo === e.id);
-    await new Promise((r) => setTimeout(r, 300));
+    await settleChat(server.url, relayToken, relay, { sender: BOB });
     expect(relay.sends.filter((s) => s.replyTo === e.id)).toHaveLength(1);
     const rows = await db.pool.query('SELECT count(*) FROM messages WHERE id = $1', [`in_${e.id}`]);
     expect(rows.rows[0].count).toBe('1');
@@ -171,7 +175,13 @@ describe('hostile input', () => {
     expect(bad).toMatchObject({ type: 'error', code: Codes.validation_failed, ref: 'bad-1' });
     const good = relayEvent({ sender: BOB, text: 'still open' });
     expect(await relay.event(good)).toEqual({ type: 'accepted', id: good.id });
+    // An ack of an id the server never sent is ignored: no error, and the socket keeps working.
+    // Frames are handled in order, so an error for the ack would come before the next answer.
     relay.ack('out_unknown');
+    const after = relayEvent({ sender: BOB, text: 'after an unknown ack' });
+    expect(await relay.event(after)).toEqual({ type: 'accepted', id: after.id });
+    expect(errors()).toHaveLength(5);
+    expect(relay.ws.readyState).toBe(relay.ws.OPEN);
     await relay.close();
   });
 

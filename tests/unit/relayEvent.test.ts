@@ -212,46 +212,78 @@ describe('parseRelayEvent: rejections', () => {
   });
 
   it('rejects every way of breaking an event with a catalog code, never a crash', () => {
-    const breakage = fc.record(
-      {
-        id: fc.oneof(fc.string({ maxLength: 210 }), fc.integer()),
-        sender: fc.oneof(fc.string({ maxLength: 20 }), fc.constant(null)),
-        text: fc.string({ maxLength: 60 }),
-        sentAt: fc.string({ maxLength: 30 }),
-        attachments: fc.array(
-          fc.record(
-            {
-              id: fc.string(),
-              mime: fc.string(),
-              data: fc.string(),
-              url: fc.oneof(
-                fc.string(),
-                fc.constantFrom(
-                  `https://${MEDIA_HOST}/p.jpg`,
-                  `http://${MEDIA_HOST}/p.jpg`,
-                  'https://evil.example.net/p.jpg',
-                  'https://',
-                ),
-              ),
-            },
-            { requiredKeys: [] },
-          ),
-          { maxLength: 3 },
-        ),
-      },
-      { requiredKeys: [] },
+    // Each field offers only broken values; an event breaks one or more of them, so every
+    // generated event must be refused, with a catalog code and a path into a broken field.
+    const notBase64OrTooBig = fc.constantFrom('', 'AA', 'not base64!', 'AAA=AAAA', Buffer.alloc(31).toString('base64'));
+    const badUrl = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.constantFrom(`http://${MEDIA_HOST}/p.jpg`, 'https://evil.example.net/p.jpg', 'https://', 'ftp://x/y'),
     );
+    const brokenAttachment = fc.oneof(
+      fc.record({
+        id: fc.constantFrom('', 'x'.repeat(201)),
+        mime: fc.constant('image/jpeg'),
+        data: fc.constant('AAAA'),
+      }),
+      fc.record({
+        id: fc.constant('a'),
+        mime: fc.constantFrom('', 'jpeg', 'image/', '/jpeg', 'a b/c'),
+        data: fc.constant('AAAA'),
+      }),
+      fc.record({ id: fc.constant('a'), mime: fc.constant('image/jpeg'), data: notBase64OrTooBig }),
+      fc.record({ id: fc.constant('a'), mime: fc.constant('image/jpeg'), url: badUrl }),
+      // Both data and url, or neither; an unknown field.
+      fc.constant({ id: 'a', mime: 'image/jpeg', data: 'AAAA', url: `https://${MEDIA_HOST}/p.jpg` }),
+      fc.constant({ id: 'a', mime: 'image/jpeg' }),
+      fc.constant({ id: 'a', mime: 'image/jpeg', data: 'AAAA', colour: 'red' }),
+    );
+    const brokenFields: Record<string, fc.Arbitrary<unknown>> = {
+      id: fc.oneof(fc.constant(''), fc.string({ minLength: 201, maxLength: 210 }), fc.integer(), fc.constant(null)),
+      type: fc.oneof(fc.constantFrom('typing', 'Message', ''), fc.integer()),
+      chat: fc.constantFrom(
+        null,
+        {},
+        { guid: '', group: false },
+        { guid: 'g', group: 'yes' },
+        { guid: 'g', group: true, participants: ['nobody'] },
+      ),
+      sender: fc.oneof(
+        fc.constant(null),
+        fc.string({ maxLength: 20 }).filter((v) => !/^\+[1-9]\d{6,14}$/.test(v)),
+      ),
+      persona: fc.constantFrom('', 'Sage', '1sage', 'sage bot'),
+      text: fc.oneof(fc.string({ minLength: 51, maxLength: 60 }), fc.integer()),
+      sentAt: fc.oneof(fc.constantFrom('', '2026-11-24', '2026-11-24T18:03:11', 'yesterday'), fc.integer()),
+      attachments: fc.oneof(
+        // A broken attachment after good ones.
+        {
+          arbitrary: fc
+            .tuple(fc.array(fc.constant(photo()), { maxLength: 2 }), brokenAttachment)
+            .map(([good, bad]) => [...good, bad]),
+          weight: 4,
+        },
+        fc.constant(Array.from({ length: MAX_ATTACHMENTS + 1 }, (_, i) => photo({ id: `a${i}` }))),
+        fc.constant('att_1'),
+      ),
+      replyTo: fc.constantFrom('', 42),
+      colour: fc.constant('red'),
+    };
+    // Mostly one broken field (several can hide each other's leniency), sometimes several.
+    const oneField = fc
+      .constantFrom(...Object.keys(brokenFields))
+      .chain((key) => brokenFields[key].map((value) => ({ [key]: value })));
+    const severalFields = fc.record(brokenFields, { requiredKeys: [] }).filter((over) => Object.keys(over).length > 1);
+    const breakage = fc.oneof({ arbitrary: oneField, weight: 3 }, { arbitrary: severalFields, weight: 1 });
     fc.assert(
       fc.property(breakage, (over) => {
-        try {
-          parseRelayEvent(schema, { ...direct, ...over });
-        } catch (err) {
-          expect(err).toBeInstanceOf(AppError);
-          expect([Codes.validation_failed, Codes.unknown_event_type]).toContain((err as AppError).code);
-        }
+        const err = rejection({ ...direct, ...over });
+        expect(err).toBeInstanceOf(AppError);
+        expect([Codes.validation_failed, Codes.unknown_event_type]).toContain(err.code);
+        expect(err.status).toBe(400);
+        expect(Object.keys(over)).toContain(err.path?.[0]);
       }),
       // The first failure is enough (the tests above pin each case); shrinking would only cost time.
-      { endOnFailure: true },
+      { endOnFailure: true, numRuns: 300 },
     );
   });
 });

@@ -52,6 +52,10 @@ const envSchema = z.object({
   JWT_CLOCK_TOLERANCE_S: int(0, 5).default(5),
 
   ACTOR_IDLE_MS: int(100).default(60_000),
+  /** Miniapp ops older than this are deleted, unless among their session's last 1,000 versions. */
+  OPS_RETENTION_HOURS: int(1).default(24),
+  /** How often old miniapp ops are pruned. */
+  OPS_PRUNE_EVERY_MS: int(100).default(3_600_000),
   /** Actor activations (rehydrations from PostgreSQL) in progress at once; the rest wait in the host. Default: half of PG_POOL_MAX. */
   ACTOR_MAX_ACTIVATIONS: int(1, 1000).optional(),
   MAX_BODY_BYTES: int(1024).default(32 * 1024 * 1024),
@@ -92,6 +96,8 @@ const envSchema = z.object({
   RELAY_EVENTS_BURST: int(1).default(2000),
   /** An unacknowledged send is delivered again after this long. */
   RELAY_REDELIVER_MS: int(100).default(30_000),
+  /** How often inbox rows still pending (for 1.5× this long) are delivered to their conversation again. */
+  RELAY_INBOX_SWEEP_MS: int(100).default(10_000),
   ALLOW_UWS_FALLBACK: bool.default(false),
 });
 
@@ -127,6 +133,7 @@ export interface Config {
   };
   actorIdleMs: number;
   actorMaxActivations: number;
+  ops: { retentionHours: number; pruneEveryMs: number };
   limits: {
     maxBodyBytes: number;
     maxTextChars: number;
@@ -158,6 +165,7 @@ export interface Config {
     eventsPerSecond: number;
     eventsBurst: number;
     redeliverMs: number;
+    inboxSweepMs: number;
   };
 }
 
@@ -229,6 +237,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       clockToleranceS: e.JWT_CLOCK_TOLERANCE_S,
     },
     actorIdleMs: e.ACTOR_IDLE_MS,
+    ops: { retentionHours: e.OPS_RETENTION_HOURS, pruneEveryMs: e.OPS_PRUNE_EVERY_MS },
     actorMaxActivations: e.ACTOR_MAX_ACTIVATIONS ?? Math.max(1, Math.floor(e.PG_POOL_MAX / 2)),
     limits: {
       maxBodyBytes: e.MAX_BODY_BYTES,
@@ -263,6 +272,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       eventsPerSecond: e.RELAY_EVENTS_PER_SECOND,
       eventsBurst: e.RELAY_EVENTS_BURST,
       redeliverMs: e.RELAY_REDELIVER_MS,
+      inboxSweepMs: e.RELAY_INBOX_SWEEP_MS,
     },
   };
   return deepFreeze(config);

@@ -4,6 +4,7 @@
  * graceful shutdown.
  */
 import type { us_listen_socket } from 'uWebSockets.js';
+import { MAX_STALE_VERSIONS } from '../actors/miniappSession.ts';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
 import { createOfflineBrain } from './brain/offlineBrain.ts';
@@ -50,10 +51,6 @@ export interface RunningServer {
   /** Graceful shutdown: stop accepting, flush commits, passivate actors, close sockets (1001), end the pool. */
   close(): Promise<void>;
 }
-
-/** Ops older than this are pruned, unless among a session's last OPS_KEEP versions. */
-const OPS_MAX_AGE_HOURS = 24;
-const OPS_KEEP = 1000;
 
 function redactUrl(url: string): string {
   try {
@@ -137,6 +134,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     senders,
     metrics,
     log,
+    sweepEveryMs: config.relay.inboxSweepMs,
   });
   host.register(
     createConversationKind({
@@ -180,10 +178,11 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
 
   const prune = setInterval(() => {
     repo
-      .pruneOps(OPS_MAX_AGE_HOURS, OPS_KEEP)
+      // A session's last MAX_STALE_VERSIONS ops stay whatever their age: a stale op is checked against them.
+      .pruneOps(config.ops.retentionHours, MAX_STALE_VERSIONS)
       .then((n) => n && log.info({ deleted: n }, 'pruned old miniapp ops'))
       .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
-  }, 3600_000);
+  }, config.ops.pruneEveryMs);
   prune.unref();
   ingest.start();
 

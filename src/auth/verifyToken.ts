@@ -31,7 +31,9 @@ export type AuthFailureReason =
   | 'invalid_claim'
   | 'wrong_issuer'
   | 'wrong_audience'
-  | 'no_key';
+  | 'no_key'
+  /** The JWKS could not be fetched (unreachable, timed out, not a 200 with a key set). */
+  | 'jwks_unavailable';
 
 /** A refused token: HTTP 401, with the reason for metrics. */
 export class AuthError extends AppError {
@@ -62,6 +64,12 @@ const claimsSchema = z.object({
 
 const CACHE_SIZE = 10_000;
 const CACHE_MS = 60_000;
+/**
+ * A token whose `kid` is not in the cached JWKS makes the set be fetched again, at most this
+ * often (jose's default is 30 s): a key the issuer adds and signs with at once is accepted
+ * within seconds, while tokens with made-up `kid`s cannot make us fetch more than that.
+ */
+const JWKS_COOLDOWN_MS = 5_000;
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
@@ -72,7 +80,7 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
   const key: Promise<webcrypto.CryptoKey> | JWTVerifyGetKey =
     'secret' in options.key
       ? webcrypto.subtle.importKey('raw', options.key.secret, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
-      : createRemoteJWKSet(new URL(options.key.jwksUrl));
+      : createRemoteJWKSet(new URL(options.key.jwksUrl), { cooldownDuration: JWKS_COOLDOWN_MS });
   const verifyOptions = {
     // Never `none`, never a symmetric algorithm against a public key (or the reverse).
     algorithms: hmac ? ['HS256'] : ['RS256', 'ES256', 'EdDSA'],
@@ -84,7 +92,9 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
 
   // A relay posts every event with the same token: verifying its signature each time was a
   // visible share of the server's CPU. Verified claims are kept (bounded) until the token
-  // expires, and never longer than a minute, so a removed JWKS key stops working soon.
+  // expires, and never longer than a minute. (jose keeps a fetched JWKS for 10 minutes, so a
+  // key removed from the set still verifies new tokens until then; the cache also carries
+  // known keys through a JWKS outage that short.)
   const verified = new Map<string, { claims: Claims; until: number }>();
 
   return async (token) => {
@@ -102,7 +112,7 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
           ? await jwtVerify(token, key, verifyOptions)
           : await jwtVerify(token, await key, verifyOptions));
     } catch (err) {
-      throw translateJoseError(err);
+      throw translateJoseError(err, !hmac);
     }
     const claims = claimsSchema.safeParse(payload);
     if (!claims.success) {
@@ -114,7 +124,7 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
   };
 }
 
-function translateJoseError(err: unknown): AuthError {
+function translateJoseError(err: unknown, remoteKeys: boolean): AuthError {
   if (err instanceof errors.JWTExpired) return new AuthError('expired', 'the token has expired');
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.reason === 'missing') return new AuthError('missing_claim', `the token has no ${err.claim} claim`);
@@ -129,5 +139,17 @@ function translateJoseError(err: unknown): AuthError {
   if (err instanceof errors.JWSSignatureVerificationFailed)
     return new AuthError('bad_signature', 'the token signature is invalid');
   if (err instanceof errors.JWKSNoMatchingKey) return new AuthError('no_key', 'no key matches the token');
+  // jose fails a JWKS fetch with a generic JOSEError (a status other than 200, not JSON), a
+  // JWKSTimeout or JWKSInvalid, or fetch's own error (connection refused): none says anything
+  // about the token.
+  if (
+    remoteKeys &&
+    (err instanceof errors.JWKSTimeout ||
+      err instanceof errors.JWKSInvalid ||
+      !(err instanceof errors.JOSEError) ||
+      err.code === errors.JOSEError.code)
+  ) {
+    return new AuthError('jwks_unavailable', 'the keys to verify the token could not be fetched');
+  }
   return new AuthError('malformed', 'the token is malformed');
 }

@@ -98,7 +98,7 @@ const QUICK: Partial<BenchOptions> = {
   bursts: 1,
   connectConcurrency: 50,
   readme: false,
-  deadlineMs: 90_000,
+  deadlineMs: 240_000,
 };
 
 export const USAGE = `Usage: npm run bench:miniapp [-- options]

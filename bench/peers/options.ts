@@ -96,7 +96,7 @@ const QUICK: Partial<PeersOptions> = {
   connectConcurrency: 12,
   quietWaitMs: 0,
   readme: false,
-  deadlineMs: 85_000,
+  deadlineMs: 240_000,
 };
 
 export const USAGE = `Usage: npm run bench:peers [-- options]

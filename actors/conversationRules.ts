@@ -70,7 +70,7 @@ const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
     /\bi (?:really |absolutely |kind of |kinda )?(love|like|hate|adore|enjoy|prefer|can'?t stand|don'?t like) (.{2,120})/iu,
     (m, who) => `${who} ${THIRD_PERSON[m[1].toLowerCase()] ?? m[1].toLowerCase()} ${clean(m[2])}`,
   ],
-  [/\bmy ([\p{L} ]{2,30}?) (?:is|are) (.{2,120})/iu, (m, who) => `${who}'s ${clean(m[1])}: ${clean(m[2])}`],
+  [/\bmy (\p{L}[\p{L}. ]{1,29}?) (?:is|are) (.{2,120})/iu, (m, who) => `${who}'s ${clean(m[1])}: ${clean(m[2])}`],
   [
     /\bmy ([\p{L} ]{2,40}?) (never|always|keeps|won'?t|doesn'?t|does|did|has|had|hates|loves) (.{3,140})/iu,
     (m, who) => `${who}'s ${clean(m[1])} ${m[2].toLowerCase()} ${clean(m[3])}`,
@@ -86,11 +86,17 @@ const PATTERNS: [RegExp, (m: RegExpMatchArray, who: string) => string][] = [
   ],
 ];
 
+/**
+ * Where sentences end: after `.`, `!` or `?` and a space, except after an initial ("my brother
+ * O. is in rehab") when a lower-case word follows; and at line breaks.
+ */
+const SENTENCE_END = /(?<=[.!?])(?<!(?:^|\s)\p{Lu}\.)\s+|(?<=(?:^|\s)\p{Lu}\.)\s+(?!\p{Ll})|\n+/u;
+
 /** Notes worth remembering from `text`, written by `who` (at most three per message). */
 export function extractMemories(who: string, text: string | undefined): string[] {
   if (!text || isForgetCommand(text)) return [];
   const found: string[] = [];
-  for (const sentence of text.split(/(?<=[.!?])\s+|\n+/)) {
+  for (const sentence of text.split(SENTENCE_END)) {
     for (const [pattern, note] of PATTERNS) {
       const m = sentence.match(pattern);
       if (m) {
@@ -133,3 +139,6 @@ export const SAFETY_REPLIES = {
   forgotten: "Done, I've forgotten that.",
   nothingToForget: "There's nothing I remember here to forget.",
 } as const;
+
+/** What a reply of Sage's reads once the message it may have quoted was forgotten. */
+export const FORGOTTEN_REPLY = '[forgotten]';

@@ -87,6 +87,11 @@ export const LOG_WINDOW = 256;
  * every stale op would otherwise cost a read of all the ops since its base.
  */
 export const MAX_STALE_VERSIONS = 1000;
+/**
+ * Most `applied` frames one `resume` replays: a client further behind gets a snapshot, and a
+ * resume never reads more than this many ops from the store.
+ */
+export const MAX_RESUME_OPS = MAX_STALE_VERSIONS;
 /** A new checkpoint is written after this many ops. */
 export const CHECKPOINT_EVERY = 100;
 
@@ -122,11 +127,17 @@ function logStart(ctx: MiniappContext): number {
   return ctx.log.firstVersion(ctx.version + 1);
 }
 
+/** A resume so far behind that it is answered with a snapshot, whatever the store still holds. */
+function tooFarBehind(ctx: MiniappContext, req: ResumeRequest): boolean {
+  return ctx.committedVersion - req.since > MAX_RESUME_OPS;
+}
+
 /** True when answering `req` needs ops older than the in-memory log. */
 export function needsHistory(ctx: MiniappContext, req: OpRequest | ResumeRequest): boolean {
   const from = req.type === 'op' ? req.baseVersion : req.since;
   if (req.type === 'op' && ctx.log.find(req.by, req.opId)) return false;
   if (req.type === 'op' && ctx.version - req.baseVersion > MAX_STALE_VERSIONS) return false;
+  if (req.type === 'resume' && tooFarBehind(ctx, req)) return false;
   return from >= 0 && from < ctx.committedVersion && from + 1 < logStart(ctx);
 }
 
@@ -240,10 +251,14 @@ function refuse(req: OpRequest, code: string, message: string): Decision {
   };
 }
 
-/** Answers `resume`: the committed `applied` frames after `since`, or a snapshot when they are gone. */
+/**
+ * Answers `resume`: the committed `applied` frames after `since`, or a snapshot when they are
+ * gone or more than MAX_RESUME_OPS of them.
+ */
 export function decideResume(ctx: MiniappContext, req: ResumeRequest, history: LoggedOp[] = []): Decision {
   const send = (frame: ServerFrame): Effect => ({ type: 'send', params: { conn: req.conn, frame } });
-  if (req.since > ctx.committedVersion || req.since < 0) return { context: {}, effects: [send(snapshotFrame(ctx))] };
+  if (req.since > ctx.committedVersion || req.since < 0 || tooFarBehind(ctx, req))
+    return { context: {}, effects: [send(snapshotFrame(ctx))] };
   const ops = opsAfter(ctx, req.since, history);
   if (!ops) return { context: {}, effects: [send(snapshotFrame(ctx))] };
   return {

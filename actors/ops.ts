@@ -5,6 +5,7 @@
  * replay ops to the same state.
  */
 import { type ArraySchema, type Issue, isPlainObject, keyOf, type Schema, validate } from './schema.ts';
+import { isWellFormedJson, TEXT_RULE } from './text.ts';
 
 export type PathSegment = string | number | { id: string };
 export type Path = PathSegment[];
@@ -162,6 +163,9 @@ function assertUniqueId(schema: ArraySchema, arr: unknown[], value: unknown, exc
 }
 
 function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknown; touched: Path } {
+  // Before anything else: a bad path segment or object key would otherwise be echoed in a message.
+  if (!isWellFormedJson(op.path)) fail(`every path segment ${TEXT_RULE}`);
+  if (op.kind !== 'remove' && !isWellFormedJson(op.value)) fail(`every string and key of the value ${TEXT_RULE}`);
   if (op.kind === 'insert') {
     const steps = walk(state, schema, op.path);
     const target = steps.length ? steps[steps.length - 1].child : state;

@@ -3,6 +3,7 @@
  * along an op's path, so an edit is checked where it lands (the new value, its container and
  * the objects above it) instead of re-validating a whole trip on every keystroke.
  */
+import { isWellFormedText, TEXT_RULE } from './text.ts';
 
 export type Schema = StringSchema | NumberSchema | ObjectSchema | ArraySchema;
 
@@ -61,6 +62,7 @@ export function validate(schema: Schema, value: unknown, path: (string | number)
   switch (schema.kind) {
     case 'string': {
       if (typeof value !== 'string') return { path, message: 'must be a string' };
+      if (!isWellFormedText(value)) return { path, message: TEXT_RULE };
       // Characters are code points (an emoji is one), counted only when UTF-16 length is not enough.
       const min = schema.min ?? 0;
       const chars = value.length > schema.max || (min > 1 && value.length < 2 * min) ? [...value].length : value.length;

@@ -149,6 +149,10 @@ async function main(): Promise<number> {
         LOG_LEVEL: 'info',
         LOG_FORMAT: 'json',
         UPGRADES_PER_IP_PER_SECOND: '0',
+        HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+        BODIES_IN_FLIGHT_PER_IP: '0',
+        // Each load user holds a socket in many sessions: no cap on sockets per user.
+        MAX_SOCKETS_PER_USER: '0',
         MAX_OPS_PER_SECOND: '1000000',
         // No passivation mid-run: the sessions of the socket phase stay live, as they would be.
         ACTOR_IDLE_MS: String(60 * 60_000),

@@ -150,6 +150,8 @@ async function main(): Promise<void> {
       LOG_LEVEL: 'info',
       LOG_FORMAT: 'json',
       RELAY_EVENTS_PER_SECOND: '10000000',
+      HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+      BODIES_IN_FLIGHT_PER_IP: '0',
       RELAY_EVENTS_BURST: '10000000',
       SENDER_MESSAGES_PER_MINUTE: '10000000',
       SENDER_BURST: '10000000',

@@ -36,6 +36,11 @@ const envSchema = z.object({
   PG_APPLICATION_NAME: z.string().default('archety'),
   /** Most writes committed in one group-commit transaction. */
   GROUP_COMMIT_MAX_BATCH: int(1, 100_000).default(2000),
+  /**
+   * Most bytes (the JSON size of the items) in one group-commit transaction, in bytes; an
+   * item larger than this goes alone.
+   */
+  GROUP_COMMIT_MAX_BYTES: int(1024).default(4 * 1024 * 1024),
   /** Attempts for a group commit that failed on a connection error before the writes fail. */
   GROUP_COMMIT_ATTEMPTS: int(1, 10).default(4),
   /**
@@ -65,6 +70,16 @@ const envSchema = z.object({
   MAX_OPS_PER_SECOND: int(1).default(50),
   UPGRADES_PER_IP_PER_SECOND: int(0).default(50),
   UPGRADES_BURST: int(1).default(500),
+  /** HTTP requests per client address per second (token bucket); more: 429. 0: no limit. */
+  HTTP_REQUESTS_PER_IP_PER_SECOND: int(0).default(100),
+  /** Burst of that limit (requests). */
+  HTTP_REQUESTS_BURST: int(1).default(1000),
+  /** Request bodies being received at once from one client address; more: 429. 0: no limit. */
+  BODIES_IN_FLIGHT_PER_IP: int(0).default(16),
+  /** Open sockets per user id (and per relay token) on one endpoint; more: upgrade 429. 0: no limit. */
+  MAX_SOCKETS_PER_USER: int(0).default(20),
+  /** Open sockets per miniapp session; more: upgrade 429. 0: no limit. */
+  MAX_SOCKETS_PER_SESSION: int(0).default(1000),
   /** Seconds without traffic before a socket is closed; pings keep live ones open. */
   WS_IDLE_TIMEOUT_S: int(8, 960).default(120),
   /** Bytes queued for one socket before it is dropped as a slow consumer. */
@@ -98,6 +113,20 @@ const envSchema = z.object({
   RELAY_REDELIVER_MS: int(100).default(30_000),
   /** How often inbox rows still pending (for 1.5× this long) are delivered to their conversation again. */
   RELAY_INBOX_SWEEP_MS: int(100).default(10_000),
+  /** Failed attempts at processing an event before it is marked `failed` (listed by the admin routes). */
+  RELAY_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** Wait after an event's first failed attempt; doubles with each further one (ms). */
+  RELAY_RETRY_BACKOFF_MS: int(0).default(10_000),
+  /** Sends held in memory per relay: sent and not yet acknowledged (the rest wait in PostgreSQL). */
+  RELAY_SEND_WINDOW: int(1, 100_000).default(1000),
+  /** Processed events' payloads (texts, photos) are removed from `relay_inbox` after this. */
+  INBOX_RETENTION_HOURS: int(1).default(24),
+  /** Attachment data of processed events is removed from `relay_inbox` sooner: after this. */
+  INBOX_ATTACHMENT_RETENTION_MINUTES: int(1).default(60),
+  /** Acknowledged sends are deleted from `relay_outbox` after this. */
+  OUTBOX_RETENTION_HOURS: int(1).default(24),
+  /** How often relay retention (inbox payloads, acknowledged sends) runs. */
+  RELAY_RETENTION_EVERY_MS: int(100).default(600_000),
   ALLOW_UWS_FALLBACK: bool.default(false),
 });
 
@@ -123,7 +152,7 @@ export interface Config {
     keepAliveInitialDelayMillis: number;
     applicationName: string;
   };
-  groupCommit: { maxBatch: number; attempts: number; lanes: number };
+  groupCommit: { maxBatch: number; maxBytes: number; attempts: number; lanes: number };
   jwt: {
     secret: string | undefined;
     jwksUrl: string | undefined;
@@ -142,6 +171,11 @@ export interface Config {
     maxOpsPerSecond: number;
     upgradesPerIpPerSecond: number;
     upgradesBurst: number;
+    httpRequestsPerIpPerSecond: number;
+    httpRequestsBurst: number;
+    bodiesInFlightPerIp: number;
+    maxSocketsPerUser: number;
+    maxSocketsPerSession: number;
   };
   ws: { idleTimeoutS: number; maxBackpressureBytes: number };
   shutdownTimeoutMs: number;
@@ -166,6 +200,13 @@ export interface Config {
     eventsBurst: number;
     redeliverMs: number;
     inboxSweepMs: number;
+    maxAttempts: number;
+    retryBackoffMs: number;
+    sendWindow: number;
+    inboxRetentionHours: number;
+    attachmentRetentionMinutes: number;
+    outboxRetentionHours: number;
+    retentionEveryMs: number;
   };
 }
 
@@ -187,7 +228,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const name = String(issue.path[0]);
-    throw new ConfigError(`invalid configuration: ${name}=${JSON.stringify(env[name])}: ${issue.message}`);
+    throw new ConfigError(
+      `invalid configuration: ${name}=${JSON.stringify(redactValue(name, env[name] ?? ''))}: ${issue.message}`,
+    );
   }
   const e = parsed.data;
   if (e.JWT_SECRET !== undefined && Buffer.byteLength(e.JWT_SECRET, 'utf8') < 32) {
@@ -195,6 +238,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (e.JWT_SECRET !== undefined && e.JWT_JWKS_URL !== undefined) {
     throw new ConfigError('invalid configuration: set JWT_SECRET or JWT_JWKS_URL, not both');
+  }
+  if (e.JWT_JWKS_URL !== undefined && !isHttpsOrLoopback(e.JWT_JWKS_URL)) {
+    throw new ConfigError(
+      `invalid configuration: JWT_JWKS_URL=${JSON.stringify(redactValue('JWT_JWKS_URL', e.JWT_JWKS_URL))}: must be an https: URL (http: only on 127.0.0.1, ::1 or localhost): keys fetched in clear could be swapped on the way`,
+    );
   }
   if (e.GROUP_COMMIT_LANES >= e.PG_POOL_MAX) {
     throw new ConfigError(
@@ -226,6 +274,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     groupCommit: {
       maxBatch: e.GROUP_COMMIT_MAX_BATCH,
+      maxBytes: e.GROUP_COMMIT_MAX_BYTES,
       attempts: e.GROUP_COMMIT_ATTEMPTS,
       lanes: e.GROUP_COMMIT_LANES,
     },
@@ -247,6 +296,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxOpsPerSecond: e.MAX_OPS_PER_SECOND,
       upgradesPerIpPerSecond: e.UPGRADES_PER_IP_PER_SECOND,
       upgradesBurst: e.UPGRADES_BURST,
+      httpRequestsPerIpPerSecond: e.HTTP_REQUESTS_PER_IP_PER_SECOND,
+      httpRequestsBurst: e.HTTP_REQUESTS_BURST,
+      bodiesInFlightPerIp: e.BODIES_IN_FLIGHT_PER_IP,
+      maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
+      maxSocketsPerSession: e.MAX_SOCKETS_PER_SESSION,
     },
     ws: { idleTimeoutS: e.WS_IDLE_TIMEOUT_S, maxBackpressureBytes: e.WS_MAX_BACKPRESSURE_BYTES },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
@@ -273,9 +327,43 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       eventsBurst: e.RELAY_EVENTS_BURST,
       redeliverMs: e.RELAY_REDELIVER_MS,
       inboxSweepMs: e.RELAY_INBOX_SWEEP_MS,
+      maxAttempts: e.RELAY_MAX_ATTEMPTS,
+      retryBackoffMs: e.RELAY_RETRY_BACKOFF_MS,
+      sendWindow: e.RELAY_SEND_WINDOW,
+      inboxRetentionHours: e.INBOX_RETENTION_HOURS,
+      attachmentRetentionMinutes: e.INBOX_ATTACHMENT_RETENTION_MINUTES,
+      outboxRetentionHours: e.OUTBOX_RETENTION_HOURS,
+      retentionEveryMs: e.RELAY_RETENTION_EVERY_MS,
     },
   };
   return deepFreeze(config);
+}
+
+/** Variables whose whole value is a secret: never echoed. */
+const SECRET_VARIABLE = /SECRET|PASSWORD|API_KEY|TOKEN|VAULT_KEYS/;
+
+/**
+ * A value as it may appear in an error: secrets hidden, and the password of anything shaped
+ * like a URL with credentials (`scheme://user:password@host`, even when it does not parse)
+ * replaced by `***`. Everything between the user name and the last `@` is taken as the password.
+ */
+export function redactValue(name: string, value: string): string {
+  if (SECRET_VARIABLE.test(name)) return '(hidden)';
+  const at = value.lastIndexOf('@');
+  if (at < 0) return value;
+  const slashes = value.indexOf('//');
+  const start = slashes >= 0 && slashes < at ? slashes + 2 : 0;
+  const userinfo = value.slice(start, at);
+  const colon = userinfo.indexOf(':');
+  const shown = colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***';
+  return `${value.slice(0, start)}${shown}${value.slice(at)}`;
+}
+
+/** `https:`, or `http:` to this machine only (127.0.0.1, ::1, localhost). */
+function isHttpsOrLoopback(url: string): boolean {
+  const u = new URL(url);
+  if (u.protocol === 'https:') return true;
+  return u.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
 }
 
 function deepFreeze<T extends object>(obj: T): Readonly<T> {

@@ -18,7 +18,10 @@ export const errorCatalog = {
   validation_failed: { status: 400, description: 'A field is missing or out of range; `path` names it.' },
   unknown_frame_type: { status: 400, description: 'A WebSocket frame has a `type` this endpoint does not take.' },
   frame_too_large: { status: 400, description: 'A WebSocket frame is larger than `MAX_FRAME_BYTES`.' },
-  payload_too_large: { status: 413, description: 'The request body is larger than `MAX_BODY_BYTES`.' },
+  payload_too_large: {
+    status: 413,
+    description: 'The request body is larger than its route takes (64 KiB on `/v1/miniapps`, else `MAX_BODY_BYTES`).',
+  },
   unsupported_media_type: { status: 415, description: 'The request body is not `application/json`.' },
   not_found: { status: 404, description: 'No such route.' },
   method_not_allowed: { status: 405, description: 'The route exists but not for this method.' },
@@ -44,6 +47,7 @@ export const errorCatalog = {
   batch_too_large: { status: 400, description: 'More than 100 events in one batch; nothing was stored.' },
   no_valid_events: { status: 400, description: 'No event of the batch is valid; each is listed in `rejected`.' },
   conversation_not_found: { status: 404, description: 'No conversation with that key (or none you may read).' },
+  failed_event_not_found: { status: 404, description: 'No failed relay event with that id (unknown, or not failed).' },
   // Infrastructure
   db_unavailable: { status: 503, description: 'PostgreSQL could not be reached or answered in time; retry.' },
   session_unavailable: {

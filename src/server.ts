@@ -24,6 +24,7 @@ import { createMediaFetcher } from './relay/fetchMedia.ts';
 import { OutboxDispatcher } from './relay/OutboxDispatcher.ts';
 import { RelayIngest } from './relay/RelayIngest.ts';
 import { limitsFrom, relayEventSchema } from './relay/relayEvent.ts';
+import { startRelayRetention } from './relay/relayRetention.ts';
 import { ConversationRepository } from './store/conversationRepository.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
@@ -32,6 +33,7 @@ import { migrate } from './store/migrate.ts';
 import { MiniappRepository } from './store/miniappRepository.ts';
 import { createPool, type Pool, poolStats } from './store/pool.ts';
 import { RelayRepository } from './store/relayRepository.ts';
+import { registerAdminRoutes } from './transport/adminRoutes.ts';
 import { createRouter } from './transport/http.ts';
 import { loadUws } from './transport/loadUws.ts';
 import { registerMiniappRoutes } from './transport/miniappRoutes.ts';
@@ -99,6 +101,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}),
       media: media.state(),
     }),
+    relaySendsInMemory: () => outbox.pending(),
   });
   const sockets = new MiniappSockets();
   const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
@@ -123,7 +126,18 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
 
   const relayRepo = new RelayRepository(pool);
   const conversations = new ConversationRepository(pool);
-  const outbox = new OutboxDispatcher(relayRepo, committer, config.relay.redeliverMs, metrics, log);
+  const outbox = new OutboxDispatcher(
+    relayRepo,
+    committer,
+    {
+      redeliverMs: config.relay.redeliverMs,
+      window: config.relay.sendWindow,
+      // Half of what drops a socket as a slow consumer: room for the frames written before a check.
+      highWaterBytes: Math.floor(config.ws.maxBackpressureBytes / 2),
+    },
+    metrics,
+    log,
+  );
   const senders = createLocalRateLimiter(config.relay.senderPerMinute / 60, config.relay.senderBurst);
   const relays = createLocalRateLimiter(config.relay.eventsPerSecond, config.relay.eventsBurst);
   const ingest = new RelayIngest({
@@ -135,6 +149,8 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     metrics,
     log,
     sweepEveryMs: config.relay.inboxSweepMs,
+    maxAttempts: config.relay.maxAttempts,
+    retryBackoffMs: config.relay.retryBackoffMs,
   });
   host.register(
     createConversationKind({
@@ -144,9 +160,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       committer,
       fetchMedia: createMediaFetcher(config.relay.mediaHosts, config.limits.maxAttachmentBytes),
       media,
-      onCommitted: (commit) => {
+      photoWaitMs: config.photoWaitMs,
+      onCommitted: (commit, applied) => {
         if (commit.inboxSeq !== null) ingest.processed(commit.inboxSeq);
-        if (commit.send) outbox.enqueue(commit.send);
+        if (applied && commit.send) outbox.enqueue(commit.send);
       },
       onFailed: (key) => ingest.conversationFailed(key),
       burstQuietMs: config.relay.burstQuietMs,
@@ -158,10 +175,17 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   const app = uws.App();
   sockets.bind(app);
   let accepting = true;
-  const router = createRouter({ app, log, metrics, maxBodyBytes: config.limits.maxBodyBytes });
+  const router = createRouter({
+    app,
+    log,
+    metrics,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    limits: config.limits,
+  });
   registerOpsRoutes({ router, pool, host, metrics, nodeId: config.nodeId, mode, accepting: () => accepting });
   registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
+  registerAdminRoutes({ router, verify, ingest, metrics });
   const miniappEndpoint = registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
   const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
   socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
@@ -184,6 +208,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
   }, config.ops.pruneEveryMs);
   prune.unref();
+  const stopRelayRetention = startRelayRetention(relayRepo, config.relay, log);
   ingest.start();
 
   log.info(
@@ -204,6 +229,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     const started = Date.now();
     accepting = false;
     clearInterval(prune);
+    stopRelayRetention();
     ingest.stop();
     uws.us_listen_socket_close(listenSocket);
     // Passivation waits for every pending commit (its checkpoint is queued after them), so

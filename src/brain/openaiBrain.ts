@@ -3,6 +3,7 @@
  * vision for photos, and moderation, each behind timeout + retry + circuit breaker.
  */
 import OpenAI from 'openai';
+import { toWellFormedText } from '../../actors/text.ts';
 import type { Config } from '../config.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Brain, ModerationResult, Photo, ReplyRequest } from './Brain.ts';
@@ -34,6 +35,15 @@ function retryAfterMs(err: Error): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/**
+ * The model's text made storable: PostgreSQL refuses U+0000 and lone surrogates, and a
+ * reply that held one would fail its conversation's commit (and, before that was isolated,
+ * every other write of the same group commit).
+ */
+function storable(content: string | null | undefined): string | undefined {
+  return content == null ? undefined : toWellFormedText(content).trim();
+}
+
 export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number, log: Logger): OpenAIBrain {
   // Our own policies retry and time out; the client's would double them.
   const client = new OpenAI({
@@ -62,49 +72,54 @@ export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number,
     mode: 'openai',
     breakers: () => ({ model: model.state(), vision: vision.state(), moderation: moderation.state() }),
 
-    async reply(request: ReplyRequest): Promise<string> {
-      const completion = await model.run((signal) =>
-        client.chat.completions.create(
-          { model: config.model, messages: buildPrompt(request), max_tokens: 400 },
-          { signal },
-        ),
+    async reply(request: ReplyRequest, caller?: AbortSignal): Promise<string> {
+      const completion = await model.run(
+        (signal) =>
+          client.chat.completions.create(
+            { model: config.model, messages: buildPrompt(request), max_tokens: 400 },
+            { signal },
+          ),
+        caller,
       );
-      const text = completion.choices[0]?.message?.content?.trim();
+      const text = storable(completion.choices[0]?.message?.content);
       if (!text) throw new Error('the model returned no text');
       return text;
     },
 
-    async describePhoto(photo: Photo): Promise<string> {
-      const completion = await vision.run((signal) =>
-        client.chat.completions.create(
-          {
-            model: config.visionModel,
-            max_tokens: 200,
-            messages: [
-              {
-                role: 'user',
-                content: [
-                  { type: 'text', text: 'Describe this photo in one or two sentences, as you would to a friend.' },
-                  {
-                    type: 'image_url',
-                    image_url: { url: `data:${photo.mime};base64,${photo.data.toString('base64')}` },
-                  },
-                ],
-              },
-            ],
-          },
-          { signal },
-        ),
+    async describePhoto(photo: Photo, caller?: AbortSignal): Promise<string> {
+      const completion = await vision.run(
+        (signal) =>
+          client.chat.completions.create(
+            {
+              model: config.visionModel,
+              max_tokens: 200,
+              messages: [
+                {
+                  role: 'user',
+                  content: [
+                    { type: 'text', text: 'Describe this photo in one or two sentences, as you would to a friend.' },
+                    {
+                      type: 'image_url',
+                      image_url: { url: `data:${photo.mime};base64,${photo.data.toString('base64')}` },
+                    },
+                  ],
+                },
+              ],
+            },
+            { signal },
+          ),
+        caller,
       );
-      const text = completion.choices[0]?.message?.content?.trim();
+      const text = storable(completion.choices[0]?.message?.content);
       if (!text) throw new Error('the vision model returned no text');
       return text;
     },
 
-    async moderate(text: string): Promise<ModerationResult> {
+    async moderate(text: string, caller?: AbortSignal): Promise<ModerationResult> {
       try {
-        const result = await moderation.run((signal) =>
-          client.moderations.create({ model: config.moderationModel, input: text }, { signal }),
+        const result = await moderation.run(
+          (signal) => client.moderations.create({ model: config.moderationModel, input: text }, { signal }),
+          caller,
         );
         const r = result.results[0];
         const categories = Object.entries(r?.categories ?? {})

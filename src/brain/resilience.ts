@@ -20,8 +20,11 @@ import {
 import type { Logger } from '../observability/logger.ts';
 
 export interface Resilient {
-  /** Runs `fn` with the policies; `signal` aborts when the attempt times out. */
-  run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` with the policies; the signal `fn` gets aborts when the attempt times out or when
+   * the caller's `signal` aborts (then nothing is retried).
+   */
+  run<T>(fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** 0 closed, 1 open, 2 half-open, 3 isolated. */
   state(): number;
 }
@@ -70,7 +73,7 @@ export function createResilience(o: ResilienceOptions): Resilient {
     timeout(o.timeoutMs, TimeoutStrategy.Aggressive),
   );
   return {
-    run: (fn) => policy.execute(({ signal }) => fn(signal)),
+    run: (fn, signal) => policy.execute(({ signal: attempt }) => fn(attempt), signal),
     state: () => breaker.state,
   };
 }

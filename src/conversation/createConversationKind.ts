@@ -17,6 +17,7 @@ import {
   type RecallInput,
   upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
+import { FORGOTTEN_REPLY } from '../../actors/conversationRules.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';
 import type { ActorHost, ActorKind } from '../host/createActorHost.ts';
@@ -44,8 +45,14 @@ export interface ConversationKindDeps {
   /** Fetches an attachment URL (already checked against RELAY_MEDIA_HOSTS). */
   fetchMedia: (url: string, signal: AbortSignal) => Promise<Buffer>;
   media: Resilient;
-  /** After a commit: the reply goes to the relay; the inbox row is done. */
-  onCommitted: (commit: ConversationCommit) => void;
+  /** PHOTO_WAIT_MS: the longest a message's attachments are looked at, all of them together. */
+  photoWaitMs: number;
+  /**
+   * After a commit: the reply goes to the relay; the inbox row is done. `applied` is false when
+   * the database found the inbox row already processed (a redelivery): nothing was written and
+   * nothing is to be sent.
+   */
+  onCommitted: (commit: ConversationCommit, applied: boolean) => void;
   /** The actor stopped without passivating: its undelivered work must be delivered again later. */
   onFailed: (key: string) => void;
   burstQuietMs: number;
@@ -60,8 +67,9 @@ function recallFrom(page: StoredMessage[], stage: string, memories: string[], ex
     .slice(0, HISTORY_TURNS)
     .reverse();
   return {
+    // Blanked messages and replies replaced by "forget that" are left out: nothing of them is shown.
     history: turns
-      .filter((m) => m.text)
+      .filter((m) => m.text && m.text !== FORGOTTEN_REPLY)
       .map((m) =>
         m.direction === 'out'
           ? { role: 'assistant' as const, text: m.text }
@@ -96,7 +104,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     try {
       const data = attachment.data
         ? Buffer.from(attachment.data, 'base64')
-        : await deps.media.run((s) => deps.fetchMedia(attachment.url as string, AbortSignal.any([s, signal])));
+        : await deps.media.run((s) => deps.fetchMedia(attachment.url as string, s), signal);
       return await brain.describePhoto({ mime: attachment.mime, data }, signal);
     } catch (err) {
       log.warn({ err: { message: (err as Error).message }, attachment: attachment.id }, 'could not look at a photo');
@@ -114,9 +122,15 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     }),
     describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
       async ({ input, signal }) => {
-        const described: Record<string, string> = {};
-        for (const a of input.attachments) described[a.id] = await describe(a, signal);
-        return described;
+        // A message's attachments are looked at together, and the whole step ends after
+        // PHOTO_WAIT_MS: what is not seen by then is "a photo I could not look at" (one after
+        // the other, each fetch and vision call with its own limit, ten photos held the
+        // messages behind them for minutes).
+        const deadline = AbortSignal.any([signal, AbortSignal.timeout(deps.photoWaitMs)]);
+        const described = await Promise.all(
+          input.attachments.map(async (a) => [a.id, await describe(a, deadline)] as const),
+        );
+        return Object.fromEntries(described);
       },
     ),
     think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
@@ -152,7 +166,8 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       const actorKey = `${CONVERSATION}:${key}`;
       /**
        * Recent turns and stages are cached per actor: it is the only writer of its messages,
-       * so after its own commits the cache is exact (a forget clears it). Stages, changed by
+       * so after its own commits the cache is exact. A forget clears it, so the blanked message
+       * and replaced replies are read again as stored, never from a cached copy. Stages, changed by
        * the person's other conversations too, are read again every STAGE_REFRESH messages.
        */
       let cachedTurns: StoredMessage[] | null = null;
@@ -182,6 +197,8 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       };
 
       committer.forget(actorKey, epoch - 1);
+      /** Whether the last commit was applied (read by `committed`, which directly follows it). */
+      let applied = true;
       const machine = conversationMachine.provide({
         actors: {
           ...services,
@@ -190,8 +207,12 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             const snapshot = conversationMachine.getPersistedSnapshot(
               conversationMachine.resolveState({ value: 'idle', context: input.next }),
             );
-            await committer.submit<ConversationWrite>(CONVERSATION, actorKey, epoch, { commit: input, snapshot });
-            remember(input);
+            const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, actorKey, epoch, {
+              commit: input,
+              snapshot,
+            });
+            applied = result !== false;
+            if (applied) remember(input);
           }),
         },
         actions: {
@@ -207,7 +228,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
               },
               'message processed',
             );
-            deps.onCommitted(commit);
+            deps.onCommitted(commit, applied);
           },
         },
         delays: { burstQuiet: deps.burstQuietMs },

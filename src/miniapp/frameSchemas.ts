@@ -1,5 +1,11 @@
-/** zod schemas of the frames clients send on `/v1/miniapp/:sessionId`. */
+/**
+ * zod schemas of the frames clients send on `/v1/miniapp/:sessionId`. The frame's own
+ * strings are checked here; the strings inside an op (path segments, values, keys) are the
+ * op's content and are checked where it is applied (`actors/ops.ts`), so a malformed one is
+ * answered `invalid_op` like any other value the app refuses.
+ */
 import { z } from 'zod';
+import { text } from '../../actors/wellFormedText.ts';
 
 const segment = z.union([
   z.string().min(1).max(64),
@@ -17,7 +23,7 @@ export const opSchema = z.discriminatedUnion('kind', [
 
 export const opFrameSchema = z.object({
   type: z.literal('op'),
-  opId: z.string().min(1).max(200),
+  opId: text().min(1).max(200),
   baseVersion: z.number().int().min(0),
   op: opSchema,
 });

@@ -16,6 +16,8 @@ export interface Metrics {
   relayEvents: client.Counter<'outcome'>;
   conversationMessages: client.Counter<'outcome'>;
   sendsDelivered: client.Counter;
+  relayAttemptsFailed: client.Counter;
+  relayEventsFailed: client.Counter;
 }
 
 export interface GaugeSources {
@@ -24,6 +26,8 @@ export interface GaugeSources {
   sockets: () => Record<string, number>;
   /** Circuit breaker states by dependency (0 closed, 1 open, 2 half-open, 3 isolated). */
   breakers?: () => Record<string, number>;
+  /** Relay sends held in memory (sent and not yet acknowledged, or about to be sent). */
+  relaySendsInMemory?: () => number;
 }
 
 export function createMetrics(sources: GaugeSources): Metrics {
@@ -68,8 +72,26 @@ export function createMetrics(sources: GaugeSources): Metrics {
       for (const [dependency, state] of Object.entries(sources.breakers?.() ?? {})) this.set({ dependency }, state);
     },
   });
+  new client.Gauge({
+    name: 'archety_relay_sends_in_memory',
+    help: 'Relay sends held in memory: sent and not yet acknowledged, or about to be sent (the rest wait in PostgreSQL).',
+    registers: [registry],
+    collect() {
+      this.set(sources.relaySendsInMemory?.() ?? 0);
+    },
+  });
   return {
     registry,
+    relayAttemptsFailed: new client.Counter({
+      name: 'archety_relay_event_attempts_failed_total',
+      help: 'Attempts at processing a relay event that failed (the event is retried with backoff).',
+      registers: [registry],
+    }),
+    relayEventsFailed: new client.Counter({
+      name: 'archety_relay_events_failed_total',
+      help: 'Relay events marked failed after RELAY_MAX_ATTEMPTS failed attempts.',
+      registers: [registry],
+    }),
     eventLatency: new client.Histogram({
       name: 'archety_event_latency_seconds',
       help: 'Relay event received → its processing committed (reply in the outbox).',

@@ -1,8 +1,15 @@
 /**
  * Delivers Sage's replies to the relay: `send` frames in outbox order (so in order per chat)
- * to the most recently connected relay socket, until each is acknowledged. On (re)connect
- * every unacknowledged send is delivered again from the database, in order; sends not
- * acknowledged within RELAY_REDELIVER_MS are delivered again.
+ * to the most recently connected relay socket, until each is acknowledged.
+ *
+ * Delivery is windowed, so a relay returning to a large backlog is fed at the pace it takes
+ * them instead of being dropped as a slow consumer: at most `window` sends are in flight
+ * (sent, not acknowledged), and none is written while the socket holds more than
+ * `highWaterBytes` unwritten (its `drain` resumes delivery). Memory holds only those in-flight
+ * sends and a bounded queue of fresh replies; everything else waits in `relay_outbox` and is
+ * read page by page in outbox order ("backlog" mode). On every change of receiving relay the
+ * in-memory state is dropped and every unacknowledged send is read again from the database;
+ * sends not acknowledged within RELAY_REDELIVER_MS are delivered again.
  */
 import type { SendFrame } from '../../actors/conversation.machine.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -16,6 +23,17 @@ export const OUTBOX_ACK = 'outboxAck';
 export interface RelayLink {
   readonly id: string;
   send(frame: SendFrame): void;
+  /** Bytes written to the socket and not yet sent on the wire. */
+  buffered(): number;
+}
+
+export interface OutboxOptions {
+  /** RELAY_REDELIVER_MS: an unacknowledged send is delivered again after this (ms). */
+  redeliverMs: number;
+  /** RELAY_SEND_WINDOW: sends in flight (sent, not acknowledged) at most. */
+  window: number;
+  /** Bytes buffered on the socket above which nothing more is written until it drains. */
+  highWaterBytes: number;
 }
 
 interface InFlight {
@@ -23,26 +41,37 @@ interface InFlight {
   sentAt: number;
 }
 
+/** Rows read from the outbox at most per query. */
+const PAGE = 500;
+
 export class OutboxDispatcher {
   /** Open relay sockets, oldest first; the last one receives the sends. */
   private links: RelayLink[] = [];
-  /** Sent (or to send) and not acknowledged, in delivery order. */
+  /** Sent to the current relay and not acknowledged, in delivery order (≤ window). */
   private readonly inFlight = new Map<string, InFlight>();
-  /** While a newly connected relay is being caught up from the database, new sends wait. */
-  private catchingUp = false;
-  /** Bumped by every catch-up, so only the latest one finishes it. */
+  /** Fresh replies not sent yet because the window or the socket is full (≤ window). */
+  private queue: SendFrame[] = [];
+  /** Some unacknowledged sends are only in the database: deliver from there, page by page. */
+  private backlog = true;
+  /** Outbox seq up to which the current pass over the database has delivered. */
+  private cursor = 0;
+  /** Fresh replies were dropped during a pass (the queue was full): pass over the database again. */
+  private overflow = false;
+  private reading = false;
+  /** Bumped whenever the receiving relay changes, so a read for an earlier one is discarded. */
   private generation = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly repo: RelayRepository,
     private readonly committer: GroupCommitter,
-    private readonly redeliverMs: number,
+    private readonly options: OutboxOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
     committer.register<string>(OUTBOX_ACK, repo.writeAcks);
-    this.timer = setInterval(() => this.redeliverStale(), Math.max(100, Math.min(5000, redeliverMs / 2)));
+    const every = Math.max(100, Math.min(5000, options.redeliverMs / 2));
+    this.timer = setInterval(() => this.redeliverStale(), every);
     this.timer.unref();
   }
 
@@ -53,53 +82,41 @@ export class OutboxDispatcher {
   /** A relay connected: it becomes the receiver and gets every unacknowledged send, in order. */
   attach(link: RelayLink): void {
     this.links.push(link);
-    void this.catchUp(link);
+    this.restart();
   }
 
   detach(link: RelayLink): void {
+    const wasCurrent = link === this.current;
     this.links = this.links.filter((l) => l !== link);
     // The next most recent relay (if any) may have missed sends that went to this one.
-    const next = this.current;
-    if (next) void this.catchUp(next);
+    if (wasCurrent) this.restart();
   }
 
-  private async catchUp(link: RelayLink): Promise<void> {
-    const generation = ++this.generation;
-    this.catchingUp = true;
-    let after = 0;
-    try {
-      for (;;) {
-        const rows = await this.repo.pendingOutbox(after, 500);
-        if (generation !== this.generation) return;
-        for (const { seq, frame } of rows) {
-          after = seq;
-          this.inFlight.delete(frame.id);
-          this.inFlight.set(frame.id, { frame, sentAt: Date.now() });
-          link.send(frame);
-        }
-        if (rows.length < 500) break;
-      }
-    } catch (err) {
-      this.log.warn({ err }, 'could not read the outbox; unacknowledged sends wait for the next redelivery');
-    }
-    if (generation !== this.generation) return;
-    // In the same turn as the flag drops: sends committed while we read, which the database
-    // did not return yet, follow in order.
-    this.catchingUp = false;
-    for (const entry of this.inFlight.values()) if (entry.sentAt === 0) this.push(link, entry);
+  /** The socket wrote out what it had buffered: deliver more. */
+  drained(link: RelayLink): void {
+    if (link === this.current) this.pump();
   }
 
-  private push(link: RelayLink, entry: InFlight): void {
-    entry.sentAt = Date.now();
-    link.send(entry.frame);
-  }
-
-  /** A reply was committed: deliver it now (or once the current relay is caught up). */
+  /** A reply was committed: deliver it now, or once there is room. */
   enqueue(frame: SendFrame): void {
-    const entry: InFlight = { frame, sentAt: 0 };
-    this.inFlight.set(frame.id, entry);
-    const link = this.current;
-    if (link && !this.catchingUp) this.push(link, entry);
+    if (!this.current) {
+      // It is in the database: the next relay to connect reads it from there.
+      this.enterBacklog();
+      return;
+    }
+    if (this.backlog) {
+      // The pass in progress may have read past it already; keep it for the pass's end.
+      if (this.overflow) return;
+      if (this.queue.length < this.options.window) this.queue.push(frame);
+      else {
+        this.overflow = true;
+        this.queue = [];
+      }
+      return;
+    }
+    this.queue.push(frame);
+    if (this.queue.length > this.options.window) this.enterBacklog();
+    this.pump();
   }
 
   /** The relay acknowledged a send. Unknown or repeated ids are ignored. */
@@ -110,23 +127,104 @@ export class OutboxDispatcher {
       // Still pending in the database: it will be delivered again and acknowledged again.
       this.log.warn({ err, send: id }, 'could not record an acknowledgement');
     });
+    this.pump();
   }
 
-  private redeliverStale(): void {
-    const link = this.current;
-    if (!link || this.catchingUp) return;
-    const now = Date.now();
-    for (const entry of this.inFlight.values()) {
-      if (entry.sentAt === 0 || now - entry.sentAt >= this.redeliverMs) this.push(link, entry);
-    }
-  }
-
-  /** Unacknowledged sends held in memory. */
+  /** Sends held in memory (in flight or queued): at most twice RELAY_SEND_WINDOW. */
   pending(): number {
-    return this.inFlight.size;
+    return this.inFlight.size + this.queue.length;
   }
 
   close(): void {
     clearInterval(this.timer);
+  }
+
+  /** Drops what memory holds (all of it is in the database) and delivers from the database. */
+  private restart(): void {
+    this.generation++;
+    this.inFlight.clear();
+    this.reading = false;
+    this.enterBacklog();
+    this.pump();
+  }
+
+  private enterBacklog(): void {
+    this.backlog = true;
+    this.overflow = false;
+    this.queue = [];
+    this.cursor = 0;
+  }
+
+  private room(link: RelayLink): boolean {
+    return this.inFlight.size < this.options.window && link.buffered() < this.options.highWaterBytes;
+  }
+
+  private sendNow(link: RelayLink, frame: SendFrame): void {
+    this.inFlight.delete(frame.id);
+    this.inFlight.set(frame.id, { frame, sentAt: Date.now() });
+    link.send(frame);
+  }
+
+  /** Sends what there is room for: queued replies, or the next page of the database. */
+  private pump(): void {
+    const link = this.current;
+    if (!link) return;
+    while (!this.backlog && this.queue.length && this.room(link)) this.sendNow(link, this.queue.shift() as SendFrame);
+    if (this.backlog && !this.reading && this.room(link)) void this.readPage(link);
+  }
+
+  private async readPage(link: RelayLink): Promise<void> {
+    const generation = this.generation;
+    this.reading = true;
+    const want = Math.min(PAGE, this.options.window - this.inFlight.size);
+    let rows: { seq: number; frame: SendFrame }[];
+    try {
+      rows = await this.repo.pendingOutbox(this.cursor, want);
+    } catch (err) {
+      if (generation === this.generation) this.reading = false;
+      this.log.warn({ err }, 'could not read the outbox; unacknowledged sends wait for the next redelivery');
+      return;
+    }
+    if (generation !== this.generation) return;
+    this.reading = false;
+    let read = 0;
+    for (const { seq, frame } of rows) {
+      if (!this.inFlight.has(frame.id)) {
+        // No room left: the rest of the page is read again later, from the cursor.
+        if (!this.room(link)) break;
+        this.sendNow(link, frame);
+      }
+      this.cursor = seq;
+      read++;
+    }
+    if (read === rows.length && rows.length < want) this.endPass();
+    this.pump();
+  }
+
+  /** A pass over the database reached its end. */
+  private endPass(): void {
+    if (this.overflow) {
+      // Fresh replies were dropped meanwhile: another pass finds them.
+      this.overflow = false;
+      this.cursor = 0;
+      return;
+    }
+    // Replies committed during the pass that it did not read follow, in commit order.
+    this.backlog = false;
+    this.cursor = 0;
+    this.queue = this.queue.filter((f) => !this.inFlight.has(f.id));
+  }
+
+  private redeliverStale(): void {
+    const link = this.current;
+    if (!link) return;
+    const now = Date.now();
+    for (const entry of this.inFlight.values()) {
+      if (link.buffered() >= this.options.highWaterBytes) break;
+      if (now - entry.sentAt < this.options.redeliverMs) continue;
+      entry.sentAt = now;
+      link.send(entry.frame);
+    }
+    this.pump();
   }
 }

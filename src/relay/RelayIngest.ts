@@ -2,7 +2,11 @@
  * Durable, exactly-once ingest: events are validated one by one, stored in `relay_inbox`
  * (through the group commit; a seen event id is a duplicate), acknowledged only once stored,
  * and then handed to their conversation's actor. Rows not yet processed are delivered again
- * by a sweep (after a restart, or when an actor failed); the actor skips rows it processed.
+ * by a sweep (after a restart, or when an actor failed), one sweep at a time; a row delivered
+ * twice is processed once, because the conversation's commit only applies while its row is
+ * still pending. A conversation that stops while working on a row counts a failed attempt
+ * against that row: it waits RELAY_RETRY_BACKOFF_MS × 2^(attempts − 1) before the sweep
+ * delivers it again, and is `failed` after RELAY_MAX_ATTEMPTS (listed and retried by admins).
  */
 import type { Inbound, InboundMessage } from '../../actors/conversation.machine.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
@@ -13,7 +17,7 @@ import { withContext } from '../observability/context.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
-import type { InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
+import type { FailedInbox, InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
 import { conversationKeyOf, parseRelayEvent, type RelayEvent, type RelayEventSchema } from './relayEvent.ts';
 
 export const INBOX = 'inbox';
@@ -35,6 +39,10 @@ export interface RelayIngestDeps {
   log: Logger;
   /** RELAY_INBOX_SWEEP_MS: how often pending rows are delivered again (ms). */
   sweepEveryMs: number;
+  /** RELAY_MAX_ATTEMPTS: failed attempts before an event is marked failed. */
+  maxAttempts: number;
+  /** RELAY_RETRY_BACKOFF_MS: wait after the first failed attempt (ms), doubled after each further one. */
+  retryBackoffMs: number;
 }
 
 /**
@@ -60,6 +68,8 @@ export class RelayIngest {
   /** Inbox rows handed to an actor and not yet processed: seq → conversation key. */
   private readonly inFlight = new Map<number, string>();
   private sweeper: NodeJS.Timeout | undefined;
+  /** The sweep running, if any: sweeps never overlap (a slow one is not joined by the next). */
+  private sweeping: Promise<unknown> | null = null;
 
   constructor(private readonly deps: RelayIngestDeps) {
     deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox);
@@ -131,9 +141,55 @@ export class RelayIngest {
     this.inFlight.delete(seq);
   }
 
-  /** A conversation stopped: its rows in flight will be delivered again by the sweep. */
+  /**
+   * A conversation stopped: its rows in flight will be delivered again by the sweep. The
+   * oldest of them (a conversation works on its rows in delivery order) is the one it was
+   * working on: that row counts a failed attempt.
+   */
   conversationFailed(key: string): void {
-    for (const [seq, k] of this.inFlight) if (k === key) this.inFlight.delete(seq);
+    let blamed: number | undefined;
+    for (const [seq, k] of this.inFlight) {
+      if (k !== key) continue;
+      blamed ??= seq;
+      this.inFlight.delete(seq);
+    }
+    if (blamed !== undefined) void this.attemptFailed(blamed);
+  }
+
+  private async attemptFailed(seq: number): Promise<void> {
+    const { repo, maxAttempts, retryBackoffMs, metrics, log } = this.deps;
+    try {
+      const row = await repo.attemptFailed(
+        seq,
+        maxAttempts,
+        retryBackoffMs,
+        'the conversation stopped while processing it',
+      );
+      if (!row) return;
+      metrics.relayAttemptsFailed.inc();
+      if (row.status === 'failed') {
+        metrics.relayEventsFailed.inc();
+        log.warn(
+          { seq, attempts: row.attempts },
+          'a relay event failed every attempt; it is listed for an admin to retry',
+        );
+      }
+    } catch (err) {
+      log.warn({ err, seq }, 'could not record a failed attempt; the event is delivered again without backoff');
+    }
+  }
+
+  /** Failed events after inbox row `afterSeq`, oldest first (the admin list). */
+  failed(afterSeq: number, limit: number): Promise<FailedInbox[]> {
+    return this.deps.repo.failed(afterSeq, limit);
+  }
+
+  /** Sets failed event `eventId` pending with its attempts reset, and delivers it; false when there is no such failed event. */
+  async retry(eventId: string): Promise<boolean> {
+    const row = await this.deps.repo.retry(eventId);
+    if (!row) return false;
+    void this.deliver(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
+    return true;
   }
 
   /** Delivers unprocessed rows (all of them at start, then the stale ones periodically). */
@@ -153,14 +209,20 @@ export class RelayIngest {
   }
 
   start(): void {
-    const run = (age: number) =>
-      this.sweep(age).then(
-        (n) => n && this.deps.log.info({ delivered: n }, 'delivered unprocessed relay events'),
-        (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
-      );
-    void run(0);
+    const run = (age: number) => {
+      if (this.sweeping) return;
+      this.sweeping = this.sweep(age)
+        .then(
+          (n) => n && this.deps.log.info({ delivered: n }, 'delivered unprocessed relay events'),
+          (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
+        )
+        .finally(() => {
+          this.sweeping = null;
+        });
+    };
+    run(0);
     const every = this.deps.sweepEveryMs;
-    this.sweeper = setInterval(() => void run(every * SWEEP_AGE_FACTOR), every);
+    this.sweeper = setInterval(() => run(every * SWEEP_AGE_FACTOR), every);
     this.sweeper.unref();
   }
 

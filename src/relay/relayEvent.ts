@@ -1,12 +1,13 @@
 /**
  * Relay events (PROTOCOL.md "Relay event"): validation of what the relay pushes in, and the
  * conversation each event belongs to. Limits come from config, so the schema is built once
- * per server.
+ * per server. Every string is `text()`: well-formed, without U+0000, or refused here.
  */
 import { z } from 'zod';
+import { text } from '../../actors/wellFormedText.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
-import { describeIssue } from '../transport/validate.ts';
+import { describeIssue, excerpt } from '../transport/validate.ts';
 
 export const E164 = /^\+[1-9]\d{6,14}$/;
 const MIME = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$/i;
@@ -60,17 +61,16 @@ export function limitsFrom(config: Config): RelayEventLimits {
   };
 }
 
-const id = z.string().min(1).max(200);
-const phone = z.string().max(200).regex(E164, 'must be a phone number in E.164 form (+15551234567)');
+const id = text().min(1).max(200);
+const phone = text().max(200).regex(E164, 'must be a phone number in E.164 form (+15551234567)');
 
 export function relayEventSchema(limits: RelayEventLimits) {
   const maxBase64 = Math.ceil(limits.maxAttachmentBytes / 3) * 4;
   const attachment = z
     .object({
       id,
-      mime: z.string().max(129).regex(MIME, 'must be a MIME type such as image/jpeg'),
-      data: z
-        .string()
+      mime: text().max(129).regex(MIME, 'must be a MIME type such as image/jpeg'),
+      data: text()
         .min(4, 'must not be empty')
         .max(maxBase64, `must decode to at most ${limits.maxAttachmentBytes} bytes`)
         .regex(BASE64, 'must be base64')
@@ -79,8 +79,7 @@ export function relayEventSchema(limits: RelayEventLimits) {
           `must decode to at most ${limits.maxAttachmentBytes} bytes`,
         )
         .optional(),
-      url: z
-        .string()
+      url: text()
         .max(2000)
         .url()
         .refine((u) => {
@@ -89,7 +88,7 @@ export function relayEventSchema(limits: RelayEventLimits) {
           return url.protocol === 'https:' && limits.mediaHosts.includes(url.hostname);
         }, 'must be an https URL on one of RELAY_MEDIA_HOSTS')
         .optional(),
-      name: z.string().max(200).optional(),
+      name: text().max(200).optional(),
     })
     .strict()
     .refine((a) => (a.data === undefined) !== (a.url === undefined), 'needs exactly one of data or url');
@@ -99,14 +98,13 @@ export function relayEventSchema(limits: RelayEventLimits) {
       type: z.literal('message'),
       chat: z.object({ guid: id, group: z.boolean(), participants: z.array(phone).max(100).optional() }).strict(),
       sender: phone,
-      persona: z
-        .string()
+      persona: text()
         .regex(/^[a-z][a-z0-9_-]{0,63}$/, 'must be a lower-case persona name')
         .default('sage'),
-      text: z.string().max(limits.maxTextChars, `must be at most ${limits.maxTextChars} characters`).optional(),
+      text: text().max(limits.maxTextChars, `must be at most ${limits.maxTextChars} characters`).optional(),
       attachments: z.array(attachment).max(MAX_ATTACHMENTS).default([]),
       replyTo: id.optional(),
-      sentAt: z.string().regex(TIMESTAMP, 'must be an ISO 8601 timestamp with a zone'),
+      sentAt: text().regex(TIMESTAMP, 'must be an ISO 8601 timestamp with a zone'),
     })
     .strict()
     .refine((e) => (e.text !== undefined && e.text.trim() !== '') || e.attachments.length > 0, {
@@ -124,7 +122,7 @@ export function parseRelayEvent(schema: RelayEventSchema, value: unknown): Relay
   }
   const type = (value as { type?: unknown }).type;
   if (type !== 'message') {
-    throw new AppError('unknown_event_type', `unknown event type ${JSON.stringify(type)}`, { path: ['type'] });
+    throw new AppError('unknown_event_type', `unknown event type ${excerpt(type)}`, { path: ['type'] });
   }
   const result = schema.safeParse(value);
   if (!result.success) {

@@ -5,22 +5,32 @@
  * Writes go to one of `lanes` lanes (GROUP_COMMIT_LANES, one by default), each with its own
  * connection and one transaction in flight: an actor's writes always take the same lane (by
  * its key), unfenced writes the least busy one. With several lanes, transactions commit at
- * once — PostgreSQL works on them in parallel and flushes their WAL together.
+ * once — PostgreSQL works on them in parallel and flushes their WAL together. A transaction
+ * takes at most GROUP_COMMIT_MAX_BATCH writes and GROUP_COMMIT_MAX_BYTES of them (their JSON
+ * size; a larger write goes alone).
  *
  * Guarantees:
  * - Per actor, writes are committed in submission order (its lane: one transaction in flight, FIFO).
  * - Every transaction first checks each actor's epoch in `actor_leases` (`FOR SHARE`, so a
  *   concurrent activation waits for the commit); writes of an actor whose epoch moved on are
  *   not written and fail with `FencedError`.
+ * - A bad write fails alone. When a writer's statement fails on what it was given (anything
+ *   but a connection error), the transaction is rolled back and done again carefully: each
+ *   kind under a savepoint, and a kind that fails on its data (SQLSTATE classes 22 and 23, or
+ *   an error thrown by the writer's own code) is retried in halves under savepoints until the
+ *   writes that fail are found; those fail, every other write of the tick commits. The
+ *   careful pass costs nothing while no write fails.
  * - Once a write of an actor fails, its later writes fail too (until it is re-activated with
- *   a new epoch), so what is stored is always a prefix of what the actor submitted.
+ *   a new epoch), so what is stored is always a prefix of what the actor submitted: its
+ *   writes after a refused one in the same transaction are refused with it.
  * - A transaction that failed on a connection error is retried on a new connection; writers
- *   must therefore be idempotent (`ON CONFLICT DO NOTHING`, monotonic updates).
+ *   must therefore be idempotent (`ON CONFLICT DO NOTHING`, monotonic updates), and must
+ *   give the same result for a batch written whole or in parts.
  */
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Pool, PoolClient } from './pool.ts';
-import { isConnectionError, translatePgError } from './translatePgError.ts';
+import { isConnectionError, isDataError, sqlState, translatePgError } from './translatePgError.ts';
 
 /**
  * Writes a batch of one kind's items inside the group transaction. Must be idempotent. It may
@@ -42,12 +52,16 @@ interface Pending {
   actorKey: string | null;
   epoch: number;
   item: unknown;
+  /** The item's JSON size in bytes, for GROUP_COMMIT_MAX_BYTES. */
+  bytes: number;
   resolve: (result: unknown) => void;
   reject: (err: Error) => void;
 }
 
 export interface GroupCommitterOptions {
   maxBatch: number;
+  /** Most bytes (the items' JSON size) in one transaction; a larger item goes alone. */
+  maxBytes: number;
   attempts: number;
   /** Transactions that may be in flight at once (≥ 1). */
   lanes: number;
@@ -71,6 +85,24 @@ function laneOf(key: string, lanes: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
   return (h >>> 0) % lanes;
+}
+
+interface Outcome {
+  fenced: Set<string>;
+  results: Map<Pending, unknown>;
+  /** Writes left out of the transaction, with why. */
+  refused: Map<Pending, Error>;
+}
+
+/** The batch's writes by kind, kinds in the order they first appear. */
+function byKind(batch: Pending[]): Map<string, Pending[]> {
+  const kinds = new Map<string, Pending[]>();
+  for (const p of batch) {
+    const items = kinds.get(p.kind);
+    if (items) items.push(p);
+    else kinds.set(p.kind, [p]);
+  }
+  return kinds;
 }
 
 export class GroupCommitter {
@@ -130,13 +162,22 @@ export class GroupCommitter {
       reject(new Error(`an earlier write of ${actorKey} failed`));
       return;
     }
+    let bytes: number;
+    try {
+      bytes = Buffer.byteLength(JSON.stringify(item) ?? '');
+    } catch (err) {
+      // Not JSON (a BigInt, a cycle): no writer could store it either.
+      if (actorKey !== null) this.failed.add(`${actorKey}#${epoch}`);
+      reject(err as Error);
+      return;
+    }
     const lane =
       actorKey !== null
         ? this.lanes[laneOf(actorKey, this.lanes.length)]
         : this.pinned.has(kind)
           ? this.lanes[0]
           : this.leastBusy();
-    lane.queue.push({ kind, actorKey, epoch, item, resolve, reject });
+    lane.queue.push({ kind, actorKey, epoch, item, bytes, resolve, reject });
     if (!lane.running) {
       lane.running = true;
       setImmediate(() => void this.drain(lane));
@@ -168,17 +209,27 @@ export class GroupCommitter {
   }
 
   private async drain(lane: Lane): Promise<void> {
-    while (lane.queue.length) {
-      const batch =
-        lane.queue.length <= this.options.maxBatch ? lane.queue : lane.queue.slice(0, this.options.maxBatch);
-      lane.queue = batch === lane.queue ? [] : lane.queue.slice(batch.length);
-      await this.commit(lane, batch);
-    }
+    while (lane.queue.length) await this.commit(lane, this.nextBatch(lane));
     lane.running = false;
     if (!this.idle()) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();
+  }
+
+  /** Takes the lane's next batch: at most `maxBatch` writes and `maxBytes` bytes, at least one write. */
+  private nextBatch(lane: Lane): Pending[] {
+    const queue = lane.queue;
+    const max = Math.min(queue.length, this.options.maxBatch);
+    let n = 0;
+    let bytes = 0;
+    while (n < max && (n === 0 || bytes + queue[n].bytes <= this.options.maxBytes)) bytes += queue[n++].bytes;
+    if (n === queue.length) {
+      lane.queue = [];
+      return queue;
+    }
+    lane.queue = queue.slice(n);
+    return queue.slice(0, n);
   }
 
   private async commit(lane: Lane, batch: Pending[]): Promise<void> {
@@ -188,15 +239,24 @@ export class GroupCommitter {
       p.reject(new Error(`an earlier write of ${p.actorKey} failed`));
       return false;
     });
+    let careful = false;
     for (let attempt = 1; live.length; attempt++) {
       try {
-        const { fenced, results } = await this.transact(lane, live);
+        const { fenced, results, refused } = await this.transact(lane, live, careful);
         for (const p of live) {
-          if (p.actorKey !== null && fenced.has(p.actorKey)) this.fail(p, new FencedError(p.actorKey));
+          const error = refused.get(p);
+          if (error) this.fail(p, error);
+          else if (p.actorKey !== null && fenced.has(p.actorKey)) this.fail(p, new FencedError(p.actorKey));
           else p.resolve(results.get(p));
         }
         live = [];
       } catch (err) {
+        if (!careful && !isConnectionError(err)) {
+          // A statement failed on what it was given: find the writes at fault, commit the rest.
+          careful = true;
+          attempt--;
+          continue;
+        }
         const retry = isConnectionError(err) && attempt < this.options.attempts;
         this.options.log.warn(
           {
@@ -225,45 +285,23 @@ export class GroupCommitter {
     p.reject(err);
   }
 
-  /** One transaction: fence, then each kind's writes. Returns the fenced actor keys and the writers' results. */
-  private async transact(
-    lane: Lane,
-    batch: Pending[],
-  ): Promise<{ fenced: Set<string>; results: Map<Pending, unknown> }> {
+  /**
+   * One transaction: fence, then each kind's writes. Returns the fenced actor keys, the
+   * writers' results and, when `careful`, the writes that were refused (and left out).
+   */
+  private async transact(lane: Lane, batch: Pending[], careful: boolean): Promise<Outcome> {
     lane.client ??= await this.pool.connect();
     const client = lane.client;
     try {
       await client.query('BEGIN');
-      const epochs = new Map<string, number>();
-      for (const p of batch) if (p.actorKey !== null) epochs.set(p.actorKey, p.epoch);
-      const fenced = new Set<string>();
-      if (epochs.size) {
-        const { rows } = await client.query<{ key: string }>(
-          `SELECT l.key FROM actor_leases l
-             JOIN unnest($1::text[], $2::bigint[]) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
-           FOR SHARE OF l`,
-          [[...epochs.keys()], [...epochs.values()]],
-        );
-        const current = new Set(rows.map((r) => r.key));
-        for (const k of epochs.keys()) if (!current.has(k)) fenced.add(k);
-      }
-      const byKind = new Map<string, Pending[]>();
-      for (const p of batch) {
-        if (p.actorKey !== null && fenced.has(p.actorKey)) continue;
-        const items = byKind.get(p.kind) ?? [];
-        byKind.set(p.kind, items);
-        items.push(p);
-      }
+      const fenced = await this.fence(client, batch);
+      const writable = batch.filter((p) => p.actorKey === null || !fenced.has(p.actorKey));
       const results = new Map<Pending, unknown>();
-      for (const [kind, pendings] of byKind) {
-        const out = await (this.writers.get(kind) as BatchWriter<unknown>)(
-          client,
-          pendings.map((p) => p.item),
-        );
-        if (out) for (const [i, p] of pendings.entries()) results.set(p, out[i]);
-      }
+      const refused = new Map<Pending, Error>();
+      if (careful) await this.writeCarefully(client, writable, results, refused);
+      else for (const [kind, pendings] of byKind(writable)) await this.write(client, kind, pendings, results);
       await client.query('COMMIT');
-      return { fenced, results };
+      return { fenced, results, refused };
     } catch (err) {
       if (isConnectionError(err)) {
         // A dead connection goes back destroyed; the next transaction gets a fresh one.
@@ -274,6 +312,113 @@ export class GroupCommitter {
       }
       throw err;
     }
+  }
+
+  /** Locks the epochs of the batch's actors (`FOR SHARE`); returns the actors whose epoch moved on. */
+  private async fence(client: PoolClient, batch: Pending[]): Promise<Set<string>> {
+    const epochs = new Map<string, number>();
+    for (const p of batch) if (p.actorKey !== null) epochs.set(p.actorKey, p.epoch);
+    const fenced = new Set<string>();
+    if (!epochs.size) return fenced;
+    const { rows } = await client.query<{ key: string }>(
+      `SELECT l.key FROM actor_leases l
+         JOIN unnest($1::text[], $2::bigint[]) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
+       FOR SHARE OF l`,
+      [[...epochs.keys()], [...epochs.values()]],
+    );
+    const current = new Set(rows.map((r) => r.key));
+    for (const k of epochs.keys()) if (!current.has(k)) fenced.add(k);
+    return fenced;
+  }
+
+  private async write(client: PoolClient, kind: string, pendings: Pending[], results: Map<Pending, unknown>) {
+    const out = await (this.writers.get(kind) as BatchWriter<unknown>)(
+      client,
+      pendings.map((p) => p.item),
+    );
+    if (out) for (const [i, p] of pendings.entries()) results.set(p, out[i]);
+  }
+
+  /**
+   * The careful pass: every kind under a savepoint, the writes that fail found and left out.
+   * An actor's writes after a refused one are refused too; when one of them was already
+   * written, the writes are undone (back to the savepoint after the fence, whose locks stay)
+   * and done again without them. Each round leaves out at least one write, so it ends.
+   */
+  private async writeCarefully(
+    client: PoolClient,
+    batch: Pending[],
+    results: Map<Pending, unknown>,
+    refused: Map<Pending, Error>,
+  ): Promise<void> {
+    await client.query('SAVEPOINT gc_batch');
+    let remaining = batch;
+    for (;;) {
+      results.clear();
+      const failed = new Map<Pending, Error>();
+      for (const [kind, pendings] of byKind(remaining)) await this.isolate(client, kind, pendings, results, failed);
+      if (!failed.size) return;
+      const stopped = new Set<string>();
+      const next: Pending[] = [];
+      let undo = false;
+      for (const p of remaining) {
+        const error = failed.get(p);
+        if (error) {
+          refused.set(p, error);
+          if (p.actorKey !== null) stopped.add(p.actorKey);
+        } else if (p.actorKey !== null && stopped.has(p.actorKey)) {
+          refused.set(p, new Error(`an earlier write of ${p.actorKey} failed`));
+          undo = true;
+        } else {
+          next.push(p);
+        }
+      }
+      if (!undo) return;
+      await client.query('ROLLBACK TO SAVEPOINT gc_batch');
+      remaining = next;
+    }
+  }
+
+  /**
+   * Writes `pendings` under a savepoint. When the statement fails on its data, the halves are
+   * tried apart, down to the single writes that fail; any other failure fails them all.
+   */
+  private async isolate(
+    client: PoolClient,
+    kind: string,
+    pendings: Pending[],
+    results: Map<Pending, unknown>,
+    failed: Map<Pending, Error>,
+  ): Promise<void> {
+    await client.query('SAVEPOINT gc_write');
+    try {
+      await this.write(client, kind, pendings, results);
+      await client.query('RELEASE SAVEPOINT gc_write');
+      return;
+    } catch (err) {
+      if (isConnectionError(err)) throw err;
+      await client.query('ROLLBACK TO SAVEPOINT gc_write');
+      await client.query('RELEASE SAVEPOINT gc_write');
+      for (const p of pendings) results.delete(p);
+      // The database refused the data, or the writer's own code failed on an item: one item may be at fault.
+      const byItem = isDataError(err) || sqlState(err) === undefined;
+      if (pendings.length === 1 || !byItem) {
+        this.options.log.warn(
+          {
+            err: { message: (err as Error).message, code: (err as { code?: string }).code },
+            kind,
+            writes: pendings.length,
+          },
+          'group-commit writes refused',
+        );
+        const error = translatePgError(err);
+        for (const p of pendings) failed.set(p, error);
+        return;
+      }
+    }
+    const half = Math.ceil(pendings.length / 2);
+    await this.isolate(client, kind, pendings.slice(0, half), results, failed);
+    await this.isolate(client, kind, pendings.slice(half), results, failed);
   }
 
   /** Returns the committer's connections to the pool (at shutdown, after `flush`). */

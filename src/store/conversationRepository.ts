@@ -3,7 +3,7 @@
  * changes, and the reads the conversation actor and the history endpoint need.
  */
 import type { ConversationCommit, MessageRow } from '../../actors/conversation.machine.ts';
-import { STAGES } from '../../actors/conversationRules.ts';
+import { FORGOTTEN_REPLY, SAFETY_REPLIES, STAGES } from '../../actors/conversationRules.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';
@@ -34,7 +34,39 @@ export const conversationQueries = {
                     SELECT id, sender, direction, text, attachments, created_at FROM messages
                      WHERE conversation_key = $1 ORDER BY created_at DESC LIMIT $2) m) AS messages,
                  (SELECT stage FROM relationship_state WHERE user_id = $3 AND persona_id = $4) AS stage`,
+  /**
+   * "forget that": the latest remembered message of the container ($1, also the conversation
+   * key) loses every memory it yielded, its text and attachments in `messages` and its raw
+   * event in `relay_inbox`. Sage's replies from that message on (the answer to it included, also
+   * a burst's catch-up) were written with it in view — its text in the recent turns, its memories
+   * among the latest — so each is replaced by $2, in `messages` and in `relay_outbox`; the fixed
+   * replies ($3: safety, fallback, forget) carry nothing of it and are kept.
+   */
+  forget: `WITH target AS (
+             SELECT m.id, m.created_at, substr(m.id, 4) AS event_id FROM messages m
+              WHERE m.conversation_key = $1 AND m.id = (
+                SELECT source_message_id FROM memories WHERE container_tag = $1
+                 ORDER BY created_at DESC, id DESC LIMIT 1)),
+           gone AS (
+             DELETE FROM memories WHERE container_tag = $1 AND source_message_id IN (SELECT id FROM target)),
+           blanked AS (
+             UPDATE messages SET text = '', attachments = '[]'::jsonb WHERE id IN (SELECT id FROM target)),
+           replies AS (
+             UPDATE messages r SET text = $2 FROM target t
+              WHERE r.conversation_key = $1 AND r.direction = 'out' AND r.text <> ALL($3::text[])
+                AND (r.created_at >= t.created_at OR r.id IN ('out_' || t.event_id, 'out_' || t.event_id || '_burst'))
+             RETURNING r.id),
+           sent AS (
+             UPDATE relay_outbox o SET payload = jsonb_set(o.payload, '{text}', to_jsonb($2::text))
+              WHERE o.id IN (SELECT id FROM replies)),
+           inbox AS (
+             UPDATE relay_inbox i SET payload = i.payload - 'text' - 'attachments'
+               FROM target t WHERE i.event_id = t.event_id)
+         SELECT count(*) AS forgotten FROM target`,
 } as const;
+
+/** Replies of Sage's that never quote anything (kept when a message is forgotten). */
+const FIXED_REPLIES = [...Object.values(SAFETY_REPLIES), FORGOTTEN_REPLY];
 
 /** `stage` of a counters expression, in SQL, from the same thresholds as `stageOf`. */
 const stageSql = (counters: string) =>
@@ -114,8 +146,11 @@ export class ConversationRepository {
 
   /**
    * The group commit's writer: everything of every commit in one statement (the forgets, rare,
-   * follow). Idempotent: a conversation changes only to a newer version, and every other part
-   * of a commit is written only when its conversation did, so a retried batch changes nothing.
+   * follow in the same transaction). Idempotent: a conversation changes only to a newer version,
+   * and every other part of a commit is written only when its conversation did, so a retried
+   * batch changes nothing. A commit of an inbox row applies only while that row is pending
+   * (locked `FOR UPDATE`, so two processings of one event cannot both see it pending): a second
+   * processing commits nothing. Resolves, per item, whether it was applied.
    */
   readonly writeBatch: BatchWriter<ConversationWrite> = async (client, items) => {
     const commits = items.map((i) => i.commit);
@@ -126,6 +161,7 @@ export class ConversationRepository {
       chat_guid: c.chatGuid,
       version: c.version,
       snapshot,
+      inbox_seq: c.inboxSeq,
     }));
     const messages = commits.flatMap((c) =>
       [c.inbound, c.outbound].filter((m): m is MessageRow => m !== null).map((m) => toRecord(c.key, m)),
@@ -153,10 +189,16 @@ export class ConversationRepository {
         'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
         'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
     const { rows } = await client.query<{ key: string }>(
-      `WITH conv AS (
+      `WITH pending AS (
+         SELECT i.seq FROM relay_inbox i
+          WHERE i.seq IN (SELECT r.seq FROM jsonb_to_recordset($6::jsonb) AS r(seq bigint)) AND i.status = 'pending'
+            FOR UPDATE),
+       conv AS (
          INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
          SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
-           FROM jsonb_to_recordset($1::jsonb) AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb)
+           FROM jsonb_to_recordset($1::jsonb)
+             AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
+          WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
          ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
                 chat_guid = EXCLUDED.chat_guid, updated_at = now()
           WHERE conversations.version < EXCLUDED.version
@@ -207,17 +249,9 @@ export class ConversationRepository {
     );
     const applied = new Set(rows.map((r) => r.key));
     for (const c of commits) {
-      if (!c.forget || !applied.has(c.key)) continue;
-      // The latest memory of this container only; the message it came from is blanked too.
-      await client.query(
-        `WITH gone AS (
-           DELETE FROM memories WHERE id = (
-             SELECT id FROM memories WHERE container_tag = $1 ORDER BY created_at DESC, id DESC LIMIT 1)
-           RETURNING source_message_id)
-         UPDATE messages SET text = '', attachments = '[]'::jsonb
-          WHERE id IN (SELECT source_message_id FROM gone) AND conversation_key = $1`,
-        [containerTagOf(c)],
-      );
+      if (c.forget && applied.has(c.key))
+        await client.query(conversationQueries.forget, [containerTagOf(c), FORGOTTEN_REPLY, FIXED_REPLIES]);
     }
+    return commits.map((c) => applied.has(c.key));
   };
 }

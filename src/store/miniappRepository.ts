@@ -1,5 +1,5 @@
 /** Miniapp sessions, participants and ops in PostgreSQL. */
-import type { LoggedOp } from '../../actors/miniappSession.ts';
+import { type LoggedOp, MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { Op, Path } from '../../actors/ops.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query, transaction } from './pool.ts';
@@ -47,8 +47,9 @@ export const miniappQueries = {
   participants: 'SELECT user_id FROM miniapp_participants WHERE session_id = $1 ORDER BY added_at, user_id',
   opsAfter: `SELECT version, op_id, by_user, op, touched, conn FROM miniapp_ops
               WHERE session_id = $1 AND version > $2 ORDER BY version`,
+  // Bounded: stale ops and resumes never need more than MAX_STALE_VERSIONS of them.
   opsBetween: `SELECT version, op_id, by_user, op, touched, conn FROM miniapp_ops
-                WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version`,
+                WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version LIMIT ${MAX_STALE_VERSIONS}`,
 } as const;
 
 const toLogged = (r: OpRow): LoggedOp => ({
@@ -109,7 +110,7 @@ export class MiniappRepository {
     };
   }
 
-  /** Stored ops with `after` < version < `before`, ascending. */
+  /** Stored ops with `after` < version < `before`, ascending; at most the first MAX_STALE_VERSIONS of them. */
   async opsBetween(id: string, after: number, before: number): Promise<LoggedOp[]> {
     const { rows } = await query<OpRow>(this.pool, miniappQueries.opsBetween, [id, after, before], {
       idempotent: true,

@@ -1,4 +1,7 @@
-/** The relay's inbox (idempotent ingest) and outbox (ordered, acknowledged delivery). */
+/**
+ * The relay's inbox (idempotent ingest; attempts, backoff and `failed` for events that keep
+ * failing) and outbox (ordered, acknowledged delivery), and their retention.
+ */
 import type { SendFrame } from '../../actors/conversation.machine.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';
@@ -19,10 +22,63 @@ export interface PendingInbox {
   receivedAt: Date;
 }
 
+/** A failed event, as the admin routes list it. */
+export interface FailedInbox {
+  id: string;
+  conversationKey: string;
+  attempts: number;
+  lastError: string | null;
+  receivedAt: string;
+  failedAt: string | null;
+  seq: number;
+}
+
+/** Retention of processed events' payloads and acknowledged sends. */
+export interface RetentionCutoffs {
+  /** Processed before this: attachment data removed. */
+  attachments: Date;
+  /** Processed before this: the whole payload removed (its id and type stay, as the idempotency key). */
+  payloads: Date;
+  /** Acknowledged before this: outbox row deleted. */
+  acked: Date;
+}
+
+/** Rows changed per retention statement, so none holds locks for long. */
+const RETENTION_BATCH = 5000;
+
 export const relayQueries = {
   pendingInbox: `SELECT seq, conversation_key, payload, received_at FROM relay_inbox
-                  WHERE status = 'pending' AND seq > $1 AND received_at < $2 ORDER BY seq LIMIT $3`,
+                  WHERE status = 'pending' AND seq > $1 AND received_at < $2
+                    AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                  ORDER BY seq LIMIT $3`,
   pendingOutbox: `SELECT seq, payload FROM relay_outbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2`,
+  /** One failed attempt: backoff of base × 2^(attempts − 1), `failed` once attempts reach the limit. */
+  attemptFailed: `UPDATE relay_inbox
+                     SET attempts = attempts + 1, last_error = $4,
+                         status = CASE WHEN attempts + 1 >= $2 THEN 'failed' ELSE 'pending' END,
+                         processed_at = CASE WHEN attempts + 1 >= $2 THEN now() ELSE processed_at END,
+                         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000 * 2 ^ least(attempts, 20))
+                   WHERE seq = $1 AND status = 'pending'
+               RETURNING status, attempts`,
+  failed: `SELECT seq, event_id, conversation_key, attempts, last_error, received_at, processed_at FROM relay_inbox
+            WHERE status = 'failed' AND seq > $1 ORDER BY seq LIMIT $2`,
+  retry: `UPDATE relay_inbox SET status = 'pending', attempts = 0, next_attempt_at = NULL, last_error = NULL,
+                 processed_at = NULL
+           WHERE event_id = $1 AND status = 'failed'
+       RETURNING seq, conversation_key, payload, received_at`,
+  stripPayloads: `UPDATE relay_inbox SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type'), stripped = 2
+                   WHERE seq IN (SELECT seq FROM relay_inbox
+                                  WHERE status = 'processed' AND stripped < 2 AND processed_at < $1 LIMIT $2)`,
+  stripAttachments: `UPDATE relay_inbox
+                        SET payload = CASE WHEN jsonb_typeof(payload->'attachments') = 'array'
+                              THEN jsonb_set(payload, '{attachments}', coalesce(
+                                (SELECT jsonb_agg(a - 'data') FROM jsonb_array_elements(payload->'attachments') a), '[]'))
+                              ELSE payload END,
+                            stripped = 1
+                      WHERE seq IN (SELECT seq FROM relay_inbox
+                                     WHERE status = 'processed' AND stripped < 1 AND processed_at < $1 LIMIT $2)`,
+  pruneOutbox: `DELETE FROM relay_outbox
+                 WHERE id IN (SELECT id FROM relay_outbox WHERE status = 'acked' AND acked_at < $1 LIMIT $2)`,
 } as const;
 
 export class RelayRepository {
@@ -87,5 +143,76 @@ export class RelayRepository {
       },
     );
     return rows.map((r) => ({ seq: Number(r.seq), frame: r.payload }));
+  }
+
+  /**
+   * Records a failed attempt at processing inbox row `seq` (still pending): it is not delivered
+   * again for `backoffMs` × 2^(attempts − 1), and is `failed` once `maxAttempts` failed.
+   * Null when the row is no longer pending.
+   */
+  async attemptFailed(
+    seq: number,
+    maxAttempts: number,
+    backoffMs: number,
+    error: string,
+  ): Promise<{ status: 'pending' | 'failed'; attempts: number } | null> {
+    const { rows } = await query<{ status: 'pending' | 'failed'; attempts: number }>(
+      this.pool,
+      relayQueries.attemptFailed,
+      [seq, maxAttempts, backoffMs, error.slice(0, 500)],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** Failed events after `afterSeq`, oldest first. */
+  async failed(afterSeq: number, limit: number): Promise<FailedInbox[]> {
+    const { rows } = await query<{
+      seq: string;
+      event_id: string;
+      conversation_key: string;
+      attempts: number;
+      last_error: string | null;
+      received_at: Date;
+      processed_at: Date | null;
+    }>(this.pool, relayQueries.failed, [afterSeq, limit], { idempotent: true });
+    return rows.map((r) => ({
+      id: r.event_id,
+      conversationKey: r.conversation_key,
+      attempts: r.attempts,
+      lastError: r.last_error,
+      receivedAt: r.received_at.toISOString(),
+      failedAt: r.processed_at?.toISOString() ?? null,
+      seq: Number(r.seq),
+    }));
+  }
+
+  /** Sets failed event `eventId` pending again with its attempts reset; null when no such failed event. */
+  async retry(eventId: string): Promise<PendingInbox | null> {
+    const { rows } = await query<{ seq: string; conversation_key: string; payload: unknown; received_at: Date }>(
+      this.pool,
+      relayQueries.retry,
+      [eventId],
+    );
+    if (!rows.length) return null;
+    const r = rows[0];
+    return { seq: Number(r.seq), conversationKey: r.conversation_key, payload: r.payload, receivedAt: r.received_at };
+  }
+
+  /** Applies retention (in batches); returns how many inbox rows were stripped and outbox rows deleted. */
+  async applyRetention(cutoffs: RetentionCutoffs): Promise<{ stripped: number; pruned: number }> {
+    const drain = async (sql: string, cutoff: Date) => {
+      let total = 0;
+      for (;;) {
+        const n = (await query(this.pool, sql, [cutoff, RETENTION_BATCH])).rowCount ?? 0;
+        total += n;
+        if (n < RETENTION_BATCH) return total;
+      }
+    };
+    // Whole payloads first: rows old enough for both need no attachment pass.
+    const stripped =
+      (await drain(relayQueries.stripPayloads, cutoffs.payloads)) +
+      (await drain(relayQueries.stripAttachments, cutoffs.attachments));
+    const pruned = await drain(relayQueries.pruneOutbox, cutoffs.acked);
+    return { stripped, pruned };
   }
 }

@@ -1,7 +1,9 @@
 /**
- * The one place where driver errors become catalog errors. SQLSTATE classes decide; an
- * error without a SQLSTATE from the driver or the pool (refused, reset, terminated, connect
- * timeout) is a connection failure.
+ * The one place where driver errors become catalog errors. SQLSTATE classes decide; of the
+ * errors without one, only the network's (a socket errno such as ECONNRESET) and the
+ * driver's own reports of a lost or unobtainable connection are connection failures. A
+ * `TypeError`, `RangeError` or any other error of our own code is a bug, not a reason to
+ * retry or to throw a healthy connection away.
  */
 import pg from 'pg';
 import { AppError, isAppError } from '../errors.ts';
@@ -16,16 +18,49 @@ const transientStates = new Set([
   '40P01', // deadlock_detected
 ]);
 
-function sqlState(err: unknown): string | undefined {
+/** Socket errors (Node's `err.code`) that mean the network or the server went away. */
+const networkCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  // The socket under the connection was already closed when the driver wrote to it.
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_WRITE_AFTER_END',
+  'ERR_SOCKET_CLOSED',
+]);
+
+/** The error's SQLSTATE when PostgreSQL raised it. */
+export function sqlState(err: unknown): string | undefined {
   return err instanceof pg.DatabaseError ? err.code : undefined;
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the statement's data was refused. */
+export function isDataError(err: unknown): boolean {
+  const state = sqlState(err);
+  return state !== undefined && (state.startsWith('22') || state.startsWith('23'));
 }
 
 /** True when the failure is the connection's, not the statement's: retrying elsewhere may work. */
 export function isConnectionError(err: unknown): boolean {
   if (isAppError(err)) return err.code === 'db_unavailable';
   const state = sqlState(err);
-  if (state === undefined) return err instanceof Error;
-  return state.startsWith('08') || transientStates.has(state);
+  if (state !== undefined) return state.startsWith('08') || transientStates.has(state);
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (typeof code === 'string') return networkCodes.has(code);
+  // pg and pg-pool report a lost connection, a connect timeout or a client that is no longer
+  // queryable as a plain `Error` without a code; errors of our own code are TypeErrors,
+  // RangeErrors and other subclasses (or carry a code), so the exact class tells them apart
+  // without reading messages.
+  return Object.getPrototypeOf(err) === Error.prototype;
 }
 
 export function translatePgError(err: unknown): Error {

@@ -44,3 +44,30 @@ export async function authenticate(
   }
   return claims;
 }
+
+/**
+ * A token that carries `sid` (a share link) opens that one session and nothing else: refused
+ * with 403 unless `session` names that same session. Every authenticated route and socket
+ * calls it, so a route opts in (passes its session), never out.
+ */
+export function checkSidScope(metrics: Metrics, claims: Claims, session?: string): void {
+  if (claims.sid === undefined || claims.sid === session) return;
+  metrics.authFailures.inc({ reason: 'sid_scope' });
+  throw new AppError('forbidden', 'a share link opens its own session and nothing else');
+}
+
+/**
+ * The HTTP guard: verifies the bearer token of a request and checks its role and its `sid`
+ * scope (`session`: the session this request reads, where a share link may read it).
+ */
+export async function authenticateRequest(
+  verify: VerifyToken,
+  metrics: Metrics,
+  headers: Record<string, string>,
+  roles: readonly Role[],
+  options: { session?: string } = {},
+): Promise<Claims> {
+  const claims = await authenticate(verify, metrics, bearerToken(headers.authorization), roles);
+  checkSidScope(metrics, claims, options.session);
+  return claims;
+}

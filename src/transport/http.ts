@@ -3,14 +3,23 @@
  * request to a reply. This file is the HTTP error boundary: every error becomes the JSON
  * error body of PROTOCOL.md, every response carries `x-request-id`, and the request id is the
  * correlation id of every log line written while it is handled.
+ *
+ * It is also the edge a hostile client meets first: each client address has a request rate
+ * and a number of bodies in flight; a route's `guard` authenticates and authorizes from the
+ * request line and headers alone, and only then is the body received (at most the route's
+ * limit, refused from `Content-Length` before reading).
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { AppError, isAppError } from '../errors.ts';
+import { InFlightLimiter } from '../limits/InFlightLimiter.ts';
+import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import { newRequestId, withContext } from '../observability/context.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { BodyReader, RequestAborted } from './BodyReader.ts';
 
-export interface Request {
+/** What is known of a request before its body: the request line and headers. */
+export interface RequestHead {
   method: string;
   url: string;
   /** Lower-cased header names. */
@@ -19,8 +28,13 @@ export interface Request {
   query: URLSearchParams;
   reqId: string;
   ip: string;
+}
+
+export interface Request<A = undefined> extends RequestHead {
   /** The body as parsed JSON (only for routes declared with `body: true`). */
   body: unknown;
+  /** What the route's guard returned (e.g. the verified claims). */
+  auth: A;
 }
 
 export interface Reply {
@@ -31,11 +45,20 @@ export interface Reply {
   headers?: Record<string, string>;
 }
 
-export type Handler = (req: Request) => Promise<Reply> | Reply;
+export type Handler<A = undefined> = (req: Request<A>) => Promise<Reply> | Reply;
 
-export interface RouteOptions {
-  /** Read and parse a JSON body of at most `maxBodyBytes`. */
+/**
+ * Authenticates and authorizes a request from its line and headers, before any of its body is
+ * received; throws a catalog error to refuse it. Its result is the handler's `req.auth`.
+ */
+export type Guard<A> = (req: RequestHead) => Promise<A> | A;
+
+export interface RouteOptions<A = undefined> {
+  /** Read and parse a JSON body (at most `maxBodyBytes`). */
   body?: boolean;
+  /** Largest body of this route in bytes; never above the router's `maxBodyBytes`. */
+  maxBodyBytes?: number;
+  guard?: Guard<A>;
   /** Name of the route for metrics (defaults to the pattern). */
   name?: string;
 }
@@ -69,7 +92,10 @@ export interface HttpContext {
   app: TemplatedApp;
   log: Logger;
   metrics: Metrics;
+  /** `MAX_BODY_BYTES`: the largest body of any route. */
   maxBodyBytes: number;
+  /** Per client address; 0 turns a limit off (absent: all off). */
+  limits?: { httpRequestsPerIpPerSecond: number; httpRequestsBurst: number; bodiesInFlightPerIp: number };
   /** Extra headers on every response. */
   headers?: Record<string, string>;
 }
@@ -77,31 +103,6 @@ export interface HttpContext {
 /** The remote address of a request or upgrade, as text. */
 export function remoteAddress(res: HttpResponse): string {
   return Buffer.from(res.getRemoteAddressAsText()).toString();
-}
-
-/** Reads the body up to `limit` bytes; rejects with payload_too_large beyond it. */
-function readBody(res: HttpResponse, limit: number, state: { aborted: boolean }): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    res.onData((chunk, isLast) => {
-      if (failed) return;
-      size += chunk.byteLength;
-      if (size > limit) {
-        failed = true;
-        reject(new AppError('payload_too_large', `the body is larger than ${limit} bytes`));
-        return;
-      }
-      // The chunk is neutered after this callback returns: copy it.
-      chunks.push(Buffer.from(new Uint8Array(chunk)));
-      if (isLast) resolve(Buffer.concat(chunks, size));
-    });
-    res.onAborted(() => {
-      state.aborted = true;
-      reject(new Error('request aborted'));
-    });
-  });
 }
 
 function parseJsonObject(raw: Buffer): unknown {
@@ -129,8 +130,17 @@ export function errorReply(err: unknown, log: Logger): Reply {
   return { status: 500, body: new AppError('internal_error', 'something went wrong on our side').toBody() };
 }
 
-/** Writes a reply (corked: it may come from async code). */
-export function writeReply(res: HttpResponse, reply: Reply, reqId: string, extra?: Record<string, string>): void {
+/**
+ * Writes a reply (corked: it may come from async code). `closeConnection` when the request's
+ * body was not read to its end: the connection is then in an unknown state.
+ */
+export function writeReply(
+  res: HttpResponse,
+  reply: Reply,
+  reqId: string,
+  extra?: Record<string, string>,
+  closeConnection = false,
+): void {
   const payload = reply.raw ?? (reply.body === undefined ? '' : JSON.stringify(reply.body));
   res.cork(() => {
     res.writeStatus(statusLine(reply.status));
@@ -138,13 +148,12 @@ export function writeReply(res: HttpResponse, reply: Reply, reqId: string, extra
     if (reply.raw === undefined && reply.body !== undefined) res.writeHeader('content-type', 'application/json');
     for (const [k, v] of Object.entries(extra ?? {})) res.writeHeader(k, v);
     for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
-    // A body we refused to read leaves the connection in an unknown state: close it.
-    res.end(payload, reply.status === 413);
+    res.end(payload, closeConnection);
   });
 }
 
 /** Copies what a handler needs out of the stack-allocated request (valid only synchronously). */
-export function copyRequest(req: HttpRequest, res: HttpResponse, paramCount: number): Omit<Request, 'body'> {
+export function copyRequest(req: HttpRequest, res: HttpResponse, paramCount: number): RequestHead {
   const headers: Record<string, string> = {};
   req.forEach((k, v) => {
     headers[k] = v;
@@ -161,58 +170,106 @@ export function copyRequest(req: HttpRequest, res: HttpResponse, paramCount: num
   };
 }
 
+/** True when the request announces a body: answering it unread must close the connection. */
+function announcesBody(headers: Record<string, string>): boolean {
+  const length = headers['content-length'];
+  return (length !== undefined && length !== '0') || headers['transfer-encoding'] !== undefined;
+}
+
 export function createRouter(ctx: HttpContext) {
   const methods = new Map<string, Set<string>>();
+  const limits = ctx.limits;
+  const requests =
+    limits && limits.httpRequestsPerIpPerSecond > 0
+      ? new KeyedLimiter(limits.httpRequestsPerIpPerSecond, limits.httpRequestsBurst)
+      : null;
+  const bodies = new InFlightLimiter(limits?.bodiesInFlightPerIp ?? 0);
 
-  function handle(pattern: string, method: string, handler: Handler, options: RouteOptions): void {
+  /** Spends one request of the address's rate; the error to answer when it is spent. */
+  function overRate(ip: string): AppError | undefined {
+    const wait = requests?.take(ip) ?? 0;
+    if (!wait) return undefined;
+    ctx.metrics.rateLimited.inc({ scope: 'http' });
+    return new AppError('rate_limited', 'too many requests from this address', { retryAfter: wait });
+  }
+
+  /** Answers an error from inside the route handler, before anything asynchronous. */
+  function answerNow(res: HttpResponse, r: RequestHead, err: AppError, extra: Record<string, string> = {}): void {
+    res.onAborted(() => {});
+    writeReply(res, errorReply(err, ctx.log), r.reqId, { ...extra, ...ctx.headers }, announcesBody(r.headers));
+  }
+
+  /**
+   * Receives and parses a body the guard allowed: refused from `Content-Length` and
+   * `Content-Type` before reading, and while one more body from this address is beyond its limit.
+   */
+  async function receive(r: RequestHead, body: BodyReader, limit: number): Promise<unknown> {
+    if (Number(r.headers['content-length'] ?? 0) > limit) {
+      throw new AppError('payload_too_large', `the body is larger than ${limit} bytes`);
+    }
+    const type = r.headers['content-type'] ?? '';
+    if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
+      throw new AppError('unsupported_media_type', 'send the body as application/json');
+    }
+    const release = bodies.acquire(r.ip);
+    if (!release) {
+      ctx.metrics.rateLimited.inc({ scope: 'body' });
+      throw new AppError('rate_limited', 'too many request bodies in flight from this address', { retryAfter: 1 });
+    }
+    try {
+      return parseJsonObject(await body.read());
+    } finally {
+      release();
+    }
+  }
+
+  function handle<A>(pattern: string, method: string, handler: Handler<A>, options: RouteOptions<A>): void {
     const paramCount = (pattern.match(/:/g) ?? []).length;
     const name = options.name ?? pattern;
+    const limit = Math.min(options.maxBodyBytes ?? ctx.maxBodyBytes, ctx.maxBodyBytes);
     let allowed = methods.get(pattern);
     if (!allowed) {
-      allowed = new Set();
-      methods.set(pattern, allowed);
+      const methodsOfPattern = new Set<string>();
+      allowed = methodsOfPattern;
+      methods.set(pattern, methodsOfPattern);
       // Registered once per pattern; specific methods take precedence over `any`.
       ctx.app.any(pattern, (res, req) => {
         const r = copyRequest(req, res, 0);
-        res.onAborted(() => {});
-        const reply = errorReply(
-          new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`),
-          ctx.log,
-        );
-        writeReply(res, reply, r.reqId, {
-          allow: [...(allowed as Set<string>)].join(', ').toUpperCase(),
-          ...ctx.headers,
-        });
+        const refusal =
+          overRate(r.ip) ?? new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`);
+        answerNow(res, r, refusal, { allow: [...methodsOfPattern].join(', ').toUpperCase() });
       });
     }
     allowed.add(method);
+
+    async function respond(r: RequestHead, body: BodyReader | undefined): Promise<Reply> {
+      const auth = (options.guard ? await options.guard(r) : undefined) as A;
+      const parsed = body ? await receive(r, body, limit) : undefined;
+      return handler({ ...r, body: parsed, auth });
+    }
+
     const register = method === 'get' ? ctx.app.get : method === 'post' ? ctx.app.post : ctx.app.del;
     register.call(ctx.app, pattern, (res: HttpResponse, req: HttpRequest) => {
       const r = copyRequest(req, res, paramCount);
-      const state = { aborted: false };
+      const limited = overRate(r.ip);
+      if (limited) return answerNow(res, r, limited);
       const started = performance.now();
+      let aborted = false;
+      // Attached before returning: uWebSockets.js drops body bytes that find no data handler.
+      const body = options.body ? new BodyReader(res, limit) : undefined;
+      res.onAborted(() => {
+        aborted = true;
+        body?.abort();
+      });
       withContext({ reqId: r.reqId }, () => {
-        let body: Promise<unknown> = Promise.resolve(undefined);
-        if (options.body) {
-          body = readBody(res, ctx.maxBodyBytes, state).then((raw) => {
-            const type = r.headers['content-type'] ?? '';
-            if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
-              throw new AppError('unsupported_media_type', 'send the body as application/json');
-            }
-            return parseJsonObject(raw);
-          });
-        } else {
-          res.onAborted(() => {
-            state.aborted = true;
-          });
-        }
-        body
-          .then((parsed) => handler({ ...r, body: parsed }))
-          .catch((err) => errorReply(err, ctx.log))
+        respond(r, body)
+          .catch((err) => (err instanceof RequestAborted ? undefined : errorReply(err, ctx.log)))
           .then((reply) => {
+            if (!reply || aborted) return;
             ctx.metrics.httpRequests.inc({ route: name, status: String(reply.status) });
-            if (state.aborted) return;
-            writeReply(res, reply, r.reqId, ctx.headers);
+            const unread = body ? !body.complete : announcesBody(r.headers);
+            body?.resume();
+            writeReply(res, reply, r.reqId, ctx.headers, unread);
             ctx.log.debug(
               {
                 method: r.method,
@@ -227,16 +284,17 @@ export function createRouter(ctx: HttpContext) {
     });
   }
 
+  // An inline guard needs its parameter typed (`(req: RequestHead) => …`): `A` is inferred from it.
   return {
-    get: (pattern: string, handler: Handler, options: RouteOptions = {}) => handle(pattern, 'get', handler, options),
-    post: (pattern: string, handler: Handler, options: RouteOptions = {}) =>
+    get: <A = undefined>(pattern: string, handler: Handler<NoInfer<A>>, options: RouteOptions<A> = {}) =>
+      handle(pattern, 'get', handler, options),
+    post: <A = undefined>(pattern: string, handler: Handler<NoInfer<A>>, options: RouteOptions<A> = {}) =>
       handle(pattern, 'post', handler, { body: true, ...options }),
     /** Answers 404 for everything no route matched. */
     fallback(): void {
       ctx.app.any('/*', (res, req) => {
         const r = copyRequest(req, res, 0);
-        res.onAborted(() => {});
-        writeReply(res, errorReply(new AppError('not_found', `no route for ${r.url}`), ctx.log), r.reqId, ctx.headers);
+        answerNow(res, r, overRate(r.ip) ?? new AppError('not_found', `no route for ${r.url}`));
       });
     },
   };

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { miniapps } from '../../actors/apps/index.ts';
 import type { MiniappView } from '../../actors/miniapp.machine.ts';
 import { validate } from '../../actors/schema.ts';
+import { text } from '../../actors/wellFormedText.ts';
 import type { Claims, VerifyToken } from '../auth/verifyToken.ts';
 import { AppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
@@ -11,16 +12,16 @@ import { MINIAPP } from '../miniapp/createMiniappKind.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import type { MiniappPage } from '../web/miniappPage.ts';
-import { authenticate, bearerToken } from './authenticate.ts';
-import type { Request, Router } from './http.ts';
+import { authenticateRequest } from './authenticate.ts';
+import type { RequestHead, Router } from './http.ts';
 import { parseWith } from './validate.ts';
 
-const userId = z.string().min(1).max(200);
+const userId = text().min(1).max(200);
 
 const createSchema = z.object({
-  app: z.string().min(1).max(100),
-  title: z.string().min(1).max(200).optional(),
-  chat: z.string().min(1).max(200).optional(),
+  app: text().min(1).max(100),
+  title: text().min(1).max(200).optional(),
+  chat: text().min(1).max(200).optional(),
   participants: z.array(userId).max(100).optional(),
 });
 
@@ -35,63 +36,81 @@ export interface MiniappRoutesDeps {
   page: MiniappPage;
 }
 
+/** Largest body of the `/v1/miniapps` routes (PROTOCOL.md), or `MAX_BODY_BYTES` when that is smaller. */
+export const MINIAPP_BODY_BYTES = 64 * 1024;
+
 export function newSessionId(): string {
   return `ms_${randomBytes(12).toString('base64url')}`;
 }
 
 export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
   const { router, verify, repo, host, metrics, page } = deps;
-  const userOf = (req: Request) => authenticate(verify, metrics, bearerToken(req.headers.authorization), ['user']);
+  /** Guard: a `user` token; a `sid` token only where `readsOwnSession` (GET of that session). */
+  const asUser = (req: RequestHead, options: { readsOwnSession?: boolean } = {}) =>
+    authenticateRequest(verify, metrics, req.headers, ['user'], {
+      session: options.readsOwnSession ? req.params[0] : undefined,
+    });
 
   /** 404 for an unknown session, 403 unless a participant (or the holder of its `sid` token). */
-  async function authorize(claims: Claims, sessionId: string): Promise<void> {
+  async function authorize(claims: Claims, sessionId: string): Promise<Claims> {
     const access = await repo.access(sessionId, claims.sub);
     if (!access.exists) throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
     if (claims.sid !== undefined ? claims.sid !== sessionId : !access.participant) {
       throw new AppError('forbidden', 'only participants may do this');
     }
+    return claims;
   }
+
+  /** Guard of the routes of one session: authenticated and authorized before any body is read. */
+  const participant =
+    (options: { readsOwnSession?: boolean } = {}) =>
+    async (req: RequestHead) =>
+      authorize(await asUser(req, options), req.params[0]);
 
   const read = (id: string) => host.ask<MiniappView>(MINIAPP, id, (reply) => ({ type: 'read', reply }));
 
-  router.post('/v1/miniapps', async (req) => {
-    const claims = await userOf(req);
-    const body = parseWith(createSchema, req.body);
-    const app = miniapps.get(body.app);
-    if (!app)
-      throw new AppError(
-        'unknown_app',
-        `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`,
-        { path: ['app'] },
-      );
-    const state = app.initialState({ title: body.title });
-    const issue = validate(app.schema, state);
-    if (issue) throw new AppError('validation_failed', issue.message, { path: issue.path });
-    const id = newSessionId();
-    const participants = [...new Set([claims.sub, ...(body.participants ?? [])])];
-    await repo.create({ id, app: app.name, owner: claims.sub, chat: body.chat ?? null, state, participants });
-    return { status: 201, body: { id, app: app.name, version: 0, state, participants } };
+  router.post(
+    '/v1/miniapps',
+    async (req) => {
+      const claims = req.auth;
+      const body = parseWith(createSchema, req.body);
+      const app = miniapps.get(body.app);
+      if (!app)
+        throw new AppError(
+          'unknown_app',
+          `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`,
+          { path: ['app'] },
+        );
+      const state = app.initialState({ title: body.title });
+      const issue = validate(app.schema, state);
+      if (issue) throw new AppError('validation_failed', issue.message, { path: issue.path });
+      const id = newSessionId();
+      const participants = [...new Set([claims.sub, ...(body.participants ?? [])])];
+      await repo.create({ id, app: app.name, owner: claims.sub, chat: body.chat ?? null, state, participants });
+      return { status: 201, body: { id, app: app.name, version: 0, state, participants } };
+    },
+    { guard: (req: RequestHead) => asUser(req), maxBodyBytes: MINIAPP_BODY_BYTES },
+  );
+
+  router.get('/v1/miniapps/:id', async (req) => ({ status: 200, body: await read(req.params[0]) }), {
+    guard: participant({ readsOwnSession: true }),
   });
 
-  router.get('/v1/miniapps/:id', async (req) => {
-    const claims = await userOf(req);
-    await authorize(claims, req.params[0]);
-    return { status: 200, body: await read(req.params[0]) };
-  });
-
-  router.post('/v1/miniapps/:id/participants', async (req) => {
-    const claims = await userOf(req);
-    const id = req.params[0];
-    await authorize(claims, id);
-    const { user } = parseWith(participantSchema, req.body);
-    await host
-      .ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply }))
-      .then((err) => {
-        if (err) throw err;
-      });
-    const view = await read(id);
-    return { status: 200, body: { id, participants: view.participants } };
-  });
+  router.post(
+    '/v1/miniapps/:id/participants',
+    async (req) => {
+      const id = req.params[0];
+      const { user } = parseWith(participantSchema, req.body);
+      await host
+        .ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply }))
+        .then((err) => {
+          if (err) throw err;
+        });
+      const view = await read(id);
+      return { status: 200, body: { id, participants: view.participants } };
+    },
+    { guard: participant(), maxBodyBytes: MINIAPP_BODY_BYTES },
+  );
 
   router.get('/miniapp/:id', () => ({
     status: 200,

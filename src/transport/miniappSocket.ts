@@ -1,7 +1,9 @@
 /**
  * `/v1/miniapp/:sessionId`: who may open a session (participants, or the holder of its `sid`
- * token), its frames, the per-socket op rate limit, and the session channel the miniapp
- * actors write to. Upgrade, limits and the error boundary are `socketEndpoint.ts`'s.
+ * token), the caps on its sockets (per user, per session), its frames, the per-socket op
+ * rate limit (resumes count against it too), and the session channel the miniapp actors
+ * write to, which coalesces presence. Upgrade, limits and the error boundary are
+ * `socketEndpoint.ts`'s.
  */
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
 import type { MiniappEvent } from '../../actors/miniapp.machine.ts';
@@ -19,7 +21,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import { authenticate } from './authenticate.ts';
 import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
-import { describeIssue } from './validate.ts';
+import { describeIssue, excerpt } from './validate.ts';
 
 interface SocketData extends BaseSocketData {
   sessionId: string;
@@ -44,6 +46,9 @@ export function topicOf(sessionId: string): string {
 export class MiniappSockets implements MiniappChannel {
   readonly byConn = new Map<string, WebSocket<SocketData>>();
   private app!: TemplatedApp;
+  /** The latest presence frame of each session, published at the end of this event-loop turn. */
+  private readonly presence = new Map<string, string>();
+  private presenceScheduled = false;
 
   bind(app: TemplatedApp): void {
     this.app = app;
@@ -56,8 +61,24 @@ export class MiniappSockets implements MiniappChannel {
     ws.cork(() => ws.send(text));
   }
 
+  /**
+   * To every socket of the session. Presence frames are coalesced per turn of the event loop:
+   * a burst of joins costs each socket one frame (the latest `online`), not one per join,
+   * which would grow with the square of the sockets.
+   */
   publish(sessionId: string, frame: ServerFrame): void {
-    this.app.publish(topicOf(sessionId), JSON.stringify(frame));
+    if (frame.type !== 'presence') {
+      this.app.publish(topicOf(sessionId), JSON.stringify(frame));
+      return;
+    }
+    this.presence.set(sessionId, JSON.stringify(frame));
+    if (this.presenceScheduled) return;
+    this.presenceScheduled = true;
+    setImmediate(() => {
+      this.presenceScheduled = false;
+      for (const [id, text] of this.presence) this.app.publish(topicOf(id), text);
+      this.presence.clear();
+    });
   }
 
   attach(conn: string, sessionId: string): void {
@@ -163,6 +184,21 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
       };
     },
 
+    caps: (d) => [
+      {
+        scope: 'sockets_user',
+        key: `u:${d.user}`,
+        max: limits.maxSocketsPerUser,
+        message: `at most ${limits.maxSocketsPerUser} open sockets per user`,
+      },
+      {
+        scope: 'sockets_session',
+        key: `s:${d.sessionId}`,
+        max: limits.maxSocketsPerSession,
+        message: `at most ${limits.maxSocketsPerSession} open sockets per session`,
+      },
+    ],
+
     open(ws) {
       const d = ws.getUserData();
       sockets.byConn.set(d.conn, ws);
@@ -203,9 +239,15 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
           endpoint.badFrame(ws, Codes.validation_failed, describeIssue(parsed.error.issues[0]).message);
           return;
         }
+        // A resume can replay up to 1,000 frames: it spends the op budget like an op.
+        if (!d.ops.take()) {
+          metrics.rateLimited.inc({ scope: 'ops' });
+          endpoint.sendError(ws, Codes.rate_limited, `at most ${limits.maxOpsPerSecond} ops and resumes per second`);
+          return;
+        }
         deliver(ws, { type: 'resume', conn: d.conn, since: parsed.data.since });
       } else {
-        endpoint.badFrame(ws, Codes.unknown_frame_type, `unknown frame type ${JSON.stringify(frame.type)}`);
+        endpoint.badFrame(ws, Codes.unknown_frame_type, `unknown frame type ${excerpt(frame.type)}`);
       }
     },
 

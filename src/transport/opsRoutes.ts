@@ -15,19 +15,41 @@ export interface OpsRoutesDeps {
   accepting: () => boolean;
 }
 
+/** How long one answer of the database probe of `/ready` is reused. */
+const PROBE_TTL_MS = 1000;
+
+/**
+ * `probe` behind a cache: at most one call in flight, its answer reused for `ttlMs`; so
+ * however many callers `/ready` has (it needs no token), the pool runs at most one probe
+ * query a second for them.
+ */
+export function cachedProbe(probe: () => Promise<unknown>, ttlMs: number): () => Promise<boolean> {
+  let last: { up: boolean; at: number } | undefined;
+  let inFlight: Promise<boolean> | undefined;
+  return () => {
+    if (last && performance.now() - last.at < ttlMs) return Promise.resolve(last.up);
+    inFlight ??= probe()
+      .then(
+        () => true,
+        () => false,
+      )
+      .then((up) => {
+        last = { up, at: performance.now() };
+        inFlight = undefined;
+        return up;
+      });
+    return inFlight;
+  };
+}
+
 export function registerOpsRoutes(deps: OpsRoutesDeps): void {
   const { router, pool, host, metrics } = deps;
+  const databaseUp = cachedProbe(() => query(pool, 'SELECT 1'), PROBE_TTL_MS);
 
   router.get('/health', () => ({ status: 200, body: { status: 'ok' } }));
 
   router.get('/ready', async () => {
-    let dbUp = false;
-    try {
-      await query(pool, 'SELECT 1');
-      dbUp = true;
-    } catch {
-      dbUp = false;
-    }
+    const dbUp = await databaseUp();
     const ready = dbUp && deps.accepting();
     const counts = host.counts();
     return {

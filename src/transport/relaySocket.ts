@@ -14,8 +14,9 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { OutboxDispatcher, RelayLink } from '../relay/OutboxDispatcher.ts';
 import type { RelayIngest } from '../relay/RelayIngest.ts';
-import { authenticate } from './authenticate.ts';
+import { authenticate, checkSidScope } from './authenticate.ts';
 import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
+import { excerpt } from './validate.ts';
 
 interface RelaySocketData extends BaseSocketData {
   link?: RelayLink;
@@ -54,25 +55,42 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
         endpoint.badFrame(ws, error.code as never, error.path?.length ? `${error.message}` : error.message, id);
       }
     } catch (err) {
-      if (!isAppError(err)) log.error({ err }, 'storing a relay event failed');
-      endpoint.sendError(
-        ws,
-        isAppError(err) ? err.code : Codes.internal_error,
-        isAppError(err) ? err.message : 'the event could not be stored',
-        id,
-      );
+      if (isAppError(err)) {
+        endpoint.sendError(ws, err.code, err.message, id);
+        return;
+      }
+      // Handling the frame threw: a bad frame (PROTOCOL.md "Tenancy and hostile input").
+      log.warn({ err }, 'storing a relay event failed');
+      endpoint.badFrame(ws, Codes.internal_error, 'the event could not be stored', id);
     }
   }
 
   const endpoint = createSocketEndpoint<RelaySocketData>(deps, '/v1/relay', {
     async authorize({ token, conn }) {
       const claims = await authenticate(verify, metrics, token, ['relay']);
+      checkSidScope(metrics, claims);
       return { conn, user: claims.sub, expiresAt: claims.exp * 1000, bad: [], closed: false };
     },
 
+    // A relay token's sockets count against MAX_SOCKETS_PER_USER like a person's (each new one
+    // takes over every unacknowledged send); relay sockets are counted apart from miniapp ones.
+    caps: (d) => [
+      {
+        scope: 'sockets_user',
+        key: d.user,
+        max: deps.config.limits.maxSocketsPerUser,
+        message: `at most ${deps.config.limits.maxSocketsPerUser} open sockets per relay token`,
+      },
+    ],
+
     open(ws) {
       const d = ws.getUserData();
-      d.link = { id: d.conn, send: (frame: SendFrame) => endpoint.send(ws, frame) };
+      d.link = {
+        id: d.conn,
+        send: (frame: SendFrame) => endpoint.send(ws, frame),
+        // uWebSockets.js throws on a closed socket; nothing is written to one anyway.
+        buffered: () => (d.closed ? 0 : ws.getBufferedAmount()),
+      };
       outbox.attach(d.link);
       log.info({ conn: d.conn }, 'relay connected');
     },
@@ -91,8 +109,13 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
         }
         outbox.ack(frame.id);
       } else {
-        endpoint.badFrame(ws, Codes.unknown_frame_type, `unknown frame type ${JSON.stringify(frame.type)}`);
+        endpoint.badFrame(ws, Codes.unknown_frame_type, `unknown frame type ${excerpt(frame.type)}`);
       }
+    },
+
+    drain(ws) {
+      const d = ws.getUserData();
+      if (d.link) outbox.drained(d.link);
     },
 
     close(ws) {

@@ -1,9 +1,10 @@
 /**
  * What every WebSocket endpoint shares (PROTOCOL.md "WebSocket"): authentication in the
  * upgrade handler (no socket exists before it passes; refusals are plain HTTP), the upgrade
- * rate limit per address, frame size limits, JSON parsing, the bad-frame flood limit, and
- * closing with 1008 when the token expires. This is the sockets' error boundary: endpoints
- * get parsed JSON objects and answer with frames.
+ * rate limit per address, the caps on open sockets (per user, per session: 429 on upgrade),
+ * frame size limits, JSON parsing, the bad-frame flood limit, and closing with 1008 when the
+ * token expires. This is the sockets' error boundary: endpoints get parsed JSON objects and
+ * answer with frames; a frame whose handler throws is a bad frame.
  */
 
 import type { HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
@@ -26,6 +27,19 @@ export interface BaseSocketData {
   bad: number[];
   expiry?: NodeJS.Timeout;
   closed: boolean;
+  /** The socket caps (their keys) this socket counts against while open. */
+  counted?: string[];
+}
+
+/** A limit on open sockets sharing `key` (a user id, a session id) on one endpoint. */
+export interface SocketCap {
+  /** `archety_rate_limited_total` scope when the cap refuses an upgrade. */
+  scope: string;
+  key: string;
+  /** Most open sockets with this key; 0: no limit. */
+  max: number;
+  /** The refusal's message. */
+  message: string;
 }
 
 export interface UpgradeRequest {
@@ -40,10 +54,14 @@ export interface UpgradeRequest {
 export interface EndpointHandlers<D extends BaseSocketData> {
   /** Authenticates and authorizes the upgrade; throws a catalog error to refuse it. */
   authorize(req: UpgradeRequest): Promise<D>;
+  /** The caps an authorized socket counts against; an upgrade past any of them is refused with 429. */
+  caps?(data: D): SocketCap[];
   open(ws: WebSocket<D>): void;
-  /** A parsed frame (a JSON object). */
+  /** A parsed frame (a JSON object); a throw counts as a bad frame. */
   frame(ws: WebSocket<D>, frame: Record<string, unknown>): void;
   close(ws: WebSocket<D>): void;
+  /** The socket wrote out its buffered frames (below backpressure again). */
+  drain?(ws: WebSocket<D>): void;
 }
 
 export interface Endpoint<D extends BaseSocketData> {
@@ -63,6 +81,8 @@ const BAD_FRAME_WINDOW_MS = 60_000;
 const CLOSE_FRAME_FACTOR = 16;
 /** uWebSockets.js' own limit, as a multiple of MAX_FRAME_BYTES: past it, it drops the connection without a close frame. */
 const TRANSPORT_FRAME_FACTOR = 32;
+/** `Retry-After` (s) of an upgrade refused by a socket cap: sockets close at the client's pace, not on a timer. */
+const CAP_RETRY_AFTER_S = 5;
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -89,6 +109,31 @@ export function createSocketEndpoint<D extends BaseSocketData>(
   const paramCount = (pattern.match(/:/g) ?? []).length;
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const open = new Set<WebSocket<D>>();
+  /** Open (or opening) sockets per cap key. */
+  const capCounts = new Map<string, number>();
+
+  /** Counts `data` against its caps, or returns the refusal when one is full. */
+  function admit(data: D): AppError | null {
+    const caps = handlers.caps?.(data) ?? [];
+    for (const cap of caps) {
+      if (cap.max > 0 && (capCounts.get(cap.key) ?? 0) >= cap.max) {
+        metrics.rateLimited.inc({ scope: cap.scope });
+        return new AppError('rate_limited', cap.message, { retryAfter: CAP_RETRY_AFTER_S });
+      }
+    }
+    for (const cap of caps) capCounts.set(cap.key, (capCounts.get(cap.key) ?? 0) + 1);
+    data.counted = caps.map((c) => c.key);
+    return null;
+  }
+
+  function release(data: D): void {
+    for (const key of data.counted ?? []) {
+      const n = (capCounts.get(key) ?? 1) - 1;
+      if (n > 0) capCounts.set(key, n);
+      else capCounts.delete(key);
+    }
+    data.counted = undefined;
+  }
 
   function refuse(res: HttpResponse, err: unknown): void {
     const reply = errorReply(err, log);
@@ -149,6 +194,10 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     idleTimeout: config.ws.idleTimeoutS,
     sendPingsAutomatically: true,
 
+    drain(ws) {
+      handlers.drain?.(ws);
+    },
+
     upgrade(res, req, context: us_socket_context_t) {
       const key = req.getHeader('sec-websocket-key');
       const protocolHeader = req.getHeader('sec-websocket-protocol');
@@ -169,7 +218,12 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
       handlers.authorize({ params, token, ip, conn: `${connPrefix}.${(nextConn++).toString(36)}` }).then(
         (data) => {
-          if (!aborted) res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+          if (aborted) return;
+          // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so
+          // concurrent upgrades cannot all slip under a cap.
+          const full = admit(data);
+          if (full) refuse(res, full);
+          else res.cork(() => res.upgrade(data, key, protocol, extensions, context));
         },
         (err) => {
           if (!aborted) refuse(res, err);
@@ -207,8 +261,10 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       try {
         handlers.frame(ws, frame as Record<string, unknown>);
       } catch (err) {
-        log.error({ err, conn: ws.getUserData().conn }, 'a frame handler failed');
-        endpoint.sendError(ws, isAppError(err) ? err.code : Codes.internal_error, 'the frame could not be handled');
+        // A client's frame made the handler fail: a bad frame (counted towards the flood
+        // limit), logged at warn so a client cannot fill the error log.
+        log.warn({ err, conn: ws.getUserData().conn }, 'a frame handler failed');
+        endpoint.badFrame(ws, isAppError(err) ? err.code : Codes.internal_error, 'the frame could not be handled');
       }
     },
 
@@ -216,6 +272,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const d = ws.getUserData();
       d.closed = true;
       open.delete(ws);
+      release(d);
       clearTimeout(d.expiry);
       handlers.close(ws);
     },

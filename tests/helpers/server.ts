@@ -24,6 +24,9 @@ export function baseEnv(databaseUrl: string, extra: Record<string, string> = {})
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     LOG_FORMAT: 'json',
     UPGRADES_PER_IP_PER_SECOND: '0',
+    // Tests make many requests from 127.0.0.1; the per-address limits are tested on servers of their own.
+    HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+    BODIES_IN_FLIGHT_PER_IP: '0',
     ...extra,
   };
 }

@@ -137,6 +137,26 @@ describe('when the vision model fails or is slow', () => {
   });
 });
 
+describe('a message with several photos', () => {
+  it('looks at its photos together, not one after the other, and answers with every description', async () => {
+    const looking = 1000;
+    const s = await setup({ imageDelayMs: looking }, { PHOTO_WAIT_MS: '10000' });
+    const photos = [1, 2, 3, 4].map((n) => ({ ...PHOTO, id: `p${n}` }));
+    const before = s.fake.arrivals.length;
+    expect(await s.say({ sender: ALICE, text: 'our trip q-four', attachments: photos })).toBe(
+      'Model reply to: our trip q-four',
+    );
+    const asked = s.fake.arrivals.slice(before).filter((a) => a.kind === 'image');
+    expect(asked).toHaveLength(4);
+    // Each photo takes `looking` ms to be seen: all four were asked for before the first was seen.
+    for (const a of asked) expect(a.at - asked[0].at).toBeLessThan(looking);
+    const row = await s.db.pool.query("SELECT attachments FROM messages WHERE text = 'our trip q-four'");
+    expect(row.rows[0].attachments.map((a: { description: string }) => a.description)).toEqual(
+      photos.map(() => 'a photo of something'),
+    );
+  });
+});
+
 describe('4xx answers from the model', () => {
   it('answers a 400 with the fallback without retrying it, and MODEL_BREAKER_FAILURES of them leave the breaker closed', async () => {
     const s = await setup({ chatFailure: 400 }, { MODEL_BREAKER_FAILURES: '2', MODEL_BREAKER_HALF_OPEN_MS: '60000' });

@@ -1,7 +1,8 @@
 /**
  * The group committer against a real PostgreSQL: writes of many actors in lanes committed in
- * parallel, each actor's writes in submission order, the epoch fence, and a failed write
- * failing the actor's later ones.
+ * parallel, each actor's writes in submission order, the epoch fence, a failed write failing
+ * the actor's later ones, batches capped by bytes, and code errors told from connection
+ * errors. Poisoned writes failing alone: groupCommitterPoison.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
@@ -27,13 +28,14 @@ beforeAll(async () => {
   await db.pool.query(
     'CREATE TABLE gc_rows (actor text, seq int, backend int, pos bigserial, PRIMARY KEY (actor, seq))',
   );
+  await db.pool.query('CREATE TABLE gc_bytes (seq int PRIMARY KEY, tx bigint)');
 });
 afterAll(async () => {
   await pool.end();
 });
 
-function committer(lanes: number): GroupCommitter {
-  const c = new GroupCommitter(pool, { maxBatch: 50, attempts: 2, lanes, log });
+function committer(lanes: number, maxBytes = 1 << 20): GroupCommitter {
+  const c = new GroupCommitter(pool, { maxBatch: 50, maxBytes, attempts: 2, lanes, log });
   c.register<Row>('row', async (client, items) => {
     await client.query(
       `INSERT INTO gc_rows (actor, seq, backend)
@@ -118,6 +120,45 @@ describe('the group committer', () => {
       { key: 'test:a', epoch: '2', owner: 'here' },
       { key: 'test:b', epoch: '1', owner: 'here' },
     ]);
+    c.close();
+  });
+
+  it('caps each transaction by the bytes of its writes as well as by their count, and commits a larger write alone', async () => {
+    const c = committer(1, 2500);
+    c.register<{ seq: number; pad: string }>('bytes', async (client, items) => {
+      await client.query(
+        'INSERT INTO gc_bytes (seq, tx) SELECT s, txid_current() FROM unnest($1::int[]) AS s ON CONFLICT DO NOTHING',
+        [items.map((i) => i.seq)],
+      );
+    });
+    // About 1,000 bytes each: at most two fit in 2,500 bytes; the last is larger than the cap.
+    const items = Array.from({ length: 10 }, (_, seq) => ({ seq, pad: 'x'.repeat(seq === 9 ? 5000 : 1000) }));
+    await Promise.all(items.map((item) => c.submit('bytes', null, 0, item)));
+    const { rows } = await db.pool.query<{ n: string; seqs: number[] }>(
+      'SELECT count(*) AS n, array_agg(seq ORDER BY seq) AS seqs FROM gc_bytes GROUP BY tx ORDER BY min(seq)',
+    );
+    expect(rows.flatMap((r) => r.seqs)).toEqual(items.map((i) => i.seq));
+    for (const r of rows) expect(Number(r.n)).toBeLessThanOrEqual(2);
+    expect(rows.at(-1)?.seqs).toEqual([9]);
+    c.close();
+  });
+
+  it('fails a write whose writer throws a TypeError with that error, without retrying it or dropping the connection', async () => {
+    const c = committer(1);
+    let calls = 0;
+    c.register<number>('buggy', async () => {
+      calls++;
+      throw new TypeError('a bug in the writer');
+    });
+    await c.submit<Row>('row', null, 0, { actor: 'test:code-error', seq: 1 });
+    await expect(c.submit('buggy', null, 0, 1)).rejects.toBeInstanceOf(TypeError);
+    // Once as part of the batch, once more alone to find the writes at fault: never as a retry.
+    expect(calls).toBe(2);
+    await c.submit<Row>('row', null, 0, { actor: 'test:code-error', seq: 2 });
+    const { rows } = await db.pool.query(
+      "SELECT count(DISTINCT backend) AS n FROM gc_rows WHERE actor = 'test:code-error'",
+    );
+    expect(Number(rows[0].n), 'connections the lane used').toBe(1);
     c.close();
   });
 

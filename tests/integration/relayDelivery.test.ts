@@ -23,7 +23,13 @@ let relayToken: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  server = await startTestServer(db.url, { RELAY_REDELIVER_MS: '300', RELAY_INBOX_SWEEP_MS: '200' });
+  server = await startTestServer(db.url, {
+    RELAY_REDELIVER_MS: '300',
+    RELAY_INBOX_SWEEP_MS: '200',
+    // An event that failed is retried soon and often here (the poison test counts its failures).
+    RELAY_RETRY_BACKOFF_MS: '100',
+    RELAY_MAX_ATTEMPTS: '20',
+  });
   relayToken = await token('relay-delivery', { role: 'relay' });
 });
 

@@ -1,5 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 describe('the configuration', () => {
   it('runs one group-commit lane unless told otherwise', () => {
@@ -16,5 +21,84 @@ describe('the configuration', () => {
 
   it('names the variable of a value that is not a number', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/invalid configuration: PORT="eighty"/);
+  });
+});
+
+describe('the configuration of the HTTP edge', () => {
+  it('limits requests and bodies in flight per address by default, and 0 turns each off', () => {
+    expect(loadConfig({}).limits).toMatchObject({
+      httpRequestsPerIpPerSecond: 100,
+      httpRequestsBurst: 1000,
+      bodiesInFlightPerIp: 16,
+    });
+    const off = loadConfig({ HTTP_REQUESTS_PER_IP_PER_SECOND: '0', BODIES_IN_FLIGHT_PER_IP: '0' }).limits;
+    expect(off).toMatchObject({ httpRequestsPerIpPerSecond: 0, bodiesInFlightPerIp: 0 });
+    expect(() => loadConfig({ HTTP_REQUESTS_BURST: '0' })).toThrow(/invalid configuration: HTTP_REQUESTS_BURST="0"/);
+  });
+});
+
+describe('JWT_JWKS_URL', () => {
+  it('refuses an http: JWKS on another host with one line naming the variable', () => {
+    const load = () => loadConfig({ JWT_JWKS_URL: 'http://keys.example.com/.well-known/jwks.json' });
+    expect(load).toThrow(ConfigError);
+    expect(load).toThrow(/^invalid configuration: JWT_JWKS_URL="http:\/\/keys\.example\.com\/[^\n]*https:[^\n]*$/);
+  });
+
+  it('takes https: anywhere and http: on this machine only', () => {
+    for (const url of [
+      'https://keys.example.com/jwks.json',
+      'http://127.0.0.1:9000/jwks.json',
+      'http://[::1]:9000/jwks.json',
+      'http://localhost/jwks.json',
+    ]) {
+      expect(loadConfig({ JWT_JWKS_URL: url }).jwt.jwksUrl).toBe(url);
+    }
+    for (const url of ['http://127.0.0.2/jwks.json', 'http://localhost.example.com/jwks.json', 'ftp://127.0.0.1/k']) {
+      expect(() => loadConfig({ JWT_JWKS_URL: url }), url).toThrow(/JWT_JWKS_URL/);
+    }
+  });
+});
+
+describe('configuration errors', () => {
+  const invalid: [string, string, RegExp][] = [
+    [
+      'DATABASE_URL',
+      'postgres://archety:s3cret-pw@db.internal:99999/app',
+      /DATABASE_URL="postgres:\/\/archety:\*\*\*@db\.internal:99999\/app"/,
+    ],
+    ['DATABASE_URL', 'postgres://archety:s3cret-pw@/app', /DATABASE_URL="postgres:\/\/archety:\*\*\*@\/app"/],
+    [
+      'DATABASE_URL',
+      'postgres//archety:s3cret-pw@db.internal',
+      /DATABASE_URL="postgres\/\/archety:\*\*\*@db\.internal"/,
+    ],
+    ['REDIS_URL', 'redis://:s3cret-pw@cache.internal:99999', /REDIS_URL="redis:\/\/:\*\*\*@cache\.internal:99999"/],
+  ];
+  for (const [name, value, shown] of invalid) {
+    it(`names ${name} without its password when ${value.replace('s3cret-pw', '…')} is invalid`, () => {
+      let message = '';
+      try {
+        loadConfig({ [name]: value });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(shown);
+      expect(message).not.toContain('s3cret-pw');
+    });
+  }
+
+  it('prints one line without the password from the command line', () => {
+    const run = spawnSync(process.execPath, ['bin/archety.js', 'start'], {
+      cwd: repoRoot,
+      env: {
+        PATH: process.env.PATH,
+        DATABASE_URL: 'postgres://archety:s3cret-pw@db.internal:99999/app',
+        JWT_SECRET: 'a-secret-of-at-least-thirty-two-bytes!!',
+      },
+      encoding: 'utf8',
+    });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/^archety: invalid configuration: DATABASE_URL="postgres:\/\/archety:\*\*\*@[^\n]*\n$/);
+    expect(run.stderr).not.toContain('s3cret-pw');
   });
 });

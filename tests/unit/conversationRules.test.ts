@@ -237,6 +237,14 @@ describe('extractMemories', () => {
     ]);
   });
 
+  it('reads an initial inside a sentence as part of it, and an initial ending a sentence as its end', () => {
+    expect(extractMemories(WHO, 'My name is W. I love durian pancakes. My brother O. is in rehab.')).toEqual([
+      `${WHO}'s name is W`,
+      `${WHO} loves durian pancakes`,
+      `${WHO}'s brother O: in rehab`,
+    ]);
+  });
+
   it('notes nothing from a forget command', () => {
     for (const text of ['forget that', "don't remember that", 'Sage, delete that memory', 'never mind, forget it']) {
       expect(extractMemories(WHO, text)).toEqual([]);

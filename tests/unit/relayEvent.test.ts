@@ -373,7 +373,8 @@ describe('conversationKeyOf and containerTagOf', () => {
       chat: fc.record({
         guid: fc.oneof(
           fc.string({ minLength: 1, maxLength: 100, unit: 'grapheme' }),
-          fc.constantFrom('a\nb', '😀'.repeat(100), '\uD800x'),
+          // A lone surrogate ('\uD800x') is no valid guid: PROTOCOL.md "Tenancy and hostile input".
+          fc.constantFrom('a\nb', '😀'.repeat(100)),
         ),
         group: fc.boolean(),
       }),

@@ -1,0 +1,243 @@
+/**
+ * Exactly once under backlog, and outbox delivery in windows (PROTOCOL.md "Exactly once under
+ * backlog"; README "Conversations and the relay"): a second processing of an event commits
+ * nothing, sweeps never overlap, a relay returning to a large backlog gets all of it in order
+ * per chat without being dropped, and memory stays bounded while no relay is connected.
+ * The 100,000-send variant belongs to the longer hostile run; 20,000 here.
+ */
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import type { ConversationCommit } from '../../actors/conversation.machine.ts';
+import type { ActorHost } from '../../src/host/createActorHost.ts';
+import type { RateLimiter } from '../../src/limits/RateLimiter.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { createMetrics } from '../../src/observability/metrics.ts';
+import { RelayIngest } from '../../src/relay/RelayIngest.ts';
+import type { RelayEventSchema } from '../../src/relay/relayEvent.ts';
+import type { RunningServer } from '../../src/server.ts';
+import { ConversationRepository } from '../../src/store/conversationRepository.ts';
+import type { GroupCommitter } from '../../src/store/GroupCommitter.ts';
+import type { PendingInbox, RelayRepository } from '../../src/store/relayRepository.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { api } from '../helpers/http.ts';
+import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { token } from '../helpers/tokens.ts';
+
+const ALICE = '+15556400001';
+
+let db: TestDatabase;
+let relayToken: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  relayToken = await token('relay-backlog', { role: 'relay' });
+});
+
+/** A commit of event `id` (inbox row `seq`) for ALICE's direct conversation at `version`. */
+function commitOf(id: string, seq: number, version: number): ConversationCommit {
+  const key = `user_${ALICE}_persona_sage`;
+  const chat = { guid: `iMessage;-;${ALICE}`, group: false };
+  const at = Date.now();
+  return {
+    key,
+    kind: 'direct',
+    persona: 'sage',
+    chatGuid: chat.guid,
+    version,
+    inbound: { id: `in_${id}`, sender: ALICE, direction: 'in', text: 'I love durian', attachments: [], at },
+    outbound: { id: `out_${id}`, sender: 'sage', direction: 'out', text: 'again?', attachments: [], at },
+    send: { type: 'send', id: `out_${id}`, replyTo: id, chat, to: ALICE, text: 'again?' },
+    memories: [{ content: 'loves durian', sourceMessageId: `in_${id}` }],
+    forget: false,
+    relationship: { userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } },
+    inboxSeq: seq,
+    next: {} as ConversationCommit['next'],
+  };
+}
+
+describe('exactly once under backlog', () => {
+  it('commits nothing for an event whose inbox row is no longer pending, and reports it not applied', async () => {
+    const server = await startTestServer(db.url);
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: ALICE, text: 'I love durian' });
+    const id = e.id as string;
+    await postEvents(server.url, relayToken, e);
+    await relay.waitForSend((s) => s.replyTo === id);
+    await relay.close();
+    const key = `user_${ALICE}_persona_sage`;
+    const state = async () =>
+      (
+        await db.pool.query(
+          `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
+                  (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
+                  (SELECT counters FROM relationship_state WHERE user_id = $2) AS counters,
+                  (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends`,
+          [key, ALICE],
+        )
+      ).rows[0];
+    const before = await state();
+    const { seq } = (await db.pool.query('SELECT seq FROM relay_inbox WHERE event_id = $1', [id])).rows[0];
+
+    // The same event processed a second time (a redelivery the actor's window missed).
+    const repo = new ConversationRepository(db.pool);
+    const write = async (commit: ConversationCommit) => {
+      const client = await db.pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await repo.writeBatch(client, [{ commit, snapshot: {} }]);
+        await client.query('COMMIT');
+        return result;
+      } finally {
+        client.release();
+      }
+    };
+    expect(await write(commitOf(id, Number(seq), before.version + 1))).toEqual([false]);
+    expect(await state()).toEqual(before);
+
+    // A pending row is committed as before.
+    const fresh = 'evt_backlog_pending_row';
+    const inserted = await db.pool.query(
+      `INSERT INTO relay_inbox (event_id, conversation_key, payload, received_at)
+       VALUES ($1, $2, '{}', now() + interval '1 hour') RETURNING seq`,
+      [fresh, key],
+    );
+    expect(await write(commitOf(fresh, Number(inserted.rows[0].seq), before.version + 1))).toEqual([true]);
+    const after = await state();
+    expect([after.version, after.memories, after.sends]).toEqual([
+      before.version + 1,
+      before.memories + 1,
+      before.sends + 1,
+    ]);
+    expect((await db.pool.query('SELECT status FROM relay_inbox WHERE event_id = $1', [fresh])).rows[0].status).toBe(
+      'processed',
+    );
+    await server.close();
+  });
+
+  it('never starts a sweep while the previous one is still running', async () => {
+    vi.useFakeTimers();
+    try {
+      let calls = 0;
+      let release: (rows: PendingInbox[]) => void = () => {};
+      const repo = {
+        pendingInbox: () => {
+          calls++;
+          return new Promise<PendingInbox[]>((r) => {
+            release = r;
+          });
+        },
+      } as unknown as RelayRepository;
+      const ingest = new RelayIngest({
+        committer: { register: () => {} } as unknown as GroupCommitter,
+        repo,
+        host: {} as ActorHost,
+        schema: {} as RelayEventSchema,
+        senders: {} as RateLimiter,
+        metrics: createMetrics({
+          pool: () => ({ total: 0, idle: 0, waiting: 0 }),
+          actors: () => ({}),
+          sockets: () => ({}),
+        }),
+        log: createLogger({ level: 'silent', format: 'json' }),
+        sweepEveryMs: 100,
+        maxAttempts: 5,
+        retryBackoffMs: 100,
+      });
+      ingest.start();
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(calls).toBe(1);
+      release([]);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(calls).toBe(2);
+      ingest.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('outbox delivery in windows', () => {
+  const SENDS = 20_000;
+  const CHATS = 200;
+
+  /** SENDS pending sends, round-robin over CHATS group chats, each about 300 bytes as a frame. */
+  async function insertBacklog(database: TestDatabase): Promise<void> {
+    await database.pool.query(
+      `INSERT INTO relay_outbox (id, chat, conversation_key, payload)
+       SELECT 'out_bk_' || i, 'chat_' || (i % $2), 'group_chat_' || (i % $2),
+              jsonb_build_object('type', 'send', 'id', 'out_bk_' || i, 'replyTo', 'bk_' || i,
+                                 'chat', jsonb_build_object('guid', 'chat_' || (i % $2), 'group', true),
+                                 'text', repeat('x', 200) || ' #' || i)
+         FROM generate_series(1, $1) AS i ORDER BY i`,
+      [SENDS, CHATS],
+    );
+  }
+
+  it('feeds a relay returning to a large backlog all of it, in order per chat, without dropping its socket', async () => {
+    const database = await createTestDatabase();
+    const server = await startTestServer(database.url);
+    await insertBacklog(database);
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    let closed: number | null = null;
+    relay.ws.on('close', (code) => {
+      closed = code;
+    });
+    const seen = new Set<string>();
+    await expect
+      .poll(
+        () => {
+          for (const s of relay.sends) seen.add(s.id);
+          if (closed !== null) throw new Error(`the relay socket was closed (${closed}) after ${seen.size} sends`);
+          return seen.size;
+        },
+        { timeout: 20_000, interval: 100 },
+      )
+      .toBe(SENDS);
+    // In order per chat: each chat's first deliveries come in outbox order.
+    const firsts = new Map<string, number[]>();
+    const once = new Set<string>();
+    for (const s of relay.sends) {
+      if (once.has(s.id)) continue;
+      once.add(s.id);
+      firsts.set(s.chat.guid, [...(firsts.get(s.chat.guid) ?? []), Number(s.replyTo.slice(3))]);
+    }
+    for (const ns of firsts.values()) expect(ns).toEqual([...ns].sort((a, b) => a - b));
+    await expect
+      .poll(async () =>
+        Number((await database.pool.query("SELECT count(*) FROM relay_outbox WHERE status = 'pending'")).rows[0].count),
+      )
+      .toBe(0);
+    expect(closed).toBeNull();
+    await relay.close();
+    await server.close();
+  });
+
+  it('holds a bounded number of sends in memory while no relay is connected, and delivers them all on connect', async () => {
+    const database = await createTestDatabase();
+    const server: RunningServer = await startTestServer(database.url, { RELAY_SEND_WINDOW: '20' });
+    const EVENTS = 100;
+    const events = Array.from({ length: EVENTS }, (_, i) =>
+      relayEvent({ sender: `+1555641${String(i).padStart(4, '0')}`, text: `hello ${i}` }),
+    );
+    expect((await postEvents(server.url, relayToken, { events })).status).toBe(202);
+    await expect
+      .poll(async () => Number((await database.pool.query('SELECT count(*) FROM relay_outbox')).rows[0].count), {
+        timeout: 15_000,
+      })
+      .toBe(EVENTS);
+    const inMemory = async () => {
+      const text = (await api(server.url, 'GET', '/metrics')).body as string;
+      const line = text.split('\n').find((l) => l.startsWith('archety_relay_sends_in_memory '));
+      return line === undefined ? undefined : Number(line.split(' ')[1]);
+    };
+    const held = await inMemory();
+    expect(held).toBeDefined();
+    expect(held).toBeLessThanOrEqual(40);
+
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    for (const e of events) await relay.waitForSend((s) => s.replyTo === e.id);
+    expect(await inMemory()).toBeLessThanOrEqual(40);
+    await relay.close();
+    await server.close();
+  });
+});

@@ -35,11 +35,6 @@ export interface RunningLoad {
   done: Promise<LoadResult>;
 }
 
-/** Runs the load to its end. */
-export function runEditLoad(base: string, sessionId: string, tokens: string[], o: LoadOptions): Promise<LoadResult> {
-  return startEditLoad(base, sessionId, tokens, o).done;
-}
-
 /** Starts the load; its result can be read while it runs. */
 export function startEditLoad(base: string, sessionId: string, tokens: string[], o: LoadOptions): RunningLoad {
   const result: LoadResult = { acked: new Set(), sent: 0, errors: [], closeCodes: [], reconnects: 0 };

@@ -61,6 +61,27 @@ export function outcomeOf(id: string, answer: ApiResponse | Record<string, unkno
   return exact && (frame.type === 'accepted' || frame.type === 'duplicate') ? frame.type : JSON.stringify(frame);
 }
 
+/**
+ * Sends `e` five times at once, over HTTP (single and batch) and over `relay`'s socket, and
+ * resolves with the five outcomes (see `outcomeOf`), sorted: one `accepted` and four
+ * `duplicate` is the only right answer.
+ */
+export async function submitFiveTimes(
+  base: string,
+  relayToken: string,
+  relay: RelayClient,
+  e: Record<string, unknown>,
+): Promise<string[]> {
+  const answers = await Promise.all([
+    postEvents(base, relayToken, e),
+    relay.event(e),
+    postEvents(base, relayToken, e),
+    relay.event(e),
+    postEvents(base, relayToken, { events: [e] }),
+  ]);
+  return answers.map((a) => outcomeOf(e.id as string, a)).sort();
+}
+
 export interface RelayClient {
   ws: WebSocket;
   sends: SendFrame[];

@@ -3,7 +3,7 @@ import { Codes } from '../../src/errors.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
-import { connectRelay, outcomeOf, postEvents, relayEvent, settleChat } from '../helpers/relay.ts';
+import { connectRelay, postEvents, relayEvent, settleChat, submitFiveTimes } from '../helpers/relay.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -40,15 +40,8 @@ describe('the relay', () => {
   it('answers a repeated event id as a duplicate, over HTTP and over the socket, and processes it once', async () => {
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const e = relayEvent({ sender: BOB, text: 'hello there' });
-    const answers = await Promise.all([
-      postEvents(server.url, relayToken, e),
-      postEvents(server.url, relayToken, e),
-      relay.event(e),
-      relay.event(e),
-      postEvents(server.url, relayToken, { events: [e] }),
-    ]);
     // Exactly one submission stores it; the four others are told it is a duplicate, not an error.
-    expect(answers.map((a) => outcomeOf(e.id as string, a)).sort()).toEqual([
+    expect(await submitFiveTimes(server.url, relayToken, relay, e)).toEqual([
       'accepted',
       'duplicate',
       'duplicate',

@@ -11,6 +11,7 @@ import {
   isForgetCommand,
   type RelationshipCounters,
   SAFETY_REPLIES,
+  seenPhoto,
   shouldReply,
 } from './conversationRules.ts';
 
@@ -145,7 +146,7 @@ const KEEP_PROCESSED = 200;
 const KEEP_OUR_IDS = 50;
 /** Throttled senders owed an answer at once (a flood of senders is answered in part). */
 const MAX_OWED = 20;
-const inboundId = (eventId: string) => `in_${eventId}`;
+export const inboundId = (eventId: string) => `in_${eventId}`;
 const outboundId = (m: InboundMessage, catchUp: boolean) => `out_${m.eventId}${catchUp ? '_burst' : ''}`;
 
 /** The conversation a key names: `group_{guid}` or `user_{phone}_persona_{persona}`. */
@@ -239,7 +240,9 @@ export function buildCommit(ctx: ConversationContext): ConversationCommit {
       ? []
       : [
           ...extractMemories(m.sender, m.text),
-          ...Object.values(w.described).map((d) => `${m.sender} shared a photo: ${d}`),
+          ...Object.values(w.described)
+            .filter(seenPhoto)
+            .map((d) => `${m.sender} shared a photo: ${d}`),
         ].map((content) => ({ content, sourceMessageId: inbound.id }));
   const seq = w.seq;
   // A throttled burst owes one answer (to its last message); any answer to that sender pays it.

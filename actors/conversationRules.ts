@@ -142,3 +142,14 @@ export const SAFETY_REPLIES = {
 
 /** What a reply of Sage's reads once the message it may have quoted was forgotten. */
 export const FORGOTTEN_REPLY = '[forgotten]';
+
+/** What a photo reads as when it could not be seen (its fetch or the vision call failed). */
+export const PHOTO_UNSEEN = 'a photo I could not look at';
+/**
+ * What a photo reads as when it was not seen within PHOTO_WAIT_MS; it is still being looked
+ * at, and its description replaces this once it comes (see `src/conversation/latePhotos.ts`).
+ */
+export const PHOTO_PENDING = 'a photo I am still looking at';
+/** Whether a description says something of the photo (not a placeholder): only those are remembered. */
+export const seenPhoto = (description: string): boolean =>
+  description !== PHOTO_UNSEEN && description !== PHOTO_PENDING;

@@ -99,6 +99,8 @@ const envSchema = z.object({
   MODEL_BREAKER_HALF_OPEN_MS: int(100).default(30_000),
   /** Longest a photo's analysis may hold the messages that follow it. */
   PHOTO_WAIT_MS: int(100).default(20_000),
+  /** Longest a photo not seen within PHOTO_WAIT_MS is still looked at, to be remembered later. */
+  PHOTO_LATE_MS: int(100).default(120_000),
   /** Comma-separated hosts whose https URLs attachments may use. */
   RELAY_MEDIA_HOSTS: z.string().default(''),
   /** Messages one sender may send per minute before Sage stops answering each one (still stored). */
@@ -191,6 +193,7 @@ export interface Config {
     breakerHalfOpenMs: number;
   };
   photoWaitMs: number;
+  photoLateMs: number;
   relay: {
     mediaHosts: string[];
     senderPerMinute: number;
@@ -316,6 +319,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       breakerHalfOpenMs: e.MODEL_BREAKER_HALF_OPEN_MS,
     },
     photoWaitMs: e.PHOTO_WAIT_MS,
+    photoLateMs: Math.max(e.PHOTO_LATE_MS, e.PHOTO_WAIT_MS),
     relay: {
       mediaHosts: e.RELAY_MEDIA_HOSTS.split(',')
         .map((h) => h.trim().toLowerCase())

@@ -112,10 +112,11 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     maxActivations: config.actorMaxActivations,
     log,
   });
-  const brain = config.openai.apiKey ? createOpenAIBrain(config.openai, config.photoWaitMs, log) : createOfflineBrain();
+  const brain = config.openai.apiKey ? createOpenAIBrain(config.openai, config.photoLateMs, log) : createOfflineBrain();
   const media = createResilience({
     name: 'media',
-    timeoutMs: config.photoWaitMs,
+    // A fetch may go on past PHOTO_WAIT_MS for a photo looked at late; the caller's signal bounds it.
+    timeoutMs: config.photoLateMs,
     attempts: 2,
     breakerFailures: config.openai.breakerFailures,
     halfOpenAfterMs: config.openai.breakerHalfOpenMs,
@@ -161,6 +162,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       fetchMedia: createMediaFetcher(config.relay.mediaHosts, config.limits.maxAttachmentBytes),
       media,
       photoWaitMs: config.photoWaitMs,
+      photoLateMs: config.photoLateMs,
       onCommitted: (commit, applied) => {
         if (commit.inboxSeq !== null) ingest.processed(commit.inboxSeq);
         if (applied && commit.send) outbox.enqueue(commit.send);

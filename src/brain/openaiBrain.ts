@@ -44,13 +44,14 @@ function storable(content: string | null | undefined): string | undefined {
   return content == null ? undefined : toWellFormedText(content).trim();
 }
 
-export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number, log: Logger): OpenAIBrain {
+/** `photoLateMs`: the longest one photo is looked at (PHOTO_LATE_MS); callers stop it sooner with their signal. */
+export function createOpenAIBrain(config: Config['openai'], photoLateMs: number, log: Logger): OpenAIBrain {
   // Our own policies retry and time out; the client's would double them.
   const client = new OpenAI({
     apiKey: config.apiKey,
     baseURL: config.baseUrl,
     maxRetries: 0,
-    timeout: Math.max(config.timeoutMs, photoWaitMs) * 2,
+    timeout: Math.max(config.timeoutMs, photoLateMs) * 2,
   });
   const common = {
     breakerFailures: config.breakerFailures,
@@ -60,7 +61,7 @@ export function createOpenAIBrain(config: Config['openai'], photoWaitMs: number,
     retryAfterMs,
   };
   const model: Resilient = createResilience({ name: 'model', timeoutMs: config.timeoutMs, attempts: 2, ...common });
-  const vision: Resilient = createResilience({ name: 'vision', timeoutMs: photoWaitMs, attempts: 1, ...common });
+  const vision: Resilient = createResilience({ name: 'vision', timeoutMs: photoLateMs, attempts: 1, ...common });
   const moderation: Resilient = createResilience({
     name: 'moderation',
     timeoutMs: Math.min(config.timeoutMs, 5000),

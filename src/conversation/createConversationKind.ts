@@ -11,13 +11,14 @@ import {
   type ConversationOutput,
   conversationMachine,
   type InboundAttachment,
+  inboundId,
   type MessageRow,
   type Moderation,
   type Recall,
   type RecallInput,
   upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
-import { FORGOTTEN_REPLY } from '../../actors/conversationRules.ts';
+import { FORGOTTEN_REPLY, PHOTO_PENDING, PHOTO_UNSEEN } from '../../actors/conversationRules.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';
 import type { ActorHost, ActorKind } from '../host/createActorHost.ts';
@@ -28,6 +29,7 @@ import { maskId } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { ConversationRepository, ConversationWrite, StoredMessage } from '../store/conversationRepository.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
+import { LatePhotos } from './latePhotos.ts';
 
 export const CONVERSATION = 'conversation';
 
@@ -47,6 +49,8 @@ export interface ConversationKindDeps {
   media: Resilient;
   /** PHOTO_WAIT_MS: the longest a message's attachments are looked at, all of them together. */
   photoWaitMs: number;
+  /** PHOTO_LATE_MS: the longest a photo not seen within photoWaitMs is still looked at, to be remembered. */
+  photoLateMs: number;
   /**
    * After a commit: the reply goes to the relay; the inbox row is done. `applied` is false when
    * the database found the inbox row already processed (a redelivery): nothing was written and
@@ -99,7 +103,10 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
   const { repo, memory, brain, committer, metrics, log } = deps;
   committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch);
 
-  async function describe(attachment: InboundAttachment, signal: AbortSignal): Promise<string> {
+  const latePhotos = new LatePhotos(repo, deps.photoLateMs, log);
+
+  /** Looks at one attachment: its description, or null when it could not be seen. */
+  async function lookAt(attachment: InboundAttachment, signal: AbortSignal): Promise<string | null> {
     if (!IMAGE_TYPES.has(attachment.mime)) return `a ${attachment.mime} file (stored, not opened)`;
     try {
       const data = attachment.data
@@ -108,8 +115,61 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       return await brain.describePhoto({ mime: attachment.mime, data }, signal);
     } catch (err) {
       log.warn({ err: { message: (err as Error).message }, attachment: attachment.id }, 'could not look at a photo');
-      return 'a photo I could not look at';
+      return null;
     }
+  }
+
+  /**
+   * Looks at a message's attachments together; the step ends after PHOTO_WAIT_MS (one after
+   * the other, each fetch and vision call with its own limit, ten photos held the messages
+   * behind them for minutes). A photo not seen by then is PHOTO_PENDING in the answer and the
+   * commit, and `latePhotos` goes on looking at it, up to PHOTO_LATE_MS, to remember it.
+   */
+  async function describeAttachments(
+    attachments: InboundAttachment[],
+    messageId: string,
+    containerTag: string,
+    signal: AbortSignal,
+    onLateStored: () => void,
+  ): Promise<Record<string, string>> {
+    const looking = new Map(
+      attachments.map((a) => {
+        const stop = new AbortController();
+        const s = AbortSignal.any([stop.signal, AbortSignal.timeout(deps.photoLateMs)]);
+        return [a.id, { stop, description: lookAt(a, s) }] as const;
+      }),
+    );
+    // The actor stopping while the step runs stops every look; after the step only PHOTO_LATE_MS does.
+    const stopAll = () => {
+      for (const l of looking.values()) l.stop.abort();
+    };
+    signal.addEventListener('abort', stopAll, { once: true });
+    const seen = new Map<string, string | null>();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([...looking].map(([id, l]) => l.description.then((d) => seen.set(id, d)))),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, deps.photoWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    signal.removeEventListener('abort', stopAll);
+    const described: Record<string, string> = {};
+    const late = new Map<string, Promise<string | null>>();
+    let room = latePhotos.room;
+    for (const a of attachments) {
+      const l = looking.get(a.id) as { stop: AbortController; description: Promise<string | null> };
+      if (seen.has(a.id)) described[a.id] = seen.get(a.id) ?? PHOTO_UNSEEN;
+      else if (room-- > 0) {
+        described[a.id] = PHOTO_PENDING;
+        late.set(a.id, l.description);
+      } else {
+        described[a.id] = PHOTO_UNSEEN;
+        l.stop.abort();
+      }
+    }
+    if (late.size > 0) latePhotos.take(messageId, containerTag, late, onLateStored);
+    return described;
   }
 
   const services = {
@@ -120,19 +180,6 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       if (result.flagged) log.info({ categories: result.categories }, 'moderation flagged a text');
       return result;
     }),
-    describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
-      async ({ input, signal }) => {
-        // A message's attachments are looked at together, and the whole step ends after
-        // PHOTO_WAIT_MS: what is not seen by then is "a photo I could not look at" (one after
-        // the other, each fetch and vision call with its own limit, ten photos held the
-        // messages behind them for minutes).
-        const deadline = AbortSignal.any([signal, AbortSignal.timeout(deps.photoWaitMs)]);
-        const described = await Promise.all(
-          input.attachments.map(async (a) => [a.id, await describe(a, deadline)] as const),
-        );
-        return Object.fromEntries(described);
-      },
-    ),
     think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
       const { context } = input;
       const work = context.work;
@@ -203,6 +250,14 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         actors: {
           ...services,
           recall,
+          describeAttachments: fromPromise<
+            Record<string, string>,
+            { eventId: string; attachments: InboundAttachment[] }
+          >(({ input, signal }) =>
+            describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
+              cachedTurns = null;
+            }),
+          ),
           commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
             const snapshot = conversationMachine.getPersistedSnapshot(
               conversationMachine.resolveState({ value: 'idle', context: input.next }),
@@ -213,6 +268,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             });
             applied = result !== false;
             if (applied) remember(input);
+            if (input.inbound) latePhotos.committed(input.inbound.id);
           }),
         },
         actions: {

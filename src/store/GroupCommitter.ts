@@ -29,8 +29,9 @@
  */
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { byKind, type Pending, writeCarefully } from './carefulWrite.ts';
 import type { Pool, PoolClient } from './pool.ts';
-import { isConnectionError, isDataError, sqlState, translatePgError } from './translatePgError.ts';
+import { isConnectionError, translatePgError } from './translatePgError.ts';
 
 /**
  * Writes a batch of one kind's items inside the group transaction. Must be idempotent. It may
@@ -44,18 +45,6 @@ export class FencedError extends Error {
     super(`actor ${actorKey} was taken over by another owner`);
     this.name = 'FencedError';
   }
-}
-
-interface Pending {
-  kind: string;
-  /** null: a write of no actor (e.g. the relay inbox), not fenced. */
-  actorKey: string | null;
-  epoch: number;
-  item: unknown;
-  /** The item's JSON size in bytes, for GROUP_COMMIT_MAX_BYTES. */
-  bytes: number;
-  resolve: (result: unknown) => void;
-  reject: (err: Error) => void;
 }
 
 export interface GroupCommitterOptions {
@@ -92,17 +81,6 @@ interface Outcome {
   results: Map<Pending, unknown>;
   /** Writes left out of the transaction, with why. */
   refused: Map<Pending, Error>;
-}
-
-/** The batch's writes by kind, kinds in the order they first appear. */
-function byKind(batch: Pending[]): Map<string, Pending[]> {
-  const kinds = new Map<string, Pending[]>();
-  for (const p of batch) {
-    const items = kinds.get(p.kind);
-    if (items) items.push(p);
-    else kinds.set(p.kind, [p]);
-  }
-  return kinds;
 }
 
 export class GroupCommitter {
@@ -298,7 +276,15 @@ export class GroupCommitter {
       const writable = batch.filter((p) => p.actorKey === null || !fenced.has(p.actorKey));
       const results = new Map<Pending, unknown>();
       const refused = new Map<Pending, Error>();
-      if (careful) await this.writeCarefully(client, writable, results, refused);
+      if (careful)
+        await writeCarefully(
+          client,
+          writable,
+          (k, ps) => this.write(client, k, ps, results),
+          results,
+          refused,
+          this.options.log,
+        );
       else for (const [kind, pendings] of byKind(writable)) await this.write(client, kind, pendings, results);
       await client.query('COMMIT');
       return { fenced, results, refused };
@@ -337,88 +323,6 @@ export class GroupCommitter {
       pendings.map((p) => p.item),
     );
     if (out) for (const [i, p] of pendings.entries()) results.set(p, out[i]);
-  }
-
-  /**
-   * The careful pass: every kind under a savepoint, the writes that fail found and left out.
-   * An actor's writes after a refused one are refused too; when one of them was already
-   * written, the writes are undone (back to the savepoint after the fence, whose locks stay)
-   * and done again without them. Each round leaves out at least one write, so it ends.
-   */
-  private async writeCarefully(
-    client: PoolClient,
-    batch: Pending[],
-    results: Map<Pending, unknown>,
-    refused: Map<Pending, Error>,
-  ): Promise<void> {
-    await client.query('SAVEPOINT gc_batch');
-    let remaining = batch;
-    for (;;) {
-      results.clear();
-      const failed = new Map<Pending, Error>();
-      for (const [kind, pendings] of byKind(remaining)) await this.isolate(client, kind, pendings, results, failed);
-      if (!failed.size) return;
-      const stopped = new Set<string>();
-      const next: Pending[] = [];
-      let undo = false;
-      for (const p of remaining) {
-        const error = failed.get(p);
-        if (error) {
-          refused.set(p, error);
-          if (p.actorKey !== null) stopped.add(p.actorKey);
-        } else if (p.actorKey !== null && stopped.has(p.actorKey)) {
-          refused.set(p, new Error(`an earlier write of ${p.actorKey} failed`));
-          undo = true;
-        } else {
-          next.push(p);
-        }
-      }
-      if (!undo) return;
-      await client.query('ROLLBACK TO SAVEPOINT gc_batch');
-      remaining = next;
-    }
-  }
-
-  /**
-   * Writes `pendings` under a savepoint. When the statement fails on its data, the halves are
-   * tried apart, down to the single writes that fail; any other failure fails them all.
-   */
-  private async isolate(
-    client: PoolClient,
-    kind: string,
-    pendings: Pending[],
-    results: Map<Pending, unknown>,
-    failed: Map<Pending, Error>,
-  ): Promise<void> {
-    await client.query('SAVEPOINT gc_write');
-    try {
-      await this.write(client, kind, pendings, results);
-      await client.query('RELEASE SAVEPOINT gc_write');
-      return;
-    } catch (err) {
-      if (isConnectionError(err)) throw err;
-      await client.query('ROLLBACK TO SAVEPOINT gc_write');
-      await client.query('RELEASE SAVEPOINT gc_write');
-      for (const p of pendings) results.delete(p);
-      // The database refused the data, or the writer's own code failed on an item: one item may be at fault.
-      const byItem = isDataError(err) || sqlState(err) === undefined;
-      if (pendings.length === 1 || !byItem) {
-        this.options.log.warn(
-          {
-            err: { message: (err as Error).message, code: (err as { code?: string }).code },
-            kind,
-            writes: pendings.length,
-          },
-          'group-commit writes refused',
-        );
-        const error = translatePgError(err);
-        for (const p of pendings) failed.set(p, error);
-        return;
-      }
-    }
-    const half = Math.ceil(pendings.length / 2);
-    await this.isolate(client, kind, pendings.slice(0, half), results, failed);
-    await this.isolate(client, kind, pendings.slice(half), results, failed);
   }
 
   /** Returns the committer's connections to the pool (at shutdown, after `flush`). */

@@ -63,6 +63,21 @@ export const conversationQueries = {
              UPDATE relay_inbox i SET payload = i.payload - 'text' - 'attachments'
                FROM target t WHERE i.event_id = t.event_id)
          SELECT count(*) AS forgotten FROM target`,
+  /**
+   * A photo seen after its message was committed (past PHOTO_WAIT_MS): its description ($3)
+   * replaces the placeholder ($4) in message $1's attachment $2, and becomes a memory of
+   * container $5 dated like the message, so "forget that" still finds the latest message
+   * first. Nothing happens when the placeholder is gone (the message was forgotten).
+   */
+  latePhoto: `WITH m AS (
+                UPDATE messages SET attachments = (
+                  SELECT jsonb_agg(CASE WHEN a->>'id' = $2 THEN a || jsonb_build_object('description', $3::text) ELSE a END
+                                   ORDER BY n)
+                    FROM jsonb_array_elements(attachments) WITH ORDINALITY AS x(a, n))
+                 WHERE id = $1 AND attachments @> jsonb_build_array(jsonb_build_object('id', $2::text, 'description', $4::text))
+                RETURNING id, sender, created_at)
+              INSERT INTO memories (container_tag, content, source_message_id, created_at)
+              SELECT $5, m.sender || ' shared a photo: ' || $3, m.id, m.created_at FROM m`,
 } as const;
 
 /** Replies of Sage's that never quote anything (kept when a message is forgotten). */
@@ -142,6 +157,23 @@ export class ConversationRepository {
       { idempotent: true },
     );
     return { messages: rows[0].messages.map(toStored), stage: rows[0].stage ?? 'new' };
+  }
+
+  /** Stores a photo's late description (see `latePhoto`); whether the message still waited for it. */
+  async rememberLatePhoto(
+    messageId: string,
+    attachmentId: string,
+    description: string,
+    placeholder: string,
+    containerTag: string,
+  ): Promise<boolean> {
+    const { rowCount } = await query(
+      this.pool,
+      conversationQueries.latePhoto,
+      [messageId, attachmentId, description, placeholder, containerTag],
+      { idempotent: true },
+    );
+    return rowCount === 1;
   }
 
   /**

@@ -11,6 +11,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { AppError, isAppError } from '../errors.ts';
+import { clientKey } from '../limits/clientKey.ts';
 import { InFlightLimiter } from '../limits/InFlightLimiter.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import { newRequestId, withContext } from '../observability/context.ts';
@@ -27,7 +28,8 @@ export interface RequestHead {
   params: string[];
   query: URLSearchParams;
   reqId: string;
-  ip: string;
+  /** What the request is limited by: its IPv4 address or its IPv6 /64 (`clientKey`). */
+  client: string;
 }
 
 export interface Request<A = undefined> extends RequestHead {
@@ -100,9 +102,9 @@ export interface HttpContext {
   headers?: Record<string, string>;
 }
 
-/** The remote address of a request or upgrade, as text. */
-export function remoteAddress(res: HttpResponse): string {
-  return Buffer.from(res.getRemoteAddressAsText()).toString();
+/** What a request or upgrade is limited by: its IPv4 address or its IPv6 /64. */
+export function clientOf(res: HttpResponse): string {
+  return clientKey(Buffer.from(res.getRemoteAddressAsText()).toString());
 }
 
 function parseJsonObject(raw: Buffer): unknown {
@@ -166,7 +168,7 @@ export function copyRequest(req: HttpRequest, res: HttpResponse, paramCount: num
     params: Array.from({ length: paramCount }, (_, i) => req.getParameter(i)),
     query: new URLSearchParams(req.getQuery()),
     reqId: given && REQUEST_ID.test(given) ? given : newRequestId(),
-    ip: remoteAddress(res),
+    client: clientOf(res),
   };
 }
 
@@ -186,8 +188,8 @@ export function createRouter(ctx: HttpContext) {
   const bodies = new InFlightLimiter(limits?.bodiesInFlightPerIp ?? 0);
 
   /** Spends one request of the address's rate; the error to answer when it is spent. */
-  function overRate(ip: string): AppError | undefined {
-    const wait = requests?.take(ip) ?? 0;
+  function overRate(client: string): AppError | undefined {
+    const wait = requests?.take(client) ?? 0;
     if (!wait) return undefined;
     ctx.metrics.rateLimited.inc({ scope: 'http' });
     return new AppError('rate_limited', 'too many requests from this address', { retryAfter: wait });
@@ -211,7 +213,7 @@ export function createRouter(ctx: HttpContext) {
     if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
       throw new AppError('unsupported_media_type', 'send the body as application/json');
     }
-    const release = bodies.acquire(r.ip);
+    const release = bodies.acquire(r.client);
     if (!release) {
       ctx.metrics.rateLimited.inc({ scope: 'body' });
       throw new AppError('rate_limited', 'too many request bodies in flight from this address', { retryAfter: 1 });
@@ -236,7 +238,7 @@ export function createRouter(ctx: HttpContext) {
       ctx.app.any(pattern, (res, req) => {
         const r = copyRequest(req, res, 0);
         const refusal =
-          overRate(r.ip) ?? new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`);
+          overRate(r.client) ?? new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`);
         answerNow(res, r, refusal, { allow: [...methodsOfPattern].join(', ').toUpperCase() });
       });
     }
@@ -251,7 +253,7 @@ export function createRouter(ctx: HttpContext) {
     const register = method === 'get' ? ctx.app.get : method === 'post' ? ctx.app.post : ctx.app.del;
     register.call(ctx.app, pattern, (res: HttpResponse, req: HttpRequest) => {
       const r = copyRequest(req, res, paramCount);
-      const limited = overRate(r.ip);
+      const limited = overRate(r.client);
       if (limited) return answerNow(res, r, limited);
       const started = performance.now();
       let aborted = false;
@@ -294,7 +296,7 @@ export function createRouter(ctx: HttpContext) {
     fallback(): void {
       ctx.app.any('/*', (res, req) => {
         const r = copyRequest(req, res, 0);
-        answerNow(res, r, overRate(r.ip) ?? new AppError('not_found', `no route for ${r.url}`));
+        answerNow(res, r, overRate(r.client) ?? new AppError('not_found', `no route for ${r.url}`));
       });
     },
   };

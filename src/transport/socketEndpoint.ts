@@ -15,7 +15,7 @@ import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { upgradeToken } from './authenticate.ts';
-import { errorReply, remoteAddress, statusLine } from './http.ts';
+import { clientOf, errorReply, statusLine } from './http.ts';
 
 /** What every socket carries; endpoints extend it. */
 export interface BaseSocketData {
@@ -46,7 +46,8 @@ export interface UpgradeRequest {
   /** Route parameters (e.g. the session id). */
   params: string[];
   token: string | undefined;
-  ip: string;
+  /** What the upgrade is limited by: its IPv4 address or its IPv6 /64. */
+  client: string;
   /** A new connection id (process-unique). */
   conn: string;
 }
@@ -204,19 +205,19 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const extensions = req.getHeader('sec-websocket-extensions');
       const params = Array.from({ length: paramCount }, (_, i) => req.getParameter(i) ?? '');
       const queryToken = req.getQuery('token') ?? '';
-      const ip = remoteAddress(res);
+      const client = clientOf(res);
       let aborted = false;
       res.onAborted(() => {
         aborted = true;
       });
-      const wait = upgrades?.take(ip) ?? 0;
+      const wait = upgrades?.take(client) ?? 0;
       if (wait) {
         metrics.rateLimited.inc({ scope: 'upgrade' });
         refuse(res, new AppError('rate_limited', 'too many upgrades from this address', { retryAfter: wait }));
         return;
       }
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
-      handlers.authorize({ params, token, ip, conn: `${connPrefix}.${(nextConn++).toString(36)}` }).then(
+      handlers.authorize({ params, token, client, conn: `${connPrefix}.${(nextConn++).toString(36)}` }).then(
         (data) => {
           if (aborted) return;
           // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so

@@ -6,7 +6,7 @@
  * a 429 is retried once after its Retry-After and counted.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
+import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { type FakeBehaviour, type FakeOpenAI, openAIEnv, startFakeOpenAI } from '../helpers/fakeOpenAI.ts';
@@ -16,7 +16,7 @@ import { startTestServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
 const ALICE = '+15559100001';
-const COULD_NOT_LOOK = 'a photo I could not look at';
+const COULD_NOT_LOOK = PHOTO_UNSEEN;
 const PHOTO = { id: 'p1', mime: 'image/png', data: Buffer.from('fake png bytes').toString('base64') };
 
 interface Setup {
@@ -126,14 +126,73 @@ describe('when the vision model fails or is slow', () => {
     const before = s.fake.count('image');
     const photo = await s.post({ sender: ALICE, attachments: [PHOTO] });
     const question = await s.post({ sender: ALICE, text: 'what do you think? q-slow' });
-    // The vision request hangs until the client's own timeout (2 × MODEL_TIMEOUT_MS = 30 s); only
+    // The vision request hangs until PHOTO_LATE_MS (120 s) and the client's own timeout; only
     // PHOTO_WAIT_MS (300 ms) lets the question be answered within this wait.
     await s.relay.waitForSend((x) => x.replyTo === question.id, 5000);
     const order = s.relay.sends.map((x) => x.replyTo);
     expect(order.indexOf(photo.id as string)).toBeGreaterThanOrEqual(0);
     expect(order.indexOf(photo.id as string)).toBeLessThan(order.indexOf(question.id as string));
     expect(s.fake.count('image') - before).toBe(1);
-    expect(s.promptFor('q-slow')).toContain(COULD_NOT_LOOK);
+    expect(s.promptFor('q-slow')).toContain(PHOTO_PENDING);
+  });
+});
+
+describe('a photo seen after PHOTO_WAIT_MS', () => {
+  let s: Setup;
+  beforeAll(async () => {
+    s = await setup({ imageDelayMs: 1500 }, { PHOTO_WAIT_MS: '300', PHOTO_LATE_MS: '10000' });
+  });
+
+  const attachmentsOf = async (eventId: unknown) =>
+    (await s.db.pool.query('SELECT attachments FROM messages WHERE id = $1', [`in_${eventId}`])).rows[0]?.attachments;
+  const memoriesOf = async (eventId: unknown) =>
+    (
+      await s.db.pool.query(
+        `SELECT mem.content, mem.created_at = m.created_at AS dated_like_message
+           FROM memories mem JOIN messages m ON m.id = mem.source_message_id WHERE m.id = $1 ORDER BY mem.id`,
+        [`in_${eventId}`],
+      )
+    ).rows;
+  const until = async (check: () => Promise<boolean>, ms = 8000) => {
+    const end = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > end) throw new Error('timed out waiting');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  it('is answered as still being looked at, then remembered: the stored message and a memory carry it, and the next answer sees it', async () => {
+    s.fake.behaviour.describe = 'a red kayak on a lake';
+    const photo = await s.post({ sender: ALICE, text: 'my new boat q-late', attachments: [PHOTO] });
+    const answered = Date.now();
+    await s.relay.waitForSend((x) => x.replyTo === photo.id, 5000);
+    expect(s.promptFor('q-late')).toContain(PHOTO_PENDING);
+    expect(s.promptFor('q-late')).not.toContain('a red kayak');
+    // Committed with the placeholder, then the description replaces it once seen.
+    await until(async () => (await attachmentsOf(photo.id))?.[0]?.description === 'a red kayak on a lake');
+    expect(Date.now() - answered).toBeGreaterThan(500);
+    expect(await memoriesOf(photo.id)).toContainEqual({
+      content: `${ALICE} shared a photo: a red kayak on a lake`,
+      dated_like_message: true,
+    });
+    expect(await s.say({ sender: ALICE, text: 'do you like it? q-after-late' })).toBe(
+      'Model reply to: do you like it? q-after-late',
+    );
+    expect(s.promptFor('q-after-late')).toContain('a red kayak on a lake');
+    expect(s.promptFor('q-after-late')).not.toContain(PHOTO_PENDING);
+  });
+
+  it('is not remembered when the message was forgotten before it was seen', async () => {
+    s.fake.behaviour.describe = 'the secret map q-map';
+    const photo = await s.post({ sender: ALICE, text: 'My name is Wilhelmina.', attachments: [PHOTO] });
+    await s.relay.waitForSend((x) => x.replyTo === photo.id, 5000);
+    expect(await s.say({ sender: ALICE, text: 'forget that' })).toBe(SAFETY_REPLIES.forgotten);
+    // The vision answer comes 1.5 s after it was asked (before the photo was answered): wait past it.
+    await new Promise((r) => setTimeout(r, 1600));
+    expect(await attachmentsOf(photo.id)).toEqual([]);
+    expect(await memoriesOf(photo.id)).toEqual([]);
+    const all = await s.db.pool.query("SELECT count(*)::int AS n FROM memories WHERE content LIKE '%q-map%'");
+    expect(all.rows[0].n).toBe(0);
   });
 });
 

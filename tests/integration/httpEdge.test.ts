@@ -226,6 +226,19 @@ describe('body limits per route', () => {
     expect(codeOf(res)).toBe(Codes.payload_too_large);
   });
 
+  it('closes the connection, answering nothing, when Content-Length has ten digits or more (uWS refuses it before any handler), and goes on serving', async () => {
+    for (const length of [2 ** 40, 1e10]) {
+      const conn = await connect(server.url);
+      conn.write(`${postHead('/v1/relay/events', length, relay)}{"id":`);
+      await expect(conn.response).rejects.toThrow('closed after 0 answers');
+    }
+    const res = await api(server.url, 'POST', '/v1/relay/events', {
+      token: relay,
+      body: relayEvent({ sender: ALICE, text: 'still here' }),
+    });
+    expect(res.status).toBe(202);
+  });
+
   it('takes relay bodies over 64 KiB within MAX_BODY_BYTES', async () => {
     const big = { ...relayEvent({ sender: ALICE, text: 'a long one' }), note: 'z'.repeat(MINIAPP_BODY_LIMIT) };
     const res = await api(server.url, 'POST', '/v1/relay/events', { token: relay, body: big });

@@ -12,7 +12,7 @@ import {
   type Recall,
   type ReplyKind,
 } from '../../actors/conversation.machine.ts';
-import { SAFETY_REPLIES } from '../../actors/conversationRules.ts';
+import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 
 const ALICE = '+15551234567';
 const BOB = '+15557654321';
@@ -353,6 +353,19 @@ describe('the conversation machine, direct chat', () => {
     expect(h.calls.think[0].work?.described).toEqual({ att_1: 'a golden retriever on a beach' });
     expect(keysOf(c.next).has('data')).toBe(false);
     expect(JSON.stringify(c.next)).not.toContain(PHOTO_DATA);
+  });
+
+  it('remembers only photos it saw: one not seen, or still being looked at, is stored with its placeholder and no memory', async () => {
+    const h = harness(DIRECT_KEY, {
+      describeAttachments: async () => ({ a: 'a lighthouse', b: PHOTO_UNSEEN, c: PHOTO_PENDING }),
+    });
+    const actor = h.start();
+    const attachments = ['a', 'b', 'c'].map((id) => ({ id, mime: 'image/jpeg', data: PHOTO_DATA }));
+    actor.send(inbound({ eventId: 'evt_abc', text: '', attachments }));
+    await settled(actor, h.commits, 1);
+    const [c] = h.commits;
+    expect(c.inbound?.attachments.map((a) => a.description)).toEqual(['a lighthouse', PHOTO_UNSEEN, PHOTO_PENDING]);
+    expect(c.memories).toEqual([{ content: `${ALICE} shared a photo: a lighthouse`, sourceMessageId: 'in_evt_abc' }]);
   });
 
   it('stores a photo without a description when describing it fails', async () => {

@@ -1,0 +1,39 @@
+/**
+ * What a client is limited by: an IPv4 address itself, an IPv6 address its /64. A home or a
+ * mobile subscriber is given a /64 (or more), so a limit per full IPv6 address is evaded by
+ * changing the last 64 bits. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack
+ * socket reports IPv4 clients) are their IPv4 address.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+
+export function clientKey(address: string): string {
+  const plain = address.replace(/%.*$/, '');
+  if (isIPv4(plain)) return plain;
+  const groups = ipv6Groups(plain);
+  if (!groups) return address;
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return [groups[6] >> 8, groups[6] & 255, groups[7] >> 8, groups[7] & 255].join('.');
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address in any of its spellings; null when it is not one. */
+function ipv6Groups(address: string): number[] | null {
+  if (!isIPv6(address)) return null;
+  let text = address;
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const split = (s: string) => (s ? s.split(':') : []);
+  const groups =
+    tail === undefined
+      ? split(head)
+      : [...split(head), ...Array(8 - split(head).length - split(tail).length).fill('0'), ...split(tail)];
+  return groups.map((g) => Number.parseInt(g, 16));
+}

@@ -15,6 +15,9 @@ const cores = os.availableParallelism();
 const envSchema = z.object({
   PORT: int(0, 65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
+  /** When set, `/metrics` is served only on this port (of METRICS_HOST), not on PORT. */
+  METRICS_PORT: int(0, 65535).optional(),
+  METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   NODE_ID: z.string().min(1).max(100).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** `pretty`: human-readable; `json`: one JSON object per line. Default: pretty on a TTY. */
@@ -136,6 +139,8 @@ export type Env = z.input<typeof envSchema>;
 
 export interface Config {
   port: number;
+  /** Where `/metrics` is served when not on `port` (METRICS_PORT, METRICS_HOST). */
+  metrics: { port: number; host: string } | undefined;
   host: string;
   nodeId: string;
   logLevel: string;
@@ -257,6 +262,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const config: Config = {
     port: e.PORT,
+    metrics: e.METRICS_PORT === undefined ? undefined : { port: e.METRICS_PORT, host: e.METRICS_HOST },
     host: e.HOST,
     nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
     logLevel: e.LOG_LEVEL,

@@ -3,7 +3,7 @@
  * actor host with its kinds, HTTP routes and WebSocket endpoints on uWebSockets.js; and its
  * graceful shutdown.
  */
-import type { us_listen_socket } from 'uWebSockets.js';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { MAX_STALE_VERSIONS } from '../actors/miniappSession.ts';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
@@ -46,6 +46,8 @@ import { loadMiniappPage } from './web/miniappPage.ts';
 export interface RunningServer {
   url: string;
   port: number;
+  /** Where `/metrics` is served (on `url` unless METRICS_PORT is set). */
+  metricsUrl: string;
   mode: 'single' | 'cluster';
   databaseUrl: string;
   pool: Pool;
@@ -184,7 +186,19 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     maxBodyBytes: config.limits.maxBodyBytes,
     limits: config.limits,
   });
-  registerOpsRoutes({ router, pool, host, metrics, nodeId: config.nodeId, mode, accepting: () => accepting });
+  // With METRICS_PORT, /metrics has a listener of its own (bind it where only Prometheus reaches).
+  const metricsApp = config.metrics ? uws.App() : null;
+  const metricsRouter = metricsApp ? createRouter({ app: metricsApp, log, metrics, maxBodyBytes: 0 }) : router;
+  registerOpsRoutes({
+    router,
+    metricsRouter,
+    pool,
+    host,
+    metrics,
+    nodeId: config.nodeId,
+    mode,
+    accepting: () => accepting,
+  });
   registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
@@ -192,15 +206,21 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
   socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
   router.fallback();
+  if (metricsApp) metricsRouter.fallback();
 
-  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(config.host, config.port, (socket) =>
-      socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
-    );
-  });
+  const listen = (on: TemplatedApp, host: string, port: number) =>
+    new Promise<{ socket: us_listen_socket; url: string }>((resolve, reject) => {
+      on.listen(host, port, (socket) => {
+        if (!socket) return reject(new Error(`cannot listen on ${host}:${port}`));
+        const bound = uws.us_socket_local_port(socket as never);
+        resolve({ socket, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}` });
+      });
+    });
+  const { socket: listenSocket, url } = await listen(app, config.host, config.port);
   const port = uws.us_socket_local_port(listenSocket as never);
-  const hostPart = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = `http://${hostPart}:${port}`;
+  const metricsListener =
+    metricsApp && config.metrics ? await listen(metricsApp, config.metrics.host, config.metrics.port) : undefined;
+  const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
 
   const prune = setInterval(() => {
     repo
@@ -222,8 +242,9 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       redis: config.redisUrl ? redactUrl(config.redisUrl) : 'none',
       jwt: jwtKey.source,
       brain: brain.mode,
+      metrics: metricsUrl,
     },
-    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${brain.mode})`,
+    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${brain.mode}, metrics ${metricsUrl})`,
   );
 
   let closing: Promise<void> | undefined;
@@ -234,6 +255,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     stopRelayRetention();
     ingest.stop();
     uws.us_listen_socket_close(listenSocket);
+    if (metricsListener) uws.us_listen_socket_close(metricsListener.socket);
     // Passivation waits for every pending commit (its checkpoint is queued after them), so
     // `applied` frames still reach the open sockets before they are closed.
     await host.stopAll(config.shutdownTimeoutMs);
@@ -254,6 +276,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   return {
     url,
     port,
+    metricsUrl,
     mode,
     databaseUrl,
     pool,

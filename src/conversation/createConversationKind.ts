@@ -273,7 +273,10 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         },
         actions: {
           committed: (_, { commit, replyKind }) => {
-            metrics.conversationMessages.inc({ outcome: replyKind });
+            // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
+            metrics.conversationMessages.inc({
+              outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
+            });
             if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
             log.debug(
               {

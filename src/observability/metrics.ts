@@ -106,7 +106,7 @@ export function createMetrics(sources: GaugeSources): Metrics {
     }),
     conversationMessages: new client.Counter({
       name: 'archety_conversation_messages_total',
-      help: 'Messages processed by conversations, by reply kind (model, fallback, safety, forget, none).',
+      help: 'Messages processed by conversations, by reply kind (model, offline: the offline brain without OPENAI_API_KEY, fallback, safety, forget, none).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

@@ -63,6 +63,8 @@ export interface RouteOptions<A = undefined> {
   guard?: Guard<A>;
   /** Name of the route for metrics (defaults to the pattern). */
   name?: string;
+  /** Probes (`/health`, `/ready`, `/metrics`): their requests are logged at debug, not info. */
+  quiet?: boolean;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -198,7 +200,25 @@ export function createRouter(ctx: HttpContext) {
   /** Answers an error from inside the route handler, before anything asynchronous. */
   function answerNow(res: HttpResponse, r: RequestHead, err: AppError, extra: Record<string, string> = {}): void {
     res.onAborted(() => {});
-    writeReply(res, errorReply(err, ctx.log), r.reqId, { ...extra, ...ctx.headers }, announcesBody(r.headers));
+    const reply = errorReply(err, ctx.log);
+    writeReply(res, reply, r.reqId, { ...extra, ...ctx.headers }, announcesBody(r.headers));
+    // A flood refused by its rate limit is counted in metrics, not logged line by line.
+    logRequest(r, reply.status, performance.now(), reply.status === 429);
+  }
+
+  /** One line per request: at info, except probes and refused floods (debug). Never a token or a phone number. */
+  function logRequest(r: RequestHead, status: number, started: number, quiet = false): void {
+    const line = {
+      method: r.method.toUpperCase(),
+      url: maskPhones(r.url),
+      status,
+      ms: +(performance.now() - started).toFixed(2),
+    };
+    // In the request's context: the line carries its x-request-id like every other line of it.
+    withContext({ reqId: r.reqId }, () => {
+      if (quiet) ctx.log.debug(line, 'request');
+      else ctx.log.info(line, 'request');
+    });
   }
 
   /**
@@ -272,15 +292,7 @@ export function createRouter(ctx: HttpContext) {
             const unread = body ? !body.complete : announcesBody(r.headers);
             body?.resume();
             writeReply(res, reply, r.reqId, ctx.headers, unread);
-            ctx.log.debug(
-              {
-                method: r.method,
-                url: maskPhones(r.url),
-                status: reply.status,
-                ms: +(performance.now() - started).toFixed(2),
-              },
-              'request',
-            );
+            logRequest(r, reply.status, started, options.quiet);
           });
       });
     });

@@ -6,6 +6,8 @@ import type { Router } from './http.ts';
 
 export interface OpsRoutesDeps {
   router: Router;
+  /** Where `/metrics` is served: `router` unless METRICS_PORT gives it a private listener. */
+  metricsRouter: Router;
   pool: Pool;
   host: ActorHost;
   metrics: Metrics;
@@ -46,27 +48,35 @@ export function registerOpsRoutes(deps: OpsRoutesDeps): void {
   const { router, pool, host, metrics } = deps;
   const databaseUp = cachedProbe(() => query(pool, 'SELECT 1'), PROBE_TTL_MS);
 
-  router.get('/health', () => ({ status: 200, body: { status: 'ok' } }));
+  router.get('/health', () => ({ status: 200, body: { status: 'ok' } }), { quiet: true });
 
-  router.get('/ready', async () => {
-    const dbUp = await databaseUp();
-    const ready = dbUp && deps.accepting();
-    const counts = host.counts();
-    return {
-      status: ready ? 200 : 503,
-      body: {
-        status: ready ? 'ready' : 'unavailable',
-        node: deps.nodeId,
-        mode: deps.mode,
-        db: { ...poolStats(pool), reachable: dbUp },
-        actors: { conversations: counts.conversation ?? 0, miniapps: counts.miniapp ?? 0 },
-      },
-    };
-  });
+  router.get(
+    '/ready',
+    async () => {
+      const dbUp = await databaseUp();
+      const ready = dbUp && deps.accepting();
+      const counts = host.counts();
+      return {
+        status: ready ? 200 : 503,
+        body: {
+          status: ready ? 'ready' : 'unavailable',
+          node: deps.nodeId,
+          mode: deps.mode,
+          db: { ...poolStats(pool), reachable: dbUp },
+          actors: { conversations: counts.conversation ?? 0, miniapps: counts.miniapp ?? 0 },
+        },
+      };
+    },
+    { quiet: true },
+  );
 
-  router.get('/metrics', async () => ({
-    status: 200,
-    raw: await metrics.registry.metrics(),
-    headers: { 'content-type': metrics.registry.contentType },
-  }));
+  deps.metricsRouter.get(
+    '/metrics',
+    async () => ({
+      status: 200,
+      raw: await metrics.registry.metrics(),
+      headers: { 'content-type': metrics.registry.contentType },
+    }),
+    { quiet: true },
+  );
 }

@@ -1,0 +1,81 @@
+/**
+ * What an operator sees: one log line per request at the default level (probes and refused
+ * floods at debug), carrying the request's x-request-id and never its token; `/metrics` on a
+ * port of its own with METRICS_PORT; the offline brain's replies counted apart from a model's.
+ */
+import { describe, expect, it } from 'vitest';
+import { createTestDatabase } from '../helpers/db.ts';
+import { api } from '../helpers/http.ts';
+import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
+import { startLoggedServer, startTestServer } from '../helpers/server.ts';
+import { token } from '../helpers/tokens.ts';
+
+const INFO = 30;
+const DEBUG = 20;
+
+describe('request logs', () => {
+  it('log every request once at info with its x-request-id, status and time, probes at debug, and never the token', async () => {
+    const db = await createTestDatabase();
+    const { server, lines } = await startLoggedServer(db.url);
+    const alice = await token('+15557710001');
+    const created = await api(server.url, 'POST', '/v1/miniapps', {
+      token: alice,
+      body: { app: 'trip-planner', title: 'Lisbon' },
+      headers: { 'x-request-id': 'req-create-lisbon' },
+    });
+    expect(created.status).toBe(201);
+    const missing = await api(server.url, 'GET', '/v1/nowhere', { headers: { 'x-request-id': 'req-nowhere' } });
+    expect(missing.status).toBe(404);
+    expect((await api(server.url, 'GET', '/health')).status).toBe(200);
+    const requests = () => lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
+    await expect.poll(() => requests().length).toBeGreaterThanOrEqual(3);
+    const byId = (id: string) => requests().filter((l) => l.reqId === id);
+    expect(byId('req-create-lisbon')).toEqual([
+      expect.objectContaining({
+        level: INFO,
+        method: 'POST',
+        url: '/v1/miniapps',
+        status: 201,
+        ms: expect.any(Number),
+      }),
+    ]);
+    expect(byId('req-nowhere')).toEqual([expect.objectContaining({ level: INFO, url: '/v1/nowhere', status: 404 })]);
+    expect(requests().filter((l) => l.url === '/health')).toEqual([expect.objectContaining({ level: DEBUG })]);
+    expect(lines.join('\n')).not.toContain(alice);
+  });
+});
+
+describe('METRICS_PORT', () => {
+  it('serves /metrics on its own port only', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url, { METRICS_PORT: '0' });
+    expect(server.metricsUrl.startsWith(`${server.url}/`)).toBe(false);
+    const onPublic = await api(server.url, 'GET', '/metrics');
+    expect(onPublic.status).toBe(404);
+    const res = await fetch(server.metricsUrl);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('archety_http_requests_total');
+    expect((await fetch(server.metricsUrl.replace('/metrics', '/ready'))).status).toBe(404);
+  });
+
+  it('is refused when it is not a port number', async () => {
+    const db = await createTestDatabase();
+    await expect(startTestServer(db.url, { METRICS_PORT: 'ninety' })).rejects.toThrow(/METRICS_PORT/);
+  });
+});
+
+describe('the offline brain', () => {
+  it('counts its replies as outcome="offline", never as a model reply', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url);
+    const relayToken = await token('relay-operability', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const e = relayEvent({ sender: '+15557710002', text: 'hello there' });
+    expect((await postEvents(server.url, relayToken, e)).status).toBe(202);
+    await relay.waitForSend((s) => s.replyTo === e.id);
+    const metrics = (await api(server.url, 'GET', '/metrics')).body as string;
+    expect(metrics).toMatch(/archety_conversation_messages_total\{outcome="offline"\} 1/);
+    expect(metrics).not.toMatch(/archety_conversation_messages_total\{outcome="model"\}/);
+    await relay.close();
+  });
+});

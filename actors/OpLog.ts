@@ -4,7 +4,18 @@
  * actor's context — because copying a 256-entry array on every op and every commit was a
  * large share of the server's garbage at load (see bench/README.md).
  */
-import type { LoggedOp } from './miniappSession.ts';
+import type { AppliedOp } from './miniappFrames.ts';
+import type { Path } from './ops.ts';
+
+/** An op in the session's log. */
+export interface LoggedOp extends AppliedOp {
+  /** What it touched, with items that carry an id addressed by id. */
+  touched: Path;
+  /** The socket that sent it (ops from one socket never conflict). */
+  conn?: string;
+  /** The state after it, kept only until it is committed. */
+  state?: unknown;
+}
 
 export class OpLog {
   private entries: LoggedOp[];

@@ -14,7 +14,6 @@ import {
   decideResume,
   historyNeededAfter,
   LOG_WINDOW,
-  type LoggedOp,
   MAX_STALE_VERSIONS,
   type MiniappContext,
   type OpsRequest,
@@ -22,7 +21,7 @@ import {
   type ResumeRequest,
   snapshotFrame,
 } from './miniappSession.ts';
-import { OpLog } from './OpLog.ts';
+import { type LoggedOp, OpLog } from './OpLog.ts';
 
 export interface MiniappInput {
   sessionId: string;

@@ -7,18 +7,8 @@
 import { Codes } from '../src/errors.ts';
 import { miniapps } from './apps/index.ts';
 import type { AppliedOp, ServerFrame } from './miniappFrames.ts';
-import type { OpLog } from './OpLog.ts';
-import { applyOp, claimedPath, type Op, overlaps, type Path } from './ops.ts';
-
-/** An op in the session's log. */
-export interface LoggedOp extends AppliedOp {
-  /** What it touched, with items that carry an id addressed by id. */
-  touched: Path;
-  /** The socket that sent it (ops from one socket never conflict). */
-  conn?: string;
-  /** The state after it, kept only until it is committed. */
-  state?: unknown;
-}
+import type { LoggedOp, OpLog } from './OpLog.ts';
+import { applyOp, claimedPath, type Op, overlaps } from './ops.ts';
 
 export interface MiniappContext {
   sessionId: string;

@@ -5,20 +5,23 @@
  */
 import { type AnyActorRef, createActor, fromPromise } from 'xstate';
 import {
-  type ConversationCommit,
-  type ConversationContext,
-  type ConversationEvent,
-  type ConversationOutput,
   conversationMachine,
-  type InboundAttachment,
   inboundId,
-  type MessageRow,
-  type Moderation,
-  type Recall,
   type RecallInput,
   upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
+import { isGroupKey } from '../../actors/conversationKey.ts';
 import { FORGOTTEN_REPLY, PHOTO_PENDING, PHOTO_UNSEEN } from '../../actors/conversationRules.ts';
+import type {
+  ConversationCommit,
+  ConversationContext,
+  ConversationEvent,
+  ConversationOutput,
+  InboundAttachment,
+  MessageRow,
+  Moderation,
+  Recall,
+} from '../../actors/conversationTypes.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';
 import type { ActorHost, ActorKind } from '../host/createActorHost.ts';
@@ -301,10 +304,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     onStopped(key, output) {
       const { reason, message } = output as ConversationOutput;
       if (reason !== 'passivated') {
-        log.warn(
-          { conversation: key.startsWith('group_') ? 'group' : 'direct', reason, message },
-          'conversation stopped',
-        );
+        log.warn({ conversation: isGroupKey(key) ? 'group' : 'direct', reason, message }, 'conversation stopped');
         deps.onFailed(key);
       }
     },

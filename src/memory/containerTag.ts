@@ -4,15 +4,14 @@
  * chat, `group_{chat_guid}` for a group. The memory store takes nothing else, so no code path
  * can read one chat's memories while answering another.
  */
+import { isConversationKey } from '../../actors/conversationKey.ts';
+
 declare const brand: unique symbol;
 
 export type ContainerTag = string & { readonly [brand]: 'ContainerTag' };
 
-const DIRECT = /^user_\+[1-9]\d{6,14}_persona_[a-z][a-z0-9_-]{0,63}$/;
-const GROUP = /^group_.{1,200}$/s;
-
 export function isContainerTag(value: string): value is ContainerTag {
-  return DIRECT.test(value) || GROUP.test(value);
+  return isConversationKey(value);
 }
 
 /** The container of a conversation; throws for anything that is not a conversation key. */

@@ -11,7 +11,7 @@
  * in-memory state is dropped and every unacknowledged send is read again from the database;
  * sends not acknowledged within RELAY_REDELIVER_MS are delivered again.
  */
-import type { SendFrame } from '../../actors/conversation.machine.ts';
+import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';

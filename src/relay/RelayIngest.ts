@@ -8,7 +8,7 @@
  * against that row: it waits RELAY_RETRY_BACKOFF_MS × 2^(attempts − 1) before the sweep
  * delivers it again, and is `failed` after RELAY_MAX_ATTEMPTS (listed and retried by admins).
  */
-import type { Inbound, InboundMessage } from '../../actors/conversation.machine.ts';
+import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
 import { isAppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';

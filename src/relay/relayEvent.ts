@@ -4,6 +4,7 @@
  * per server. Every string is `text()`: well-formed, without U+0000, or refused here.
  */
 import { z } from 'zod';
+import { directKey, groupKey } from '../../actors/conversationKey.ts';
 import { text } from '../../actors/wellFormedText.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
@@ -134,5 +135,5 @@ export function parseRelayEvent(schema: RelayEventSchema, value: unknown): Relay
 
 /** The conversation (and memory container) of an event: direct chats are per sender and persona. */
 export function conversationKeyOf(e: Pick<RelayEvent, 'chat' | 'sender' | 'persona'>): string {
-  return e.chat.group ? `group_${e.chat.guid}` : `user_${e.sender}_persona_${e.persona}`;
+  return e.chat.group ? groupKey(e.chat.guid) : directKey(e.sender, e.persona);
 }

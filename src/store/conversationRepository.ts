@@ -2,8 +2,9 @@
  * Conversations in PostgreSQL: the group-commit writer of everything one processed message
  * changes, and the reads the conversation actor and the history endpoint need.
  */
-import type { ConversationCommit, MessageRow } from '../../actors/conversation.machine.ts';
+
 import { FORGOTTEN_REPLY, SAFETY_REPLIES, STAGES } from '../../actors/conversationRules.ts';
+import type { ConversationCommit, MessageRow } from '../../actors/conversationTypes.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';

@@ -1,5 +1,6 @@
 /** Miniapp sessions, participants and ops in PostgreSQL. */
-import { type LoggedOp, MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
+import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
+import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query, transaction } from './pool.ts';

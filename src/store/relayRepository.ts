@@ -2,7 +2,7 @@
  * The relay's inbox (idempotent ingest; attempts, backoff and `failed` for events that keep
  * failing) and outbox (ordered, acknowledged delivery), and their retention.
  */
-import type { SendFrame } from '../../actors/conversation.machine.ts';
+import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';
 

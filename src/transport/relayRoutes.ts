@@ -1,5 +1,6 @@
 /** `POST /v1/relay/events` and `GET /v1/conversations/:key/messages` (PROTOCOL.md). */
 import { z } from 'zod';
+import { isDirectKeyOf } from '../../actors/conversationKey.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import { AppError } from '../errors.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
@@ -87,7 +88,7 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
       } catch {
         throw new AppError('validation_failed', 'key: not a valid URL-encoded key', { path: ['key'] });
       }
-      if (claims.role !== 'admin' && !key.startsWith(`user_${claims.sub}_persona_`)) {
+      if (claims.role !== 'admin' && !isDirectKeyOf(key, claims.sub)) {
         throw new AppError('forbidden', 'only an admin or the person of a direct conversation may read it');
       }
       const q = parseWith(pageSchema, Object.fromEntries(req.query));

@@ -5,7 +5,7 @@
  * relay answers each with `ack`.
  */
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
-import type { SendFrame } from '../../actors/conversation.machine.ts';
+import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
 import { Codes, isAppError } from '../errors.ts';

@@ -1,6 +1,6 @@
 /** A test relay: events over HTTP or the socket, and a socket that collects (and acks) sends. */
 import WebSocket from 'ws';
-import type { SendFrame } from '../../actors/conversation.machine.ts';
+import type { SendFrame } from '../../actors/conversationTypes.ts';
 import { type ApiResponse, api } from './http.ts';
 
 let counter = 0;

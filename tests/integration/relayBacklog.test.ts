@@ -6,7 +6,7 @@
  * The 100,000-send variant belongs to the longer hostile run; 20,000 here.
  */
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import type { ConversationCommit } from '../../actors/conversation.machine.ts';
+import type { ConversationCommit } from '../../actors/conversationTypes.ts';
 import type { ActorHost } from '../../src/host/createActorHost.ts';
 import type { RateLimiter } from '../../src/limits/RateLimiter.ts';
 import { createLogger } from '../../src/observability/logger.ts';

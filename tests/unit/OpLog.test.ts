@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { LoggedOp } from '../../actors/miniappSession.ts';
-import { OpLog } from '../../actors/OpLog.ts';
+import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 
 const entry = (version: number, by = 'ann', opId = `o${version}`): LoggedOp => ({
   opId,

@@ -1,18 +1,17 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type AnyActorRef, createActor, fromPromise, toPromise } from 'xstate';
-import {
-  buildCommit,
-  type ConversationCommit,
-  type ConversationContext,
-  conversationMachine,
-  type InboundAttachment,
-  type InboundMessage,
-  type Moderation,
-  type Recall,
-  type ReplyKind,
-} from '../../actors/conversation.machine.ts';
+import { buildCommit, conversationMachine } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
+import type {
+  ConversationCommit,
+  ConversationContext,
+  InboundAttachment,
+  InboundMessage,
+  Moderation,
+  Recall,
+  ReplyKind,
+} from '../../actors/conversationTypes.ts';
 
 const ALICE = '+15551234567';
 const BOB = '+15557654321';

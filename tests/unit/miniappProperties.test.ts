@@ -19,14 +19,13 @@ import {
   decideResume,
   historyNeededAfter,
   LOG_WINDOW,
-  type LoggedOp,
   type MiniappContext,
   needsHistory,
   type OpRequest,
   onlineUsers,
   snapshotFrame,
 } from '../../actors/miniappSession.ts';
-import { OpLog } from '../../actors/OpLog.ts';
+import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 import { applyOp, claimedPath, type Op, overlaps, type Path } from '../../actors/ops.ts';
 import { validate } from '../../actors/schema.ts';
 import { deepFreeze, Rng, randomOp, type Trip, tripStateArb } from './tripPlannerArbitraries.ts';

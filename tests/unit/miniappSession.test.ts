@@ -10,14 +10,13 @@ import {
   decideResume,
   type Effect,
   LOG_WINDOW,
-  type LoggedOp,
   type MiniappContext,
   needsHistory,
   type OpRequest,
   onlineUsers,
   snapshotFrame,
 } from '../../actors/miniappSession.ts';
-import { OpLog } from '../../actors/OpLog.ts';
+import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 import { applyOp, type Op } from '../../actors/ops.ts';
 import { Codes } from '../../src/errors.ts';
 import { day, item, type Trip, trip } from './tripPlannerArbitraries.ts';

@@ -7,7 +7,7 @@
  * but not shown twice.
  */
 import WebSocket from 'ws';
-import type { SendFrame } from '../../../actors/conversation.machine.ts';
+import type { SendFrame } from '../../../actors/conversationTypes.ts';
 
 export type { SendFrame };
 

@@ -137,86 +137,8 @@ const envSchema = z.object({
 
 export type Env = z.input<typeof envSchema>;
 
-export interface Config {
-  port: number;
-  /** Where `/metrics` is served when not on `port` (METRICS_PORT, METRICS_HOST). */
-  metrics: { port: number; host: string } | undefined;
-  host: string;
-  nodeId: string;
-  logLevel: string;
-  logFormat: 'pretty' | 'json';
-  databaseUrl: string | undefined;
-  dataDir: string;
-  embeddedPgPort: number;
-  redisUrl: string | undefined;
-  redisPrefix: string;
-  pg: {
-    max: number;
-    connectionTimeoutMillis: number;
-    idleTimeoutMillis: number;
-    maxLifetimeSeconds: number;
-    statementTimeoutMs: number;
-    keepAliveInitialDelayMillis: number;
-    applicationName: string;
-  };
-  groupCommit: { maxBatch: number; maxBytes: number; attempts: number; lanes: number };
-  jwt: {
-    secret: string | undefined;
-    jwksUrl: string | undefined;
-    issuer: string;
-    audience: string;
-    clockToleranceS: number;
-  };
-  actorIdleMs: number;
-  actorMaxActivations: number;
-  ops: { retentionHours: number; pruneEveryMs: number };
-  limits: {
-    maxBodyBytes: number;
-    maxTextChars: number;
-    maxAttachmentBytes: number;
-    maxFrameBytes: number;
-    maxOpsPerSecond: number;
-    upgradesPerIpPerSecond: number;
-    upgradesBurst: number;
-    httpRequestsPerIpPerSecond: number;
-    httpRequestsBurst: number;
-    bodiesInFlightPerIp: number;
-    maxSocketsPerUser: number;
-    maxSocketsPerSession: number;
-  };
-  ws: { idleTimeoutS: number; maxBackpressureBytes: number };
-  shutdownTimeoutMs: number;
-  allowUwsFallback: boolean;
-  openai: {
-    apiKey: string | undefined;
-    baseUrl: string | undefined;
-    model: string;
-    visionModel: string;
-    moderationModel: string;
-    timeoutMs: number;
-    breakerFailures: number;
-    breakerHalfOpenMs: number;
-  };
-  photoWaitMs: number;
-  photoLateMs: number;
-  relay: {
-    mediaHosts: string[];
-    senderPerMinute: number;
-    senderBurst: number;
-    burstQuietMs: number;
-    eventsPerSecond: number;
-    eventsBurst: number;
-    redeliverMs: number;
-    inboxSweepMs: number;
-    maxAttempts: number;
-    retryBackoffMs: number;
-    sendWindow: number;
-    inboxRetentionHours: number;
-    attachmentRetentionMinutes: number;
-    outboxRetentionHours: number;
-    retentionEveryMs: number;
-  };
-}
+/** The server's configuration, as `configFrom` builds it from the checked environment. */
+export type Config = ReturnType<typeof configFrom>;
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -260,7 +182,50 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.DATABASE_URL && !/^postgres(ql)?:/.test(e.DATABASE_URL)) {
     throw new ConfigError('invalid configuration: DATABASE_URL must be a postgres:// URL');
   }
-  const config: Config = {
+  const config = configFrom(e);
+  return deepFreeze(config);
+}
+
+/** Variables whose whole value is a secret: never echoed. */
+const SECRET_VARIABLE = /SECRET|PASSWORD|API_KEY|TOKEN|VAULT_KEYS/;
+
+/**
+ * A value as it may appear in an error: secrets hidden, and the password of anything shaped
+ * like a URL with credentials (`scheme://user:password@host`, even when it does not parse)
+ * replaced by `***`. Everything between the user name and the last `@` is taken as the password.
+ */
+export function redactValue(name: string, value: string): string {
+  if (SECRET_VARIABLE.test(name)) return '(hidden)';
+  const at = value.lastIndexOf('@');
+  if (at < 0) return value;
+  const slashes = value.indexOf('//');
+  const start = slashes >= 0 && slashes < at ? slashes + 2 : 0;
+  const userinfo = value.slice(start, at);
+  const colon = userinfo.indexOf(':');
+  const shown = colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***';
+  return `${value.slice(0, start)}${shown}${value.slice(at)}`;
+}
+
+/** `https:`, or `http:` to this machine only (127.0.0.1, ::1, localhost). */
+function isHttpsOrLoopback(url: string): boolean {
+  const u = new URL(url);
+  if (u.protocol === 'https:') return true;
+  return u.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
+}
+
+function deepFreeze<T extends object>(obj: T): Readonly<T> {
+  for (const value of Object.values(obj)) {
+    if (value && typeof value === 'object') deepFreeze(value);
+  }
+  return Object.freeze(obj);
+}
+
+/** Names and defaults of every variable, for `archety --help` and the README test. */
+export const configVariables: readonly string[] = Object.keys(envSchema.shape);
+
+/** The configuration of a checked environment: its type is `Config`, so the two never drift apart. */
+function configFrom(e: z.output<typeof envSchema>) {
+  return {
     port: e.PORT,
     metrics: e.METRICS_PORT === undefined ? undefined : { port: e.METRICS_PORT, host: e.METRICS_HOST },
     host: e.HOST,
@@ -346,42 +311,4 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retentionEveryMs: e.RELAY_RETENTION_EVERY_MS,
     },
   };
-  return deepFreeze(config);
 }
-
-/** Variables whose whole value is a secret: never echoed. */
-const SECRET_VARIABLE = /SECRET|PASSWORD|API_KEY|TOKEN|VAULT_KEYS/;
-
-/**
- * A value as it may appear in an error: secrets hidden, and the password of anything shaped
- * like a URL with credentials (`scheme://user:password@host`, even when it does not parse)
- * replaced by `***`. Everything between the user name and the last `@` is taken as the password.
- */
-export function redactValue(name: string, value: string): string {
-  if (SECRET_VARIABLE.test(name)) return '(hidden)';
-  const at = value.lastIndexOf('@');
-  if (at < 0) return value;
-  const slashes = value.indexOf('//');
-  const start = slashes >= 0 && slashes < at ? slashes + 2 : 0;
-  const userinfo = value.slice(start, at);
-  const colon = userinfo.indexOf(':');
-  const shown = colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***';
-  return `${value.slice(0, start)}${shown}${value.slice(at)}`;
-}
-
-/** `https:`, or `http:` to this machine only (127.0.0.1, ::1, localhost). */
-function isHttpsOrLoopback(url: string): boolean {
-  const u = new URL(url);
-  if (u.protocol === 'https:') return true;
-  return u.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
-}
-
-function deepFreeze<T extends object>(obj: T): Readonly<T> {
-  for (const value of Object.values(obj)) {
-    if (value && typeof value === 'object') deepFreeze(value);
-  }
-  return Object.freeze(obj);
-}
-
-/** Names and defaults of every variable, for `archety --help` and the README test. */
-export const configVariables: readonly string[] = Object.keys(envSchema.shape);

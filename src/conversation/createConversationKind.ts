@@ -3,7 +3,7 @@
  * the machine's services bound to the brain, the memory store, media, the group commit and
  * the outbox.
  */
-import { type AnyActorRef, createActor, fromPromise } from 'xstate';
+import { type AnyActorRef, createActor, fromPromise, type Snapshot } from 'xstate';
 import {
   conversationMachine,
   inboundId,
@@ -296,7 +296,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         delays: { burstQuiet: deps.burstQuietMs },
       });
       const actor = stored
-        ? createActor(machine, { snapshot: upgradeSnapshot(stored) as never, input: { key } })
+        ? createActor(machine, { snapshot: upgradeSnapshot(stored) as Snapshot<unknown>, input: { key } })
         : createActor(machine, { input: { key } });
       return actor;
     },

@@ -10,7 +10,7 @@
  */
 import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
-import { isAppError } from '../errors.ts';
+import { type ErrorCode, isAppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
 import { withContext } from '../observability/context.ts';
@@ -25,7 +25,7 @@ export const INBOX = 'inbox';
 export interface IngestResult {
   accepted: string[];
   duplicates: string[];
-  rejected: { index: number; id?: string; error: { code: string; message: string; path?: (string | number)[] } }[];
+  rejected: { index: number; id?: string; error: { code: ErrorCode; message: string; path?: (string | number)[] } }[];
 }
 
 export interface RelayIngestDeps {

@@ -61,7 +61,7 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
       const result = await ingest.ingest(events);
       if (!batch && result.rejected.length) {
         const { error } = result.rejected[0];
-        throw new AppError(error.code as never, error.message, { path: error.path ?? [] });
+        throw new AppError(error.code, error.message, { path: error.path ?? [] });
       }
       if (result.accepted.length + result.duplicates.length === 0) {
         return {

@@ -52,7 +52,7 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
       else if (result.duplicates.length) endpoint.send(ws, { type: 'duplicate', id: result.duplicates[0] });
       else {
         const { error } = result.rejected[0];
-        endpoint.badFrame(ws, error.code as never, error.path?.length ? `${error.message}` : error.message, id);
+        endpoint.badFrame(ws, error.code, error.path?.length ? `${error.message}` : error.message, id);
       }
     } catch (err) {
       if (isAppError(err)) {

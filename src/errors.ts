@@ -42,6 +42,11 @@ export const errorCatalog = {
     status: 409,
     description: 'The ops since `baseVersion` are no longer kept; resync (a snapshot) and re-apply the edit.',
   },
+  share_links_unavailable: {
+    status: 501,
+    description:
+      'This server verifies tokens with `JWT_JWKS_URL`, so it cannot mint share links; mint a token with `sid` where tokens are issued.',
+  },
   // Relay and conversations
   unknown_event_type: { status: 400, description: 'A relay event has a `type` this server does not take.' },
   batch_too_large: { status: 400, description: 'More than 100 events in one batch; nothing was stored.' },
@@ -65,7 +70,7 @@ export const Codes = Object.freeze(
   Object.fromEntries(Object.keys(errorCatalog).map((k) => [k, k])) as { [K in ErrorCode]: K },
 );
 
-/** WebSocket close codes (RFC 6455 and PROTOCOL.md). */
+/** WebSocket close codes (RFC 6455 and docs/protocol.md). */
 export const CloseCodes = {
   goingAway: 1001,
   invalidPayload: 1007,
@@ -95,7 +100,7 @@ export class AppError extends Error {
     this.retryAfter = options.retryAfter;
   }
 
-  /** The JSON error body of PROTOCOL.md. */
+  /** The JSON error body of docs/protocol.md. */
   toBody(): { error: { code: string; message: string; path?: (string | number)[] } } {
     return { error: { code: this.code, message: this.message, ...(this.path ? { path: this.path } : {}) } };
   }

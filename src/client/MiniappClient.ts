@@ -1,5 +1,5 @@
 /**
- * The typed client SDK for `/v1/miniapp/:sessionId` (PROTOCOL.md). Works in the browser and
+ * The typed client SDK for `/v1/miniapp/:sessionId` (docs/protocol.md). Works in the browser and
  * in Node (pass a WebSocket implementation such as `ws` where there is no global one).
  *
  * It keeps two states: `confirmed` (the server's, at `version`, built only from snapshots and
@@ -9,6 +9,12 @@
  * re-checks the others against what others did meanwhile (the same field-level rule the
  * server applies), resends those that do not clash and reports the rest as conflicts, with
  * the edit kept so the person can re-apply it. No edit is dropped silently.
+ *
+ * An edit's `baseVersion` is the version the person saw when they began it (`apply`'s
+ * `baseVersion` option: the page passes the version at a field's first keystroke), not the
+ * version when it is sent: otherwise an edit typed while someone else changed the same field
+ * would silently overwrite theirs. A `conflict` lists only the ops that clash with the edit
+ * (overlapping paths, not sent by this client), whatever else the server's frame holds.
  */
 import { miniapps } from '../../actors/apps/index.ts';
 import type { AppliedOp, ClientFrame, ServerFrame } from '../../actors/miniappFrames.ts';
@@ -53,7 +59,10 @@ export interface PendingEdit {
 export interface ConflictEvent {
   /** The edit that was not applied; re-apply it with `apply(edit.op)` if still wanted. */
   edit: PendingEdit;
-  /** Ops by others that touched the same fields since the edit's base version. */
+  /**
+   * The ops that touched the same fields since the edit's base version and were not sent by
+   * this client (an op `by` this client's user came from another connection of theirs).
+   */
   ops: AppliedOp[];
   /** True when the edit's fate could not be learned (its history is gone). */
   unconfirmed?: boolean;
@@ -80,6 +89,11 @@ const RETRYABLE = new Set(['rate_limited', 'db_unavailable', 'session_unavailabl
 const RETRY_DELAY_MS = 500;
 /** After this many transient refusals an edit is reported as refused. */
 const MAX_RETRIES = 5;
+/**
+ * Applied ops (and this client's own op ids) kept to check edits against after a reconnect;
+ * the server keeps at least as many versions (its `MAX_STALE_VERSIONS`).
+ */
+const HISTORY = 1000;
 
 function randomId(): string {
   const c = globalThis.crypto;
@@ -107,11 +121,12 @@ export class MiniappClient {
   private stopped = false;
   /** Set after a reconnect until the history (since, upTo] has arrived. */
   private resuming: { since: number; upTo: number } | null = null;
-  /** Applied ops since the oldest pending edit's base version. */
+  /** The last `HISTORY` applied ops known to this client, without a gap, all after version `recentFrom`. */
   private readonly recent: AppliedOp[] = [];
+  private recentFrom = -1;
   /** Transient refusals per pending edit. */
   private readonly retries = new Map<string, number>();
-  /** Ids of edits this client sent while some are pending. */
+  /** Ids of the last `HISTORY` edits this client sent (they never clash with its later edits). */
   private readonly sent = new Set<string>();
   private hadSnapshot = false;
 
@@ -131,18 +146,25 @@ export class MiniappClient {
   }
 
   /**
-   * Applies an edit locally at once and sends it. Throws when the edit is invalid for the
-   * app's schema against the current view (nothing is sent then).
+   * Applies an edit locally at once and sends it. `baseVersion` is the version the edit was
+   * begun from (default: the current one); an older one lets the server answer `conflict`
+   * when someone else changed the same field since. Throws when the edit is invalid for the
+   * app's schema against the current view, or the base is not a version this client has seen
+   * (nothing is sent then).
    */
-  apply(op: Op): PendingEdit {
+  apply(op: Op, options: { baseVersion?: number } = {}): PendingEdit {
     if (this.version < 0) throw new Error('not connected yet: wait for the first snapshot');
+    const baseVersion = options.baseVersion ?? this.version;
+    if (!Number.isInteger(baseVersion) || baseVersion < 0 || baseVersion > this.version) {
+      throw new Error(`baseVersion ${baseVersion} is not a version between 0 and ${this.version}`);
+    }
     if (this.schema) {
       const local = applyOp(this.schema, this.view, op);
       if (!local.ok) throw new Error(local.message);
     }
-    const edit: PendingEdit = { opId: randomId(), op, baseVersion: this.version };
+    const edit: PendingEdit = { opId: randomId(), op, baseVersion };
     this.pending.push(edit);
-    this.sent.add(edit.opId);
+    this.markSent(edit.opId);
     this.recompute();
     if (this.ready()) this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op });
     return edit;
@@ -245,7 +267,8 @@ export class MiniappClient {
         if (i < 0) return;
         const [edit] = this.pending.splice(i, 1);
         this.recompute();
-        this.emit('conflict', { edit, ops: frame.ops });
+        // The server's frame lists every op since the base (this socket's own included).
+        this.emit('conflict', { edit, ops: this.clashesWith(edit, frame.ops) });
         return;
       }
       case 'presence':
@@ -305,6 +328,8 @@ export class MiniappClient {
   }
 
   private takeSnapshot(frame: Extract<ServerFrame, { type: 'snapshot' }>): void {
+    // After a reconnect `recent` stays: a resume's history continues it (`remember`).
+    if (this.recent.length === 0) this.recentFrom = frame.version;
     this.confirmed = frame.state;
     this.version = frame.version;
     this.participants = frame.participants;
@@ -346,17 +371,37 @@ export class MiniappClient {
     this.emit('applied', applied);
   }
 
-  /** Keeps applied ops while edits are pending: a reconnect re-checks them against these. */
+  /**
+   * Keeps the last applied ops: after a reconnect, pending edits (whose base may be older than
+   * when they were sent) are checked against them. A resume's history fills the gap the
+   * snapshot left (`recentFrom`), in order.
+   */
   private remember(op: AppliedOp): void {
-    if (this.pending.length === 0) {
+    if (this.pending.length === 0) this.retries.clear();
+    const last = this.recent.length ? this.recent[this.recent.length - 1].version : this.recentFrom;
+    if (op.version <= last) return;
+    if (op.version !== last + 1) {
       this.recent.length = 0;
-      this.sent.clear();
-      this.retries.clear();
-      return;
+      this.recentFrom = op.version - 1;
     }
-    const oldestBase = Math.min(...this.pending.map((p) => p.baseVersion));
     this.recent.push(op);
-    while (this.recent.length && this.recent[0].version <= oldestBase) this.recent.shift();
+    if (this.recent.length > HISTORY) this.recentFrom = (this.recent.shift() as AppliedOp).version;
+  }
+
+  private markSent(opId: string): void {
+    this.sent.add(opId);
+    if (this.sent.size > HISTORY) this.sent.delete(this.sent.values().next().value as string);
+  }
+
+  /** The ops of `ops` after the edit's base that touched its fields and were not sent by this client. */
+  private clashesWith(edit: PendingEdit, ops: AppliedOp[]): AppliedOp[] {
+    const claimed = this.schema ? claimedPath(this.schema, edit.op) : undefined;
+    return ops.filter(
+      (h) =>
+        h.version > edit.baseVersion &&
+        !this.sent.has(h.opId) &&
+        (!this.schema || !claimed || overlaps(claimedPath(this.schema, h.op), claimed)),
+    );
   }
 
   /**
@@ -367,15 +412,16 @@ export class MiniappClient {
   private rebasePending(): void {
     const landed = new Set(this.recent.map((h) => h.opId));
     const kept: PendingEdit[] = [];
+    const last = this.recent.length ? this.recent[this.recent.length - 1].version : this.recentFrom;
+    const keptFrom = last === this.version ? this.recentFrom : Number.POSITIVE_INFINITY;
     for (const edit of this.pending) {
       if (landed.has(edit.opId)) continue;
-      const claimed = this.schema ? claimedPath(this.schema, edit.op) : [];
-      const clash = this.recent.filter(
-        (h) =>
-          h.version > edit.baseVersion &&
-          !this.sent.has(h.opId) &&
-          (!this.schema || overlaps(claimedPath(this.schema, h.op), claimed)),
-      );
+      if (edit.baseVersion < keptFrom) {
+        // Older than what this client kept: the server checks it against its own history.
+        kept.push(edit);
+        continue;
+      }
+      const clash = this.clashesWith(edit, this.recent);
       if (clash.length) this.emit('conflict', { edit, ops: clash });
       else kept.push({ ...edit, baseVersion: this.version });
     }

@@ -1,7 +1,7 @@
 /**
  * HTTP on uWebSockets.js: a small router whose handlers are async functions from a copied
  * request to a reply. This file is the HTTP error boundary: every error becomes the JSON
- * error body of PROTOCOL.md, every response carries `x-request-id`, and the request id is the
+ * error body of docs/protocol.md, every response carries `x-request-id`, and the request id is the
  * correlation id of every log line written while it is handled.
  *
  * It is also the edge a hostile client meets first: each client address has a request rate
@@ -83,6 +83,7 @@ const STATUS_TEXT: Record<number, string> = {
   422: 'Unprocessable Entity',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
+  501: 'Not Implemented',
   503: 'Service Unavailable',
 };
 

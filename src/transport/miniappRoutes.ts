@@ -1,4 +1,11 @@
-/** The miniapp HTTP API (PROTOCOL.md) and the trip-planner page. */
+/**
+ * The miniapp HTTP API (docs/protocol.md) and the web pages: the landing page (`GET /`: create a
+ * trip, list yours) and the trip-planner page (`GET /miniapp/:id`), both one HTML shell and one
+ * script that reads its token from the URL fragment or the tab's sessionStorage, never a query.
+ *
+ * Bodies are strict: an unknown field (e.g. `"members"` instead of `"participants"`) is refused
+ * 400 `validation_failed` with its `path`, never silently ignored.
+ */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { miniapps } from '../../actors/apps/index.ts';
@@ -18,14 +25,21 @@ import { parseWith } from './validate.ts';
 
 const userId = text().min(1).max(200);
 
-const createSchema = z.object({
-  app: text().min(1).max(100),
-  title: text().min(1).max(200).optional(),
-  chat: text().min(1).max(200).optional(),
-  participants: z.array(userId).max(100).optional(),
-});
+const createSchema = z
+  .object({
+    app: text().min(1).max(100),
+    title: text().min(1).max(200).optional(),
+    chat: text().min(1).max(200).optional(),
+    participants: z.array(userId).max(100).optional(),
+  })
+  .strict();
 
-const participantSchema = z.object({ user: userId });
+const participantSchema = z.object({ user: userId }).strict();
+
+/** The page of a session, as a path without any token (the page takes its token from the fragment). */
+export function pageUrl(sessionId: string): string {
+  return `/miniapp/${encodeURIComponent(sessionId)}`;
+}
 
 export interface MiniappRoutesDeps {
   router: Router;
@@ -36,22 +50,26 @@ export interface MiniappRoutesDeps {
   page: MiniappPage;
 }
 
-/** Largest body of the `/v1/miniapps` routes (PROTOCOL.md), or `MAX_BODY_BYTES` when that is smaller. */
+/** Largest body of the `/v1/miniapps` routes (docs/protocol.md), or `MAX_BODY_BYTES` when that is smaller. */
 export const MINIAPP_BODY_BYTES = 64 * 1024;
 
 export function newSessionId(): string {
   return `ms_${randomBytes(12).toString('base64url')}`;
 }
 
-export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
-  const { router, verify, repo, host, metrics, page } = deps;
-  /** Guard: a `user` token; a `sid` token only where `readsOwnSession` (GET of that session). */
+/**
+ * The guards of the miniapp routes, decided from the request line and headers alone. `asUser`:
+ * a `user` token (a `sid` token only where `readsOwnSession`: GET of that session).
+ * `participant`: also 404 for an unknown session, 403 unless a participant (or the holder of
+ * its `sid` token); the session id is the route's first parameter.
+ */
+export function miniappGuards(deps: Pick<MiniappRoutesDeps, 'verify' | 'metrics' | 'repo'>) {
+  const { verify, metrics, repo } = deps;
   const asUser = (req: RequestHead, options: { readsOwnSession?: boolean } = {}) =>
     authenticateRequest(verify, metrics, req.headers, ['user'], {
       session: options.readsOwnSession ? req.params[0] : undefined,
     });
 
-  /** 404 for an unknown session, 403 unless a participant (or the holder of its `sid` token). */
   async function authorize(claims: Claims, sessionId: string): Promise<Claims> {
     const access = await repo.access(sessionId, claims.sub);
     if (!access.exists) throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
@@ -61,11 +79,16 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     return claims;
   }
 
-  /** Guard of the routes of one session: authenticated and authorized before any body is read. */
   const participant =
     (options: { readsOwnSession?: boolean } = {}) =>
     async (req: RequestHead) =>
       authorize(await asUser(req, options), req.params[0]);
+  return { asUser, participant };
+}
+
+export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
+  const { router, repo, host, page } = deps;
+  const { asUser, participant } = miniappGuards(deps);
 
   const read = (id: string) => host.ask<MiniappView>(MINIAPP, id, (reply) => ({ type: 'read', reply }));
 
@@ -87,7 +110,7 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
       const id = newSessionId();
       const participants = [...new Set([claims.sub, ...(body.participants ?? [])])];
       await repo.create({ id, app: app.name, owner: claims.sub, chat: body.chat ?? null, state, participants });
-      return { status: 201, body: { id, app: app.name, version: 0, state, participants } };
+      return { status: 201, body: { id, app: app.name, version: 0, state, participants, url: pageUrl(id) } };
     },
     { guard: (req: RequestHead) => asUser(req), maxBodyBytes: MINIAPP_BODY_BYTES },
   );
@@ -112,7 +135,7 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     { guard: participant(), maxBodyBytes: MINIAPP_BODY_BYTES },
   );
 
-  router.get('/miniapp/:id', () => ({
+  const servePage = () => ({
     status: 200,
     raw: page.html,
     headers: {
@@ -122,7 +145,9 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
         "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'",
       'referrer-policy': 'no-referrer',
     },
-  }));
+  });
+  router.get('/', servePage);
+  router.get('/miniapp/:id', servePage);
 
   router.get('/miniapp-assets/client.js', async () => ({
     status: 200,

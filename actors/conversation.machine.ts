@@ -188,6 +188,8 @@ const base = setup({
   actions: {
     /** After the commit: hand the reply to the outbox, count the outcome. */
     committed: (_, _params: { commit: ConversationCommit; replyKind: ReplyKind }) => {},
+    /** An inbox row redelivered after it was processed here: nothing to do, but it is no longer in flight. */
+    skipped: (_, _params: { seq: number }) => {},
   },
   guards: {
     alreadyProcessed: ({ context, event }) => event.type === 'inbound' && context.processed.includes(event.seq),
@@ -245,7 +247,10 @@ export const conversationMachine = base.createMachine({
     idle: {
       on: {
         inbound: [
-          { guard: 'alreadyProcessed' },
+          {
+            guard: 'alreadyProcessed',
+            actions: { type: 'skipped', params: ({ event }) => ({ seq: (event as Inbound).seq }) },
+          },
           { target: 'screening', actions: assign({ work: ({ event }) => newWork(event as Inbound) }) },
         ],
         passivate: { target: 'stopped', actions: assign({ stop: { reason: 'passivated' } }) },

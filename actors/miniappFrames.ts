@@ -1,4 +1,4 @@
-/** The frames of `/v1/miniapp/:sessionId` (PROTOCOL.md), shared by the server and the client SDK. */
+/** The frames of `/v1/miniapp/:sessionId` (docs/protocol.md), shared by the server and the client SDK. */
 import type { Op } from './ops.ts';
 
 export interface AppliedOp {

@@ -1,5 +1,5 @@
 /**
- * JSON edits on a miniapp's state (PROTOCOL.md, "Ops"), applied immutably with structural
+ * JSON edits on a miniapp's state (docs/protocol.md, "Ops"), applied immutably with structural
  * sharing, checked against the app's schema where they land, and the paths they touch for
  * field-level optimistic locking. Shared by the server's actor and the client SDK, so both
  * replay ops to the same state.

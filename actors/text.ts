@@ -2,7 +2,7 @@
  * Well-formed text: what PostgreSQL's `text` and `jsonb` can hold. Both refuse U+0000 and
  * lone surrogates, and they would do so late, inside a transaction shared with other
  * clients' writes; so every string a client sends is checked against this at the edge
- * (PROTOCOL.md "Tenancy and hostile input") and refused alone. No imports: the client SDK
+ * (docs/protocol.md "Tenancy and hostile input") and refused alone. No imports: the client SDK
  * bundles it.
  */
 

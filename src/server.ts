@@ -3,36 +3,24 @@
  * actor host with its kinds, HTTP routes and WebSocket endpoints on uWebSockets.js; and its
  * graceful shutdown.
  */
-import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { TemplatedApp, us_listen_socket, us_socket } from 'uWebSockets.js';
 import { MAX_STALE_VERSIONS } from '../actors/miniappSession.ts';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
-import { createOfflineBrain } from './brain/offlineBrain.ts';
-import { createOpenAIBrain } from './brain/openaiBrain.ts';
-import { createResilience } from './brain/resilience.ts';
 import type { Config } from './config.ts';
-import { createConversationKind } from './conversation/createConversationKind.ts';
 import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
-import { createLocalRateLimiter } from './limits/RateLimiter.ts';
-import { MemoryStore } from './memory/MemoryStore.ts';
 import { createMiniappKind } from './miniapp/createMiniappKind.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
-import { createMediaFetcher } from './relay/fetchMedia.ts';
-import { OutboxDispatcher } from './relay/OutboxDispatcher.ts';
-import { RelayIngest } from './relay/RelayIngest.ts';
-import { limitsFrom, relayEventSchema } from './relay/relayEvent.ts';
-import { startRelayRetention } from './relay/relayRetention.ts';
-import { ConversationRepository } from './store/conversationRepository.ts';
+import { createRelay } from './relay/createRelay.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
 import { leaseEpochs } from './store/leases.ts';
 import { migrate } from './store/migrate.ts';
 import { MiniappRepository } from './store/miniappRepository.ts';
 import { createPool, type Pool, poolStats } from './store/pool.ts';
-import { RelayRepository } from './store/relayRepository.ts';
 import { registerAdminRoutes } from './transport/adminRoutes.ts';
 import { createRouter } from './transport/http.ts';
 import { loadUws } from './transport/loadUws.ts';
@@ -41,6 +29,7 @@ import { MiniappSockets, registerMiniappSocket } from './transport/miniappSocket
 import { registerOpsRoutes } from './transport/opsRoutes.ts';
 import { registerRelayRoutes } from './transport/relayRoutes.ts';
 import { registerRelaySocket } from './transport/relaySocket.ts';
+import { registerShareLinkRoutes } from './transport/shareLinkRoutes.ts';
 import { loadMiniappPage } from './web/miniappPage.ts';
 
 export interface RunningServer {
@@ -55,6 +44,9 @@ export interface RunningServer {
   /** Graceful shutdown: stop accepting, flush commits, passivate actors, close sockets (1001), end the pool. */
   close(): Promise<void>;
 }
+
+/** A listen socket is a socket to uWS (its port is read the same way); its types keep the two apart. */
+const asSocket = (listen: us_listen_socket): us_socket => listen as unknown as us_socket;
 
 function redactUrl(url: string): string {
   try {
@@ -99,10 +91,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     pool: () => poolStats(pool),
     actors: () => host.counts(),
     sockets: () => socketCounts(),
-    breakers: () => ({
-      ...('breakers' in brain ? (brain.breakers as () => Record<string, number>)() : {}),
-      media: media.state(),
-    }),
+    breakers: () => relay.breakers(),
     relaySendsInMemory: () => outbox.pending(),
   });
   const sockets = new MiniappSockets();
@@ -114,67 +103,11 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     maxActivations: config.actorMaxActivations,
     log,
   });
-  const brain = config.openai.apiKey ? createOpenAIBrain(config.openai, config.photoLateMs, log) : createOfflineBrain();
-  const media = createResilience({
-    name: 'media',
-    // A fetch may go on past PHOTO_WAIT_MS for a photo looked at late; the caller's signal bounds it.
-    timeoutMs: config.photoLateMs,
-    attempts: 2,
-    breakerFailures: config.openai.breakerFailures,
-    halfOpenAfterMs: config.openai.breakerHalfOpenMs,
-    log,
-  });
   const repo = new MiniappRepository(pool);
   host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
 
-  const relayRepo = new RelayRepository(pool);
-  const conversations = new ConversationRepository(pool);
-  const outbox = new OutboxDispatcher(
-    relayRepo,
-    committer,
-    {
-      redeliverMs: config.relay.redeliverMs,
-      window: config.relay.sendWindow,
-      // Half of what drops a socket as a slow consumer: room for the frames written before a check.
-      highWaterBytes: Math.floor(config.ws.maxBackpressureBytes / 2),
-    },
-    metrics,
-    log,
-  );
-  const senders = createLocalRateLimiter(config.relay.senderPerMinute / 60, config.relay.senderBurst);
-  const relays = createLocalRateLimiter(config.relay.eventsPerSecond, config.relay.eventsBurst);
-  const ingest = new RelayIngest({
-    committer,
-    repo: relayRepo,
-    host,
-    schema: relayEventSchema(limitsFrom(config)),
-    senders,
-    metrics,
-    log,
-    sweepEveryMs: config.relay.inboxSweepMs,
-    maxAttempts: config.relay.maxAttempts,
-    retryBackoffMs: config.relay.retryBackoffMs,
-  });
-  host.register(
-    createConversationKind({
-      repo: conversations,
-      memory: new MemoryStore(pool),
-      brain,
-      committer,
-      fetchMedia: createMediaFetcher(config.relay.mediaHosts, config.limits.maxAttachmentBytes),
-      media,
-      photoWaitMs: config.photoWaitMs,
-      photoLateMs: config.photoLateMs,
-      onCommitted: (commit, applied) => {
-        if (commit.inboxSeq !== null) ingest.processed(commit.inboxSeq);
-        if (applied && commit.send) outbox.enqueue(commit.send);
-      },
-      onFailed: (key) => ingest.conversationFailed(key),
-      burstQuietMs: config.relay.burstQuietMs,
-      metrics,
-      log,
-    }),
-  );
+  const relay = createRelay({ config, pool, committer, host, metrics, log });
+  const { ingest, outbox, relays, conversations } = relay;
 
   const app = uws.App();
   sockets.bind(app);
@@ -200,6 +133,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     accepting: () => accepting,
   });
   registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
+  registerShareLinkRoutes({ router, verify, repo, metrics, jwtKey, jwt: config.jwt });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
   const miniappEndpoint = registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
@@ -212,12 +146,12 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     new Promise<{ socket: us_listen_socket; url: string }>((resolve, reject) => {
       on.listen(host, port, (socket) => {
         if (!socket) return reject(new Error(`cannot listen on ${host}:${port}`));
-        const bound = uws.us_socket_local_port(socket as never);
+        const bound = uws.us_socket_local_port(asSocket(socket));
         resolve({ socket, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}` });
       });
     });
   const { socket: listenSocket, url } = await listen(app, config.host, config.port);
-  const port = uws.us_socket_local_port(listenSocket as never);
+  const port = uws.us_socket_local_port(asSocket(listenSocket));
   const metricsListener =
     metricsApp && config.metrics ? await listen(metricsApp, config.metrics.host, config.metrics.port) : undefined;
   const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
@@ -230,8 +164,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
   }, config.ops.pruneEveryMs);
   prune.unref();
-  const stopRelayRetention = startRelayRetention(relayRepo, config.relay, log);
-  ingest.start();
+  relay.start();
 
   log.info(
     {
@@ -241,10 +174,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       dataDir: embedded ? embedded.dataDir : undefined,
       redis: config.redisUrl ? redactUrl(config.redisUrl) : 'none',
       jwt: jwtKey.source,
-      brain: brain.mode,
+      brain: relay.brainMode,
       metrics: metricsUrl,
     },
-    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${brain.mode}, metrics ${metricsUrl})`,
+    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${relay.brainMode}, metrics ${metricsUrl})`,
   );
 
   let closing: Promise<void> | undefined;
@@ -252,8 +185,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     const started = Date.now();
     accepting = false;
     clearInterval(prune);
-    stopRelayRetention();
-    ingest.stop();
+    relay.stop();
     uws.us_listen_socket_close(listenSocket);
     if (metricsListener) uws.us_listen_socket_close(metricsListener.socket);
     // Passivation waits for every pending commit (its checkpoint is queued after them), so
@@ -265,9 +197,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     ]);
     await committer.flush();
     committer.close();
-    outbox.close();
-    senders.close();
-    relays.close();
+    relay.close();
     await pool.end();
     await embedded?.stop();
     log.info({ ms: Date.now() - started }, 'shutdown complete');

@@ -1,4 +1,4 @@
-/** The trip planner: the first miniapp. Its schema is PROTOCOL.md's `trip-planner` state. */
+/** The trip planner: the first miniapp. Its schema is docs/protocol.md's `trip-planner` state. */
 import { hhmm, idSchema, isoDate, type ObjectSchema, type Schema } from '../schema.ts';
 import type { MiniappApp } from './MiniappApp.ts';
 

@@ -1,5 +1,5 @@
 /**
- * JWT verification with jose (PROTOCOL.md "JWT"): a pinned algorithm allow-list, `exp` and
+ * JWT verification with jose (docs/protocol.md "JWT"): a pinned algorithm allow-list, `exp` and
  * `sub` required, issuer and audience checked, clock tolerance ≤ 5 s. Failures carry a
  * reason for the auth-failure metric; the token itself is never logged.
  */

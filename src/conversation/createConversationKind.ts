@@ -60,6 +60,8 @@ export interface ConversationKindDeps {
    * nothing is to be sent.
    */
   onCommitted: (commit: ConversationCommit, applied: boolean) => void;
+  /** An inbox row delivered again after this conversation had processed it (a sweep's stale read). */
+  onSkipped: (seq: number) => void;
   /** The actor stopped without passivating: its undelivered work must be delivered again later. */
   onFailed: (key: string) => void;
   burstQuietMs: number;
@@ -292,6 +294,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             );
             deps.onCommitted(commit, applied);
           },
+          skipped: (_, { seq }) => deps.onSkipped(seq),
         },
         delays: { burstQuiet: deps.burstQuietMs },
       });

@@ -1,5 +1,5 @@
 /**
- * Memory containers (DESIGN.md "Privacy by construction"). A tag can only be made from a
+ * Memory containers (docs/architecture.md). A tag can only be made from a
  * conversation, and it is that conversation's key: `user_{phone}_persona_{id}` for a direct
  * chat, `group_{chat_guid}` for a group. The memory store takes nothing else, so no code path
  * can read one chat's memories while answering another.

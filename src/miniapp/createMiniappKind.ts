@@ -89,7 +89,12 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
 
       const machine = miniappMachine.provide({
         actions: {
-          send: (_, { conn, frame }) => channel.send(conn, frame),
+          send: (_, { conn, frame }) => {
+            // Every op is answered once: applied ones are counted at their commit, the rest here.
+            if (frame.type === 'conflict') metrics.opOutcomes.inc({ outcome: 'conflict' });
+            else if (frame.type === 'error') metrics.opOutcomes.inc({ outcome: frame.code });
+            channel.send(conn, frame);
+          },
           publish: (_, { frame }) => channel.publish(sessionId, frame),
           attach: (_, { conn }) => channel.attach(conn, sessionId),
           detach: (_, { conn }) => channel.detach(conn, sessionId),

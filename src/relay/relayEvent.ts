@@ -1,5 +1,5 @@
 /**
- * Relay events (PROTOCOL.md "Relay event"): validation of what the relay pushes in, and the
+ * Relay events (docs/protocol.md "Relay event"): validation of what the relay pushes in, and the
  * conversation each event belongs to. Limits come from config, so the schema is built once
  * per server. Every string is `text()`: well-formed, without U+0000, or refused here.
  */

@@ -1,4 +1,4 @@
-/** The epoch fence of `actor_leases` (DESIGN.md "Single owner, fenced in Postgres"). */
+/** The epoch fence of `actor_leases` (docs/architecture.md). */
 import type { BatchWriter, GroupCommitter } from './GroupCommitter.ts';
 
 const LEASE = 'lease';

@@ -1,5 +1,5 @@
 /**
- * Admin routes (PROTOCOL.md "Exactly once under backlog"): relay events that failed every
+ * Admin routes (docs/protocol.md "Exactly once under backlog"): relay events that failed every
  * attempt (RELAY_MAX_ATTEMPTS) are listed, and retried one by one once the cause is fixed.
  */
 import { z } from 'zod';
@@ -25,7 +25,7 @@ const listSchema = z.object({
   after: z.coerce.number().int().min(0).default(0),
 });
 
-/** Event ids are at most 200 characters (PROTOCOL.md limits). */
+/** Event ids are at most 200 characters (docs/protocol.md limits). */
 const MAX_ID_CHARS = 200;
 
 export function registerAdminRoutes(deps: AdminRoutesDeps): void {

@@ -1,4 +1,4 @@
-/** `/health`, `/ready` and `/metrics` (PROTOCOL.md). */
+/** `/health`, `/ready` and `/metrics` (docs/protocol.md). */
 import type { ActorHost } from '../host/createActorHost.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { type Pool, poolStats, query } from '../store/pool.ts';

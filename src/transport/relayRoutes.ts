@@ -1,4 +1,4 @@
-/** `POST /v1/relay/events` and `GET /v1/conversations/:key/messages` (PROTOCOL.md). */
+/** `POST /v1/relay/events` and `GET /v1/conversations/:key/messages` (docs/protocol.md). */
 import { z } from 'zod';
 import { isDirectKeyOf } from '../../actors/conversationKey.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';

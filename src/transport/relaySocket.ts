@@ -59,7 +59,7 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
         endpoint.sendError(ws, err.code, err.message, id);
         return;
       }
-      // Handling the frame threw: a bad frame (PROTOCOL.md "Tenancy and hostile input").
+      // Handling the frame threw: a bad frame (docs/protocol.md "Tenancy and hostile input").
       log.warn({ err }, 'storing a relay event failed');
       endpoint.badFrame(ws, Codes.internal_error, 'the event could not be stored', id);
     }

@@ -1,5 +1,5 @@
 /**
- * What every WebSocket endpoint shares (PROTOCOL.md "WebSocket"): authentication in the
+ * What every WebSocket endpoint shares (docs/protocol.md "WebSocket"): authentication in the
  * upgrade handler (no socket exists before it passes; refusals are plain HTTP), the upgrade
  * rate limit per address, the caps on open sockets (per user, per session: 429 on upgrade),
  * frame size limits, JSON parsing, the bad-frame flood limit, and closing with 1008 when the
@@ -78,7 +78,7 @@ export interface Endpoint<D extends BaseSocketData> {
 
 const BAD_FRAME_LIMIT = 100;
 const BAD_FRAME_WINDOW_MS = 60_000;
-/** Frames over MAX_FRAME_BYTES × this close the socket with 1009 (PROTOCOL.md). */
+/** Frames over MAX_FRAME_BYTES × this close the socket with 1009 (docs/protocol.md). */
 const CLOSE_FRAME_FACTOR = 16;
 /** uWebSockets.js' own limit, as a multiple of MAX_FRAME_BYTES: past it, it drops the connection without a close frame. */
 const TRANSPORT_FRAME_FACTOR = 32;

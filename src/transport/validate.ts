@@ -1,6 +1,6 @@
 /**
  * zod results as catalog errors: `validation_failed` with the path of the first issue; and the
- * one way an error message may mention a client value (PROTOCOL.md "Tenancy and hostile
+ * one way an error message may mention a client value (docs/protocol.md "Tenancy and hostile
  * input": never more than a short excerpt, and never by serializing it, which a value nested
  * 30,000 deep turns into a stack overflow).
  */

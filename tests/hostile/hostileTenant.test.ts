@@ -1,5 +1,5 @@
 /**
- * The hostile-tenant suite (PROTOCOL.md "Tenancy and hostile input"): no client can hurt
+ * The hostile-tenant suite (docs/protocol.md "Tenancy and hostile input"): no client can hurt
  * another, whatever it sends. One server process with its per-address limits on; five
  * well-behaved users on 127.0.0.1 edit their own trips over sockets and chat with Sage through
  * the relay at a steady pace, while a hostile user on 127.0.0.2 sends random poison at every

@@ -1,5 +1,5 @@
 /**
- * Hostile frames and bodies (PROTOCOL.md "Tenancy and hostile input"): errors never echo a
+ * Hostile frames and bodies (docs/protocol.md "Tenancy and hostile input"): errors never echo a
  * client value beyond a short excerpt, and a frame whose handling fails counts as a bad frame.
  * The probe is a `type` nested 30,000 arrays deep (it fits in one 64 KiB frame): building an
  * error message with `JSON.stringify` of it throws.

@@ -1,5 +1,5 @@
 /**
- * The HTTP edge (PROTOCOL.md "Tenancy and hostile input", README "Limits"): authentication and
+ * The HTTP edge (docs/protocol.md "Tenancy and hostile input", README "Limits"): authentication and
  * authorization are decided from the request line and headers before any body is read; bodies
  * are limited per route (64 KiB on `/v1/miniapps`, `MAX_BODY_BYTES` on relay events), from
  * `Content-Length` before reading and while a chunked body is read; each client address has a

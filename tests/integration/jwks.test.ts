@@ -1,5 +1,5 @@
 /**
- * `JWT_JWKS_URL` (PROTOCOL.md "JWT", README "Configuration"): a server without `JWT_SECRET`
+ * `JWT_JWKS_URL` (docs/protocol.md "JWT", README "Configuration"): a server without `JWT_SECRET`
  * verifies tokens against the keys a JWKS endpoint serves — RS256/ES256/EdDSA only, never a
  * symmetric algorithm — picks up a key added under a new `kid`, and keeps verifying with the
  * keys it fetched while the JWKS endpoint is down.

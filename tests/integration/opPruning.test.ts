@@ -1,5 +1,5 @@
 /**
- * Op retention (README "Miniapp sessions", PROTOCOL.md `resume`): ops are kept for
+ * Op retention (README "Miniapp sessions", docs/protocol.md `resume`): ops are kept for
  * OPS_RETENTION_HOURS (24 h) and at least the last 1,000 versions; pruning deletes only ops
  * beyond both. A `resume` whose ops are all kept replays them as `applied` frames (older than
  * the in-memory 256 from the database); one that reaches behind the pruned horizon gets a

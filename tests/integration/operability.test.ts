@@ -5,9 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.ts';
-import { api } from '../helpers/http.ts';
+import { api, createTrip } from '../helpers/http.ts';
 import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
 import { startLoggedServer, startTestServer } from '../helpers/server.ts';
+import { openSocket } from '../helpers/socket.ts';
 import { token } from '../helpers/tokens.ts';
 
 const INFO = 30;
@@ -61,6 +62,37 @@ describe('METRICS_PORT', () => {
   it('is refused when it is not a port number', async () => {
     const db = await createTestDatabase();
     await expect(startTestServer(db.url, { METRICS_PORT: 'ninety' })).rejects.toThrow(/METRICS_PORT/);
+  });
+});
+
+describe('op outcomes', () => {
+  it('counts ops answered otherwise than applied by outcome: a conflict, an invalid op', async () => {
+    const db = await createTestDatabase();
+    const server = await startTestServer(db.url);
+    const alice = await token('+15557710003');
+    const bob = await token('+15557710004');
+    const trip = await createTrip(server.url, alice, { participants: ['+15557710004'] });
+    const a = await openSocket(server.url, trip, alice);
+    const b = await openSocket(server.url, trip, bob);
+    await a.next('snapshot');
+    await b.next('snapshot');
+    const set = (opId: string, value: string) => ({
+      type: 'op',
+      opId,
+      baseVersion: 0,
+      op: { kind: 'set', path: ['title'], value },
+    });
+    a.send(set('a1', 'Porto'));
+    expect((await a.answer('a1')).type).toBe('applied');
+    b.send(set('b1', 'Faro'));
+    expect((await b.answer('b1')).type).toBe('conflict');
+    b.send({ type: 'op', opId: 'b2', baseVersion: 1, op: { kind: 'set', path: ['nowhere'], value: 1 } });
+    expect(await b.answer('b2')).toMatchObject({ type: 'error', code: 'invalid_op' });
+    const metrics = (await api(server.url, 'GET', '/metrics')).body as string;
+    expect(metrics).toMatch(/archety_op_outcomes_total\{outcome="conflict"\} 1\n/);
+    expect(metrics).toMatch(/archety_op_outcomes_total\{outcome="invalid_op"\} 1\n/);
+    a.close();
+    b.close();
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * A bad item fails alone (PROTOCOL.md "Tenancy and hostile input", issue 7 finding 1): a
+ * A bad item fails alone (docs/protocol.md "Tenancy and hostile input", issue 7 finding 1): a
  * string PostgreSQL cannot store (U+0000, a lone surrogate) is refused where it arrives —
  * `invalid_op`, 400 with its path, or `rejected` in a batch — and never reaches the group
  * commit that other clients' writes share.

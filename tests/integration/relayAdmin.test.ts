@@ -1,7 +1,7 @@
 /**
  * An event whose processing always fails is retried with backoff, marked failed after
  * RELAY_MAX_ATTEMPTS, counted in /metrics, listed by `GET /v1/admin/failed-events` and
- * processed again after `POST /v1/admin/failed-events/:id/retry` (PROTOCOL.md "Exactly once
+ * processed again after `POST /v1/admin/failed-events/:id/retry` (docs/protocol.md "Exactly once
  * under backlog").
  */
 import { beforeAll, describe, expect, it } from 'vitest';

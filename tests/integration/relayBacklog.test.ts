@@ -1,5 +1,5 @@
 /**
- * Exactly once under backlog, and outbox delivery in windows (PROTOCOL.md "Exactly once under
+ * Exactly once under backlog, and outbox delivery in windows (docs/protocol.md "Exactly once under
  * backlog"; README "Conversations and the relay"): a second processing of an event commits
  * nothing, sweeps never overlap, a relay returning to a large backlog gets all of it in order
  * per chat without being dropped, and memory stays bounded while no relay is connected.

@@ -1,5 +1,5 @@
 /**
- * `sid` share links (PROTOCOL.md "JWT", "Tenancy and hostile input"): a token that carries
+ * `sid` share links (docs/protocol.md "JWT", "Tenancy and hostile input"): a token that carries
  * `sid` opens `GET /v1/miniapps/<sid>` and the socket of `<sid>`, nothing else. Every other
  * route that takes a token answers 403 `forbidden` to it, whatever its role and whether or not
  * its holder could do that with a plain token.

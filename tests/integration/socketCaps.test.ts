@@ -1,5 +1,5 @@
 /**
- * Caps on sockets and on what a socket may ask for (PROTOCOL.md "Tenancy and hostile input",
+ * Caps on sockets and on what a socket may ask for (docs/protocol.md "Tenancy and hostile input",
  * README "Limits"): MAX_SOCKETS_PER_USER and MAX_SOCKETS_PER_SESSION refuse upgrades past them
  * with 429; `resume` spends the op budget and never reads more than the ops a resume may
  * replay; presence frames of a burst of joins are coalesced.

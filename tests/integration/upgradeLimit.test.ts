@@ -1,5 +1,5 @@
 /**
- * The upgrade limit per client address (README "Limits", PROTOCOL.md "WebSocket"): past
+ * The upgrade limit per client address (README "Limits", docs/protocol.md "WebSocket"): past
  * `UPGRADES_BURST` upgrades, at `UPGRADES_PER_IP_PER_SECOND`, an address is answered HTTP 429
  * with `Retry-After` and no socket is opened; other addresses are not affected, and the
  * address is accepted again once `Retry-After` has passed.

@@ -58,7 +58,7 @@ describe('isForgetCommand', () => {
   });
 
   // "forget that (please|sage)" is accepted, so the same words with the comma people type
-  // before a vocative or a "please" are a close variant too (PROTOCOL.md "Conversation behaviour").
+  // before a vocative or a "please" are a close variant too (docs/protocol.md "Conversation behaviour").
   it.each(['Forget that, Sage!', 'forget that, please', 'forget it, sage'])(
     'recognises %j (a trailing ", sage" or ", please") as a request to forget',
     (text) => {

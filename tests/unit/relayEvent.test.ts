@@ -373,7 +373,7 @@ describe('conversationKeyOf and containerTagOf', () => {
       chat: fc.record({
         guid: fc.oneof(
           fc.string({ minLength: 1, maxLength: 100, unit: 'grapheme' }),
-          // A lone surrogate ('\uD800x') is no valid guid: PROTOCOL.md "Tenancy and hostile input".
+          // A lone surrogate ('\uD800x') is no valid guid: docs/protocol.md "Tenancy and hostile input".
           fc.constantFrom('a\nb', '😀'.repeat(100)),
         ),
         group: fc.boolean(),

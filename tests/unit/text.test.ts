@@ -1,5 +1,5 @@
 /**
- * Well-formed text (PROTOCOL.md "Tenancy and hostile input"): the predicate, the one zod
+ * Well-formed text (docs/protocol.md "Tenancy and hostile input"): the predicate, the one zod
  * refinement every client-facing schema uses, the deep check of op contents and the
  * sanitising of model output.
  */

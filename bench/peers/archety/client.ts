@@ -1,5 +1,5 @@
 /**
- * Archety's client, as PROTOCOL.md describes it: a WebSocket on `/v1/miniapp/:sessionId` with
+ * Archety's client, as docs/protocol.md describes it: a WebSocket on `/v1/miniapp/:sessionId` with
  * the JWT in `Sec-WebSocket-Protocol: archety.v1, bearer.<jwt>`; the `snapshot` on open; `op`
  * frames with `baseVersion` = the latest version seen (so a client's edits of its own item
  * never conflict); the own echo is its own `applied` frame, which every client of the session

@@ -1,5 +1,5 @@
 /**
- * The simulator's end of `/v1/relay` (PROTOCOL.md): one socket as a relay, reconnected with
+ * The simulator's end of `/v1/relay` (docs/protocol.md): one socket as a relay, reconnected with
  * backoff. Events go out one frame each and are answered `accepted`, `duplicate` or `error`;
  * an event still unanswered when the socket drops is sent again once it is back, which its
  * id makes safe (the server answers `duplicate` if it had stored it). Every `send` is

@@ -58,6 +58,55 @@ function redactUrl(url: string): string {
   }
 }
 
+/** The database: the embedded one when DATABASE_URL is unset, a pool on it, migrations applied. */
+async function openDatabase(config: Readonly<Config>, log: Logger) {
+  const embedded: EmbeddedPostgres | undefined = config.databaseUrl
+    ? undefined
+    : await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log);
+  const databaseUrl = config.databaseUrl ?? (embedded as EmbeddedPostgres).url;
+  const pool = createPool(databaseUrl, config.pg, log);
+  const close = async () => {
+    await pool.end();
+    await embedded?.stop();
+  };
+  try {
+    await migrate(pool, log);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { pool, embedded, databaseUrl, close };
+}
+
+/** Deletes miniapp ops past OPS_RETENTION_HOURS every OPS_PRUNE_EVERY_MS; returns the stop. */
+function startOpPruning(repo: MiniappRepository, ops: Config['ops'], log: Logger): () => void {
+  const timer = setInterval(() => {
+    repo
+      // A session's last MAX_STALE_VERSIONS ops stay whatever their age: a stale op is checked against them.
+      .pruneOps(ops.retentionHours, MAX_STALE_VERSIONS)
+      .then((n) => n && log.info({ deleted: n }, 'pruned old miniapp ops'))
+      .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
+  }, ops.pruneEveryMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** Listens on `host:port` (0: any free port); resolves with the socket and its URL. */
+function listen(
+  uws: ReturnType<typeof loadUws>['uws'],
+  app: TemplatedApp,
+  host: string,
+  port: number,
+): Promise<{ socket: us_listen_socket; url: string }> {
+  return new Promise((resolve, reject) => {
+    app.listen(host, port, (socket) => {
+      if (!socket) return reject(new Error(`cannot listen on ${host}:${port}`));
+      const bound = uws.us_socket_local_port(asSocket(socket));
+      resolve({ socket, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}` });
+    });
+  });
+}
+
 export async function startServer(config: Readonly<Config>, options: { log?: Logger } = {}): Promise<RunningServer> {
   const log =
     options.log ?? createLogger({ level: config.logLevel, format: config.logFormat, base: { node: config.nodeId } });
@@ -67,18 +116,8 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
   const mode = 'single' as const;
 
-  const embedded: EmbeddedPostgres | undefined = config.databaseUrl
-    ? undefined
-    : await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log);
-  const databaseUrl = config.databaseUrl ?? (embedded as EmbeddedPostgres).url;
-  const pool = createPool(databaseUrl, config.pg, log);
-  try {
-    await migrate(pool, log);
-  } catch (err) {
-    await pool.end();
-    await embedded?.stop();
-    throw err;
-  }
+  const db = await openDatabase(config, log);
+  const { pool, embedded, databaseUrl } = db;
 
   const verify = createVerifier({
     key: 'secret' in jwtKey ? { secret: jwtKey.secret } : { jwksUrl: jwtKey.jwksUrl },
@@ -142,28 +181,13 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   router.fallback();
   if (metricsApp) metricsRouter.fallback();
 
-  const listen = (on: TemplatedApp, host: string, port: number) =>
-    new Promise<{ socket: us_listen_socket; url: string }>((resolve, reject) => {
-      on.listen(host, port, (socket) => {
-        if (!socket) return reject(new Error(`cannot listen on ${host}:${port}`));
-        const bound = uws.us_socket_local_port(asSocket(socket));
-        resolve({ socket, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}` });
-      });
-    });
-  const { socket: listenSocket, url } = await listen(app, config.host, config.port);
+  const { socket: listenSocket, url } = await listen(uws, app, config.host, config.port);
   const port = uws.us_socket_local_port(asSocket(listenSocket));
   const metricsListener =
-    metricsApp && config.metrics ? await listen(metricsApp, config.metrics.host, config.metrics.port) : undefined;
+    metricsApp && config.metrics ? await listen(uws, metricsApp, config.metrics.host, config.metrics.port) : undefined;
   const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
 
-  const prune = setInterval(() => {
-    repo
-      // A session's last MAX_STALE_VERSIONS ops stay whatever their age: a stale op is checked against them.
-      .pruneOps(config.ops.retentionHours, MAX_STALE_VERSIONS)
-      .then((n) => n && log.info({ deleted: n }, 'pruned old miniapp ops'))
-      .catch((err) => log.warn({ err }, 'pruning miniapp ops failed'));
-  }, config.ops.pruneEveryMs);
-  prune.unref();
+  const stopPruning = startOpPruning(repo, config.ops, log);
   relay.start();
 
   log.info(
@@ -184,7 +208,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   async function close(): Promise<void> {
     const started = Date.now();
     accepting = false;
-    clearInterval(prune);
+    stopPruning();
     relay.stop();
     uws.us_listen_socket_close(listenSocket);
     if (metricsListener) uws.us_listen_socket_close(metricsListener.socket);
@@ -198,8 +222,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     await committer.flush();
     committer.close();
     relay.close();
-    await pool.end();
-    await embedded?.stop();
+    await db.close();
     log.info({ ms: Date.now() - started }, 'shutdown complete');
   }
 

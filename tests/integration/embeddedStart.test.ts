@@ -1,10 +1,11 @@
 /**
  * The first-run path: `npm start` with nothing but Node — no DATABASE_URL, no JWT_SECRET —
  * starts an embedded PostgreSQL under DATA_DIR, prints one summary line and serves; `archety
- * token` mints tokens for the generated secret; SIGTERM stops both cleanly.
+ * token` mints tokens for the generated secret; a second start on the same DATA_DIR is
+ * refused and leaves the first server's database alone; SIGTERM stops both cleanly.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,14 +15,19 @@ import { listMigrations } from '../../src/store/migrate.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { withDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';
-import { repoRoot } from '../helpers/server.ts';
+import { repoRoot, spawnServer } from '../helpers/server.ts';
 import { openSocket } from '../helpers/socket.ts';
 
 const run = promisify(execFile);
 
 describe('the embedded default', () => {
-  it('starts with `npm start` and no DATABASE_URL, serves, mints tokens, and stops on SIGTERM', async () => {
+  it('starts with `npm start` and no DATABASE_URL, serves, mints tokens, refuses a second start, and stops on SIGTERM', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'archety-embedded-'));
+    // A lock left by a server that was killed: its pid is dead, so the lock is taken over.
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => dead.once('exit', resolve));
+    const lockFile = path.join(dataDir, 'archety.lock');
+    await writeFile(lockFile, JSON.stringify({ pid: dead.pid, owner: 'server', nonce: 'dead', since: '' }));
     const env = {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
@@ -68,10 +74,11 @@ describe('the embedded default', () => {
     });
 
     expect((await api(url, 'GET', '/ready')).status).toBe(200);
+    // From another directory: DATA_DIR names the server's secret.
     const { stdout } = await run(
       process.execPath,
       [path.join(repoRoot, 'bin/archety.js'), 'token', '--sub', '+15557770001'],
-      { env, cwd: repoRoot },
+      { env, cwd: os.tmpdir() },
     );
     const token = stdout.trim();
     expect(token.split('.')).toHaveLength(3);
@@ -80,6 +87,25 @@ describe('the embedded default', () => {
     expect((await s.next('snapshot')).state).toMatchObject({ title: 'Lisbon' });
     s.close();
 
+    // A second start on the same DATA_DIR: one line naming the first server, whose database
+    // keeps working.
+    const second = await run(process.execPath, [path.join(repoRoot, 'bin/archety.js'), 'start'], {
+      env,
+      cwd: repoRoot,
+    }).catch((e) => e);
+    expect(second.code).toBe(1);
+    const port = new URL(url).port;
+    expect(second.stderr).toMatch(
+      new RegExp(
+        `^archety: ${dataDir} is in use by the server running as pid (\\d+) on port ${port}; stop it first or set DATA_DIR\n$`,
+      ),
+    );
+    const holder = JSON.parse(await readFile(lockFile, 'utf8'));
+    expect(second.stderr).toContain(`pid ${holder.pid} `);
+    expect(holder.pid).not.toBe(dead.pid);
+    const porto = await createTrip(url, token, { title: 'Porto' });
+    expect((await api(url, 'GET', `/v1/miniapps/${porto}`, { token })).status).toBe(200);
+
     // Like Ctrl+C in a terminal: the signal reaches npm and the server; npm itself dies of
     // it, so the server's own clean exit is read from its last log line.
     process.kill(-(child.pid as number), 'SIGTERM');
@@ -87,6 +113,56 @@ describe('the embedded default', () => {
     await expect.poll(() => out, { timeout: 10_000 }).toContain('shutdown complete');
     // PostgreSQL stopped with us: its pid file is gone.
     await expect(run('test', ['!', '-e', path.join(dataDir, 'pg', 'postmaster.pid')])).resolves.toBeDefined();
+    // And the data directory is free again.
+    await expect(readFile(lockFile)).rejects.toMatchObject({ code: 'ENOENT' });
+  }, 90_000);
+});
+
+/** True while `pid` runs. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('a server killed with SIGKILL', () => {
+  it('leaves its lock and its PostgreSQL, and the next start takes over both', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'archety-killed-'));
+    const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
+    onCleanup(async () => {
+      // Whatever PostgreSQL a failed run left behind.
+      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0]);
+      if (pid > 0 && alive(pid)) process.kill(pid, 'SIGINT');
+      for (let i = 0; i < 100 && pid > 0 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+      await rm(dataDir, { recursive: true, force: true });
+    });
+    const env = { DATA_DIR: dataDir, PORT: '0', LOG_FORMAT: 'json' };
+    const first = await spawnServer(env);
+    const { stdout } = await run(
+      process.execPath,
+      [path.join(repoRoot, 'bin/archety.js'), 'token', '--sub', '+15557770002'],
+      {
+        env: { PATH: process.env.PATH ?? '', ...env },
+      },
+    );
+    const token = stdout.trim();
+    const id = await createTrip(first.url, token);
+    const postgres = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    expect(alive(postgres)).toBe(true);
+
+    const second = await spawnServer(env);
+    expect(second.output()).toContain('stopping an embedded PostgreSQL left running by an earlier process');
+    expect(alive(postgres)).toBe(false);
+    expect(JSON.parse(await readFile(path.join(dataDir, 'archety.lock'), 'utf8')).pid).toBe(second.child.pid);
+    expect((await api(second.url, 'GET', `/v1/miniapps/${id}`, { token })).status).toBe(200);
+    second.child.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+    await expect(readFile(path.join(dataDir, 'archety.lock'))).rejects.toMatchObject({ code: 'ENOENT' });
   }, 90_000);
 });
 

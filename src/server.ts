@@ -12,6 +12,7 @@ import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
 import { createMiniappKind } from './miniapp/createMiniappKind.ts';
+import { createMiniappAccess } from './miniapp/miniappAccess.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
@@ -144,6 +145,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   });
   const repo = new MiniappRepository(pool);
   host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
+  const access = createMiniappAccess({ host, repo, metrics });
 
   const relay = createRelay({ config, pool, committer, host, metrics, log });
   const { ingest, outbox, relays, conversations } = relay;
@@ -171,11 +173,11 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     mode,
     accepting: () => accepting,
   });
-  registerMiniappRoutes({ router, verify, repo, host, metrics, page: await loadMiniappPage() });
-  registerShareLinkRoutes({ router, verify, repo, metrics, jwtKey, jwt: config.jwt });
+  registerMiniappRoutes({ router, verify, repo, host, access, metrics, page: await loadMiniappPage() });
+  registerShareLinkRoutes({ router, verify, repo, access, metrics, jwtKey, jwt: config.jwt });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
-  const miniappEndpoint = registerMiniappSocket({ app, config, verify, repo, host, metrics, log }, sockets);
+  const miniappEndpoint = registerMiniappSocket({ app, config, verify, host, access, metrics, log }, sockets);
   const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
   socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
   router.fallback();

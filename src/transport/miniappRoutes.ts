@@ -6,6 +6,7 @@
  * Bodies are strict: an unknown field (e.g. `"members"` instead of `"participants"`) is refused
  * 400 `validation_failed` with its `path`, never silently ignored.
  */
+
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { miniapps } from '../../actors/apps/index.ts';
@@ -16,6 +17,7 @@ import type { Claims, VerifyToken } from '../auth/verifyToken.ts';
 import { AppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
 import { MINIAPP } from '../miniapp/createMiniappKind.ts';
+import type { MiniappAccess } from '../miniapp/miniappAccess.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import type { MiniappPage } from '../web/miniappPage.ts';
@@ -46,6 +48,8 @@ export interface MiniappRoutesDeps {
   verify: VerifyToken;
   repo: MiniappRepository;
   host: ActorHost;
+  /** Who may open a session (`src/miniapp/miniappAccess.ts`). */
+  access: MiniappAccess;
   metrics: Metrics;
   page: MiniappPage;
 }
@@ -63,19 +67,15 @@ export function newSessionId(): string {
  * `participant`: also 404 for an unknown session, 403 unless a participant (or the holder of
  * its `sid` token); the session id is the route's first parameter.
  */
-export function miniappGuards(deps: Pick<MiniappRoutesDeps, 'verify' | 'metrics' | 'repo'>) {
-  const { verify, metrics, repo } = deps;
+export function miniappGuards(deps: Pick<MiniappRoutesDeps, 'verify' | 'metrics' | 'access'>) {
+  const { verify, metrics, access } = deps;
   const asUser = (req: RequestHead, options: { readsOwnSession?: boolean } = {}) =>
     authenticateRequest(verify, metrics, req.headers, ['user'], {
       session: options.readsOwnSession ? req.params[0] : undefined,
     });
 
   async function authorize(claims: Claims, sessionId: string): Promise<Claims> {
-    const access = await repo.access(sessionId, claims.sub);
-    if (!access.exists) throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
-    if (claims.sid !== undefined ? claims.sid !== sessionId : !access.participant) {
-      throw new AppError('forbidden', 'only participants may do this');
-    }
+    await access(sessionId, claims);
     return claims;
   }
 

@@ -5,6 +5,7 @@
  * write to, which coalesces presence. Upgrade, limits and the error boundary are
  * `socketEndpoint.ts`'s.
  */
+
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
 import type { MiniappEvent } from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
@@ -16,9 +17,9 @@ import type { ActorHost } from '../host/createActorHost.ts';
 import { TokenBucket } from '../limits/tokenBucket.ts';
 import { MINIAPP, type MiniappChannel } from '../miniapp/createMiniappKind.ts';
 import { opFrameSchema, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
+import type { MiniappAccess } from '../miniapp/miniappAccess.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { MiniappRepository } from '../store/miniappRepository.ts';
 import { authenticate } from './authenticate.ts';
 import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
 import { describeIssue, excerpt } from './validate.ts';
@@ -32,8 +33,9 @@ export interface MiniappSocketDeps {
   app: TemplatedApp;
   config: Config;
   verify: VerifyToken;
-  repo: MiniappRepository;
   host: ActorHost;
+  /** Who may open a session (`src/miniapp/miniappAccess.ts`). */
+  access: MiniappAccess;
   metrics: Metrics;
   log: Logger;
 }
@@ -98,7 +100,7 @@ export class MiniappSockets implements MiniappChannel {
 }
 
 export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappSockets): Endpoint<SocketData> {
-  const { config, verify, repo, host, metrics, log } = deps;
+  const { config, verify, host, metrics, log } = deps;
   const limits = config.limits;
 
   /** Tells the sockets of `refs` that their frames could not be handed to the session. */
@@ -160,19 +162,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     async authorize({ params: [sessionId], token, conn }) {
       if (!sessionId || sessionId.length > 200) throw new AppError('session_not_found', 'no such session');
       const claims = await authenticate(verify, metrics, token, ['user']);
-      // A live session knows its participants: no database round trip per upgrade then.
-      const live = host.peek(MINIAPP, sessionId)?.context as { participants: string[] } | undefined;
-      const access = live
-        ? { exists: true, participant: live.participants.includes(claims.sub) }
-        : await repo.access(sessionId, claims.sub);
-      if (!access.exists) {
-        metrics.authFailures.inc({ reason: 'not_found' });
-        throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
-      }
-      if (claims.sid !== undefined ? claims.sid !== sessionId : !access.participant) {
-        metrics.authFailures.inc({ reason: 'forbidden' });
-        throw new AppError('forbidden', 'this token does not open this session');
-      }
+      await deps.access(sessionId, claims);
       return {
         conn,
         user: claims.sub,

@@ -10,11 +10,13 @@
  * link expires after `SHARE_LINK_TTL_S` (7 days). Each link gets a subject of its own
  * (`guest_…`), so its holder's edits are never attributed to the person who shared it.
  */
+
 import { randomBytes } from 'node:crypto';
 import type { JwtKey } from '../auth/jwtKey.ts';
 import { mintToken } from '../auth/mintToken.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import { AppError } from '../errors.ts';
+import type { MiniappAccess } from '../miniapp/miniappAccess.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { MiniappRepository } from '../store/miniappRepository.ts';
 import type { Router } from './http.ts';
@@ -27,6 +29,8 @@ export interface ShareLinkRoutesDeps {
   router: Router;
   verify: VerifyToken;
   repo: MiniappRepository;
+  /** Who may open a session (`src/miniapp/miniappAccess.ts`). */
+  access: MiniappAccess;
   metrics: Metrics;
   jwtKey: JwtKey;
   /** The claims every token of this server carries. */

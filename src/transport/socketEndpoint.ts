@@ -195,9 +195,9 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     idleTimeout: config.ws.idleTimeoutS,
     sendPingsAutomatically: true,
 
-    drain(ws) {
-      handlers.drain?.(ws);
-    },
+    // Only where the endpoint wants it: uWS calls into JavaScript on every drain of every
+    // socket that has a handler, which under fan-out is often (the miniapp sockets need none).
+    ...(handlers.drain ? { drain: handlers.drain } : {}),
 
     upgrade(res, req, context: us_socket_context_t) {
       const key = req.getHeader('sec-websocket-key');

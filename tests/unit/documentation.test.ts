@@ -92,21 +92,31 @@ describe('the README', () => {
   });
 });
 
+/** Every code of src/errors.ts has a row `| \`code\` | status |` in `table`. */
+function expectEveryErrorCode(table: string): void {
+  for (const [code, spec] of Object.entries(errorCatalog)) {
+    expect(table, code).toMatch(new RegExp(`^\\| \`${code}\` \\| ${spec.status} \\|`, 'm'));
+  }
+}
+
+/** `table` names only codes src/errors.ts defines, each once. */
+function expectOnlyKnownErrorCodes(table: string): void {
+  const rows = firstCells(table);
+  expect(rows.length).toBeGreaterThan(0);
+  expect(rows.filter((code) => !Object.hasOwn(errorCatalog, code))).toEqual([]);
+  expect(new Set(rows).size, 'each code once').toBe(rows.length);
+}
+
 describe('docs/protocol.md', () => {
   const errorTable = section(protocol, 'Error codes');
   const closeTable = section(protocol, 'Close codes');
 
   it('lists every error code of src/errors.ts with its HTTP status in its error-code table', () => {
-    for (const [code, spec] of Object.entries(errorCatalog)) {
-      expect(errorTable, code).toMatch(new RegExp(`^\\| \`${code}\` \\| ${spec.status} \\|`, 'm'));
-    }
+    expectEveryErrorCode(errorTable);
   });
 
-  it('names no error code that src/errors.ts does not define', () => {
-    const rows = firstCells(errorTable);
-    expect(rows.length).toBeGreaterThan(0);
-    expect(rows.filter((code) => !Object.hasOwn(errorCatalog, code))).toEqual([]);
-    expect(new Set(rows).size, 'each code once').toBe(rows.length);
+  it('names no error code that src/errors.ts does not define, each once', () => {
+    expectOnlyKnownErrorCodes(errorTable);
   });
 
   it('lists every close code of src/errors.ts in its close-code table', () => {
@@ -126,15 +136,11 @@ describe('docs/operations.md', () => {
   const errorTable = section(operations, 'Error codes: what they mean and what to do');
 
   it('tells the operator what every error code of src/errors.ts means, with its HTTP status', () => {
-    for (const [code, spec] of Object.entries(errorCatalog)) {
-      expect(errorTable, code).toMatch(new RegExp(`^\\| \`${code}\` \\| ${spec.status} \\|`, 'm'));
-    }
+    expectEveryErrorCode(errorTable);
   });
 
-  it('names no error code that src/errors.ts does not define', () => {
-    const rows = firstCells(errorTable);
-    expect(rows.length).toBeGreaterThan(0);
-    expect(rows.filter((code) => !Object.hasOwn(errorCatalog, code))).toEqual([]);
+  it('names no error code that src/errors.ts does not define, each once', () => {
+    expectOnlyKnownErrorCodes(errorTable);
   });
 });
 

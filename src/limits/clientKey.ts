@@ -6,7 +6,16 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 
+/** How uWS spells an IPv4 client of a dual-stack socket: eight full groups, the last two the address. */
+const MAPPED_FULL = '0000:0000:0000:0000:0000:ffff:';
+
 export function clientKey(address: string): string {
+  // Every request asks: the common case (an IPv4 client) without parsing.
+  if (address.length === MAPPED_FULL.length + 9 && address.startsWith(MAPPED_FULL)) {
+    const hi = Number.parseInt(address.slice(MAPPED_FULL.length, MAPPED_FULL.length + 4), 16);
+    const lo = Number.parseInt(address.slice(MAPPED_FULL.length + 5), 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
   const plain = address.replace(/%.*$/, '');
   if (isIPv4(plain)) return plain;
   const groups = ipv6Groups(plain);

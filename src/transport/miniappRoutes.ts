@@ -74,15 +74,13 @@ export function miniappGuards(deps: Pick<MiniappRoutesDeps, 'verify' | 'metrics'
       session: options.readsOwnSession ? req.params[0] : undefined,
     });
 
-  async function authorize(claims: Claims, sessionId: string): Promise<Claims> {
-    await access(sessionId, claims);
-    return claims;
-  }
-
   const participant =
     (options: { readsOwnSession?: boolean } = {}) =>
-    async (req: RequestHead) =>
-      authorize(await asUser(req, options), req.params[0]);
+    async (req: RequestHead): Promise<Claims> => {
+      const claims = await asUser(req, options);
+      await access(req.params[0], claims);
+      return claims;
+    };
   return { asUser, participant };
 }
 

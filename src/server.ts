@@ -11,8 +11,7 @@ import type { Config } from './config.ts';
 import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
-import { createMiniappKind } from './miniapp/createMiniappKind.ts';
-import { createMiniappAccess } from './miniapp/miniappAccess.ts';
+import { createMiniappService } from './miniapp/miniappService.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
@@ -30,7 +29,6 @@ import { MiniappSockets, registerMiniappSocket } from './transport/miniappSocket
 import { registerOpsRoutes } from './transport/opsRoutes.ts';
 import { registerRelayRoutes } from './transport/relayRoutes.ts';
 import { registerRelaySocket } from './transport/relaySocket.ts';
-import { registerShareLinkRoutes } from './transport/shareLinkRoutes.ts';
 import { loadMiniappPage } from './web/miniappPage.ts';
 
 export interface RunningServer {
@@ -144,8 +142,16 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     log,
   });
   const repo = new MiniappRepository(pool);
-  host.register(createMiniappKind({ repo, committer, channel: sockets, metrics, log }));
-  const access = createMiniappAccess({ host, repo, metrics });
+  const miniapps = createMiniappService({
+    host,
+    repo,
+    committer,
+    channel: sockets,
+    metrics,
+    log,
+    jwtKey,
+    jwt: config.jwt,
+  });
 
   const relay = createRelay({ config, pool, committer, host, metrics, log });
   const { ingest, outbox, relays, conversations } = relay;
@@ -173,11 +179,10 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     mode,
     accepting: () => accepting,
   });
-  registerMiniappRoutes({ router, verify, repo, host, access, metrics, page: await loadMiniappPage() });
-  registerShareLinkRoutes({ router, verify, repo, access, metrics, jwtKey, jwt: config.jwt });
+  registerMiniappRoutes({ router, verify, miniapps, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
-  const miniappEndpoint = registerMiniappSocket({ app, config, verify, host, access, metrics, log }, sockets);
+  const miniappEndpoint = registerMiniappSocket({ app, config, verify, miniapps, metrics, log }, sockets);
   const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
   socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
   router.fallback();

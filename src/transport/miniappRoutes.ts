@@ -4,22 +4,21 @@
  * script that reads its token from the URL fragment or the tab's sessionStorage, never a query.
  *
  * Bodies are strict: an unknown field (e.g. `"members"` instead of `"participants"`) is refused
- * 400 `validation_failed` with its `path`, never silently ignored.
+ * 400 `validation_failed` with its `path`, never silently ignored. Guards run on the request
+ * line and headers, before any body is read. What each route does is the miniapp service's
+ * (`src/miniapp/miniappService.ts`); this file speaks HTTP.
+ *
+ * `POST /v1/miniapps/:id/share-links`: a participant mints a link that opens this one trip for
+ * whoever holds it (a token with `sid`), e.g. to paste in a group chat. Only a participant's own
+ * token mints: a `sid` token is refused 403, even for its own session, so a link cannot breed
+ * links; an unknown session is 404, a non-participant 403.
  */
 
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { miniapps } from '../../actors/apps/index.ts';
-import type { MiniappView } from '../../actors/miniapp.machine.ts';
-import { validate } from '../../actors/schema.ts';
 import { text } from '../../actors/wellFormedText.ts';
 import type { Claims, VerifyToken } from '../auth/verifyToken.ts';
-import { AppError } from '../errors.ts';
-import type { ActorHost } from '../host/createActorHost.ts';
-import { MINIAPP } from '../miniapp/createMiniappKind.ts';
-import type { MiniappAccess } from '../miniapp/miniappAccess.ts';
+import type { MiniappService } from '../miniapp/miniappService.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { MiniappRepository } from '../store/miniappRepository.ts';
 import type { MiniappPage } from '../web/miniappPage.ts';
 import { authenticateRequest } from './authenticate.ts';
 import type { RequestHead, Router } from './http.ts';
@@ -46,10 +45,7 @@ export function pageUrl(sessionId: string): string {
 export interface MiniappRoutesDeps {
   router: Router;
   verify: VerifyToken;
-  repo: MiniappRepository;
-  host: ActorHost;
-  /** Who may open a session (`src/miniapp/miniappAccess.ts`). */
-  access: MiniappAccess;
+  miniapps: MiniappService;
   metrics: Metrics;
   page: MiniappPage;
 }
@@ -57,63 +53,33 @@ export interface MiniappRoutesDeps {
 /** Largest body of the `/v1/miniapps` routes (docs/protocol.md), or `MAX_BODY_BYTES` when that is smaller. */
 export const MINIAPP_BODY_BYTES = 64 * 1024;
 
-export function newSessionId(): string {
-  return `ms_${randomBytes(12).toString('base64url')}`;
-}
+export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
+  const { router, verify, miniapps, metrics, page } = deps;
 
-/**
- * The guards of the miniapp routes, decided from the request line and headers alone. `asUser`:
- * a `user` token (a `sid` token only where `readsOwnSession`: GET of that session).
- * `participant`: also 404 for an unknown session, 403 unless a participant (or the holder of
- * its `sid` token); the session id is the route's first parameter.
- */
-export function miniappGuards(deps: Pick<MiniappRoutesDeps, 'verify' | 'metrics' | 'access'>) {
-  const { verify, metrics, access } = deps;
+  /** A `user` token; a `sid` token only where `readsOwnSession` (GET of that session). */
   const asUser = (req: RequestHead, options: { readsOwnSession?: boolean } = {}) =>
     authenticateRequest(verify, metrics, req.headers, ['user'], {
       session: options.readsOwnSession ? req.params[0] : undefined,
     });
-
+  /** Also 404 for an unknown session, 403 unless a participant or the holder of its `sid` token. */
   const participant =
     (options: { readsOwnSession?: boolean } = {}) =>
     async (req: RequestHead): Promise<Claims> => {
       const claims = await asUser(req, options);
-      await access(req.params[0], claims);
+      await miniapps.access(req.params[0], claims);
       return claims;
     };
-  return { asUser, participant };
-}
-
-export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
-  const { router, repo, host, page } = deps;
-  const { asUser, participant } = miniappGuards(deps);
-
-  const read = (id: string) => host.ask<MiniappView>(MINIAPP, id, (reply) => ({ type: 'read', reply }));
 
   router.post(
     '/v1/miniapps',
     async (req) => {
-      const claims = req.auth;
-      const body = parseWith(createSchema, req.body);
-      const app = miniapps.get(body.app);
-      if (!app)
-        throw new AppError(
-          'unknown_app',
-          `unknown app "${body.app}"; this server hosts ${[...miniapps.keys()].join(', ')}`,
-          { path: ['app'] },
-        );
-      const state = app.initialState({ title: body.title });
-      const issue = validate(app.schema, state);
-      if (issue) throw new AppError('validation_failed', issue.message, { path: issue.path });
-      const id = newSessionId();
-      const participants = [...new Set([claims.sub, ...(body.participants ?? [])])];
-      await repo.create({ id, app: app.name, owner: claims.sub, chat: body.chat ?? null, state, participants });
-      return { status: 201, body: { id, app: app.name, version: 0, state, participants, url: pageUrl(id) } };
+      const created = await miniapps.create(req.auth.sub, parseWith(createSchema, req.body));
+      return { status: 201, body: { ...created, url: pageUrl(created.id) } };
     },
     { guard: (req: RequestHead) => asUser(req), maxBodyBytes: MINIAPP_BODY_BYTES },
   );
 
-  router.get('/v1/miniapps/:id', async (req) => ({ status: 200, body: await read(req.params[0]) }), {
+  router.get('/v1/miniapps/:id', async (req) => ({ status: 200, body: await miniapps.read(req.params[0]) }), {
     guard: participant({ readsOwnSession: true }),
   });
 
@@ -122,15 +88,20 @@ export function registerMiniappRoutes(deps: MiniappRoutesDeps): void {
     async (req) => {
       const id = req.params[0];
       const { user } = parseWith(participantSchema, req.body);
-      await host
-        .ask<Error | undefined>(MINIAPP, id, (reply) => ({ type: 'addParticipant', user, reply }))
-        .then((err) => {
-          if (err) throw err;
-        });
-      const view = await read(id);
-      return { status: 200, body: { id, participants: view.participants } };
+      return { status: 200, body: { id, participants: await miniapps.addParticipant(id, user) } };
     },
     { guard: participant(), maxBodyBytes: MINIAPP_BODY_BYTES },
+  );
+
+  router.post(
+    '/v1/miniapps/:id/share-links',
+    async (req) => {
+      const id = req.params[0];
+      const { token, expiresAt } = await miniapps.shareLink(id);
+      return { status: 201, body: { id, url: `${pageUrl(id)}#token=${token}`, token, expiresAt } };
+    },
+    // No body: everything it needs is in the request line and the token.
+    { guard: participant(), body: false },
   );
 
   const servePage = () => ({

@@ -1,23 +1,20 @@
 /**
- * `/v1/miniapp/:sessionId`: who may open a session (participants, or the holder of its `sid`
- * token), the caps on its sockets (per user, per session), its frames, the per-socket op
- * rate limit (resumes count against it too), and the session channel the miniapp actors
- * write to, which coalesces presence. Upgrade, limits and the error boundary are
- * `socketEndpoint.ts`'s.
+ * `/v1/miniapp/:sessionId` on the wire: the caps on its sockets (per user, per session), its
+ * frames parsed and checked, the per-socket op rate limit (resumes count against it too), and
+ * the channel the miniapp actors write to (`MiniappSockets`, which coalesces presence). What a
+ * frame does in its session is the miniapp service's (`src/miniapp/miniappService.ts`);
+ * upgrade, limits and the error boundary are `socketEndpoint.ts`'s.
  */
 
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
-import type { MiniappEvent } from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
-import type { OpRequest } from '../../actors/miniappSession.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
-import { AppError, CloseCodes, Codes, isAppError } from '../errors.ts';
-import type { ActorHost } from '../host/createActorHost.ts';
+import { AppError, CloseCodes, Codes } from '../errors.ts';
 import { TokenBucket } from '../limits/tokenBucket.ts';
-import { MINIAPP, type MiniappChannel } from '../miniapp/createMiniappKind.ts';
+import type { MiniappChannel } from '../miniapp/createMiniappKind.ts';
 import { opFrameSchema, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
-import type { MiniappAccess } from '../miniapp/miniappAccess.ts';
+import type { MiniappService } from '../miniapp/miniappService.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { authenticate } from './authenticate.ts';
@@ -33,9 +30,7 @@ export interface MiniappSocketDeps {
   app: TemplatedApp;
   config: Config;
   verify: VerifyToken;
-  host: ActorHost;
-  /** Who may open a session (`src/miniapp/miniappAccess.ts`). */
-  access: MiniappAccess;
+  miniapps: MiniappService;
   metrics: Metrics;
   log: Logger;
 }
@@ -100,69 +95,22 @@ export class MiniappSockets implements MiniappChannel {
 }
 
 export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappSockets): Endpoint<SocketData> {
-  const { config, verify, host, metrics, log } = deps;
+  const { config, verify, miniapps, metrics, log } = deps;
   const limits = config.limits;
 
-  /** Tells the sockets of `refs` that their frames could not be handed to the session. */
-  function undeliverable(err: Error, refs: { conn: string; ref?: string }[]): void {
-    if (!isAppError(err)) log.error({ err, conns: refs.length }, 'delivering frames failed');
-    for (const { conn, ref } of refs) {
-      const ws = sockets.byConn.get(conn);
-      if (!ws) continue;
-      endpoint.sendError(
-        ws,
-        isAppError(err) ? err.code : Codes.internal_error,
-        isAppError(err) ? err.message : 'the frame could not be handled',
-        ref,
-      );
-    }
-  }
-
-  /**
-   * Ops that arrived in this turn of the event loop, per session. They reach the actor as one
-   * `ops` message when the turn's I/O is done (a burst costs one transition, not one each);
-   * any other message for the session first sends them on, so the session sees every
-   * socket's frames in the order they came.
-   */
-  const batches = new Map<string, OpRequest[]>();
-  let flushScheduled = false;
-  function flush(sessionId: string): void {
-    const requests = batches.get(sessionId);
-    if (!requests) return;
-    batches.delete(sessionId);
-    host.post(MINIAPP, sessionId, { type: 'ops', requests }, (err) =>
-      undeliverable(
-        err,
-        requests.map((r) => ({ conn: r.conn, ref: r.opId })),
-      ),
-    );
-  }
-  function flushAll(): void {
-    flushScheduled = false;
-    for (const sessionId of [...batches.keys()]) flush(sessionId);
-  }
-  function queueOp(sessionId: string, request: OpRequest): void {
-    const requests = batches.get(sessionId);
-    if (requests) requests.push(request);
-    else batches.set(sessionId, [request]);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flushAll);
-    }
-  }
-
-  /** Hands a message other than an op to the session's actor, after the ops before it. */
-  function deliver(ws: WebSocket<SocketData>, event: MiniappEvent): void {
-    const d = ws.getUserData();
-    flush(d.sessionId);
-    host.post(MINIAPP, d.sessionId, event, (err) => undeliverable(err, [{ conn: d.conn }]));
+  /** Spends one of the socket's op budget; answers `rate_limited` when it is spent. */
+  function takeOp(ws: WebSocket<SocketData>, message: string, ref?: string): boolean {
+    if (ws.getUserData().ops.take()) return true;
+    metrics.rateLimited.inc({ scope: 'ops' });
+    endpoint.sendError(ws, Codes.rate_limited, message, ref);
+    return false;
   }
 
   const endpoint: Endpoint<SocketData> = createSocketEndpoint<SocketData>(deps, '/v1/miniapp/:sessionId', {
     async authorize({ params: [sessionId], token, conn }) {
       if (!sessionId || sessionId.length > 200) throw new AppError('session_not_found', 'no such session');
       const claims = await authenticate(verify, metrics, token, ['user']);
-      await deps.access(sessionId, claims);
+      await miniapps.access(sessionId, claims);
       return {
         conn,
         user: claims.sub,
@@ -192,8 +140,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     open(ws) {
       const d = ws.getUserData();
       sockets.byConn.set(d.conn, ws);
-      flush(d.sessionId);
-      host.send(MINIAPP, d.sessionId, { type: 'join', conn: d.conn, user: d.user }).catch((err) => {
+      miniapps.join(d.conn, d.user, d.sessionId).catch((err) => {
         log.warn({ err, conn: d.conn, session: d.sessionId }, 'session could not be opened');
         if (!d.closed) ws.end(CloseCodes.internalError, 'session unavailable');
       });
@@ -208,13 +155,9 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
           endpoint.badFrame(ws, Codes.validation_failed, describeIssue(parsed.error.issues[0]).message, ref);
           return;
         }
-        if (!d.ops.take()) {
-          metrics.rateLimited.inc({ scope: 'ops' });
-          endpoint.sendError(ws, Codes.rate_limited, `at most ${limits.maxOpsPerSecond} ops per second`, ref);
-          return;
-        }
+        if (!takeOp(ws, `at most ${limits.maxOpsPerSecond} ops per second`, ref)) return;
         const f = parsed.data;
-        queueOp(d.sessionId, {
+        miniapps.op(d.sessionId, {
           type: 'op',
           conn: d.conn,
           by: d.user,
@@ -230,12 +173,8 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
           return;
         }
         // A resume can replay up to 1,000 frames: it spends the op budget like an op.
-        if (!d.ops.take()) {
-          metrics.rateLimited.inc({ scope: 'ops' });
-          endpoint.sendError(ws, Codes.rate_limited, `at most ${limits.maxOpsPerSecond} ops and resumes per second`);
-          return;
-        }
-        deliver(ws, { type: 'resume', conn: d.conn, since: parsed.data.since });
+        if (!takeOp(ws, `at most ${limits.maxOpsPerSecond} ops and resumes per second`)) return;
+        miniapps.resume(d.conn, d.sessionId, parsed.data.since);
       } else {
         endpoint.badFrame(ws, Codes.unknown_frame_type, `unknown frame type ${excerpt(frame.type)}`);
       }
@@ -244,10 +183,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
     close(ws) {
       const d = ws.getUserData();
       sockets.byConn.delete(d.conn);
-      flush(d.sessionId);
-      // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
-      if (host.has(MINIAPP, d.sessionId))
-        host.send(MINIAPP, d.sessionId, { type: 'leave', conn: d.conn }).catch(() => {});
+      miniapps.leave(d.conn, d.sessionId);
     },
   });
   return endpoint;

@@ -10,7 +10,7 @@ import { decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Codes } from '../../src/errors.ts';
 import type { RunningServer } from '../../src/server.ts';
-import { SHARE_LINK_TTL_S } from '../../src/transport/shareLinkRoutes.ts';
+import { SHARE_LINK_TTL_S } from '../../src/miniapp/miniappService.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';

@@ -6,6 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { TrustedProxies } from './limits/trustedProxies.ts';
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
@@ -71,6 +72,26 @@ const envSchema = z.object({
   MAX_ATTACHMENT_BYTES: int(1).default(10 * 1024 * 1024),
   MAX_FRAME_BYTES: int(256, 16 * 1024 * 1024).default(64 * 1024),
   MAX_OPS_PER_SECOND: int(1).default(50),
+  /**
+   * Proxies of our own (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names
+   * the client that per-address limits key on. Empty: every peer is its own client.
+   */
+  TRUSTED_PROXIES: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((e) => e.trim())
+        .filter(Boolean),
+    )
+    .superRefine((entries, ctx) => {
+      try {
+        new TrustedProxies(entries);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    }),
   UPGRADES_PER_IP_PER_SECOND: int(0).default(50),
   UPGRADES_BURST: int(1).default(500),
   /** HTTP requests per client address per second (token bucket); more: 429. 0: no limit. */
@@ -276,6 +297,7 @@ function configFrom(e: z.output<typeof envSchema>) {
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSocketsPerSession: e.MAX_SOCKETS_PER_SESSION,
     },
+    trustedProxies: e.TRUSTED_PROXIES,
     ws: { idleTimeoutS: e.WS_IDLE_TIMEOUT_S, maxBackpressureBytes: e.WS_MAX_BACKPRESSURE_BYTES },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     allowUwsFallback: e.ALLOW_UWS_FALLBACK,

@@ -165,6 +165,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     metrics,
     maxBodyBytes: config.limits.maxBodyBytes,
     limits: config.limits,
+    trustedProxies: config.trustedProxies,
   });
   // With METRICS_PORT, /metrics has a listener of its own (bind it where only Prometheus reaches).
   const metricsApp = config.metrics ? uws.App() : null;

@@ -14,6 +14,7 @@ import { AppError, isAppError } from '../errors.ts';
 import { clientKey } from '../limits/clientKey.ts';
 import { InFlightLimiter } from '../limits/InFlightLimiter.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
+import { type TrustedProxies, trustedProxiesOf } from '../limits/trustedProxies.ts';
 import { newRequestId, withContext } from '../observability/context.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -93,6 +94,11 @@ export function statusLine(status: number): string {
 
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
+/** The request's correlation id: its `x-request-id` when that is 1–200 printable ASCII characters, else a new one. */
+export function requestIdOf(given: string | undefined): string {
+  return given && REQUEST_ID.test(given) ? given : newRequestId();
+}
+
 export interface HttpContext {
   app: TemplatedApp;
   log: Logger;
@@ -103,11 +109,18 @@ export interface HttpContext {
   limits?: { httpRequestsPerIpPerSecond: number; httpRequestsBurst: number; bodiesInFlightPerIp: number };
   /** Extra headers on every response. */
   headers?: Record<string, string>;
+  /** TRUSTED_PROXIES: whose `X-Forwarded-For` names the client (absent: nobody's). */
+  trustedProxies?: readonly string[];
 }
 
-/** What a request or upgrade is limited by: its IPv4 address or its IPv6 /64. */
-export function clientOf(res: HttpResponse): string {
-  return clientKey(Buffer.from(res.getRemoteAddressAsText()).toString());
+/**
+ * What a request or upgrade is limited by: its client's IPv4 address or IPv6 /64. The client is
+ * the connection's peer, or, when that is one of `trusted` (TRUSTED_PROXIES), the address its
+ * `X-Forwarded-For` names.
+ */
+export function clientOf(res: HttpResponse, forwardedFor: string | undefined, trusted: TrustedProxies | null): string {
+  const peer = Buffer.from(res.getRemoteAddressAsText()).toString();
+  return clientKey(trusted ? trusted.clientAddress(peer, forwardedFor) : peer);
 }
 
 function parseJsonObject(raw: Buffer): unknown {
@@ -158,20 +171,24 @@ export function writeReply(
 }
 
 /** Copies what a handler needs out of the stack-allocated request (valid only synchronously). */
-export function copyRequest(req: HttpRequest, res: HttpResponse, paramCount: number): RequestHead {
+export function copyRequest(
+  req: HttpRequest,
+  res: HttpResponse,
+  paramCount: number,
+  trusted: TrustedProxies | null,
+): RequestHead {
   const headers: Record<string, string> = {};
   req.forEach((k, v) => {
     headers[k] = v;
   });
-  const given = headers['x-request-id'];
   return {
     method: req.getMethod(),
     url: req.getUrl(),
     headers,
     params: Array.from({ length: paramCount }, (_, i) => req.getParameter(i)),
     query: new URLSearchParams(req.getQuery()),
-    reqId: given && REQUEST_ID.test(given) ? given : newRequestId(),
-    client: clientOf(res),
+    reqId: requestIdOf(headers['x-request-id']),
+    client: clientOf(res, headers['x-forwarded-for'], trusted),
   };
 }
 
@@ -189,6 +206,7 @@ export function createRouter(ctx: HttpContext) {
       ? new KeyedLimiter(limits.httpRequestsPerIpPerSecond, limits.httpRequestsBurst)
       : null;
   const bodies = new InFlightLimiter(limits?.bodiesInFlightPerIp ?? 0);
+  const trusted = trustedProxiesOf(ctx.trustedProxies ?? []);
 
   /** Spends one request of the address's rate; the error to answer when it is spent. */
   function overRate(client: string): AppError | undefined {
@@ -257,7 +275,7 @@ export function createRouter(ctx: HttpContext) {
       methods.set(pattern, methodsOfPattern);
       // Registered once per pattern; specific methods take precedence over `any`.
       ctx.app.any(pattern, (res, req) => {
-        const r = copyRequest(req, res, 0);
+        const r = copyRequest(req, res, 0, trusted);
         const refusal =
           overRate(r.client) ?? new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`);
         answerNow(res, r, refusal, { allow: [...methodsOfPattern].join(', ').toUpperCase() });
@@ -273,7 +291,7 @@ export function createRouter(ctx: HttpContext) {
 
     const register = method === 'get' ? ctx.app.get : method === 'post' ? ctx.app.post : ctx.app.del;
     register.call(ctx.app, pattern, (res: HttpResponse, req: HttpRequest) => {
-      const r = copyRequest(req, res, paramCount);
+      const r = copyRequest(req, res, paramCount, trusted);
       const limited = overRate(r.client);
       if (limited) return answerNow(res, r, limited);
       const started = performance.now();
@@ -308,7 +326,7 @@ export function createRouter(ctx: HttpContext) {
     /** Answers 404 for everything no route matched. */
     fallback(): void {
       ctx.app.any('/*', (res, req) => {
-        const r = copyRequest(req, res, 0);
+        const r = copyRequest(req, res, 0, trusted);
         answerNow(res, r, overRate(r.client) ?? new AppError('not_found', `no route for ${r.url}`));
       });
     },

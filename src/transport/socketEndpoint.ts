@@ -12,10 +12,12 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
+import { trustedProxiesOf } from '../limits/trustedProxies.ts';
+import { withContext } from '../observability/context.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { upgradeToken } from './authenticate.ts';
-import { clientOf, errorReply, statusLine } from './http.ts';
+import { clientOf, errorReply, requestIdOf, statusLine } from './http.ts';
 
 /** What every socket carries; endpoints extend it. */
 export interface BaseSocketData {
@@ -108,6 +110,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
   const upgrades =
     limits.upgradesPerIpPerSecond > 0 ? new KeyedLimiter(limits.upgradesPerIpPerSecond, limits.upgradesBurst) : null;
   const paramCount = (pattern.match(/:/g) ?? []).length;
+  const trustedProxies = trustedProxiesOf(config.trustedProxies);
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const open = new Set<WebSocket<D>>();
   /** Open (or opening) sockets per cap key. */
@@ -136,10 +139,14 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     data.counted = undefined;
   }
 
-  function refuse(res: HttpResponse, err: unknown): void {
-    const reply = errorReply(err, log);
+  /** Answers an upgrade with the error's status and JSON body, and its correlation id. */
+  function refuse(res: HttpResponse, err: unknown, reqId: string): void {
+    const reply = withContext({ reqId }, () => errorReply(err, log));
     res.cork(() => {
-      res.writeStatus(statusLine(reply.status)).writeHeader('content-type', 'application/json');
+      res
+        .writeStatus(statusLine(reply.status))
+        .writeHeader('x-request-id', reqId)
+        .writeHeader('content-type', 'application/json');
       for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
       res.end(JSON.stringify(reply.body), true);
     });
@@ -205,7 +212,8 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const extensions = req.getHeader('sec-websocket-extensions');
       const params = Array.from({ length: paramCount }, (_, i) => req.getParameter(i) ?? '');
       const queryToken = req.getQuery('token') ?? '';
-      const client = clientOf(res);
+      const reqId = requestIdOf(req.getHeader('x-request-id') || undefined);
+      const client = clientOf(res, req.getHeader('x-forwarded-for') || undefined, trustedProxies);
       let aborted = false;
       res.onAborted(() => {
         aborted = true;
@@ -213,21 +221,22 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const wait = upgrades?.take(client) ?? 0;
       if (wait) {
         metrics.rateLimited.inc({ scope: 'upgrade' });
-        refuse(res, new AppError('rate_limited', 'too many upgrades from this address', { retryAfter: wait }));
+        refuse(res, new AppError('rate_limited', 'too many upgrades from this address', { retryAfter: wait }), reqId);
         return;
       }
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
-      handlers.authorize({ params, token, client, conn: `${connPrefix}.${(nextConn++).toString(36)}` }).then(
+      const conn = `${connPrefix}.${(nextConn++).toString(36)}`;
+      withContext({ reqId }, () => handlers.authorize({ params, token, client, conn })).then(
         (data) => {
           if (aborted) return;
           // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so
           // concurrent upgrades cannot all slip under a cap.
           const full = admit(data);
-          if (full) refuse(res, full);
+          if (full) refuse(res, full, reqId);
           else res.cork(() => res.upgrade(data, key, protocol, extensions, context));
         },
         (err) => {
-          if (!aborted) refuse(res, err);
+          if (!aborted) refuse(res, err, reqId);
         },
       );
     },

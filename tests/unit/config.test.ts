@@ -37,6 +37,22 @@ describe('the configuration of the HTTP edge', () => {
   });
 });
 
+describe('TRUSTED_PROXIES', () => {
+  it('is a list of addresses and CIDR ranges; empty by default; a bad entry fails in one line naming it', () => {
+    expect(loadConfig({}).trustedProxies).toEqual([]);
+    expect(loadConfig({ TRUSTED_PROXIES: ' 10.0.0.0/8 , ::1,' }).trustedProxies).toEqual(['10.0.0.0/8', '::1']);
+    for (const bad of ['proxy.internal', '10.0.0.0/33', '10.0.0.1/8/1', '::1/129', '10.0.0.0/x']) {
+      const load = () => loadConfig({ TRUSTED_PROXIES: `127.0.0.1,${bad}` });
+      expect(load).toThrow(ConfigError);
+      expect(load).toThrow(
+        new RegExp(
+          `^invalid configuration: TRUSTED_PROXIES=.*"${bad.replace(/[./]/g, '\\$&')}" is not an IP address[^\n]*$`,
+        ),
+      );
+    }
+  });
+});
+
 describe('JWT_JWKS_URL', () => {
   it('refuses an http: JWKS on another host with one line naming the variable', () => {
     const load = () => loadConfig({ JWT_JWKS_URL: 'http://keys.example.com/.well-known/jwks.json' });

@@ -1,74 +1,37 @@
 /**
- * The actor host: activates actors on first use (ownership, epoch fence, rehydration), feeds
- * each one its messages one at a time, and passivates it when idle. It knows nothing of
- * miniapps or conversations: each kind plugs in through `ActorKind`.
- *
- * Mailbox: messages for an actor queue here and are delivered while the actor is not tagged
- * `busy`; an actor waiting on I/O that must not interleave (a photo being analysed, older
- * ops being read) tags its state `busy` and the queue waits. Events an actor's own services
- * send back to it (a commit's outcome) bypass the mailbox.
+ * The actor host: activates actors on first use, feeds each one its messages one at a time,
+ * and passivates it when idle. It knows nothing of miniapps or conversations: each kind plugs
+ * in through `ActorKind`. This file is the registry of live actors (one cell per key), the
+ * public API and shutdown; the parts live beside it:
+ * - `activateActor.ts` — ownership, epoch fence, rehydration, start;
+ * - `activationLimiter.ts` — at most `maxActivations` activations at once;
+ * - `mailbox.ts` — the cell, delivery while not `busy`, passivation in turn;
+ * - `idleSweep.ts` — passivation of idle actors;
+ * - `Ownership.ts` — the seam cluster mode plugs into (`localOwnership.ts` on a single node).
  */
 import type { AnyActorRef, EventObject, SnapshotFrom } from 'xstate';
 import { AppError } from '../errors.ts';
-import { currentContext, type RequestContext, withContext } from '../observability/context.ts';
+import { currentContext } from '../observability/context.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
+import { type ActorKind, actorKey } from './ActorKind.ts';
+import { activateActor } from './activateActor.ts';
+import { createActivationLimiter } from './activationLimiter.ts';
+import { startIdleSweep } from './idleSweep.ts';
+import { type Cell, createCell, type Envelope, passivate, pump, rejectQueue } from './mailbox.ts';
+import type { Ownership } from './Ownership.ts';
 
-export interface ActorKind<TEvent extends EventObject = EventObject> {
-  /** Actor keys are `<name>:<id>`. */
-  readonly name: string;
-  /**
-   * Builds (not starts) the actor for `id`, rehydrated from the store, whose writes carry
-   * `epoch`; null when there is no such actor.
-   */
-  activate(id: string, epoch: number): Promise<AnyActorRef | null>;
-  /** True when the actor may be passivated (no sockets, nothing pending). */
-  isIdle(snapshot: SnapshotFrom<AnyActorRef>): boolean;
-  /** The event that asks the actor to save its state and reach its final state. */
-  readonly passivateEvent: TEvent;
-  /** After the actor stopped for good (passivated, fenced or failed), with its output. */
-  onStopped?(id: string, output: unknown): void;
-}
-
-/** Who may run an actor. Single node: always this process; cluster mode: a Redlock lease. */
-export interface Ownership {
-  acquire(key: string): Promise<boolean>;
-  release(key: string): Promise<void>;
-}
+export type { ActorKind } from './ActorKind.ts';
+export type { Ownership } from './Ownership.ts';
 
 export interface ActorHostOptions {
   /** Makes this process the owner in `actor_leases` and returns the new epoch. */
   bumpEpoch(key: string): Promise<number>;
   ownership: Ownership;
+  /** How long (ms) an actor stays without messages before it may be passivated. */
   idleMs: number;
-  /**
-   * Activations run at most this many at once; the others wait their turn here. A burst of
-   * messages for thousands of sleeping actors would otherwise queue thousands of reads in the
-   * pool, where they time out (503) instead of waiting.
-   */
+  /** How many activations may run at once (`activationLimiter.ts`); at least 1. */
   maxActivations: number;
   log: Logger;
-}
-
-interface Envelope {
-  event: EventObject;
-  /** The correlation context of the sender, restored while the actor handles the event. */
-  context: RequestContext | undefined;
-  delivered?: () => void;
-  rejected: (err: Error) => void;
-}
-
-interface Cell {
-  kind: ActorKind;
-  id: string;
-  key: string;
-  state: 'activating' | 'running' | 'stopping';
-  actor?: AnyActorRef;
-  epoch: number;
-  queue: Envelope[];
-  lastActive: number;
-  /** A delivery is scheduled. */
-  pumping: boolean;
-  passivateSent: boolean;
 }
 
 export interface ActorHost {
@@ -89,54 +52,40 @@ export interface ActorHost {
   stopAll(timeoutMs: number): Promise<void>;
 }
 
+const shuttingDown = () => new AppError('shutting_down', 'the server is shutting down');
+
 export function createActorHost(options: ActorHostOptions): ActorHost {
-  const kinds = new Map<string, ActorKind>();
-  const cells = new Map<string, Cell>();
-  const stopWaiters = new Set<() => void>();
-  /** Activations in progress, and cells waiting for one to finish. */
-  let activating = 0;
-  const waitingActivation: Cell[] = [];
-  let closing = false;
   const { log } = options;
+  const kinds = new Map<string, ActorKind>();
+  /** Every actor key active, activating or stopping here: all messages for a key meet in its cell. */
+  const cells = new Map<string, Cell>();
+  /** Wakes `stopAll` whenever an actor stopped. */
+  const stopWaiters = new Set<() => void>();
+  let closing = false;
 
-  const busy = (actor: AnyActorRef) => {
-    const snapshot = actor.getSnapshot();
-    return snapshot.status !== 'active' || snapshot.hasTag('busy');
-  };
+  const activations = createActivationLimiter<Cell>(options.maxActivations, (cell) =>
+    activateActor(cell, {
+      ownership: options.ownership,
+      bumpEpoch: options.bumpEpoch,
+      log,
+      forget: (c) => cells.delete(c.key),
+      stopped: finish,
+      closing: () => closing,
+    }),
+  );
+  const stopSweep = startIdleSweep(
+    () => cells.values(),
+    options.idleMs,
+    (cell) => passivate(cell, log),
+  );
 
-  /**
-   * Delivers queued messages, in a microtask: never from inside the actor's own processing
-   * (a snapshot listener runs there), where a send would only be queued by XState, the actor
-   * would still look idle, and the next message would arrive in a state that drops it.
-   */
-  function pump(cell: Cell): void {
-    if (cell.pumping) return;
-    cell.pumping = true;
-    queueMicrotask(() => {
-      cell.pumping = false;
-      deliver(cell);
-    });
+  function start(kind: ActorKind, id: string, queue: Envelope[]): void {
+    const cell = createCell(kind, id, queue);
+    cells.set(cell.key, cell);
+    activations.submit(cell);
   }
 
-  function deliver(cell: Cell): void {
-    const actor = cell.actor;
-    if (cell.state === 'activating' || !actor) return;
-    while (cell.state === 'running' && cell.queue.length && !busy(actor)) {
-      const envelope = cell.queue.shift() as Envelope;
-      cell.lastActive = Date.now();
-      // Whatever the actor starts for this event (services, their log lines) carries the
-      // sender's correlation id, not that of whatever woke the mailbox.
-      if (envelope.context) withContext(envelope.context, () => actor.send(envelope.event));
-      else actor.send(envelope.event);
-      envelope.delivered?.();
-    }
-    // Passivation waits its turn like any message: a busy actor finishes what it is doing.
-    if (cell.state === 'stopping' && !cell.passivateSent && !busy(actor)) {
-      cell.passivateSent = true;
-      actor.send(cell.kind.passivateEvent);
-    }
-  }
-
+  /** The actor of `cell` stopped for good: forget it, release it, and serve late messages. */
   function finish(cell: Cell, output: unknown, error?: unknown): void {
     if (cells.get(cell.key) !== cell) return;
     cells.delete(cell.key);
@@ -148,104 +97,10 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     for (const w of stopWaiters) w();
     // Messages that arrived while it was stopping start a new activation.
     if (cell.queue.length) {
-      if (closing) reject(cell.queue, new AppError('shutting_down', 'the server is shutting down'));
+      if (closing) rejectQueue(cell.queue, shuttingDown());
       else start(cell.kind, cell.id, cell.queue);
     }
   }
-
-  function reject(queue: Envelope[], err: Error): void {
-    for (const e of queue.splice(0)) e.rejected(err);
-  }
-
-  function start(kind: ActorKind, id: string, queue: Envelope[]): Cell {
-    const key = `${kind.name}:${id}`;
-    const cell: Cell = {
-      kind,
-      id,
-      key,
-      state: 'activating',
-      epoch: 0,
-      queue,
-      lastActive: Date.now(),
-      pumping: false,
-      passivateSent: false,
-    };
-    cells.set(key, cell);
-    if (activating < options.maxActivations) void activate(cell);
-    else waitingActivation.push(cell);
-    return cell;
-  }
-
-  async function activate(cell: Cell): Promise<void> {
-    activating++;
-    try {
-      await rehydrate(cell);
-    } finally {
-      activating--;
-      const next = waitingActivation.shift();
-      if (next) void activate(next);
-    }
-  }
-
-  async function rehydrate(cell: Cell): Promise<void> {
-    try {
-      if (!(await options.ownership.acquire(cell.key))) {
-        throw new AppError('session_unavailable', `${maskPhones(cell.key)} is owned by another node`);
-      }
-      cell.epoch = await options.bumpEpoch(cell.key);
-      const actor = await cell.kind.activate(cell.id, cell.epoch);
-      if (!actor) {
-        cells.delete(cell.key);
-        await options.ownership.release(cell.key);
-        reject(cell.queue, new AppError('session_not_found', `no ${cell.kind.name} ${cell.id}`));
-        return;
-      }
-      cell.actor = actor;
-      cell.state = 'running';
-      actor.subscribe({
-        next: (snapshot) => {
-          if (snapshot.status === 'done') finish(cell, snapshot.output);
-          // Only a mailbox with something waiting (it may have left `busy`) needs a delivery.
-          else if (cell.queue.length || cell.state === 'stopping') pump(cell);
-        },
-        error: (err) => finish(cell, { reason: 'failed', message: String(err) }, err),
-      });
-      actor.start();
-      log.debug({ actor: maskPhones(cell.key), epoch: cell.epoch }, 'actor activated');
-      if (closing) passivate(cell);
-      else pump(cell);
-    } catch (err) {
-      cells.delete(cell.key);
-      log.warn({ err, actor: maskPhones(cell.key) }, 'actor activation failed');
-      reject(cell.queue, err instanceof Error ? err : new Error(String(err)));
-    }
-  }
-
-  function passivate(cell: Cell): void {
-    if (cell.state !== 'running' || !cell.actor) return;
-    cell.state = 'stopping';
-    log.debug({ actor: maskPhones(cell.key) }, 'passivating actor');
-    pump(cell);
-  }
-
-  const sweep = setInterval(
-    () => {
-      const now = Date.now();
-      for (const cell of cells.values()) {
-        if (
-          cell.state === 'running' &&
-          cell.actor &&
-          cell.queue.length === 0 &&
-          now - cell.lastActive >= options.idleMs &&
-          cell.kind.isIdle(cell.actor.getSnapshot())
-        ) {
-          passivate(cell);
-        }
-      }
-    },
-    Math.min(5000, Math.max(50, options.idleMs / 4)),
-  );
-  sweep.unref();
 
   function enqueue(kindName: string, id: string, envelope: Envelope): void {
     const kind = kinds.get(kindName);
@@ -254,15 +109,30 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       return;
     }
     if (closing) {
-      envelope.rejected(new AppError('shutting_down', 'the server is shutting down'));
+      envelope.rejected(shuttingDown());
       return;
     }
-    const cell = cells.get(`${kindName}:${id}`);
+    const cell = cells.get(actorKey(kindName, id));
     if (cell) {
       cell.queue.push(envelope);
       pump(cell);
     } else {
       start(kind, id, [envelope]);
+    }
+  }
+
+  /** Resolves once every actor stopped, or at `deadline` (ms since the epoch). */
+  async function allStopped(deadline: number): Promise<void> {
+    while (cells.size && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          stopWaiters.delete(done);
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(done, Math.max(1, deadline - Date.now()));
+        stopWaiters.add(done);
+      });
     }
   }
 
@@ -299,12 +169,12 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     },
 
     peek(kindName, id) {
-      const cell = cells.get(`${kindName}:${id}`);
+      const cell = cells.get(actorKey(kindName, id));
       return cell?.state === 'running' ? cell.actor?.getSnapshot() : undefined;
     },
 
     has(kindName, id) {
-      return cells.has(`${kindName}:${id}`);
+      return cells.has(actorKey(kindName, id));
     },
 
     counts() {
@@ -316,25 +186,14 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
 
     async stopAll(timeoutMs) {
       closing = true;
-      clearInterval(sweep);
+      stopSweep();
       // Actors not yet being activated have nothing to save: their messages are refused.
-      for (const cell of waitingActivation.splice(0)) {
+      for (const cell of activations.cancelWaiting()) {
         cells.delete(cell.key);
-        reject(cell.queue, new AppError('shutting_down', 'the server is shutting down'));
+        rejectQueue(cell.queue, shuttingDown());
       }
-      for (const cell of cells.values()) passivate(cell);
-      const deadline = Date.now() + timeoutMs;
-      while (cells.size && Date.now() < deadline) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            stopWaiters.delete(done);
-            clearTimeout(t);
-            resolve();
-          };
-          const t = setTimeout(done, Math.max(1, deadline - Date.now()));
-          stopWaiters.add(done);
-        });
-      }
+      for (const cell of cells.values()) passivate(cell, log);
+      await allStopped(Date.now() + timeoutMs);
       if (cells.size)
         log.warn({ actors: [...cells.keys()].map(maskPhones) }, 'actors still running at the shutdown deadline');
     },

@@ -1,4 +1,4 @@
-import type { Ownership } from './createActorHost.ts';
+import type { Ownership } from './Ownership.ts';
 
 /**
  * Single-node ownership: this process owns every actor. The epoch fence in `actor_leases`

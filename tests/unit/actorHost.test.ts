@@ -109,3 +109,53 @@ describe('the actor host', () => {
     await expect(h.send('worker', 'c', { type: 'work', n: 2 })).rejects.toMatchObject({ code: 'shutting_down' });
   });
 });
+
+describe('ownership', () => {
+  /** A host whose kind fails to rehydrate `broken`, finds no `missing`, and records ownership calls. */
+  function recordingHost() {
+    const calls: string[] = [];
+    const h = createActorHost({
+      bumpEpoch: async () => 1,
+      ownership: {
+        acquire: async (key) => {
+          calls.push(`acquire ${key}`);
+          return key !== 'worker:elsewhere';
+        },
+        release: async (key) => {
+          calls.push(`release ${key}`);
+        },
+      },
+      idleMs: 60_000,
+      maxActivations: 4,
+      log: pino({ level: 'silent' }),
+    });
+    h.register({
+      name: 'worker',
+      passivateEvent: { type: 'passivate' },
+      isIdle: () => true,
+      async activate(id) {
+        if (id === 'broken') throw new Error('the store is unreadable');
+        if (id === 'missing') return null;
+        return createActor(worker);
+      },
+      onStopped: () => {},
+    });
+    return { h, calls };
+  }
+
+  it('gives up what it acquired when an activation fails or finds nothing, and never what it did not get', async () => {
+    const { h, calls } = recordingHost();
+    await expect(h.send('worker', 'broken', { type: 'work', n: 1 })).rejects.toThrow(/unreadable/);
+    await expect(h.send('worker', 'missing', { type: 'work', n: 1 })).rejects.toThrow(/no worker missing/);
+    await expect(h.send('worker', 'elsewhere', { type: 'work', n: 1 })).rejects.toThrow(/owned by another node/);
+    await expect
+      .poll(() => calls)
+      .toEqual([
+        'acquire worker:broken',
+        'release worker:broken',
+        'acquire worker:missing',
+        'release worker:missing',
+        'acquire worker:elsewhere',
+      ]);
+  });
+});

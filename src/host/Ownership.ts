@@ -1,0 +1,20 @@
+/**
+ * The seam where cluster mode plugs in: who may run an actor. A single node always may
+ * (`localOwnership.ts`); cluster mode answers with a Redlock lease. Ownership only decides
+ * where an actor runs; what protects the data is the epoch fence (`actor_leases`), bumped right
+ * after `acquire` on every activation, so a node that lost its lease cannot write.
+ *
+ * The host calls, per actor key (`<kind>:<id>`):
+ * - `acquire` first thing in an activation (`activateActor.ts`); false refuses the activation
+ *   with `session_unavailable`, and the messages waiting for it are rejected.
+ * - `release` once the actor stopped for good (`createActorHost.ts`), when the kind found no
+ *   such actor, or when the activation failed after `acquire` (the epoch bump or the kind's
+ *   `activate` threw; `activateActor.ts`). A failed release is only logged: a lease-based
+ *   `Ownership` must still let such a lease expire.
+ */
+export interface Ownership {
+  /** Resolves true when this process may run the actor `key` now. */
+  acquire(key: string): Promise<boolean>;
+  /** Gives up the actor `key`; the host calls it at most once per successful `acquire`. */
+  release(key: string): Promise<void>;
+}

@@ -52,7 +52,7 @@ import {
   type ServerResult,
   type ServerRound,
 } from './peers/report.ts';
-import { packageVersions, SPECS, startPeer } from './peers/servers.ts';
+import { missingPackages, PEERS_INSTALL_COMMAND, packageVersions, SPECS, startPeer } from './peers/servers.ts';
 
 const SERVER_CORE = 0;
 const GENERATOR_CORE = 1;
@@ -79,6 +79,11 @@ async function main(): Promise<number> {
     return 0;
   }
   const o: PeersOptions = parsed;
+  const missing = missingPackages(o.servers);
+  if (missing.length) {
+    process.stderr.write(`bench:peers: ${missing.join(', ')} not installed; run: ${PEERS_INSTALL_COMMAND}\n`);
+    return 1;
+  }
   const args = process.argv.slice(2);
   const command = `npm run bench:peers${args.length ? ` -- ${args.join(' ')}` : ''}`;
   const { cleanups, cleanup, stopHeartbeat } = startRun(o.deadlineMs);

@@ -4,7 +4,7 @@
  * (`bench/rawRelay.ts`, the limit) and the three peers (`bench/peers/<name>/server.ts`), every
  * one through tsx with the same environment basics (`NODE_ENV=production`, port 0, loopback).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot, type ServerProcess, startServerProcess } from '../lib/processes.ts';
 import type { PeerName } from './protocol.ts';
@@ -51,15 +51,35 @@ export const SPECS: Record<PeerName, PeerSpec> = {
   },
 };
 
-/** `name@version` of each package, read from node_modules. */
+/** The command that installs the peers' packages, for messages. */
+export const PEERS_INSTALL_COMMAND = 'npm ci --prefix bench/peers';
+
+/**
+ * Where packages are looked up, in Node's order for a file in bench/peers/: the peers' own
+ * install (bench/peers/package.json, apart from the root's because several declare Node ≥ 22),
+ * then the root's, which holds Archety's (uWebSockets.js, pg).
+ */
+const MODULE_DIRS = [path.join(repoRoot, 'bench/peers/node_modules'), path.join(repoRoot, 'node_modules')];
+
+function readManifest(name: string): { name: string; version: string } | undefined {
+  for (const dir of MODULE_DIRS) {
+    const file = path.join(dir, name, 'package.json');
+    if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
+  }
+  return undefined;
+}
+
+/** The packages the given servers need that are not installed. */
+export function missingPackages(peers: PeerName[]): string[] {
+  return peers.flatMap((p) => SPECS[p].packages).filter((name) => !readManifest(name));
+}
+
+/** `name@version` of each package, as installed. */
 export function packageVersions(names: string[]): string[] {
   return names.map((n) => {
-    try {
-      const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'node_modules', n, 'package.json'), 'utf8'));
-      return `${n}@${pkg.version}${pkg.name !== n ? ` (${pkg.name})` : ''}`;
-    } catch {
-      throw new Error(`${n} is not installed: run npm install (the peers are devDependencies)`);
-    }
+    const pkg = readManifest(n);
+    if (!pkg) throw new Error(`${n} is not installed: run ${PEERS_INSTALL_COMMAND}`);
+    return `${n}@${pkg.version}${pkg.name !== n ? ` (${pkg.name})` : ''}`;
   });
 }
 

@@ -24,7 +24,8 @@ import type {
 } from '../../actors/conversationTypes.ts';
 import type { Brain } from '../brain/Brain.ts';
 import type { Resilient } from '../brain/resilience.ts';
-import type { ActorHost, ActorKind } from '../host/createActorHost.ts';
+import { type ActorKind, actorKey } from '../host/ActorKind.ts';
+import type { ActorHost } from '../host/createActorHost.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
 import type { MemoryStore } from '../memory/MemoryStore.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -215,7 +216,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
 
     async activate(key, epoch): Promise<AnyActorRef | null> {
       const stored = await repo.snapshot(key);
-      const actorKey = `${CONVERSATION}:${key}`;
+      const lane = actorKey(CONVERSATION, key);
       /**
        * Recent turns and stages are cached per actor: it is the only writer of its messages,
        * so after its own commits the cache is exact. A forget clears it, so the blanked message
@@ -248,7 +249,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         cachedTurns = [...added, ...cachedTurns].slice(0, HISTORY_TURNS + 1);
       };
 
-      committer.forget(actorKey, epoch - 1);
+      committer.forget(lane, epoch - 1);
       /** Whether the last commit was applied (read by `committed`, which directly follows it). */
       let applied = true;
       const machine = conversationMachine.provide({
@@ -267,7 +268,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             const snapshot = conversationMachine.getPersistedSnapshot(
               conversationMachine.resolveState({ value: 'idle', context: input.next }),
             );
-            const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, actorKey, epoch, {
+            const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
               commit: input,
               snapshot,
             });

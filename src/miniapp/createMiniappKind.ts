@@ -11,7 +11,7 @@ import { LOG_WINDOW } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import { applyOp } from '../../actors/ops.ts';
 import { CloseCodes } from '../errors.ts';
-import type { ActorKind } from '../host/createActorHost.ts';
+import { type ActorKind, actorKey } from '../host/ActorKind.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { FencedError, type GroupCommitter } from '../store/GroupCommitter.ts';
@@ -63,7 +63,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
         state = replayed.state;
         version = e.version;
       }
-      const key = `${MINIAPP}:${sessionId}`;
+      const key = actorKey(MINIAPP, sessionId);
       committer.forget(key, epoch - 1);
       const submit = (write: MiniappWrite) => committer.submit(MINIAPP, key, epoch, write);
       const writeFailed = (err: unknown) =>

@@ -1,5 +1,10 @@
-/** Runs a benchmark script in quick mode, as its smoke test: the benchmark must keep working. */
+/**
+ * Runs a benchmark script in quick mode, as its smoke test: the benchmark must keep working.
+ * The peers benchmark's packages are installed apart (bench/peers/package.json); its smoke test
+ * installs them first when a fresh clone has not.
+ */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from './server.ts';
 
@@ -10,21 +15,42 @@ import { repoRoot } from './server.ts';
  */
 export const QUICK_BENCH_HANG_MS = 270_000;
 
+/** How long installing the peers' packages may take: about 125 packages from the registry. */
+export const PEERS_INSTALL_MS = 180_000;
+
+interface Finished {
+  code: number | null;
+  output: string;
+}
+
 /**
  * Runs `bench/<script>` with `--quick` (and `env` added) and resolves with its exit code and
  * everything it printed; rejects when it has not finished within QUICK_BENCH_HANG_MS.
  */
-export function runQuickBench(
-  script: string,
-  env: Record<string, string>,
-): Promise<{ code: number | null; output: string }> {
-  const timeoutMs = QUICK_BENCH_HANG_MS;
+export function runQuickBench(script: string, env: Record<string, string>): Promise<Finished> {
+  const args = ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick'];
+  return run(process.execPath, args, { ...process.env, ...env }, QUICK_BENCH_HANG_MS);
+}
+
+/**
+ * Installs the peers benchmark's own packages (bench/peers/package.json, apart from the root's
+ * because several declare Node ≥ 22) when they are not installed, as on a fresh clone: the
+ * smoke test proves every peer runs, so it installs them rather than skip, and a failed install
+ * rejects with npm's output.
+ */
+export async function ensurePeersInstalled(): Promise<void> {
+  // npm writes its hidden lockfile last, so it is there only after a finished install.
+  if (existsSync(path.join(repoRoot, 'bench/peers/node_modules/.package-lock.json'))) return;
+  const args = ['ci', '--prefix', 'bench/peers', '--no-audit', '--no-fund'];
+  console.warn(`\n*** bench/peers/node_modules is not installed: running npm ${args.join(' ')} ***\n`);
+  const { code, output } = await run('npm', args, process.env, PEERS_INSTALL_MS);
+  if (code !== 0) throw new Error(`npm ${args.join(' ')} exited with ${code}:\n${output.slice(-3000)}`);
+}
+
+/** Runs `command` in the repository root; resolves with its exit code and all it printed. */
+function run(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Finished> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick'], {
-      cwd: repoRoot,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(command, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (c) => {
       output += c;
@@ -34,7 +60,9 @@ export function runQuickBench(
     });
     const timer = setTimeout(() => {
       child.kill('SIGINT');
-      reject(new Error(`bench/${script} --quick did not finish within ${timeoutMs / 1000} s:\n${output.slice(-3000)}`));
+      reject(
+        new Error(`${command} ${args.join(' ')} did not finish within ${timeoutMs / 1000} s:\n${output.slice(-3000)}`),
+      );
     }, timeoutMs);
     child.on('error', reject);
     child.on('exit', (code) => {

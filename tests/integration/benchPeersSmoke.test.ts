@@ -1,14 +1,17 @@
 /**
  * The peers benchmark's quick mode runs end to end — Archety, the raw uWebSockets.js relay,
  * Socket.IO, Colyseus and Hocuspocus, each with its own client library — and prints its one
- * table. Figures are not asserted: this proves `npm run bench:peers` still works (and that
- * every peer is installed: a missing one fails here, it is never skipped).
+ * table. Figures are not asserted: this proves `npm run bench:peers` still works. The peers'
+ * packages (bench/peers/package.json) are installed first when missing, never skipped: a failed
+ * install fails here.
  */
-import { describe, expect, it } from 'vitest';
-import { QUICK_BENCH_HANG_MS, runQuickBench } from '../helpers/bench.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ensurePeersInstalled, PEERS_INSTALL_MS, QUICK_BENCH_HANG_MS, runQuickBench } from '../helpers/bench.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 
 describe('bench:peers --quick', () => {
+  beforeAll(ensurePeersInstalled, PEERS_INSTALL_MS);
+
   it(
     'runs every server through the quick comparison, exits 0 and prints the table and the goals',
     async () => {

@@ -1,10 +1,13 @@
 /**
- * Assembles one Archety server process: database (external or embedded), migrations, the
- * actor host with its kinds, HTTP routes and WebSocket endpoints on uWebSockets.js; and its
- * graceful shutdown.
+ * Assembles one Archety server process, in steps: the database (external or embedded, with
+ * migrations: `openDatabase`), the actors and what they stand on (group commit, host, miniapp
+ * service, relay: `createActors`), HTTP routes and WebSocket endpoints on uWebSockets.js
+ * (`createTransport`), and the listeners. `close` undoes them in reverse for a graceful
+ * shutdown; a start that fails part way (a port in use) undoes what it had done.
  */
 import type { TemplatedApp, us_listen_socket, us_socket } from 'uWebSockets.js';
 import { MAX_STALE_VERSIONS } from '../actors/miniappSession.ts';
+import type { JwtKey } from './auth/jwtKey.ts';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
 import type { Config } from './config.ts';
@@ -13,7 +16,7 @@ import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
-import { createMetrics } from './observability/metrics.ts';
+import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
@@ -106,33 +109,15 @@ function listen(
   });
 }
 
-export async function startServer(config: Readonly<Config>, options: { log?: Logger } = {}): Promise<RunningServer> {
-  const log =
-    options.log ?? createLogger({ level: config.logLevel, format: config.logFormat, base: { node: config.nodeId } });
-  const { uws, native, reason } = loadUws(config.allowUwsFallback);
-  if (!native) log.warn({ reason }, 'running on the slow pure-JS uWebSockets.js fallback (ALLOW_UWS_FALLBACK=1)');
-  const jwtKey = await resolveJwtKey(config);
-  if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
-  const mode = 'single' as const;
-
-  const db = await openDatabase(config, log);
-  const { pool, embedded, databaseUrl } = db;
-
-  const verify = createVerifier({
-    key: 'secret' in jwtKey ? { secret: jwtKey.secret } : { jwksUrl: jwtKey.jwksUrl },
-    issuer: config.jwt.issuer,
-    audience: config.jwt.audience,
-    clockToleranceS: config.jwt.clockToleranceS,
-  });
-  let socketCounts = () => ({ miniapp: 0, relay: 0 });
-  const metrics = createMetrics({
-    pool: () => poolStats(pool),
-    actors: () => host.counts(),
-    sockets: () => socketCounts(),
-    breakers: () => relay.breakers(),
-    relaySendsInMemory: () => outbox.pending(),
-  });
-  const sockets = new MiniappSockets();
+/** The actors and what they stand on: group commit, the host, the miniapp service, the relay. */
+function createActors(
+  config: Readonly<Config>,
+  pool: Pool,
+  jwtKey: JwtKey,
+  channel: MiniappSockets,
+  metrics: Metrics,
+  log: Logger,
+) {
   const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
   const host = createActorHost({
     bumpEpoch: leaseEpochs(committer, config.nodeId),
@@ -142,23 +127,60 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     log,
   });
   const repo = new MiniappRepository(pool);
-  const miniapps = createMiniappService({
-    host,
-    repo,
-    committer,
-    channel: sockets,
-    metrics,
-    log,
-    jwtKey,
-    jwt: config.jwt,
-  });
-
+  const miniapps = createMiniappService({ host, repo, committer, channel, metrics, log, jwtKey, jwt: config.jwt });
   const relay = createRelay({ config, pool, committer, host, metrics, log });
-  const { ingest, outbox, relays, conversations } = relay;
+  let stopPruning = () => {};
+  return {
+    host,
+    miniapps,
+    relay,
+    start() {
+      stopPruning = startOpPruning(repo, config.ops, log);
+      relay.start();
+    },
+    /** No new work: the sweeps stop. */
+    stop() {
+      stopPruning();
+      relay.stop();
+    },
+    /** Passivates every actor: each saves its state after the commits before it. */
+    passivate: () => host.stopAll(config.shutdownTimeoutMs),
+    /** What is still queued is committed; then nothing is left running. */
+    async close() {
+      await committer.flush();
+      committer.close();
+      relay.close();
+    },
+  };
+}
 
+type Actors = ReturnType<typeof createActors>;
+
+/** HTTP routes and WebSocket endpoints on uWebSockets.js (and `/metrics` on its own app with METRICS_PORT). */
+async function createTransport(
+  uws: ReturnType<typeof loadUws>['uws'],
+  config: Readonly<Config>,
+  deps: {
+    actors: Actors;
+    channel: MiniappSockets;
+    pool: Pool;
+    jwtKey: JwtKey;
+    metrics: Metrics;
+    log: Logger;
+    mode: 'single' | 'cluster';
+    accepting: () => boolean;
+  },
+) {
+  const { actors, channel, pool, jwtKey, metrics, log } = deps;
+  const { ingest, outbox, relays, conversations } = actors.relay;
+  const verify = createVerifier({
+    key: 'secret' in jwtKey ? { secret: jwtKey.secret } : { jwksUrl: jwtKey.jwksUrl },
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+    clockToleranceS: config.jwt.clockToleranceS,
+  });
   const app = uws.App();
-  sockets.bind(app);
-  let accepting = true;
+  channel.bind(app);
   const router = createRouter({
     app,
     log,
@@ -174,74 +196,128 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     router,
     metricsRouter,
     pool,
-    host,
+    host: actors.host,
     metrics,
     nodeId: config.nodeId,
-    mode,
-    accepting: () => accepting,
+    mode: deps.mode,
+    accepting: deps.accepting,
   });
+  const { miniapps } = actors;
   registerMiniappRoutes({ router, verify, miniapps, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
-  const miniappEndpoint = registerMiniappSocket({ app, config, verify, miniapps, metrics, log }, sockets);
+  const miniappEndpoint = registerMiniappSocket({ app, config, verify, miniapps, metrics, log }, channel);
   const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
-  socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
   router.fallback();
   if (metricsApp) metricsRouter.fallback();
+  return { app, metricsApp, miniappEndpoint, relayEndpoint };
+}
 
-  const { socket: listenSocket, url } = await listen(uws, app, config.host, config.port);
-  const port = uws.us_socket_local_port(asSocket(listenSocket));
-  const metricsListener =
-    metricsApp && config.metrics ? await listen(uws, metricsApp, config.metrics.host, config.metrics.port) : undefined;
-  const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
+export async function startServer(config: Readonly<Config>, options: { log?: Logger } = {}): Promise<RunningServer> {
+  const log =
+    options.log ?? createLogger({ level: config.logLevel, format: config.logFormat, base: { node: config.nodeId } });
+  const { uws, native, reason } = loadUws(config.allowUwsFallback);
+  if (!native) log.warn({ reason }, 'running on the slow pure-JS uWebSockets.js fallback (ALLOW_UWS_FALLBACK=1)');
+  const jwtKey = await resolveJwtKey(config);
+  if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
+  const mode = 'single' as const;
 
-  const stopPruning = startOpPruning(repo, config.ops, log);
-  relay.start();
-
-  log.info(
-    {
+  // Each step is undone, in reverse, by `close` (or at once when a later step fails).
+  const db = await openDatabase(config, log);
+  const { pool, embedded, databaseUrl } = db;
+  let socketCounts = () => ({ miniapp: 0, relay: 0 });
+  let actors: Actors | undefined;
+  const metrics = createMetrics({
+    pool: () => poolStats(pool),
+    actors: () => actors?.host.counts() ?? {},
+    sockets: () => socketCounts(),
+    breakers: () => actors?.relay.breakers() ?? {},
+    relaySendsInMemory: () => actors?.relay.outbox.pending() ?? 0,
+  });
+  const channel = new MiniappSockets();
+  let accepting = true;
+  const listeners: us_listen_socket[] = [];
+  try {
+    actors = createActors(config, pool, jwtKey, channel, metrics, log);
+    const transport = await createTransport(uws, config, {
+      actors,
+      channel,
+      pool,
+      jwtKey,
+      metrics,
+      log,
       mode,
+      accepting: () => accepting,
+    });
+    const { miniappEndpoint, relayEndpoint } = transport;
+    socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
+
+    const main = await listen(uws, transport.app, config.host, config.port);
+    listeners.push(main.socket);
+    const metricsListener =
+      transport.metricsApp && config.metrics
+        ? await listen(uws, transport.metricsApp, config.metrics.host, config.metrics.port)
+        : undefined;
+    if (metricsListener) listeners.push(metricsListener.socket);
+    const { url } = main;
+    const port = uws.us_socket_local_port(asSocket(main.socket));
+    const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
+    actors.start();
+
+    const database = embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl);
+    const redis = config.redisUrl ? redactUrl(config.redisUrl) : 'none';
+    log.info(
+      {
+        mode,
+        url,
+        database: embedded ? 'embedded' : redactUrl(databaseUrl),
+        dataDir: embedded ? embedded.dataDir : undefined,
+        redis,
+        jwt: jwtKey.source,
+        brain: actors.relay.brainMode,
+        metrics: metricsUrl,
+      },
+      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl})`,
+    );
+
+    const running = actors;
+    let closing: Promise<void> | undefined;
+    const close = async (): Promise<void> => {
+      const started = Date.now();
+      accepting = false;
+      running.stop();
+      for (const socket of listeners) uws.us_listen_socket_close(socket);
+      // Passivation waits for every pending commit (its checkpoint is queued after them), so
+      // `applied` frames still reach the open sockets before they are closed.
+      await running.passivate();
+      await Promise.all([
+        miniappEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
+        relayEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
+      ]);
+      await running.close();
+      await db.close();
+      log.info({ ms: Date.now() - started }, 'shutdown complete');
+    };
+    return {
       url,
-      database: embedded ? 'embedded' : redactUrl(databaseUrl),
-      dataDir: embedded ? embedded.dataDir : undefined,
-      redis: config.redisUrl ? redactUrl(config.redisUrl) : 'none',
-      jwt: jwtKey.source,
-      brain: relay.brainMode,
-      metrics: metricsUrl,
-    },
-    `archety listening on ${url} (mode ${mode}, database ${embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl)}, redis ${config.redisUrl ? redactUrl(config.redisUrl) : 'none'}, brain ${relay.brainMode}, metrics ${metricsUrl})`,
-  );
-
-  let closing: Promise<void> | undefined;
-  async function close(): Promise<void> {
-    const started = Date.now();
-    accepting = false;
-    stopPruning();
-    relay.stop();
-    uws.us_listen_socket_close(listenSocket);
-    if (metricsListener) uws.us_listen_socket_close(metricsListener.socket);
-    // Passivation waits for every pending commit (its checkpoint is queued after them), so
-    // `applied` frames still reach the open sockets before they are closed.
-    await host.stopAll(config.shutdownTimeoutMs);
-    await Promise.all([
-      miniappEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
-      relayEndpoint.closeAll(CloseCodes.goingAway, 'server shutting down'),
-    ]);
-    await committer.flush();
-    committer.close();
-    relay.close();
+      port,
+      metricsUrl,
+      mode,
+      databaseUrl,
+      pool,
+      log,
+      close: () => (closing ??= close()),
+    };
+  } catch (err) {
+    // A start that failed part way (a port in use, say) leaves nothing running: no listener,
+    // no actor, no pool, no embedded database (and so no data-directory lock).
+    for (const socket of listeners) uws.us_listen_socket_close(socket);
+    if (actors) {
+      actors.stop();
+      await actors.passivate().catch(() => {});
+      await actors.close().catch(() => {});
+    }
     await db.close();
-    log.info({ ms: Date.now() - started }, 'shutdown complete');
+    throw err;
   }
-
-  return {
-    url,
-    port,
-    metricsUrl,
-    mode,
-    databaseUrl,
-    pool,
-    log,
-    close: () => (closing ??= close()),
-  };
 }

@@ -70,14 +70,8 @@ export const Codes = Object.freeze(
   Object.fromEntries(Object.keys(errorCatalog).map((k) => [k, k])) as { [K in ErrorCode]: K },
 );
 
-/** WebSocket close codes (RFC 6455 and docs/protocol.md). */
-export const CloseCodes = {
-  goingAway: 1001,
-  invalidPayload: 1007,
-  policyViolation: 1008,
-  tooBig: 1009,
-  internalError: 1011,
-} as const;
+/** WebSocket close codes (docs/protocol.md), shared with the client SDK and the browser page. */
+export { CloseCodes } from '../actors/closeCodes.ts';
 
 /** An error with a catalog code; `path` names the offending field for validation errors. */
 export class AppError extends Error {

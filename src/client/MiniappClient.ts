@@ -15,27 +15,26 @@
  * version when it is sent: otherwise an edit typed while someone else changed the same field
  * would silently overwrite theirs. A `conflict` lists only the ops that clash with the edit
  * (overlapping paths, not sent by this client), whatever else the server's frame holds.
+ *
+ * This class composes the parts: `ReconnectingSocket.ts` (the connection and its backoff),
+ * `PendingEdits.ts` (the edits' bookkeeping and the re-check after a reconnect) and
+ * `Emitter.ts` (the events).
  */
 import { miniapps } from '../../actors/apps/index.ts';
-import type { AppliedOp, ClientFrame, ServerFrame } from '../../actors/miniappFrames.ts';
-import { applyOp, claimedPath, type Op, overlaps } from '../../actors/ops.ts';
+import type { AppliedOp, ServerFrame } from '../../actors/miniappFrames.ts';
+import { applyOp, type Op } from '../../actors/ops.ts';
 import type { Schema } from '../../actors/schema.ts';
+import { Emitter, type Listener } from './Emitter.ts';
+import { applyPending, type ConflictEvent, type PendingEdit, PendingEdits } from './PendingEdits.ts';
+import {
+  type BackoffBounds,
+  DEFAULT_BACKOFF,
+  ReconnectingSocket,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from './ReconnectingSocket.ts';
 
-export type { AppliedOp, Op, ServerFrame };
-
-/** The part of the WHATWG WebSocket this client uses (browsers, Node 22+, the `ws` package). */
-export interface WebSocketLike {
-  readonly readyState: number;
-  readonly protocol: string;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-}
-
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+export type { AppliedOp, ConflictEvent, Op, PendingEdit, ServerFrame, WebSocketConstructor, WebSocketLike };
 
 export interface MiniappClientOptions {
   /** Server base URL, e.g. `http://127.0.0.1:8080` or `wss://example.com`. */
@@ -47,25 +46,7 @@ export interface MiniappClientOptions {
   app?: string;
   WebSocket?: WebSocketConstructor;
   /** Reconnect backoff bounds in ms; `false` disables reconnecting. */
-  reconnect?: { minDelayMs: number; maxDelayMs: number } | false;
-}
-
-export interface PendingEdit {
-  opId: string;
-  op: Op;
-  baseVersion: number;
-}
-
-export interface ConflictEvent {
-  /** The edit that was not applied; re-apply it with `apply(edit.op)` if still wanted. */
-  edit: PendingEdit;
-  /**
-   * The ops that touched the same fields since the edit's base version and were not sent by
-   * this client (an op `by` this client's user came from another connection of theirs).
-   */
-  ops: AppliedOp[];
-  /** True when the edit's fate could not be learned (its history is gone). */
-  unconfirmed?: boolean;
+  reconnect?: BackoffBounds | false;
 }
 
 export type ClientStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -81,19 +62,7 @@ export interface MiniappClientEvents {
   status: { status: ClientStatus; code?: number; reason?: string };
 }
 
-type Listener<K extends keyof MiniappClientEvents> = (event: MiniappClientEvents[K]) => void;
-
-const OPEN = 1;
-/** Error codes that refuse an edit only for now: it stays pending and is sent again. */
-const RETRYABLE = new Set(['rate_limited', 'db_unavailable', 'session_unavailable', 'shutting_down']);
-const RETRY_DELAY_MS = 500;
-/** After this many transient refusals an edit is reported as refused. */
-const MAX_RETRIES = 5;
-/**
- * Applied ops (and this client's own op ids) kept to check edits against after a reconnect;
- * the server keeps at least as many versions (its `MAX_STALE_VERSIONS`).
- */
-const HISTORY = 1000;
+type SnapshotFrame = Extract<ServerFrame, { type: 'snapshot' }>;
 
 function randomId(): string {
   const c = globalThis.crypto;
@@ -110,39 +79,46 @@ export class MiniappClient {
   online: string[] = [];
   status: ClientStatus = 'connecting';
   /** Edits sent (or waiting to be sent) and not yet answered, in order. */
-  readonly pending: PendingEdit[] = [];
+  readonly pending: PendingEdit[];
 
-  private ws: WebSocketLike | null = null;
   private readonly schema: Schema | undefined;
-  private readonly listeners = new Map<keyof MiniappClientEvents, Set<Listener<never>>>();
-  private readonly WS: WebSocketConstructor;
-  private attempt = 0;
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  private stopped = false;
-  /** Set after a reconnect until the history (since, upTo] has arrived. */
-  private resuming: { since: number; upTo: number } | null = null;
-  /** The last `HISTORY` applied ops known to this client, without a gap, all after version `recentFrom`. */
-  private readonly recent: AppliedOp[] = [];
-  private recentFrom = -1;
-  /** Transient refusals per pending edit. */
-  private readonly retries = new Map<string, number>();
-  /** Ids of the last `HISTORY` edits this client sent (they never clash with its later edits). */
-  private readonly sent = new Set<string>();
+  private readonly edits: PendingEdits;
+  private readonly events = new Emitter<MiniappClientEvents>();
+  private readonly socket: ReconnectingSocket;
+  /** Whether the current socket has sent its snapshot yet. */
   private hadSnapshot = false;
 
-  constructor(private readonly options: MiniappClientOptions) {
+  constructor(options: MiniappClientOptions) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the `ws` package)');
-    this.WS = WS;
     this.schema = miniapps.get(options.app ?? 'trip-planner')?.schema;
-    void this.connect();
+    this.edits = new PendingEdits(this.schema);
+    this.pending = this.edits.edits;
+    const base = options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '');
+    this.socket = new ReconnectingSocket(
+      {
+        url: `${base}/v1/miniapp/${encodeURIComponent(options.sessionId)}`,
+        token: options.token,
+        WebSocket: WS,
+        reconnect: options.reconnect ?? DEFAULT_BACKOFF,
+      },
+      {
+        opening: () => {
+          this.hadSnapshot = false;
+        },
+        frame: (frame) => this.onFrame(frame),
+        synced: () => this.version >= 0,
+        ended: (code, reason, reconnecting) => {
+          this.edits.socketClosed();
+          this.setStatus(reconnecting ? 'reconnecting' : 'closed', code, reason);
+        },
+      },
+    );
+    void this.socket.open();
   }
 
-  on<K extends keyof MiniappClientEvents>(type: K, listener: Listener<K>): () => void {
-    const set = this.listeners.get(type) ?? new Set<Listener<never>>();
-    this.listeners.set(type, set);
-    set.add(listener as Listener<never>);
-    return () => set.delete(listener as Listener<never>);
+  on<K extends keyof MiniappClientEvents>(type: K, listener: Listener<MiniappClientEvents[K]>): () => void {
+    return this.events.on(type, listener);
   }
 
   /**
@@ -163,10 +139,9 @@ export class MiniappClient {
       if (!local.ok) throw new Error(local.message);
     }
     const edit: PendingEdit = { opId: randomId(), op, baseVersion };
-    this.pending.push(edit);
-    this.markSent(edit.opId);
+    this.edits.add(edit);
     this.recompute();
-    if (this.ready()) this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op });
+    if (this.ready()) this.send(edit);
     return edit;
   }
 
@@ -193,65 +168,22 @@ export class MiniappClient {
   }
 
   close(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.ws?.close(1000, 'bye');
+    this.socket.close();
     this.setStatus('closed');
   }
 
+  /** Edits go out only once this socket's snapshot arrived and no resume is under way. */
   private ready(): boolean {
-    return this.ws?.readyState === OPEN && this.hadSnapshot && this.resuming === null;
+    return this.socket.isOpen && this.hadSnapshot && !this.edits.resuming;
   }
 
-  private emit<K extends keyof MiniappClientEvents>(type: K, event: MiniappClientEvents[K]): void {
-    for (const l of this.listeners.get(type) ?? []) (l as Listener<K>)(event);
+  private send(edit: PendingEdit): void {
+    this.socket.send({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
   }
 
   private setStatus(status: ClientStatus, code?: number, reason?: string): void {
     this.status = status;
-    this.emit('status', { status, code, reason });
-  }
-
-  private async connect(): Promise<void> {
-    const token = typeof this.options.token === 'function' ? await this.options.token() : this.options.token;
-    if (this.stopped) return;
-    const base = this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '');
-    const ws = new this.WS(`${base}/v1/miniapp/${encodeURIComponent(this.options.sessionId)}`, [
-      'archety.v1',
-      `bearer.${token}`,
-    ]);
-    this.ws = ws;
-    this.hadSnapshot = false;
-    ws.onmessage = (ev) => {
-      let frame: ServerFrame;
-      try {
-        frame = JSON.parse(String(ev.data)) as ServerFrame;
-      } catch {
-        return; // not ours to crash on: the server only sends JSON
-      }
-      this.onFrame(frame);
-    };
-    ws.onclose = (ev) => this.onClose(ev.code, ev.reason);
-    ws.onerror = () => {};
-  }
-
-  private onClose(code: number, reason: string): void {
-    this.ws = null;
-    this.resuming = null;
-    if (this.stopped) return;
-    const reconnect = this.options.reconnect ?? { minDelayMs: 250, maxDelayMs: 10_000 };
-    // An expired token can only come back if the caller gives us a way to get a new one; a
-    // socket that never opened was refused (401/403/404 look like 1006 to a browser).
-    const hopeless =
-      reconnect === false || this.version < 0 || (code === 1008 && typeof this.options.token === 'string');
-    if (hopeless) {
-      this.stopped = true;
-      this.setStatus('closed', code, reason);
-      return;
-    }
-    const delay = Math.min(reconnect.maxDelayMs, reconnect.minDelayMs * 2 ** this.attempt++);
-    this.timer = setTimeout(() => void this.connect(), delay * (0.5 + Math.random() / 2));
-    this.setStatus('reconnecting', code, reason);
+    this.events.emit('status', { status, code, reason });
   }
 
   private onFrame(frame: ServerFrame): void {
@@ -263,73 +195,50 @@ export class MiniappClient {
         this.onApplied(frame);
         return;
       case 'conflict': {
-        const i = this.pending.findIndex((p) => p.opId === frame.opId);
-        if (i < 0) return;
-        const [edit] = this.pending.splice(i, 1);
+        const conflict = this.edits.conflict(frame.opId, frame.ops);
+        if (!conflict) return;
         this.recompute();
-        // The server's frame lists every op since the base (this socket's own included).
-        this.emit('conflict', { edit, ops: this.clashesWith(edit, frame.ops) });
+        this.events.emit('conflict', conflict);
         return;
       }
       case 'presence':
         this.online = frame.online;
-        this.emit('presence', { online: frame.online });
+        this.events.emit('presence', { online: frame.online });
         return;
-      case 'error': {
-        const i = frame.ref === undefined ? -1 : this.pending.findIndex((p) => p.opId === frame.ref);
-        const tries = i >= 0 ? (this.retries.get(this.pending[i].opId) ?? 0) : 0;
-        if (i >= 0 && RETRYABLE.has(frame.code) && tries < MAX_RETRIES) {
-          // Not refused, only not now: keep the edit and send it again, backing off.
-          const edit = this.pending[i];
-          this.retries.set(edit.opId, tries + 1);
-          setTimeout(
-            () => {
-              if (this.ready() && this.pending.includes(edit)) {
-                this.sendFrame({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
-              }
-            },
-            RETRY_DELAY_MS * 2 ** tries,
-          );
-          return;
-        }
-        const edit = i >= 0 ? this.pending.splice(i, 1)[0] : undefined;
-        if (edit) this.recompute();
-        this.emit('error', { code: frame.code, message: frame.message, edit });
+      case 'error':
+        this.onError(frame);
         return;
-      }
     }
   }
 
-  private onSnapshot(frame: Extract<ServerFrame, { type: 'snapshot' }>): void {
+  private onSnapshot(frame: SnapshotFrame): void {
     const previous = this.version;
-    const first = !this.hadSnapshot;
-    if (!first) {
+    this.takeSnapshot(frame);
+    if (this.hadSnapshot) {
       // The server answered a resume with a snapshot: the history is gone, so the fate of
       // the pending edits cannot be learned. They are reported, never silently dropped.
-      this.takeSnapshot(frame);
-      const lost = this.pending.splice(0);
-      this.resuming = null;
+      const lost = this.edits.lose();
       this.recompute();
-      for (const edit of lost) this.emit('conflict', { edit, ops: [], unconfirmed: true });
+      for (const conflict of lost) this.events.emit('conflict', conflict);
       return;
     }
-    this.takeSnapshot(frame);
     this.hadSnapshot = true;
-    this.attempt = 0;
+    this.socket.resetBackoff();
     this.setStatus('open');
-    if (previous >= 0 && this.pending.length && previous < frame.version) {
+    if (this.edits.startResume(previous, frame.version)) {
       // Learn what happened while we were away (and which pending edits landed) first.
-      this.resuming = { since: previous, upTo: frame.version };
-      this.sendFrame({ type: 'resume', since: previous });
+      this.socket.send({ type: 'resume', since: previous });
+      this.recompute();
     } else if (this.pending.length) {
-      this.rebasePending();
+      this.rebase();
+    } else {
+      this.recompute();
     }
-    this.recompute();
   }
 
-  private takeSnapshot(frame: Extract<ServerFrame, { type: 'snapshot' }>): void {
-    // After a reconnect `recent` stays: a resume's history continues it (`remember`).
-    if (this.recent.length === 0) this.recentFrom = frame.version;
+  private takeSnapshot(frame: SnapshotFrame): void {
+    // After a reconnect the kept history stays: a resume's history continues it.
+    this.edits.snapshot(frame.version);
     this.confirmed = frame.state;
     this.version = frame.version;
     this.participants = frame.participants;
@@ -340,113 +249,56 @@ export class MiniappClient {
     const applied: AppliedOp = { opId: frame.opId, by: frame.by, version: frame.version, op: frame.op };
     if (frame.version <= this.version) {
       // History (a resume's answer): already in our state; it tells us which edits landed.
-      if (this.resuming && frame.version > this.resuming.since) {
-        this.remember(applied);
-        if (frame.version >= this.resuming.upTo) {
-          this.resuming = null;
-          this.rebasePending();
-          this.recompute();
-        }
-      }
+      if (this.edits.historyOp(applied)) this.rebase();
       return;
     }
     if (frame.version !== this.version + 1) {
       // A gap should never happen; resynchronise from a fresh snapshot.
-      this.ws?.close(4000, 'gap');
+      this.socket.resync('gap');
       return;
     }
     if (this.schema) {
       const next = applyOp(this.schema, this.confirmed, frame.op);
       if (!next.ok) {
-        this.ws?.close(4000, 'diverged');
+        this.socket.resync('diverged');
         return;
       }
       this.confirmed = next.state;
     }
     this.version = frame.version;
-    this.remember(applied);
-    const mine = this.pending.findIndex((p) => p.opId === frame.opId);
-    if (mine >= 0) this.pending.splice(mine, 1);
+    this.edits.landed(applied);
     this.recompute();
-    this.emit('applied', applied);
+    this.events.emit('applied', applied);
+  }
+
+  private onError(frame: Extract<ServerFrame, { type: 'error' }>): void {
+    const refusal = this.edits.refused(frame.ref, frame.code);
+    if ('retry' in refusal) {
+      const { retry: edit, delayMs } = refusal;
+      setTimeout(() => {
+        if (this.ready() && this.edits.has(edit)) this.send(edit);
+      }, delayMs);
+      return;
+    }
+    if (refusal.edit) this.recompute();
+    this.events.emit('error', { code: frame.code, message: frame.message, edit: refusal.edit });
   }
 
   /**
-   * Keeps the last applied ops: after a reconnect, pending edits (whose base may be older than
-   * when they were sent) are checked against them. A resume's history fills the gap the
-   * snapshot left (`recentFrom`), in order.
+   * After a reconnect: the pending edits are re-checked (`PendingEdits.rebase`), the kept ones
+   * sent again, and the clashing ones reported once the view no longer holds them. Sent before
+   * the conflicts are emitted, so an edit a listener re-applies goes out once.
    */
-  private remember(op: AppliedOp): void {
-    if (this.pending.length === 0) this.retries.clear();
-    const last = this.recent.length ? this.recent[this.recent.length - 1].version : this.recentFrom;
-    if (op.version <= last) return;
-    if (op.version !== last + 1) {
-      this.recent.length = 0;
-      this.recentFrom = op.version - 1;
-    }
-    this.recent.push(op);
-    if (this.recent.length > HISTORY) this.recentFrom = (this.recent.shift() as AppliedOp).version;
-  }
-
-  private markSent(opId: string): void {
-    this.sent.add(opId);
-    if (this.sent.size > HISTORY) this.sent.delete(this.sent.values().next().value as string);
-  }
-
-  /** The ops of `ops` after the edit's base that touched its fields and were not sent by this client. */
-  private clashesWith(edit: PendingEdit, ops: AppliedOp[]): AppliedOp[] {
-    const claimed = this.schema ? claimedPath(this.schema, edit.op) : undefined;
-    return ops.filter(
-      (h) =>
-        h.version > edit.baseVersion &&
-        !this.sent.has(h.opId) &&
-        (!this.schema || !claimed || overlaps(claimedPath(this.schema, h.op), claimed)),
-    );
-  }
-
-  /**
-   * After a reconnect: pending edits that landed are dropped; the others are checked against
-   * what others did since their base version (this client's own edits never clash, as on one
-   * socket) and resent on the current version, or reported as conflicts.
-   */
-  private rebasePending(): void {
-    const landed = new Set(this.recent.map((h) => h.opId));
-    const kept: PendingEdit[] = [];
-    const last = this.recent.length ? this.recent[this.recent.length - 1].version : this.recentFrom;
-    const keptFrom = last === this.version ? this.recentFrom : Number.POSITIVE_INFINITY;
-    for (const edit of this.pending) {
-      if (landed.has(edit.opId)) continue;
-      if (edit.baseVersion < keptFrom) {
-        // Older than what this client kept: the server checks it against its own history.
-        kept.push(edit);
-        continue;
-      }
-      const clash = this.clashesWith(edit, this.recent);
-      if (clash.length) this.emit('conflict', { edit, ops: clash });
-      else kept.push({ ...edit, baseVersion: this.version });
-    }
-    this.pending.splice(0, this.pending.length, ...kept);
-    this.resendPending();
-  }
-
-  private resendPending(): void {
-    for (const e of this.pending) this.sendFrame({ type: 'op', opId: e.opId, baseVersion: e.baseVersion, op: e.op });
-  }
-
-  private sendFrame(frame: ClientFrame): void {
-    if (this.ws?.readyState === OPEN) this.ws.send(JSON.stringify(frame));
+  private rebase(): void {
+    const conflicts = this.edits.rebase(this.version);
+    for (const edit of this.pending) this.send(edit);
+    this.recompute();
+    for (const conflict of conflicts) this.events.emit('conflict', conflict);
   }
 
   /** view = confirmed + pending edits that still apply. */
   private recompute(): void {
-    let view = this.confirmed;
-    if (this.schema) {
-      for (const p of this.pending) {
-        const r = applyOp(this.schema, view, p.op);
-        if (r.ok) view = r.state;
-      }
-    }
-    this.view = view;
-    this.emit('change', { view, version: this.version });
+    this.view = applyPending(this.schema, this.confirmed, this.pending);
+    this.events.emit('change', { view: this.view, version: this.version });
   }
 }

@@ -4,6 +4,7 @@
  * updated in place from `client.view` on every `change`, so a field someone is typing in
  * keeps its text.
  */
+import { CloseCodes } from '../../actors/closeCodes.ts';
 import type { ClientStatus, ConflictEvent, MiniappClient } from '../client/MiniappClient.ts';
 import { conflictCard } from './conflictCard.ts';
 import { button, h, reconcile } from './dom.ts';
@@ -82,7 +83,7 @@ export function createPlanner(root: HTMLElement, client: MiniappClient, me: Me |
       main.inert = true;
       title.disabled = true;
       const why =
-        code === 1008
+        code === CloseCodes.policyViolation
           ? 'Your access to this trip has expired. Open it again from a fresh link; your saved changes are kept.'
           : `The connection was closed${reason ? ` (${reason})` : ''}. Reload the page to reconnect.`;
       planner.error(why, true);

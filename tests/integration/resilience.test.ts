@@ -15,7 +15,7 @@ const USERS = ['+15553330001', '+15553330002', '+15553330003', '+15553330004'];
 /** The code a socket closed by its own client without a status reports: the server never closed it. */
 const CLOSED_BY_CLIENT = 1005;
 /** Closes the page's client answers by reconnecting: session stopped, or dropped as a slow consumer. */
-const RECONNECT_ON = [CloseCodes.internalError, 1006];
+const RECONNECT_ON: number[] = [CloseCodes.internalError, CloseCodes.abnormal];
 
 /** Every acknowledged op is stored exactly once, versions are gap-free and replay to the stored state. */
 async function expectDurable(pool: pg.Pool, sessionId: string, acked: Set<string>, base: string, viewer: string) {

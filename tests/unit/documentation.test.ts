@@ -1,14 +1,15 @@
 /**
  * The documentation kept in step with the code: the README's tables, `docs/protocol.md`'s error
- * and close-code tables and `docs/operations.md`'s error table against `src/errors.ts` and
- * `src/config.ts`; and the repository documenting itself (no pointer to files outside it, no
- * relative link to a missing file).
+ * and close-code tables and `docs/operations.md`'s error table against `src/errors.ts`,
+ * `actors/closeCodes.ts` and `src/config.ts`; and the repository documenting itself (no pointer
+ * to files outside it, no relative link to a missing file).
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CloseCodes } from '../../actors/closeCodes.ts';
 import { configVariables } from '../../src/config.ts';
-import { CloseCodes, errorCatalog } from '../../src/errors.ts';
+import { errorCatalog } from '../../src/errors.ts';
 import { repoRoot } from '../helpers/server.ts';
 
 const read = (file: string) => readFileSync(path.join(repoRoot, file), 'utf8');
@@ -119,12 +120,12 @@ describe('docs/protocol.md', () => {
     expectOnlyKnownErrorCodes(errorTable);
   });
 
-  it('lists every close code of src/errors.ts in its close-code table', () => {
+  it('lists every close code of actors/closeCodes.ts in its close-code table', () => {
     const rows = firstCells(closeTable);
     for (const [name, code] of Object.entries(CloseCodes)) expect(rows, name).toContain(String(code));
   });
 
-  it('names no close code that src/errors.ts does not define', () => {
+  it('names no close code that actors/closeCodes.ts does not define', () => {
     const rows = firstCells(closeTable);
     const defined = new Set<string>(Object.values(CloseCodes).map(String));
     expect(rows.length).toBeGreaterThan(0);

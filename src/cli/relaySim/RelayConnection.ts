@@ -7,6 +7,7 @@
  * but not shown twice.
  */
 import WebSocket from 'ws';
+import { CloseCodes } from '../../../actors/closeCodes.ts';
 import type { SendFrame } from '../../../actors/conversationTypes.ts';
 
 export type { SendFrame };
@@ -112,7 +113,7 @@ export class RelayConnection {
     }
     await new Promise<void>((resolve) => {
       ws.once('close', () => resolve());
-      ws.close(1000);
+      ws.close(CloseCodes.normal);
       setTimeout(() => ws.terminate(), 1000).unref();
     });
   }
@@ -163,13 +164,13 @@ export class RelayConnection {
       if (refusal && [401, 403, 404].includes(refusal.status)) {
         return this.fail({ status: refusal.status, message: refusal.message });
       }
-      if (code === 1008 && reason === 'token expired' && !this.o.renewable) {
+      if (code === CloseCodes.policyViolation && reason === 'token expired' && !this.o.renewable) {
         return this.fail({ message: 'the token expired; pass a new one with --token' });
       }
       const delayMs = Math.max(backoff(this.attempt++), (refusal?.retryAfterS ?? 0) * 1000);
       const said = refusal
         ? `refused with HTTP ${refusal.status}${refusal.message ? `: ${refusal.message}` : ''}`
-        : code === 1006
+        : code === CloseCodes.abnormal
           ? lastError || 'connection lost'
           : `closed with ${code}${reason ? ` ${reason}` : ''}`;
       this.o.onStatus({ state: 'reconnecting', delayMs, reason: said });

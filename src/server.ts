@@ -93,7 +93,20 @@ function startOpPruning(repo: MiniappRepository, ops: Config['ops'], log: Logger
   return () => clearInterval(timer);
 }
 
-/** Listens on `host:port` (0: any free port); resolves with the socket and its URL. */
+/** `app.listen(host, port, options, cb)`: the native addon takes it; its types lack the overload. */
+type ListenWithOptions = (
+  host: string,
+  port: number,
+  options: number,
+  cb: (socket: us_listen_socket | false) => void,
+) => TemplatedApp;
+/**
+ * uWebSockets.js shares a port by default (SO_REUSEPORT): a second server started on a port in
+ * use would silently take half its connections. This makes it fail to listen instead.
+ */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+
+/** Listens on `host:port` (0: any free port), alone on it; resolves with the socket and its URL. */
 function listen(
   uws: ReturnType<typeof loadUws>['uws'],
   app: TemplatedApp,
@@ -101,7 +114,7 @@ function listen(
   port: number,
 ): Promise<{ socket: us_listen_socket; url: string }> {
   return new Promise((resolve, reject) => {
-    app.listen(host, port, (socket) => {
+    (app.listen as unknown as ListenWithOptions).call(app, host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
       if (!socket) return reject(new Error(`cannot listen on ${host}:${port}`));
       const bound = uws.us_socket_local_port(asSocket(socket));
       resolve({ socket, url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}` });

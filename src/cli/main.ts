@@ -67,12 +67,16 @@ function oneLine(err: unknown): err is Error {
   );
 }
 
+// A failed command exits at once: a start that failed halfway may hold open what it had
+// opened (a pool, the embedded PostgreSQL), and would otherwise never end. The 'exit'
+// listeners still release the data directory and stop the embedded PostgreSQL.
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== -1) process.exitCode = code;
+    if (code === 0) process.exitCode = 0;
+    else if (code !== -1) process.exit(code);
   },
   (err) => {
     process.stderr.write(`archety: ${oneLine(err) ? err.message : (err?.stack ?? err)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

@@ -1,19 +1,34 @@
 /**
- * `archety start`: runs the server until SIGTERM or SIGINT, then shuts down gracefully.
- * A database it cannot use is one line on stderr naming what is wrong and the fix; with the
- * embedded default, the data directory's lock records the port (for the message a second
- * start on the same directory prints) and goes with the process.
+ * `archety start`: runs the server until SIGTERM, SIGINT or SIGHUP, then shuts down
+ * gracefully, within a deadline derived from SHUTDOWN_TIMEOUT_MS. A start that fails for a
+ * reason a person can fix (a database it cannot use, a port it cannot listen on) is one line
+ * on stderr naming what is wrong and the fix; with the embedded default, the data
+ * directory's lock records the port (for the message a second start on the same directory
+ * prints) and goes with the process.
  */
+import net from 'node:net';
 import v8 from 'node:v8';
-import { loadConfig } from '../config.ts';
+import { type Config, loadConfig } from '../config.ts';
 import { type RunningServer, startServer } from '../server.ts';
 import { recordServerPort } from '../store/dataDirLock.ts';
 import { explainDatabaseError } from '../store/explainDatabaseError.ts';
 import { options } from './args.ts';
 import { nextSteps } from './nextSteps.ts';
 
-/** Hard deadline for a graceful shutdown (PROTOCOL: exit within 10 s). */
-const EXIT_DEADLINE_MS = 10_000;
+/**
+ * What a shutdown may take beyond SHUTDOWN_TIMEOUT_MS (the wait for actors to save): closing
+ * the sockets, the last group commit, ending the pool, stopping the embedded PostgreSQL.
+ */
+export const EXIT_MARGIN_MS = 5_000;
+
+/** The signals that stop the server gracefully; SIGHUP is the terminal it ran in closing. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+/**
+ * A repeat this soon after the first signal is the same stop delivered twice (a terminal's
+ * Ctrl+C reaches both npm and the server, and npm forwards it), not a person insisting.
+ */
+const REPEAT_GRACE_MS = 500;
 
 export async function runStart(args: string[]): Promise<number> {
   if (options(args, {}).help) {
@@ -34,11 +49,13 @@ export async function runStart(args: string[]): Promise<number> {
   try {
     server = await startServer(config);
   } catch (err) {
-    const line = config.databaseUrl ? explainDatabaseError(err, config.databaseUrl) : undefined;
+    const line = await explainStartError(err, config);
     if (line === undefined) throw err;
     process.stderr.write(`archety: ${line}\n`);
     return 1;
   }
+  // At once: the summary line is out, and whoever read it may signal us now.
+  stopOnSignals(server, config.shutdownTimeoutMs + EXIT_MARGIN_MS);
   if (!config.databaseUrl) {
     await recordServerPort(config.dataDir, server.port);
     if (process.stdout.isTTY && config.logFormat === 'pretty' && !config.jwt.jwksUrl) {
@@ -54,16 +71,31 @@ export async function runStart(args: string[]): Promise<number> {
       );
     }
   }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    server.log.info({ signal }, 'shutting down');
-    const deadline = setTimeout(() => {
-      server.log.error('shutdown took too long; exiting');
+  return -1;
+}
+
+/**
+ * On the first stop signal, closes `server` and exits 0 (1 if closing failed). Exits 1 at
+ * once when the close has not finished `deadlineMs` after that signal, or on another signal.
+ */
+function stopOnSignals(server: RunningServer, deadlineMs: number): void {
+  let firstAt: number | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (firstAt !== undefined) {
+      if (Date.now() - firstAt < REPEAT_GRACE_MS) return;
+      server.log.warn({ signal }, `${signal} during the shutdown: exiting now, without finishing it`);
       process.exit(1);
-    }, EXIT_DEADLINE_MS);
-    deadline.unref();
+    }
+    firstAt = Date.now();
+    server.log.info({ signal, deadlineMs }, 'shutting down');
+    // Not unref'd: a close stuck on a promise nothing will settle must not end in a quiet exit 0.
+    setTimeout(() => {
+      server.log.error(
+        { deadlineMs },
+        `shutdown not finished ${deadlineMs} ms after ${signal} (SHUTDOWN_TIMEOUT_MS + ${EXIT_MARGIN_MS}): exiting`,
+      );
+      process.exit(1);
+    }, deadlineMs);
     server.close().then(
       () => process.exit(0),
       (err) => {
@@ -72,7 +104,50 @@ export async function runStart(args: string[]): Promise<number> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  return -1;
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+}
+
+/** One line explaining why the server could not start, or undefined (a bug keeps its stack). */
+async function explainStartError(err: unknown, config: Readonly<Config>): Promise<string | undefined> {
+  if (config.databaseUrl) {
+    const line = explainDatabaseError(err, config.databaseUrl);
+    if (line !== undefined) return line;
+  }
+  // The server's listen failure carries no reason (uWebSockets.js gives none): asking the
+  // system for each address it binds finds the one that cannot be had, and why. METRICS_PORT
+  // first: the server listens on PORT before it, so a PORT found taken after a METRICS_PORT
+  // failure may be taken by this very process.
+  const listeners = [{ host: config.host, port: config.port, variable: 'PORT' }];
+  if (config.metrics)
+    listeners.unshift({ host: config.metrics.host, port: config.metrics.port, variable: 'METRICS_PORT' });
+  for (const { host, port, variable } of listeners) {
+    const code = await bindError(host, port);
+    if (code !== undefined) return explainBindError(code, host, port, variable);
+  }
+  return undefined;
+}
+
+/** The error code binding `host:port` fails with right now, or undefined if it can be bound. */
+function bindError(host: string, port: number): Promise<string | undefined> {
+  if (port === 0) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'EUNKNOWN'));
+    probe.listen(port, host, () => probe.close(() => resolve(undefined)));
+  });
+}
+
+function explainBindError(code: string, host: string, port: number, variable: string): string {
+  const at = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if (code === 'EADDRINUSE') {
+    return `${at} is already in use (another archety, or another program, listens there): stop it, or set ${variable} to a free port${variable === 'PORT' ? ' (PORT=0 picks one)' : ''}`;
+  }
+  if (code === 'EACCES') {
+    return `not allowed to listen on ${at} (ports below 1024 need privileges): set ${variable} to 1024 or above`;
+  }
+  if (code === 'EADDRNOTAVAIL') {
+    const hostVariable = variable === 'PORT' ? 'HOST' : 'METRICS_HOST';
+    return `cannot listen on ${at}: ${host} is not an address of this machine; fix ${hostVariable}`;
+  }
+  return `cannot listen on ${at} (${code}): check ${variable === 'PORT' ? 'HOST and PORT' : 'METRICS_HOST and METRICS_PORT'}`;
 }

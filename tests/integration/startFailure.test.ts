@@ -1,5 +1,6 @@
 /**
- * A start that fails part way leaves nothing behind: with its port taken, `startServer`
+ * A start that fails part way leaves nothing behind: with its port taken (even by another
+ * archety: uWebSockets.js would share a port unless told not to), `startServer`
  * rejects naming the address, and every connection it had opened to PostgreSQL is closed
  * (no pool, no actor, no sweep keeps the process or the database busy). A start after it, on a
  * free port, works.
@@ -38,4 +39,14 @@ it('a port in use: the start is refused naming it, and nothing it opened stays o
   }
   const server = await startTestServer(db.url);
   expect((await api(server.url, 'GET', '/ready')).status).toBe(200);
+});
+
+it('a port another archety listens on: refused, never shared with it', async () => {
+  const db = await createTestDatabase();
+  const first = await startTestServer(db.url);
+  const config = loadConfig(baseEnv(db.url, { PORT: String(first.port) }));
+  await expect(startServer(config, { log: createLogger({ level: 'silent', format: 'json' }) })).rejects.toThrow(
+    `cannot listen on 127.0.0.1:${first.port}`,
+  );
+  expect((await api(first.url, 'GET', '/ready')).status).toBe(200);
 });

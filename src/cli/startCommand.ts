@@ -45,6 +45,9 @@ export async function runStart(args: string[]): Promise<number> {
   // weighs its pretenuring feedback, so setting it here, before the server starts, takes effect.
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
   const config = loadConfig();
+  // Before the server starts: it answers /health as soon as it listens, and a signal that
+  // found no handler would kill the process outright, leaving its data directory locked.
+  const stop = stopOnSignals(config.shutdownTimeoutMs + EXIT_MARGIN_MS);
   let server: RunningServer;
   try {
     server = await startServer(config);
@@ -54,8 +57,7 @@ export async function runStart(args: string[]): Promise<number> {
     process.stderr.write(`archety: ${line}\n`);
     return 1;
   }
-  // At once: the summary line is out, and whoever read it may signal us now.
-  stopOnSignals(server, config.shutdownTimeoutMs + EXIT_MARGIN_MS);
+  stop.serve(server);
   if (!config.databaseUrl) {
     await recordServerPort(config.dataDir, server.port);
     if (process.stdout.isTTY && config.logFormat === 'pretty' && !config.jwt.jwksUrl) {
@@ -75,36 +77,55 @@ export async function runStart(args: string[]): Promise<number> {
 }
 
 /**
- * On the first stop signal, closes `server` and exits 0 (1 if closing failed). Exits 1 at
- * once when the close has not finished `deadlineMs` after that signal, or on another signal.
+ * On the first stop signal, closes the server and exits 0 (1 if closing failed); a signal
+ * that arrives while the server is still starting closes it as soon as it has started. Exits 1
+ * at once when the close has not finished `deadlineMs` after that signal, or on another signal.
  */
-function stopOnSignals(server: RunningServer, deadlineMs: number): void {
-  let firstAt: number | undefined;
+function stopOnSignals(deadlineMs: number): { serve(server: RunningServer): void } {
+  let server: RunningServer | undefined;
+  let first: { signal: NodeJS.Signals; at: number } | undefined;
+  const say = (level: 'info' | 'warn' | 'error', fields: object, line: string) => {
+    if (server) server.log[level](fields, line);
+    else process.stderr.write(`archety: ${line}\n`);
+  };
+  const close = (running: RunningServer) =>
+    running.close().then(
+      () => process.exit(0),
+      (err) => {
+        running.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   const onSignal = (signal: NodeJS.Signals) => {
-    if (firstAt !== undefined) {
-      if (Date.now() - firstAt < REPEAT_GRACE_MS) return;
-      server.log.warn({ signal }, `${signal} during the shutdown: exiting now, without finishing it`);
+    if (first !== undefined) {
+      if (Date.now() - first.at < REPEAT_GRACE_MS) return;
+      say('warn', { signal }, `${signal} during the shutdown: exiting now, without finishing it`);
       process.exit(1);
     }
-    firstAt = Date.now();
-    server.log.info({ signal, deadlineMs }, 'shutting down');
+    first = { signal, at: Date.now() };
+    say(
+      'info',
+      { signal, deadlineMs },
+      server ? 'shutting down' : `${signal} while starting: shutting down once started`,
+    );
     // Not unref'd: a close stuck on a promise nothing will settle must not end in a quiet exit 0.
     setTimeout(() => {
-      server.log.error(
+      say(
+        'error',
         { deadlineMs },
         `shutdown not finished ${deadlineMs} ms after ${signal} (SHUTDOWN_TIMEOUT_MS + ${EXIT_MARGIN_MS}): exiting`,
       );
       process.exit(1);
     }, deadlineMs);
-    server.close().then(
-      () => process.exit(0),
-      (err) => {
-        server.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    if (server) close(server);
   };
   for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+  return {
+    serve(running) {
+      server = running;
+      if (first) close(running);
+    },
+  };
 }
 
 /** One line explaining why the server could not start, or undefined (a bug keeps its stack). */

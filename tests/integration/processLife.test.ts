@@ -4,7 +4,7 @@
  * stops it as gracefully as SIGTERM; a shutdown that hangs ends at SHUTDOWN_TIMEOUT_MS plus
  * the exit margin, and a second signal ends it at once, each with one line saying so.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -128,6 +128,47 @@ describe('the embedded default through a failed start and a hang-up', () => {
     expect(server.output()).toContain('"msg":"shutdown complete"');
     expect(alive(postgres)).toBe(false);
     await expect(lockOf(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
+  }, 90_000);
+
+  it('a signal while it is still starting: it finishes starting, then shuts down gracefully', async () => {
+    const dataDir = await dataDirForTest();
+    const child = spawn(process.execPath, [path.join(repoRoot, 'bin/archety.js'), 'start'], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/tmp',
+        DATA_DIR: dataDir,
+        PORT: '0',
+        LOG_FORMAT: 'json',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    onCleanup(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    let output = '';
+    child.stdout.on('data', (c) => (output += c));
+    child.stderr.on('data', (c) => (output += c));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (code, signal) => resolve({ code, signal })),
+    );
+    // Once the data directory is locked, the embedded PostgreSQL is still starting.
+    await expect
+      .poll(
+        () =>
+          lockOf(dataDir).then(
+            () => true,
+            () => false,
+          ),
+        { timeout: 20_000 },
+      )
+      .toBe(true);
+    expect(output).not.toContain('archety listening');
+    child.kill('SIGTERM');
+    expect(await exited).toEqual({ code: 0, signal: null });
+    expect(output).toContain('SIGTERM while starting: shutting down once started');
+    expect(output).toContain('"msg":"shutdown complete"');
+    await expect(lockOf(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await postmasterPid(dataDir)).toBeUndefined();
   }, 90_000);
 
   it('stops cleanly on Ctrl+C when PostgreSQL, sharing the terminal, has already stopped', async () => {

@@ -8,7 +8,7 @@
  */
 
 import type { HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
-import { randomBytes } from 'node:crypto';
+import { processId } from '../cluster/processId.ts';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
@@ -90,8 +90,6 @@ const CAP_RETRY_AFTER_S = 5;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 let nextConn = 0;
-/** Connection ids are unique across processes and restarts: stored ops remember their socket. */
-const connPrefix = randomBytes(4).toString('hex');
 
 export interface EndpointContext {
   app: TemplatedApp;
@@ -225,7 +223,8 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         return;
       }
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
-      const conn = `${connPrefix}.${(nextConn++).toString(36)}`;
+      // Unique across processes and restarts (stored ops remember their socket); names its process.
+      const conn = `${processId}.${(nextConn++).toString(36)}`;
       withContext({ reqId }, () => handlers.authorize({ params, token, client, conn })).then(
         (data) => {
           if (aborted) return;

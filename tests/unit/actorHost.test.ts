@@ -124,6 +124,9 @@ describe('ownership', () => {
         release: async (key) => {
           calls.push(`release ${key}`);
         },
+        ownerOf: async () => null,
+        onLost: () => {},
+        close: async () => {},
       },
       idleMs: 60_000,
       maxActivations: 4,

@@ -1,0 +1,33 @@
+/**
+ * The cluster's doorbell: messages between processes over Redis pub/sub. It is never the
+ * truth: what must not be lost is in PostgreSQL (inbox, outbox, `miniapp_ops`), and a lost bus
+ * message delays work (a sweep or a client's resume finds it), never loses it.
+ *
+ * Two kinds of channel, both under `REDIS_PREFIX`:
+ * - one per process (`send`/`onMessage`), named by its process id (`processId.ts`): work for an
+ *   actor it owns, frames for connections it holds;
+ * - topics (`publish`/`subscribe`), e.g. one per miniapp session, which a process subscribes
+ *   to while it holds sockets of that session.
+ * Messages from one process arrive in the order it sent them, across its channels and topics
+ * alike (one publishing connection, one subscribing connection per process).
+ */
+export type BusHandler = (message: unknown, from: string) => void;
+
+export interface Bus {
+  /** This process's id on the bus. */
+  readonly self: string;
+  /** Sends `message` (JSON) to the process `to`; lost if nobody listens there. */
+  send(to: string, message: unknown): void;
+  /** Hears every message sent to this process. */
+  onMessage(handler: BusHandler): void;
+  /** Sends `message` to every process subscribed to `topic`, this one included if it is. */
+  publish(topic: string, message: unknown): void;
+  /** Counted: each `subscribe` needs its `unsubscribe`. Resolves once Redis confirmed it. */
+  subscribe(topic: string, handler: BusHandler): Promise<void>;
+  unsubscribe(topic: string, handler: BusHandler): void;
+  /** Hears of every reconnection to Redis: messages sent meanwhile may be lost. */
+  onReconnect(handler: () => void): void;
+  /** True while connected to Redis (for `/ready`). */
+  connected(): boolean;
+  close(): Promise<void>;
+}

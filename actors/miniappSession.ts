@@ -39,7 +39,7 @@ export interface OpRequest {
   opId: string;
   baseVersion: number;
   op: Op;
-  /** `performance.now()` when the frame arrived, for the op latency histogram. */
+  /** When the frame arrived (ms since the epoch, sub-ms precise: comparable across the processes of a cluster), for the op latency histogram. */
   receivedAt: number;
 }
 

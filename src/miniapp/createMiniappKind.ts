@@ -28,6 +28,13 @@ export interface MiniappChannel {
   detach(conn: string, sessionId: string): void;
   /** Closes every socket of the session (it stopped for a reason other than passivation). */
   closeSession(sessionId: string, code: number, reason: string): void;
+  /**
+   * This process now holds a socket of the session, which will join it: its frames must reach
+   * this process (cluster mode subscribes to them; a single node has nothing to do).
+   */
+  watch(sessionId: string): Promise<void>;
+  /** One of this process's sockets of the session closed. */
+  unwatch(sessionId: string): void;
 }
 
 export interface MiniappKindDeps {
@@ -109,7 +116,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
               () => {
                 committed(version);
                 metrics.opsApplied.inc();
-                metrics.opLatency.observe((performance.now() - receivedAt) / 1000);
+                metrics.opLatency.observe((performance.timeOrigin + performance.now() - receivedAt) / 1000);
               },
               writeFailed,
             );

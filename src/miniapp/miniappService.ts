@@ -180,9 +180,11 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
       return { token, expiresAt };
     },
 
-    join(conn, user, sessionId) {
+    async join(conn, user, sessionId) {
+      // Subscribed before the join: the frames published after its snapshot must reach it.
+      await channel.watch(sessionId);
       flush(sessionId);
-      return host.send(MINIAPP, sessionId, { type: 'join', conn, user });
+      await host.send(MINIAPP, sessionId, { type: 'join', conn, user });
     },
 
     op(sessionId, request) {
@@ -200,6 +202,7 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
     },
 
     leave(conn, sessionId) {
+      channel.unwatch(sessionId);
       flush(sessionId);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
       if (host.has(MINIAPP, sessionId)) host.send(MINIAPP, sessionId, { type: 'leave', conn }).catch(() => {});

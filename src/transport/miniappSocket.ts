@@ -87,6 +87,11 @@ export class MiniappSockets implements MiniappChannel {
     if (ws && !ws.getUserData().closed) ws.unsubscribe(topicOf(sessionId));
   }
 
+  /** Every socket of a session is this process's: nothing to subscribe to. */
+  async watch(): Promise<void> {}
+
+  unwatch(): void {}
+
   closeSession(sessionId: string, code: number, reason: string): void {
     for (const ws of [...this.byConn.values()]) {
       if (ws.getUserData().sessionId === sessionId) ws.end(code, reason);
@@ -164,7 +169,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
           opId: f.opId,
           baseVersion: f.baseVersion,
           op: f.op,
-          receivedAt: performance.now(),
+          receivedAt: performance.timeOrigin + performance.now(),
         });
       } else if (frame.type === 'resume') {
         const parsed = resumeFrameSchema.safeParse(frame);

@@ -16,16 +16,26 @@ export type BusHandler = (message: unknown, from: string) => void;
 export interface Bus {
   /** This process's id on the bus. */
   readonly self: string;
-  /** Sends `message` (JSON) to the process `to`; lost if nobody listens there. */
+  /**
+   * Sends `message` (JSON; a value that is not throws `TypeError`) to the process `to`; lost if
+   * nobody listens there, or while this process is disconnected from Redis (never queued).
+   */
   send(to: string, message: unknown): void;
   /** Hears every message sent to this process. */
   onMessage(handler: BusHandler): void;
   /** Sends `message` to every process subscribed to `topic`, this one included if it is. */
   publish(topic: string, message: unknown): void;
-  /** Counted: each `subscribe` needs its `unsubscribe`. Resolves once Redis confirmed it. */
+  /**
+   * Counted: each `subscribe` needs its `unsubscribe` (with the same handler). Resolves once
+   * Redis confirmed it; a rejection still leaves the subscription standing (it is made again
+   * on reconnect), so it still needs its `unsubscribe`.
+   */
   subscribe(topic: string, handler: BusHandler): Promise<void>;
   unsubscribe(topic: string, handler: BusHandler): void;
-  /** Hears of every reconnection to Redis: messages sent meanwhile may be lost. */
+  /**
+   * Hears of every reconnection to Redis, once both connections and every subscription are
+   * back: messages sent or published meanwhile, either way, may be lost.
+   */
   onReconnect(handler: () => void): void;
   /** True while connected to Redis (for `/ready`). */
   connected(): boolean;

@@ -108,11 +108,7 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       // A handler of its own: an unsubscribe still on its way must not take a new watch's.
       const handler: BusHandler = (raw, from) => relay(raw, from);
       const ready = bus.subscribe(topicOf(sessionId), handler);
-      const created = { count: 1, ready, handler };
-      watched.set(sessionId, created);
-      ready.catch(() => {
-        if (watched.get(sessionId) === created) watched.delete(sessionId);
-      });
+      watched.set(sessionId, { count: 1, ready, handler });
       return ready;
     },
 
@@ -121,11 +117,8 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       if (!entry) return;
       if (--entry.count > 0) return;
       watched.delete(sessionId);
-      // Only a subscription that was made is undone.
-      entry.ready.then(
-        () => bus.unsubscribe(topicOf(sessionId), entry.handler),
-        () => {},
-      );
+      // A subscription Redis did not confirm still stands (it comes back on reconnect): undone too.
+      bus.unsubscribe(topicOf(sessionId), entry.handler);
     },
   };
 }

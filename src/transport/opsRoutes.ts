@@ -15,6 +15,8 @@ export interface OpsRoutesDeps {
   mode: 'single' | 'cluster';
   /** False once shutdown began: `/ready` answers 503 so load balancers stop sending work. */
   accepting: () => boolean;
+  /** Cluster mode: whether Redis is reachable (`/ready` answers 503 while it is not). */
+  redisUp?: () => boolean;
 }
 
 /** How long one answer of the database probe of `/ready` is reused. */
@@ -54,7 +56,8 @@ export function registerOpsRoutes(deps: OpsRoutesDeps): void {
     '/ready',
     async () => {
       const dbUp = await databaseUp();
-      const ready = dbUp && deps.accepting();
+      const redisUp = deps.redisUp?.();
+      const ready = dbUp && redisUp !== false && deps.accepting();
       const counts = host.counts();
       return {
         status: ready ? 200 : 503,
@@ -63,6 +66,7 @@ export function registerOpsRoutes(deps: OpsRoutesDeps): void {
           node: deps.nodeId,
           mode: deps.mode,
           db: { ...poolStats(pool), reachable: dbUp },
+          ...(redisUp === undefined ? {} : { redis: { reachable: redisUp } }),
           actors: { conversations: counts.conversation ?? 0, miniapps: counts.miniapp ?? 0 },
         },
       };

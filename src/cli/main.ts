@@ -1,10 +1,11 @@
 /**
- * `archety <command>`: start, migrate, token, relay-sim, help. With no command it prints the
- * help, like every CLI (`npm start` passes `start`). Errors a person can fix (configuration,
- * a data directory in use) are one line on stderr; anything else keeps its stack.
+ * `archety <command>`: start, migrate, token, relay-sim, cluster, help. With no command it
+ * prints the help, like every CLI (`npm start` passes `start`). Errors a person can fix
+ * (configuration, a data directory in use) are one line on stderr; anything else keeps its stack.
  */
 import { ConfigError } from '../config.ts';
 import { DataDirInUseError } from '../store/dataDirLock.ts';
+import { runCluster } from './clusterCommand.ts';
 import { runMigrate } from './migrateCommand.ts';
 import { runRelaySim } from './relaySimCommand.ts';
 import { runStart } from './startCommand.ts';
@@ -26,6 +27,9 @@ Commands:
         [--url <server>] [--as +15550000001] [--token <jwt>] [--persona sage]
                         you type (/as, /direct, /group, /photo, /reply, /help, /quit) and
                         prints Sage's replies. \`archety relay-sim --help\` says more.
+  cluster               Start a local cluster: N \`archety start\` processes on consecutive
+        [--nodes 3] [--port 8080]
+                        ports sharing DATABASE_URL and REDIS_URL (\`npm run cluster\`).
   help, --help          Show this help (also what \`archety\` alone does).
 
 Configuration comes from the environment; see the README's table (PORT, HOST,
@@ -48,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
       return runToken(rest);
     case 'relay-sim':
       return runRelaySim(rest);
+    case 'cluster':
+      return runCluster(rest);
     case 'help':
     case '--help':
     case '-h':

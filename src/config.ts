@@ -30,6 +30,11 @@ const envSchema = z.object({
   EMBEDDED_PG_PORT: int(0, 65535).default(0),
   REDIS_URL: z.string().url().optional(),
   REDIS_PREFIX: z.string().default('archety:'),
+  /**
+   * Cluster mode: how long an actor's Redis lease lasts unless extended (every third of it).
+   * A process cut off from Redis stops its actors within this; another takes them over after it.
+   */
+  ACTOR_LEASE_MS: int(1000).default(10_000),
 
   PG_POOL_MAX: int(1, 1000).default(cores * 2 + 4),
   PG_CONNECTION_TIMEOUT_MS: int(1).default(2000),
@@ -258,6 +263,7 @@ function configFrom(e: z.output<typeof envSchema>) {
     embeddedPgPort: e.EMBEDDED_PG_PORT,
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
+    actorLeaseMs: e.ACTOR_LEASE_MS,
     pg: {
       max: e.PG_POOL_MAX,
       connectionTimeoutMillis: e.PG_CONNECTION_TIMEOUT_MS,

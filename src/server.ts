@@ -10,6 +10,9 @@ import { MAX_STALE_VERSIONS } from '../actors/miniappSession.ts';
 import type { JwtKey } from './auth/jwtKey.ts';
 import { resolveJwtKey } from './auth/jwtKey.ts';
 import { createVerifier } from './auth/verifyToken.ts';
+import { createClusterChannel } from './cluster/clusterChannel.ts';
+import { type Cluster, connectCluster } from './cluster/connectCluster.ts';
+import { createRoutedHost } from './cluster/routedHost.ts';
 import type { Config } from './config.ts';
 import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
@@ -127,18 +130,25 @@ function createActors(
   config: Readonly<Config>,
   pool: Pool,
   jwtKey: JwtKey,
-  channel: MiniappSockets,
+  sockets: MiniappSockets,
+  cluster: Cluster | undefined,
   metrics: Metrics,
   log: Logger,
 ) {
   const committer = new GroupCommitter(pool, { ...config.groupCommit, log, metrics });
-  const host = createActorHost({
+  const localHost = createActorHost({
     bumpEpoch: leaseEpochs(committer, config.nodeId),
-    ownership: localOwnership,
+    ownership: cluster?.ownership ?? localOwnership,
     idleMs: config.actorIdleMs,
     maxActivations: config.actorMaxActivations,
     log,
   });
+  // In a cluster, messages go to the process that owns their actor, and a session's frames to
+  // every process that holds its sockets; the service, the relay and the kinds are the same.
+  const host = cluster
+    ? createRoutedHost({ local: localHost, ownership: cluster.ownership, bus: cluster.bus, log })
+    : localHost;
+  const channel = cluster ? createClusterChannel(sockets, cluster.bus, log) : sockets;
   const repo = new MiniappRepository(pool);
   const miniapps = createMiniappService({ host, repo, committer, channel, metrics, log, jwtKey, jwt: config.jwt });
   const relay = createRelay({ config, pool, committer, host, metrics, log });
@@ -163,6 +173,7 @@ function createActors(
       await committer.flush();
       committer.close();
       relay.close();
+      await cluster?.close();
     },
   };
 }
@@ -182,6 +193,8 @@ async function createTransport(
     log: Logger;
     mode: 'single' | 'cluster';
     accepting: () => boolean;
+    /** Cluster mode: whether Redis is reachable. */
+    redisUp?: () => boolean;
   },
 ) {
   const { actors, channel, pool, jwtKey, metrics, log } = deps;
@@ -214,6 +227,7 @@ async function createTransport(
     nodeId: config.nodeId,
     mode: deps.mode,
     accepting: deps.accepting,
+    redisUp: deps.redisUp,
   });
   const { miniapps } = actors;
   registerMiniappRoutes({ router, verify, miniapps, metrics, page: await loadMiniappPage() });
@@ -232,14 +246,14 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   const { uws, native, reason } = loadUws(config.allowUwsFallback);
   if (!native) log.warn({ reason }, 'running on the slow pure-JS uWebSockets.js fallback (ALLOW_UWS_FALLBACK=1)');
   const jwtKey = await resolveJwtKey(config);
-  if (config.redisUrl) log.warn('REDIS_URL is set, but cluster mode is not available yet: running single-node');
-  const mode = 'single' as const;
+  const mode = config.redisUrl ? 'cluster' : 'single';
 
   // Each step is undone, in reverse, by `close` (or at once when a later step fails).
   const db = await openDatabase(config, log);
   const { pool, embedded, databaseUrl } = db;
   let socketCounts = () => ({ miniapp: 0, relay: 0 });
   let actors: Actors | undefined;
+  let cluster: Cluster | undefined;
   const metrics = createMetrics({
     pool: () => poolStats(pool),
     actors: () => actors?.host.counts() ?? {},
@@ -251,7 +265,8 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   let accepting = true;
   const listeners: us_listen_socket[] = [];
   try {
-    actors = createActors(config, pool, jwtKey, channel, metrics, log);
+    if (config.redisUrl) cluster = await connectCluster({ ...config, redisUrl: config.redisUrl }, log);
+    actors = createActors(config, pool, jwtKey, channel, cluster, metrics, log);
     const transport = await createTransport(uws, config, {
       actors,
       channel,
@@ -261,6 +276,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       log,
       mode,
       accepting: () => accepting,
+      redisUp: cluster?.ready,
     });
     const { miniappEndpoint, relayEndpoint } = transport;
     socketCounts = () => ({ miniapp: miniappEndpoint.count(), relay: relayEndpoint.count() });
@@ -329,7 +345,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
       actors.stop();
       await actors.passivate().catch(() => {});
       await actors.close().catch(() => {});
-    }
+    } else await cluster?.close().catch(() => {});
     await db.close();
     throw err;
   }

@@ -23,7 +23,10 @@ export interface Ownership {
   release(key: string): Promise<void>;
   /** The process (`src/cluster/processId.ts`) that holds `key` now, or null when none does. */
   ownerOf(key: string): Promise<string | null>;
-  /** `listener` hears of every key whose lease this process lost. */
+  /**
+   * `listener` hears of every key whose lease this process lost: once per lease, never after
+   * `release(key)` was called for it.
+   */
   onLost(listener: (key: string) => void): void;
   /** Stops extending leases (after the host released what it held). */
   close(): Promise<void>;

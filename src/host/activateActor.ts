@@ -3,7 +3,9 @@
  * epoch (fencing every earlier owner's writes), rehydrate through the kind, then start the
  * actor and open its mailbox. Callers that arrive meanwhile share this activation: their
  * messages wait in the cell's queue, which is delivered once the actor runs or rejected when
- * the activation fails.
+ * the activation fails. When the lease is lost meanwhile (the host then fenced the cell and
+ * refused its messages), the activation stops where it is: the actor is never started, and
+ * nothing is released (the lease is gone already).
  */
 import { AppError } from '../errors.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
@@ -26,17 +28,18 @@ export interface ActivationDeps {
 /** Activates `cell`; never rejects (a failure rejects the cell's queued messages instead). */
 export async function activateActor(cell: Cell, deps: ActivationDeps): Promise<void> {
   const { ownership, log } = deps;
-  let owned = false;
   try {
     if (!(await ownership.acquire(cell.key))) {
       throw new AppError('session_unavailable', `${maskPhones(cell.key)} is owned by another node`);
     }
-    owned = true;
+    cell.owned = true;
     cell.epoch = await deps.bumpEpoch(cell.key);
+    if (fenced(cell)) return;
     const actor = await cell.kind.activate(cell.id, cell.epoch);
+    if (fenced(cell)) return;
     if (!actor) {
       deps.forget(cell);
-      owned = false;
+      cell.owned = false;
       await ownership.release(cell.key);
       rejectQueue(cell.queue, new AppError('session_not_found', `no ${cell.kind.name} ${cell.id}`));
       return;
@@ -60,6 +63,14 @@ export async function activateActor(cell: Cell, deps: ActivationDeps): Promise<v
     log.warn({ err, actor: maskPhones(cell.key) }, 'actor activation failed');
     rejectQueue(cell.queue, err instanceof Error ? err : new Error(String(err)));
     // Another node may take the actor now rather than when a lease would have expired.
-    if (owned) await ownership.release(cell.key).catch((e) => log.warn({ err: e }, 'releasing ownership failed'));
+    if (cell.owned) {
+      cell.owned = false;
+      await ownership.release(cell.key).catch((e) => log.warn({ err: e }, 'releasing ownership failed'));
+    }
   }
+}
+
+/** Whether the host fenced `cell` (its lease was lost) while this activation awaited something. */
+function fenced(cell: Cell): boolean {
+  return cell.state === 'fenced';
 }

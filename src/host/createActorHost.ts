@@ -8,6 +8,12 @@
  * - `mailbox.ts` — the cell, delivery while not `busy`, passivation in turn;
  * - `idleSweep.ts` — passivation of idle actors;
  * - `Ownership.ts` — the seam cluster mode plugs into (`localOwnership.ts` on a single node).
+ *
+ * An actor stops in one of three ways: passivated (it saves its state and reaches its final
+ * state; its ownership is released), failed (it crashed; released too), or fenced: its lease
+ * was lost (`Ownership.onLost`), so another process may run it already. A fenced actor is
+ * stopped at once, mid-work, without saving (the epoch fence would refuse its writes anyway),
+ * its waiting messages are refused with `session_unavailable`, and nothing is released.
  */
 import type { AnyActorRef, EventObject, SnapshotFrom } from 'xstate';
 import { AppError } from '../errors.ts';
@@ -68,7 +74,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       ownership: options.ownership,
       bumpEpoch: options.bumpEpoch,
       log,
-      forget: (c) => cells.delete(c.key),
+      forget,
       stopped: finish,
       closing: () => closing,
     }),
@@ -78,6 +84,16 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     options.idleMs,
     (cell) => passivate(cell, log),
   );
+
+  options.ownership.onLost((key) => {
+    const cell = cells.get(key);
+    if (cell?.owned) fence(cell);
+  });
+
+  /** Drops `cell` from the registry, unless a newer cell of the same key replaced it. */
+  function forget(cell: Cell): void {
+    if (cells.get(cell.key) === cell) cells.delete(cell.key);
+  }
 
   function start(kind: ActorKind, id: string, queue: Envelope[]): void {
     const cell = createCell(kind, id, queue);
@@ -91,6 +107,7 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
     cells.delete(cell.key);
     if (error) log.error({ err: error, actor: maskPhones(cell.key) }, 'actor crashed');
     cell.kind.onStopped?.(cell.id, output);
+    cell.owned = false;
     options.ownership
       .release(cell.key)
       .catch((err) => log.warn({ err, actor: maskPhones(cell.key) }, 'lease release failed'));
@@ -100,6 +117,27 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
       if (closing) rejectQueue(cell.queue, shuttingDown());
       else start(cell.kind, cell.id, cell.queue);
     }
+  }
+
+  /**
+   * The lease of `cell` was lost: stop its actor now, without passivating (another process may
+   * be running it), and refuse what waits for it; the next message activates it again, here or
+   * wherever the lease is. An actor still activating is never started (`activateActor.ts`).
+   */
+  function fence(cell: Cell): void {
+    const started = cell.state !== 'activating';
+    cells.delete(cell.key);
+    cell.state = 'fenced';
+    // Nothing to release: the lease is gone.
+    cell.owned = false;
+    log.debug({ actor: maskPhones(cell.key) }, 'actor fenced: its lease was lost');
+    rejectQueue(
+      cell.queue,
+      new AppError('session_unavailable', `${maskPhones(cell.key)} stopped: this node lost its lease`),
+    );
+    cell.actor?.stop();
+    if (started) cell.kind.onStopped?.(cell.id, { reason: 'fenced', message: 'lease lost' });
+    for (const w of stopWaiters) w();
   }
 
   function enqueue(kindName: string, id: string, envelope: Envelope): void {

@@ -23,8 +23,17 @@ export interface Cell {
   kind: ActorKind;
   id: string;
   key: string;
-  state: 'activating' | 'running' | 'stopping';
+  /**
+   * `fenced`: its lease was lost (`Ownership.onLost`); the host dropped it at once and nothing
+   * more is delivered to it or saved by it.
+   */
+  state: 'activating' | 'running' | 'stopping' | 'fenced';
   actor?: AnyActorRef;
+  /**
+   * This cell holds the actor's ownership: from a successful `acquire` until it is released,
+   * or lost (only then does a lost lease fence the cell).
+   */
+  owned: boolean;
   /** The epoch this activation's writes carry; 0 until ownership was taken. */
   epoch: number;
   queue: Envelope[];
@@ -42,6 +51,7 @@ export function createCell(kind: ActorKind, id: string, queue: Envelope[]): Cell
     id,
     key: actorKey(kind.name, id),
     state: 'activating',
+    owned: false,
     epoch: 0,
     queue,
     lastActive: Date.now(),

@@ -1,6 +1,7 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
-import { assign, createActor, fromPromise, setup } from 'xstate';
+import { describe, expect, it, vi } from 'vitest';
+import { type AnyActorRef, assign, createActor, fromPromise, setup } from 'xstate';
+import { AppError, Codes } from '../../src/errors.ts';
 import { createActorHost } from '../../src/host/createActorHost.ts';
 import { localOwnership } from '../../src/host/localOwnership.ts';
 
@@ -160,5 +161,122 @@ describe('ownership', () => {
         'release worker:missing',
         'acquire worker:elsewhere',
       ]);
+  });
+});
+
+describe('a lost lease', () => {
+  /** Takes `hold` events and stays busy on each until it is stopped: messages queue behind it. */
+  const holder = setup({
+    types: { events: {} as { type: 'hold' } | { type: 'passivate' } },
+    actors: { io: fromPromise<void>(() => new Promise<void>(() => {})) },
+  }).createMachine({
+    initial: 'idle',
+    states: {
+      idle: { on: { hold: 'busy', passivate: 'saved' } },
+      busy: { tags: ['busy'], invoke: { src: 'io' } },
+      saved: { type: 'final' },
+    },
+    output: { reason: 'passivated' },
+  });
+
+  /** An ownership that grants everything, records releases, and loses a lease when told. */
+  function losingHost(activate: (id: string) => Promise<AnyActorRef | null> = async () => createActor(holder)) {
+    const lostListeners: ((key: string) => void)[] = [];
+    const released: string[] = [];
+    let acquired = 0;
+    const stopped: { id: string; output: unknown }[] = [];
+    const h = createActorHost({
+      bumpEpoch: async () => 1,
+      ownership: {
+        acquire: async () => {
+          acquired++;
+          return true;
+        },
+        release: async (key) => {
+          released.push(key);
+        },
+        ownerOf: async () => null,
+        onLost: (listener) => lostListeners.push(listener),
+        close: async () => {},
+      },
+      idleMs: 60_000,
+      maxActivations: 4,
+      log: pino({ level: 'silent' }),
+    });
+    const actors: AnyActorRef[] = [];
+    h.register({
+      name: 'holder',
+      passivateEvent: { type: 'passivate' },
+      isIdle: () => true,
+      async activate(id) {
+        const actor = await activate(id);
+        if (actor) actors.push(actor);
+        return actor;
+      },
+      onStopped: (id, output) => stopped.push({ id, output }),
+    });
+    const lose = (key: string) => {
+      for (const listener of lostListeners) listener(key);
+    };
+    return { h, lose, released, stopped, actors, acquired: () => acquired };
+  }
+
+  it('stops the actor at once without passivating it, refuses what waits for it, and releases nothing', async () => {
+    const { h, lose, released, stopped, actors } = losingHost();
+    await h.send('holder', 'a', { type: 'hold' });
+    const waiting = [1, 2, 3].map(() => h.send('holder', 'a', { type: 'hold' }).catch((err: unknown) => err));
+    lose('holder:a');
+    for (const err of await Promise.all(waiting)) {
+      expect(err).toBeInstanceOf(AppError);
+      expect(err).toMatchObject({ code: Codes.session_unavailable });
+    }
+    // Stopped mid-work: it never saw the passivate event, so it never reached its final state.
+    expect(actors[0].getSnapshot().status).toBe('stopped');
+    expect(stopped).toEqual([{ id: 'a', output: { reason: 'fenced', message: 'lease lost' } }]);
+    expect(released).toEqual([]);
+    expect(h.has('holder', 'a')).toBe(false);
+    expect(h.counts().holder).toBe(0);
+  });
+
+  it('activates the actor again for the next message', async () => {
+    const { h, lose, actors, acquired } = losingHost();
+    await h.send('holder', 'b', { type: 'hold' });
+    lose('holder:b');
+    await h.send('holder', 'b', { type: 'hold' });
+    expect(acquired()).toBe(2);
+    expect(actors).toHaveLength(2);
+    expect(actors[1].getSnapshot().status).toBe('active');
+  });
+
+  it('never starts an actor whose lease was lost while it was being rehydrated', async () => {
+    let rehydrated!: () => void;
+    const actor = createActor(holder);
+    const starts = vi.spyOn(actor, 'start');
+    const { h, lose, released, stopped, actors } = losingHost(async () => {
+      await new Promise<void>((resolve) => {
+        rehydrated = resolve;
+      });
+      return actor;
+    });
+    const message = h.send('holder', 'c', { type: 'hold' }).catch((err: unknown) => err);
+    await vi.waitFor(() => expect(rehydrated).toBeTypeOf('function'));
+    lose('holder:c');
+    expect(await message).toMatchObject({ code: Codes.session_unavailable });
+    rehydrated();
+    await vi.waitFor(() => expect(actors).toHaveLength(1));
+    // The host's activation goes on in the microtasks after the kind's answer: let them all run.
+    await new Promise((r) => setImmediate(r));
+    expect(starts).toHaveBeenCalledTimes(0);
+    expect(h.has('holder', 'c')).toBe(false);
+    expect(stopped).toEqual([]);
+    expect(released).toEqual([]);
+  });
+
+  it('ignores a lost lease of an actor that is not running here', async () => {
+    const { h, lose, stopped } = losingHost();
+    await h.send('holder', 'd', { type: 'hold' });
+    lose('holder:elsewhere');
+    expect(h.has('holder', 'd')).toBe(true);
+    expect(stopped).toEqual([]);
   });
 });

@@ -17,6 +17,8 @@ import type { Config } from './config.ts';
 import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
+import { redisRateLimiters } from './limits/createRedisRateLimiter.ts';
+import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -151,12 +153,25 @@ function createActors(
   const channel = cluster ? createClusterChannel(sockets, cluster.bus, log) : sockets;
   const repo = new MiniappRepository(pool);
   const miniapps = createMiniappService({ host, repo, committer, channel, metrics, log, jwtKey, jwt: config.jwt });
-  const relay = createRelay({ config, pool, committer, host, metrics, log });
+  const relay = createRelay({
+    config,
+    pool,
+    committer,
+    host,
+    metrics,
+    log,
+    limiters: cluster ? redisRateLimiters({ redis: cluster.redis, prefix: cluster.prefix, log }) : undefined,
+  });
+  // Open sockets per user and per session are counted across the cluster.
+  const socketCaps = (name: string) =>
+    cluster ? createRedisSocketCaps({ redis: cluster.redis, prefix: cluster.prefix, name, log }) : undefined;
+  const caps = { miniapp: socketCaps('miniapp'), relay: socketCaps('relay') };
   let stopPruning = () => {};
   return {
     host,
     miniapps,
     relay,
+    caps,
     start() {
       stopPruning = startOpPruning(repo, config.ops, log);
       relay.start();
@@ -173,6 +188,7 @@ function createActors(
       await committer.flush();
       committer.close();
       relay.close();
+      await Promise.all([caps.miniapp?.close(), caps.relay?.close()]);
       await cluster?.close();
     },
   };
@@ -233,8 +249,21 @@ async function createTransport(
   registerMiniappRoutes({ router, verify, miniapps, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
-  const miniappEndpoint = registerMiniappSocket({ app, config, verify, miniapps, metrics, log }, channel);
-  const relayEndpoint = registerRelaySocket({ app, config, verify, ingest, outbox, relays, metrics, log });
+  const miniappEndpoint = registerMiniappSocket(
+    { app, config, verify, miniapps, metrics, log, caps: actors.caps.miniapp },
+    channel,
+  );
+  const relayEndpoint = registerRelaySocket({
+    app,
+    config,
+    verify,
+    ingest,
+    outbox,
+    relays,
+    metrics,
+    log,
+    caps: actors.caps.relay,
+  });
   router.fallback();
   if (metricsApp) metricsRouter.fallback();
   return { app, metricsApp, miniappEndpoint, relayEndpoint };

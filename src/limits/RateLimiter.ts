@@ -1,6 +1,6 @@
 /**
- * Rate limits by key (a sender, a relay token). In-process token buckets here; the cluster
- * mode backs the same interface with Redis so every node counts together.
+ * Rate limits by key (a sender, a relay token). In-process token buckets here; in cluster mode
+ * `createRedisRateLimiter` backs the same interface with Redis so every process counts together.
  */
 import { KeyedLimiter } from './tokenBucket.ts';
 
@@ -9,6 +9,9 @@ export interface RateLimiter {
   take(key: string, cost?: number): Promise<number>;
   close(): void;
 }
+
+/** Makes the limiter named `name` (it names its Redis keys): `perSecond` sustained, `burst` at once. */
+export type RateLimiterFactory = (name: string, perSecond: number, burst: number) => RateLimiter;
 
 export function createLocalRateLimiter(perSecond: number, burst: number): RateLimiter {
   const limiter = new KeyedLimiter(perSecond, burst);
@@ -19,3 +22,7 @@ export function createLocalRateLimiter(perSecond: number, burst: number): RateLi
     close: () => limiter.close(),
   };
 }
+
+/** Single-node mode: every limiter in this process. */
+export const localRateLimiters: RateLimiterFactory = (_name, perSecond, burst) =>
+  createLocalRateLimiter(perSecond, burst);

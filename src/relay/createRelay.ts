@@ -16,7 +16,7 @@ import { createResilience } from '../brain/resilience.ts';
 import type { Config } from '../config.ts';
 import { createConversationKind } from '../conversation/createConversationKind.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
-import { createLocalRateLimiter } from '../limits/RateLimiter.ts';
+import { localRateLimiters, type RateLimiterFactory } from '../limits/RateLimiter.ts';
 import { MemoryStore } from '../memory/MemoryStore.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -37,9 +37,11 @@ export interface RelayDeps {
   host: ActorHost;
   metrics: Metrics;
   log: Logger;
+  /** Where the sender and relay budgets are kept: this process (the default) or Redis (cluster mode). */
+  limiters?: RateLimiterFactory;
 }
 
-export function createRelay({ config, pool, committer, host, metrics, log }: RelayDeps) {
+export function createRelay({ config, pool, committer, host, metrics, log, limiters = localRateLimiters }: RelayDeps) {
   const brain: Brain = config.openai.apiKey
     ? createOpenAIBrain(config.openai, config.photoLateMs, log)
     : createOfflineBrain();
@@ -66,9 +68,9 @@ export function createRelay({ config, pool, committer, host, metrics, log }: Rel
     metrics,
     log,
   );
-  const senders = createLocalRateLimiter(config.relay.senderPerMinute / 60, config.relay.senderBurst);
+  const senders = limiters('senders', config.relay.senderPerMinute / 60, config.relay.senderBurst);
   /** Events per relay token (the HTTP route and the socket share it). */
-  const relays = createLocalRateLimiter(config.relay.eventsPerSecond, config.relay.eventsBurst);
+  const relays = limiters('relays', config.relay.eventsPerSecond, config.relay.eventsBurst);
   const ingest = new RelayIngest({
     committer,
     repo,

@@ -11,6 +11,7 @@ import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import type { VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes } from '../errors.ts';
+import type { SocketCaps } from '../limits/socketCaps.ts';
 import { TokenBucket } from '../limits/tokenBucket.ts';
 import type { MiniappChannel } from '../miniapp/createMiniappKind.ts';
 import { opFrameSchema, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
@@ -33,6 +34,8 @@ export interface MiniappSocketDeps {
   miniapps: MiniappService;
   metrics: Metrics;
   log: Logger;
+  /** Where the socket caps are counted (cluster mode: Redis); this process by default. */
+  caps?: SocketCaps;
 }
 
 export function topicOf(sessionId: string): string {

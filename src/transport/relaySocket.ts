@@ -10,6 +10,7 @@ import type { VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
 import { Codes, isAppError } from '../errors.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
+import type { SocketCaps } from '../limits/socketCaps.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { OutboxDispatcher, RelayLink } from '../relay/OutboxDispatcher.ts';
@@ -32,6 +33,8 @@ export interface RelaySocketDeps {
   relays: RateLimiter;
   metrics: Metrics;
   log: Logger;
+  /** Where the socket caps are counted (cluster mode: Redis); this process by default. */
+  caps?: SocketCaps;
 }
 
 export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocketData> {

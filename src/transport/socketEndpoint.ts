@@ -11,6 +11,7 @@ import type { HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 
 import { processId } from '../cluster/processId.ts';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../errors.ts';
+import { createLocalSocketCaps, type SocketCaps } from '../limits/socketCaps.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import { trustedProxiesOf } from '../limits/trustedProxies.ts';
 import { withContext } from '../observability/context.ts';
@@ -96,6 +97,8 @@ export interface EndpointContext {
   config: Config;
   metrics: Metrics;
   log: Logger;
+  /** Where this endpoint's socket caps are counted: this process (the default) or the cluster. */
+  caps?: SocketCaps;
 }
 
 export function createSocketEndpoint<D extends BaseSocketData>(
@@ -111,30 +114,41 @@ export function createSocketEndpoint<D extends BaseSocketData>(
   const trustedProxies = trustedProxiesOf(config.trustedProxies);
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const open = new Set<WebSocket<D>>();
-  /** Open (or opening) sockets per cap key. */
-  const capCounts = new Map<string, number>();
+  const caps = ctx.caps ?? createLocalSocketCaps();
 
-  /** Counts `data` against its caps, or returns the refusal when one is full. */
-  function admit(data: D): AppError | null {
-    const caps = handlers.caps?.(data) ?? [];
-    for (const cap of caps) {
-      if (cap.max > 0 && (capCounts.get(cap.key) ?? 0) >= cap.max) {
-        metrics.rateLimited.inc({ scope: cap.scope });
-        return new AppError('rate_limited', cap.message, { retryAfter: CAP_RETRY_AFTER_S });
-      }
+  /** Counts `data` against its caps (those with a limit), or returns the refusal when one is full. */
+  async function admit(data: D): Promise<AppError | null> {
+    const limited = (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
+    const full = await caps.admit(limited);
+    if (full) {
+      metrics.rateLimited.inc({ scope: full.scope });
+      return new AppError('rate_limited', full.message, { retryAfter: CAP_RETRY_AFTER_S });
     }
-    for (const cap of caps) capCounts.set(cap.key, (capCounts.get(cap.key) ?? 0) + 1);
-    data.counted = caps.map((c) => c.key);
+    data.counted = limited.map((cap) => cap.key);
     return null;
   }
 
   function release(data: D): void {
-    for (const key of data.counted ?? []) {
-      const n = (capCounts.get(key) ?? 1) - 1;
-      if (n > 0) capCounts.set(key, n);
-      else capCounts.delete(key);
-    }
+    if (data.counted) caps.release(data.counted);
     data.counted = undefined;
+  }
+
+  /** Authorizes, admits and upgrades, unless the client went away meanwhile (then nothing stays counted). */
+  async function settleUpgrade(
+    res: HttpResponse,
+    req: UpgradeRequest,
+    reqId: string,
+    isAborted: () => boolean,
+    upgrade: (data: D) => void,
+  ): Promise<void> {
+    const data = await withContext({ reqId }, () => handlers.authorize(req));
+    if (isAborted()) return;
+    // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so
+    // concurrent upgrades cannot all slip under a cap.
+    const full = await admit(data);
+    if (isAborted()) release(data);
+    else if (full) refuse(res, full, reqId);
+    else upgrade(data);
   }
 
   /** Answers an upgrade with the error's status and JSON body, and its correlation id. */
@@ -225,19 +239,15 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
       // Unique across processes and restarts (stored ops remember their socket); names its process.
       const conn = `${processId}.${(nextConn++).toString(36)}`;
-      withContext({ reqId }, () => handlers.authorize({ params, token, client, conn })).then(
-        (data) => {
-          if (aborted) return;
-          // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so
-          // concurrent upgrades cannot all slip under a cap.
-          const full = admit(data);
-          if (full) refuse(res, full, reqId);
-          else res.cork(() => res.upgrade(data, key, protocol, extensions, context));
-        },
-        (err) => {
-          if (!aborted) refuse(res, err, reqId);
-        },
-      );
+      settleUpgrade(
+        res,
+        { params, token, client, conn },
+        reqId,
+        () => aborted,
+        (data) => res.cork(() => res.upgrade(data, key, protocol, extensions, context)),
+      ).catch((err) => {
+        if (!aborted) refuse(res, err, reqId);
+      });
     },
 
     open(ws) {

@@ -10,18 +10,19 @@ import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import { startCluster, type TestCluster } from '../helpers/cluster.ts';
 import { api, createTrip } from '../helpers/http.ts';
 import { redisReachable } from '../helpers/redis.ts';
-import { type Opened, openSocket } from '../helpers/socket.ts';
+import { type Opened, openSocket, refusedStatus } from '../helpers/socket.ts';
 import { token } from '../helpers/tokens.ts';
 
 const ok = await redisReachable();
 const PEOPLE = ['+15557771001', '+15557771002', '+15557771003'];
 const OPS_EACH = 30;
+const SOCKETS_PER_USER = 4;
 
 let cluster: TestCluster;
 let tokens: string[];
 
 beforeAll(async () => {
-  cluster = await startCluster(3);
+  cluster = await startCluster(3, { MAX_SOCKETS_PER_USER: String(SOCKETS_PER_USER) });
   tokens = await Promise.all(PEOPLE.map((p) => token(p)));
 }, 60_000);
 
@@ -111,7 +112,32 @@ describe.skipIf(!ok)('a session edited from three processes', () => {
     const view = (await api(cluster.nodes[2].url, 'GET', `/v1/miniapps/${trip}`, { token: tokens[2] })).body;
     expect(view.version).toBe(1);
     expect(['From A', 'From B']).toContain(view.state.title);
+    a.close();
+    b.close();
   }, 30_000);
+
+  it("counts a user's sockets across the cluster: past MAX_SOCKETS_PER_USER, 429 on any process", async () => {
+    // A user of their own: the sockets of the other tests do not count against them.
+    const dana = await token('+15557771009');
+    const trip = await createTrip(cluster.nodes[0].url, dana);
+    const opened: Opened[] = [];
+    for (let i = 0; i < SOCKETS_PER_USER; i++) opened.push(await openSocket(cluster.nodes[i % 3].url, trip, dana));
+    for (const node of cluster.nodes) expect(await refusedStatus(node.url, trip, dana)).toBe(429);
+    opened[0].close();
+    await opened[0].closed;
+    await expect
+      .poll(() =>
+        openSocket(cluster.nodes[2].url, trip, dana).then(
+          (s) => {
+            opened.push(s);
+            return true;
+          },
+          () => false,
+        ),
+      )
+      .toBe(true);
+    for (const s of opened) s.close();
+  });
 
   it('reports every process in /ready as a member of the cluster', async () => {
     for (const node of cluster.nodes) {

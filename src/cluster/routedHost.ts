@@ -28,6 +28,7 @@ import type { Bus } from './Bus.ts';
 type HostMessage =
   | { t: 'h.post'; kind: string; id: string; event: EventObject; ref?: number; ack?: boolean }
   | { t: 'h.ask'; kind: string; id: string; event: EventObject; ref: number }
+  | { t: 'h.tell'; kind: string; id: string; event: EventObject }
   | { t: 'h.ok'; ref: number }
   | { t: 'h.err'; ref: number; code: string; message: string }
   | { t: 'h.answer'; ref: number; value?: unknown; error?: { code: string; message: string } };
@@ -151,6 +152,9 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
         else local.post(kind, id, event, refused);
         return;
       }
+      case 'h.tell':
+        local.tell(message.kind, message.id, message.event);
+        return;
       case 'h.ask': {
         const { kind, id, event, ref } = message;
         const build = (reply: (value: unknown) => void) => withReply(event, reply);
@@ -207,6 +211,17 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
     post(kind, id, event, rejected) {
       if (local.has(kind, id)) local.post(kind, id, event, rejected);
       else routePost(kind, id, event, rejected, false);
+    },
+
+    tell(kind, id, event) {
+      if (local.has(kind, id)) return local.tell(kind, id, event);
+      // Only an owner elsewhere can hold it; a lookup that fails drops it, as for a dead actor.
+      ownerOf(kind, id).then(
+        (owner) => {
+          if (owner !== self) bus.send(owner, { t: 'h.tell', kind, id, event } satisfies HostMessage);
+        },
+        () => {},
+      );
     },
 
     async ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number) {

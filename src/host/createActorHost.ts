@@ -46,6 +46,8 @@ export interface ActorHost {
   send<E extends EventObject>(kind: string, id: string, event: E): Promise<void>;
   /** `send` without a promise (the hot path): `rejected` hears when it cannot be delivered. */
   post<E extends EventObject>(kind: string, id: string, event: E, rejected: (err: Error) => void): void;
+  /** Delivers `event` only to a live actor (wherever it runs); never activates one, and drops it when none is. */
+  tell<E extends EventObject>(kind: string, id: string, event: E): void;
   /** Sends the event `build(reply)` and resolves with what the actor replies. */
   ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number): Promise<R>;
   /** The snapshot of the actor when it is running in this process (for cheap reads such as authorization). */
@@ -187,6 +189,10 @@ export function createActorHost(options: ActorHostOptions): ActorHost {
 
     post(kindName, id, event, rejected) {
       enqueue(kindName, id, { event, context: currentContext(), rejected });
+    },
+
+    tell(kindName, id, event) {
+      if (cells.has(actorKey(kindName, id))) host.post(kindName, id, event, () => {});
     },
 
     ask<R>(kindName: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs = 10_000) {

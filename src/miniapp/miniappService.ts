@@ -205,7 +205,7 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
       channel.unwatch(sessionId);
       flush(sessionId);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
-      if (host.has(MINIAPP, sessionId)) host.send(MINIAPP, sessionId, { type: 'leave', conn }).catch(() => {});
+      host.tell(MINIAPP, sessionId, { type: 'leave', conn });
     },
   };
 }

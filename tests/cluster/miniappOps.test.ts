@@ -39,6 +39,8 @@ const applied = (s: Opened) =>
 describe.skipIf(!ok)('a session edited from three processes', () => {
   it('answers every op once and shows every socket the same gap-free order, as stored', async () => {
     const trip = await createTrip(cluster.nodes[0].url, tokens[0], { participants: PEOPLE.slice(1) });
+    // A read wakes the session on node-1: the sockets on node-2 and node-3 are remote to it.
+    expect((await api(cluster.nodes[0].url, 'GET', `/v1/miniapps/${trip}`, { token: tokens[0] })).status).toBe(200);
     const sockets = await openAll(trip);
 
     // Each person first adds a budget line of their own (inserts into one list conflict when
@@ -99,6 +101,11 @@ describe.skipIf(!ok)('a session edited from three processes', () => {
       await expect
         .poll(() => [...s.frames].reverse().find((f) => f.type === 'presence'), { timeout: 5000 })
         .toMatchObject({ online: expect.arrayContaining(PEOPLE) });
+    // A socket that leaves from another process than the session's is gone for everyone.
+    sockets[1].close();
+    await expect
+      .poll(() => [...sockets[0].frames].reverse().find((f) => f.type === 'presence'), { timeout: 5000 })
+      .toEqual({ type: 'presence', online: [PEOPLE[0], PEOPLE[2]].sort() });
     for (const s of sockets) s.close();
   }, 60_000);
 

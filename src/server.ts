@@ -148,9 +148,16 @@ function createActors(
   // In a cluster, messages go to the process that owns their actor, and a session's frames to
   // every process that holds its sockets; the service, the relay and the kinds are the same.
   const host = cluster
-    ? createRoutedHost({ local: localHost, ownership: cluster.ownership, bus: cluster.bus, log })
+    ? createRoutedHost({
+        local: localHost,
+        ownership: cluster.ownership,
+        bus: cluster.bus,
+        log,
+        failoverMs: config.actorLeaseMs * 2,
+      })
     : localHost;
-  const channel = cluster ? createClusterChannel(sockets, cluster.bus, log) : sockets;
+  const clusterChannel = cluster ? createClusterChannel(sockets, cluster.bus, log) : undefined;
+  const channel = clusterChannel ?? sockets;
   const repo = new MiniappRepository(pool);
   const miniapps = createMiniappService({ host, repo, committer, channel, metrics, log, jwtKey, jwt: config.jwt });
   const relay = createRelay({
@@ -161,6 +168,7 @@ function createActors(
     metrics,
     log,
     limiters: cluster ? redisRateLimiters({ redis: cluster.redis, prefix: cluster.prefix, log }) : undefined,
+    cluster,
   });
   // Open sockets per user and per session are counted across the cluster.
   const socketCaps = (name: string) =>
@@ -181,8 +189,14 @@ function createActors(
       stopPruning();
       relay.stop();
     },
-    /** Passivates every actor: each saves its state after the commits before it. */
-    passivate: () => host.stopAll(config.shutdownTimeoutMs),
+    /**
+     * Passivates every actor: each saves its state after the commits before it, and (in a
+     * cluster) gives up its lease, so the next work for it activates it on another process.
+     */
+    async passivate() {
+      await host.stopAll(config.shutdownTimeoutMs);
+      clusterChannel?.handover();
+    },
     /** What is still queued is committed; then nothing is left running. */
     async close() {
       await committer.flush();

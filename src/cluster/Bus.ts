@@ -19,8 +19,10 @@ export interface Bus {
   /**
    * Sends `message` (JSON; a value that is not throws `TypeError`) to the process `to`; lost if
    * nobody listens there, or while this process is disconnected from Redis (never queued).
+   * `unheard` is called when it certainly reached nobody (no process listens on that channel,
+   * e.g. it died or shut down; or Redis is away).
    */
-  send(to: string, message: unknown): void;
+  send(to: string, message: unknown, unheard?: () => void): void;
   /** Hears every message sent to this process. */
   onMessage(handler: BusHandler): void;
   /** Sends `message` to every process subscribed to `topic`, this one included if it is. */

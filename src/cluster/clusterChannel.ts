@@ -16,6 +16,13 @@
  *
  * After a reconnection to Redis, frames may have been lost in between: sockets of sessions
  * owned elsewhere are closed with 1011, and the clients resume from their last version.
+ *
+ * A session that moves to another process: the frames of its new owner come from another
+ * process id. When its previous owner handed it over (a drain: every op it took was committed
+ * and answered before it let go; `handover`), nothing changes for the sockets. Otherwise the
+ * previous owner died or was cut off, and ops it had taken may never be answered: the sockets
+ * of the session are closed with 1011, and their clients resume and send them again (a resent
+ * op is applied once).
  */
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import { CloseCodes } from '../errors.ts';
@@ -29,21 +36,58 @@ type ChannelMessage =
   | { t: 'c.attach'; conn: string; sessionId: string }
   | { t: 'c.detach'; conn: string; sessionId: string }
   | { t: 'c.publish'; sessionId: string; frame: ServerFrame }
-  | { t: 'c.close'; sessionId: string; code: number; reason: string };
+  | { t: 'c.close'; sessionId: string; code: number; reason: string }
+  | { t: 'c.handover'; sessionId: string };
 
 const topicOf = (sessionId: string) => `s:${sessionId}`;
 
-export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logger): MiniappChannel {
+/** How long this process remembers that it published for a session. */
+const PUBLISHED_MEMORY_MS = 10 * 60_000;
+
+export interface ClusterChannel extends MiniappChannel {
+  /** After this process passivated its actors (a drain): tells the others it let go cleanly. */
+  handover(): void;
+}
+
+export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logger): ClusterChannel {
   const self = bus.self;
   /** Sockets of each watched session here, and its topic subscription. */
   const watched = new Map<string, { count: number; ready: Promise<void>; handler: BusHandler }>();
+  /** The process whose frames a watched session's sockets get, and whether it handed the session over. */
+  const owners = new Map<string, { process: string; handedOver: boolean }>();
+  /**
+   * Sessions whose frames this process published (as their owner), with when it last did.
+   * Forgotten after a quiet while: a handover missed for one only makes its sockets resume.
+   */
+  const published = new Map<string, number>();
+  const prune = setInterval(() => {
+    const before = Date.now() - PUBLISHED_MEMORY_MS;
+    for (const [sessionId, at] of published) if (at < before) published.delete(sessionId);
+  }, PUBLISHED_MEMORY_MS);
+  prune.unref();
+
+  /** `process` publishes for `sessionId` now; false when its sockets were closed to resume instead. */
+  function ownedBy(sessionId: string, process: string): boolean {
+    const before = owners.get(sessionId);
+    if (before?.process === process) return true;
+    if (watched.has(sessionId)) owners.set(sessionId, { process, handedOver: false });
+    if (!before || before.handedOver) return true;
+    log.info({ session: sessionId }, 'a session moved from a process that did not hand it over: its sockets resume');
+    local.closeSession(sessionId, CloseCodes.internalError, 'session moved; reconnect');
+    return false;
+  }
 
   const relay: BusHandler = (raw, from) => {
     // This process's own publications reached its sockets already, through uWS.
     if (from === self) return;
     const message = raw as ChannelMessage;
-    if (message?.t === 'c.publish') local.publish(message.sessionId, message.frame);
-    else if (message?.t === 'c.close') local.closeSession(message.sessionId, message.code, message.reason);
+    if (message?.t === 'c.publish') {
+      if (ownedBy(message.sessionId, from)) local.publish(message.sessionId, message.frame);
+    } else if (message?.t === 'c.close') local.closeSession(message.sessionId, message.code, message.reason);
+    else if (message?.t === 'c.handover') {
+      const owner = owners.get(message.sessionId);
+      if (owner?.process === from) owner.handedOver = true;
+    }
   };
 
   bus.onMessage((raw) => {
@@ -78,7 +122,9 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
     },
 
     publish(sessionId, frame) {
-      local.publish(sessionId, frame);
+      published.set(sessionId, Date.now());
+      // Sockets here that followed another owner which did not hand over were closed instead.
+      if (ownedBy(sessionId, self)) local.publish(sessionId, frame);
       bus.publish(topicOf(sessionId), { t: 'c.publish', sessionId, frame } satisfies ChannelMessage);
     },
 
@@ -99,6 +145,13 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       bus.publish(topicOf(sessionId), { t: 'c.close', sessionId, code, reason } satisfies ChannelMessage);
     },
 
+    handover() {
+      for (const sessionId of published.keys())
+        bus.publish(topicOf(sessionId), { t: 'c.handover', sessionId } satisfies ChannelMessage);
+      published.clear();
+      clearInterval(prune);
+    },
+
     watch(sessionId) {
       const entry = watched.get(sessionId);
       if (entry) {
@@ -117,6 +170,7 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       if (!entry) return;
       if (--entry.count > 0) return;
       watched.delete(sessionId);
+      owners.delete(sessionId);
       // A subscription Redis did not confirm still stands (it comes back on reconnect): undone too.
       bus.unsubscribe(topicOf(sessionId), entry.handler);
     },

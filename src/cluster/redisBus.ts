@@ -148,8 +148,8 @@ class RedisPubSubBus implements RedisBus {
     this.down = false;
   }
 
-  send(to: string, message: unknown): void {
-    this.write(this.processPrefix + to, message);
+  send(to: string, message: unknown, unheard?: () => void): void {
+    this.write(this.processPrefix + to, message, unheard);
   }
 
   onMessage(handler: BusHandler): void {
@@ -213,15 +213,25 @@ class RedisPubSubBus implements RedisBus {
     await Promise.all([quit(this.pub), quit(this.sub)]);
   }
 
-  private write(channel: string, message: unknown): void {
+  private write(channel: string, message: unknown, unheard?: () => void): void {
     const body = JSON.stringify(message);
     if (body === undefined) throw new TypeError(`a bus message must be a JSON value, not ${typeof message}`);
     if (this.pub.status !== 'ready') {
       this.counts.dropped++;
+      unheard?.();
       return;
     }
     this.counts.published++;
-    this.pub.publish(channel, '[' + this.fromJson + ',' + body + ']', this.onPublished);
+    const text = '[' + this.fromJson + ',' + body + ']';
+    if (!unheard) {
+      this.pub.publish(channel, text, this.onPublished);
+      return;
+    }
+    // PUBLISH answers how many subscribers received it: none means nobody listens there.
+    this.pub.publish(channel, text, (err, receivers) => {
+      if (err) this.counts.dropped++;
+      if (err || !receivers) unheard();
+    });
   }
 
   /** One callback for every PUBLISH: a closure per message would be garbage per message. */

@@ -44,6 +44,11 @@ export interface RoutedHostDeps {
   ownership: Ownership;
   bus: Bus;
   log: Logger;
+  /**
+   * How long a message waits for an owner that is gone (nobody listens on its channel) to
+   * lose its lease: ACTOR_LEASE_MS and a margin. Then another process takes the actor.
+   */
+  failoverMs: number;
 }
 
 interface Pending {
@@ -52,9 +57,19 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps): ActorHost {
+/** Routing attempts for one message: a refusal or a gone owner makes it look again, this often at most. */
+const MAX_ATTEMPTS = 3;
+
+/** Thrown inside the router when the process a message went to is gone: look for the next owner. */
+class OwnerGone extends Error {
+  constructor(readonly owner: string) {
+    super(`process ${owner} is gone`);
+  }
+}
+
+export function createRoutedHost({ local, ownership, bus, log, failoverMs }: RoutedHostDeps): ActorHost {
   const self = bus.self;
-  /** Owners learned from leases, by actor key: looked up again once one refuses or times out. */
+  /** Owners learned from leases, by actor key: looked up again once one refuses or is gone. */
   const owners = new Map<string, string>();
   const pending = new Map<number, Pending>();
   /** Forwarded posts whose refusal may still come back, by ref. */
@@ -75,13 +90,38 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
     const key = actorKey(kind, id);
     const known = owners.get(key);
     if (known) return known;
-    const owner = (await ownership.ownerOf(key)) ?? self;
+    const owner = (await ownership.ownerOf(key).catch((err) => Promise.reject(unavailable(err)))) ?? self;
     if (owner !== self) owners.set(key, owner);
     return owner;
   }
 
-  function forget(kind: string, id: string): void {
+  /**
+   * The next owner after `gone` stopped listening: its lease outlives it by up to
+   * ACTOR_LEASE_MS (a killed process cannot release it), so look until it changes.
+   */
+  async function nextOwner(kind: string, id: string, gone: string): Promise<string> {
     owners.delete(actorKey(kind, id));
+    const deadline = Date.now() + failoverMs;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 500)) {
+      const owner = await ownerOf(kind, id);
+      if (owner !== gone) return owner;
+      owners.delete(actorKey(kind, id));
+      if (Date.now() >= deadline)
+        throw new AppError('session_unavailable', 'the process that ran this session is gone; retry');
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  /** After `err` from `owner`: where to try next, or undefined when the message should fail with it. */
+  async function retarget(kind: string, id: string, owner: string, err: unknown): Promise<string | undefined> {
+    // A process that is gone, or draining (it hands its actors over as they passivate): wait
+    // for the lease to move rather than fail what another process will take in a moment.
+    if (err instanceof OwnerGone || (isAppError(err) && err.code === 'shutting_down' && owner !== self))
+      return nextOwner(kind, id, owner);
+    owners.delete(actorKey(kind, id));
+    // A refusal: the actor may have moved (its lease taken by another process) meanwhile.
+    const now = await ownerOf(kind, id).catch(() => owner);
+    return now === owner ? undefined : now;
   }
 
   /** Sends `message` to `to` and waits for its answer (`h.ok`, `h.err`, `h.answer`). */
@@ -92,51 +132,56 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
         reject(new AppError('session_unavailable', 'the process that runs this session did not answer; retry'));
       }, REMOTE_TIMEOUT_MS);
       pending.set(message.ref, { resolve, reject, timer });
-      bus.send(to, message);
+      bus.send(to, message, () => {
+        if (!pending.delete(message.ref)) return;
+        clearTimeout(timer);
+        reject(new OwnerGone(to));
+      });
     });
   }
 
-  /** Hands `event` to this process's host; on a refusal, looks again whether another process took the actor. */
-  function postHere(kind: string, id: string, event: EventObject, rejected: (err: Error) => void, retried: boolean) {
-    local.post(kind, id, event, (err) => {
-      if (retried) return rejected(err);
-      // The activation may have lost the lease to another process: find it and send there.
-      ownership.ownerOf(actorKey(kind, id)).then(
-        (owner) => {
-          if (owner && owner !== self) routePost(kind, id, event, rejected, true, owner);
-          else rejected(err);
-        },
-        () => rejected(err),
-      );
-    });
-  }
-
-  function routePost(
+  /** Delivers a post to `owner` (this process or another); on a refusal or a gone owner, tries the next. */
+  function postTo(
+    owner: string,
     kind: string,
     id: string,
     event: EventObject,
     rejected: (err: Error) => void,
-    retried: boolean,
-    knownOwner?: string,
+    attempt: number,
   ): void {
-    const deliver = (owner: string) => {
-      if (owner === self) return postHere(kind, id, event, rejected, retried);
-      const ref = nextRef++;
-      // Only a refusal comes back (an op's answer reaches its socket from the owner itself):
-      // remembered a while, without a timer each (a busy session forwards a batch every turn).
-      posts.set(ref, {
-        at: Date.now(),
-        refused: (err) => {
-          log.debug({ kind, owner, code: (err as AppError).code }, 'a forwarded message was refused; looking again');
-          forget(kind, id);
-          if (retried) rejected(err);
-          else routePost(kind, id, event, rejected, true);
-        },
-      });
-      bus.send(owner, { t: 'h.post', kind, id, event, ref } satisfies HostMessage);
+    const failed = (err: Error) => {
+      if (attempt >= MAX_ATTEMPTS) return rejected(err instanceof OwnerGone ? unavailable(err) : err);
+      log.debug({ kind, owner, err: err.message }, 'a message for an actor did not land; looking for its owner again');
+      retarget(kind, id, owner, err).then(
+        (next) => (next === undefined ? rejected(err) : postTo(next, kind, id, event, rejected, attempt + 1)),
+        (e) => rejected(unavailable(e)),
+      );
     };
-    if (knownOwner) deliver(knownOwner);
-    else ownerOf(kind, id).then(deliver, (err) => rejected(unavailable(err)));
+    if (owner === self) {
+      local.post(kind, id, event, failed);
+      return;
+    }
+    const ref = nextRef++;
+    // Only a refusal comes back (an op's answer reaches its socket from the owner itself):
+    // remembered a while, without a timer each (a busy session forwards a batch every turn).
+    posts.set(ref, { at: Date.now(), refused: failed });
+    bus.send(owner, { t: 'h.post', kind, id, event, ref } satisfies HostMessage, () => {
+      if (posts.delete(ref)) failed(new OwnerGone(owner));
+    });
+  }
+
+  /** Runs `once` against the owner, and again against the next one after a refusal or a gone owner. */
+  async function withOwner<T>(kind: string, id: string, once: (owner: string) => Promise<T>): Promise<T> {
+    let owner = await ownerOf(kind, id);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await once(owner);
+      } catch (err) {
+        const next = attempt < MAX_ATTEMPTS ? await retarget(kind, id, owner, err) : undefined;
+        if (next === undefined) throw err instanceof OwnerGone ? unavailable(err) : err;
+        owner = next;
+      }
+    }
   }
 
   bus.onMessage((raw, from) => {
@@ -193,29 +238,24 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
   const host: ActorHost = {
     register: (kind) => local.register(kind),
 
-    async send(kind, id, event) {
-      for (let attempt = 0; ; attempt++) {
-        const owner = await ownerOf(kind, id).catch((err) => Promise.reject(unavailable(err)));
-        try {
-          if (owner === self) return await local.send(kind, id, event);
-          await request(owner, { t: 'h.post', kind, id, event, ref: nextRef++, ack: true });
-          return;
-        } catch (err) {
-          forget(kind, id);
-          const moved = attempt === 0 && (await ownership.ownerOf(actorKey(kind, id)).catch(() => null));
-          if (!moved || moved === owner) throw err;
-        }
-      }
+    send(kind, id, event) {
+      return withOwner(kind, id, async (owner) => {
+        if (owner === self) return local.send(kind, id, event);
+        await request(owner, { t: 'h.post', kind, id, event, ref: nextRef++, ack: true });
+      });
     },
 
     post(kind, id, event, rejected) {
-      if (local.has(kind, id)) local.post(kind, id, event, rejected);
-      else routePost(kind, id, event, rejected, false);
+      if (local.has(kind, id)) return local.post(kind, id, event, rejected);
+      ownerOf(kind, id).then(
+        (owner) => postTo(owner, kind, id, event, rejected, 1),
+        (err) => rejected(unavailable(err)),
+      );
     },
 
     tell(kind, id, event) {
       if (local.has(kind, id)) return local.tell(kind, id, event);
-      // Only an owner elsewhere can hold it; a lookup that fails drops it, as for a dead actor.
+      // Only an owner elsewhere can hold it; if that is gone, so is the actor it ran.
       ownerOf(kind, id).then(
         (owner) => {
           if (owner !== self) bus.send(owner, { t: 'h.tell', kind, id, event } satisfies HostMessage);
@@ -224,16 +264,12 @@ export function createRoutedHost({ local, ownership, bus, log }: RoutedHostDeps)
       );
     },
 
-    async ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number) {
-      const owner = await ownerOf(kind, id).catch((err) => Promise.reject(unavailable(err)));
-      if (owner === self) return local.ask(kind, id, build, timeoutMs);
-      const event = withReply(build(() => {}) as EventObject, REPLY);
-      try {
+    ask<R>(kind: string, id: string, build: (reply: (value: R) => void) => EventObject, timeoutMs?: number) {
+      return withOwner(kind, id, async (owner) => {
+        if (owner === self) return local.ask(kind, id, build, timeoutMs);
+        const event = withReply(build(() => {}) as EventObject, REPLY);
         return (await request(owner, { t: 'h.ask', kind, id, event, ref: nextRef++ })) as R;
-      } catch (err) {
-        forget(kind, id);
-        throw err;
-      }
+      });
     },
 
     peek: (kind, id): SnapshotFrom<AnyActorRef> | undefined => local.peek(kind, id),

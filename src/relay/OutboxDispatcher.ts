@@ -10,12 +10,22 @@
  * read page by page in outbox order ("backlog" mode). On every change of receiving relay the
  * in-memory state is dropped and every unacknowledged send is read again from the database;
  * sends not acknowledged within RELAY_REDELIVER_MS are delivered again.
+ *
+ * In a cluster (`RelayReceiver.shared`) one process delivers, the receiver, and replies are
+ * committed on every process: the receiver delivers only from the database, passing over the
+ * unacknowledged sends in outbox order whenever a process rings it (a reply was committed) and
+ * at every redelivery tick (a lost doorbell only delays). Each pass starts from the oldest
+ * unacknowledged send: a reply committed on another process may become visible after a later
+ * one, and a pass that went on from where the previous one stopped would skip it; a chat's
+ * replies, committed one after another by its one owner, still go out in order. The other
+ * processes deliver nothing; their dispatchers only ring.
  */
 import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import type { RelayRepository } from '../store/relayRepository.ts';
+import { localRelayReceiver, type RelayReceiver } from './RelayReceiver.ts';
 
 export const OUTBOX_ACK = 'outboxAck';
 
@@ -39,6 +49,8 @@ export interface OutboxOptions {
 interface InFlight {
   frame: SendFrame;
   sentAt: number;
+  /** Its outbox row, when it was read from the database (0: a fresh reply). */
+  seq: number;
 }
 
 /** Rows read from the outbox at most per query. */
@@ -60,6 +72,11 @@ export class OutboxDispatcher {
   private reading = false;
   /** Bumped whenever the receiving relay changes, so a read for an earlier one is discarded. */
   private generation = 0;
+  /**
+   * Acknowledged sends by when their acknowledgement was committed (`performance.now()`,
+   * Infinity until then), kept while a read begun before that may still find them pending.
+   */
+  private readonly acking = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -68,26 +85,31 @@ export class OutboxDispatcher {
     private readonly options: OutboxOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly receiver: RelayReceiver = localRelayReceiver,
   ) {
     committer.register<string>(OUTBOX_ACK, repo.writeAcks);
+    receiver.listen({ changed: () => this.restart(), rung: () => this.rung() });
     const every = Math.max(100, Math.min(5000, options.redeliverMs / 2));
     this.timer = setInterval(() => this.redeliverStale(), every);
     this.timer.unref();
   }
 
+  /** The relay socket that receives: this process's newest, while this process is the receiver. */
   private get current(): RelayLink | undefined {
-    return this.links[this.links.length - 1];
+    return this.receiver.receiving() ? this.links[this.links.length - 1] : undefined;
   }
 
   /** A relay connected: it becomes the receiver and gets every unacknowledged send, in order. */
   attach(link: RelayLink): void {
     this.links.push(link);
+    this.receiver.connected(this.links.length);
     this.restart();
   }
 
   detach(link: RelayLink): void {
     const wasCurrent = link === this.current;
     this.links = this.links.filter((l) => l !== link);
+    this.receiver.disconnected(this.links.length);
     // The next most recent relay (if any) may have missed sends that went to this one.
     if (wasCurrent) this.restart();
   }
@@ -99,6 +121,11 @@ export class OutboxDispatcher {
 
   /** A reply was committed: deliver it now, or once there is room. */
   enqueue(frame: SendFrame): void {
+    if (this.receiver.shared) {
+      // The receiver, here or elsewhere, reads it from the database.
+      this.receiver.ring();
+      return;
+    }
     if (!this.current) {
       // It is in the database: the next relay to connect reads it from there.
       this.enterBacklog();
@@ -123,10 +150,18 @@ export class OutboxDispatcher {
   ack(id: string): void {
     if (!this.inFlight.delete(id)) return;
     this.metrics.sendsDelivered.inc();
-    this.committer.submit(OUTBOX_ACK, null, 0, id).catch((err) => {
-      // Still pending in the database: it will be delivered again and acknowledged again.
-      this.log.warn({ err, send: id }, 'could not record an acknowledgement');
-    });
+    this.acking.set(id, Number.POSITIVE_INFINITY);
+    this.committer.submit(OUTBOX_ACK, null, 0, id).then(
+      () => {
+        if (this.reading) this.acking.set(id, performance.now());
+        else this.acking.delete(id);
+      },
+      (err) => {
+        // Still pending in the database: it will be delivered again and acknowledged again.
+        this.acking.delete(id);
+        this.log.warn({ err, send: id }, 'could not record an acknowledgement');
+      },
+    );
     this.pump();
   }
 
@@ -137,6 +172,7 @@ export class OutboxDispatcher {
 
   close(): void {
     clearInterval(this.timer);
+    this.receiver.close();
   }
 
   /** Drops what memory holds (all of it is in the database) and delivers from the database. */
@@ -159,9 +195,18 @@ export class OutboxDispatcher {
     return this.inFlight.size < this.options.window && link.buffered() < this.options.highWaterBytes;
   }
 
-  private sendNow(link: RelayLink, frame: SendFrame): void {
+  /** Replies may wait in the database that no pass has read (cluster mode): pass over it again. */
+  private rung(): void {
+    if (!this.current) return;
+    // A pass not yet begun will read them; one under way may have read past them.
+    if (this.backlog) this.overflow ||= this.reading || this.cursor > 0;
+    else this.enterBacklog();
+    this.pump();
+  }
+
+  private sendNow(link: RelayLink, frame: SendFrame, seq = 0): void {
     this.inFlight.delete(frame.id);
-    this.inFlight.set(frame.id, { frame, sentAt: Date.now() });
+    this.inFlight.set(frame.id, { frame, sentAt: Date.now(), seq });
     link.send(frame);
   }
 
@@ -176,29 +221,44 @@ export class OutboxDispatcher {
   private async readPage(link: RelayLink): Promise<void> {
     const generation = this.generation;
     this.reading = true;
-    const want = Math.min(PAGE, this.options.window - this.inFlight.size);
+    // Rows in flight past the cursor come back too (skipped): read room for them as well.
+    const want = Math.min(PAGE, this.options.window - this.inFlight.size + this.inFlightAfter(this.cursor));
+    const startedAt = performance.now();
     let rows: { seq: number; frame: SendFrame }[];
     try {
       rows = await this.repo.pendingOutbox(this.cursor, want);
     } catch (err) {
+      this.forgetAcked(startedAt);
       if (generation === this.generation) this.reading = false;
       this.log.warn({ err }, 'could not read the outbox; unacknowledged sends wait for the next redelivery');
       return;
     }
+    this.forgetAcked(startedAt);
     if (generation !== this.generation) return;
     this.reading = false;
     let read = 0;
     for (const { seq, frame } of rows) {
-      if (!this.inFlight.has(frame.id)) {
+      if (!this.inFlight.has(frame.id) && !this.acking.has(frame.id)) {
         // No room left: the rest of the page is read again later, from the cursor.
         if (!this.room(link)) break;
-        this.sendNow(link, frame);
+        this.sendNow(link, frame, seq);
       }
       this.cursor = seq;
       read++;
     }
     if (read === rows.length && rows.length < want) this.endPass();
     this.pump();
+  }
+
+  private inFlightAfter(seq: number): number {
+    let n = 0;
+    for (const entry of this.inFlight.values()) if (entry.seq > seq) n++;
+    return n;
+  }
+
+  /** Acknowledgements committed before `readStartedAt`: reads from then on never find them pending. */
+  private forgetAcked(readStartedAt: number): void {
+    for (const [id, at] of this.acking) if (at < readStartedAt) this.acking.delete(id);
   }
 
   /** A pass over the database reached its end. */
@@ -225,6 +285,8 @@ export class OutboxDispatcher {
       entry.sentAt = now;
       link.send(entry.frame);
     }
-    this.pump();
+    // In a cluster this is also the periodic pass that finds replies whose doorbell was lost.
+    if (this.receiver.shared) this.rung();
+    else this.pump();
   }
 }

@@ -129,6 +129,9 @@ export class RelayIngest {
     try {
       // The event id is the correlation id of everything done for it, end to end.
       await withContext({ reqId: event.id }, () => this.deps.host.send(CONVERSATION, key, message));
+      // In a cluster the conversation may run on another process, whose commit (or failure)
+      // is never heard here: the row is that process's to track, and a sweep's if it is lost.
+      if (!this.deps.host.has(CONVERSATION, key)) this.inFlight.delete(seq);
     } catch (err) {
       this.inFlight.delete(seq);
       const level = isAppError(err) && err.code === 'shutting_down' ? 'debug' : 'warn';

@@ -1,7 +1,8 @@
 /**
  * The relay path assembled: the inbox (ingest, its sweep, attempts), the conversations that
  * process its events (a kind on the actor host, with the brain, media and memory), and the
- * outbox that delivers their replies to the relay socket. What ties them together lives
+ * outbox that delivers their replies to the relay socket (in a cluster, through the one process
+ * that receives: `redisRelayReceiver.ts`). What ties them together lives
  * here: a committed message marks its inbox row processed and queues its reply; a
  * conversation that stopped without passivating has its undelivered events swept again.
  *
@@ -13,6 +14,7 @@ import type { Brain } from '../brain/Brain.ts';
 import { createOfflineBrain } from '../brain/offlineBrain.ts';
 import { createOpenAIBrain } from '../brain/openaiBrain.ts';
 import { createResilience } from '../brain/resilience.ts';
+import type { Cluster } from '../cluster/connectCluster.ts';
 import type { Config } from '../config.ts';
 import { createConversationKind } from '../conversation/createConversationKind.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
@@ -27,6 +29,8 @@ import { RelayRepository } from '../store/relayRepository.ts';
 import { createMediaFetcher } from './fetchMedia.ts';
 import { OutboxDispatcher } from './OutboxDispatcher.ts';
 import { RelayIngest } from './RelayIngest.ts';
+import { localRelayReceiver } from './RelayReceiver.ts';
+import { createRedisRelayReceiver } from './redisRelayReceiver.ts';
 import { limitsFrom, relayEventSchema } from './relayEvent.ts';
 import { startRelayRetention } from './relayRetention.ts';
 
@@ -39,9 +43,20 @@ export interface RelayDeps {
   log: Logger;
   /** Where the sender and relay budgets are kept: this process (the default) or Redis (cluster mode). */
   limiters?: RateLimiterFactory;
+  /** Cluster mode: one process of the cluster delivers the sends; the others ring it. */
+  cluster?: Pick<Cluster, 'redis' | 'bus' | 'prefix'>;
 }
 
-export function createRelay({ config, pool, committer, host, metrics, log, limiters = localRateLimiters }: RelayDeps) {
+export function createRelay({
+  config,
+  pool,
+  committer,
+  host,
+  metrics,
+  log,
+  limiters = localRateLimiters,
+  cluster,
+}: RelayDeps) {
   const brain: Brain = config.openai.apiKey
     ? createOpenAIBrain(config.openai, config.photoLateMs, log)
     : createOfflineBrain();
@@ -67,6 +82,15 @@ export function createRelay({ config, pool, committer, host, metrics, log, limit
     },
     metrics,
     log,
+    cluster
+      ? createRedisRelayReceiver({
+          redis: cluster.redis,
+          bus: cluster.bus,
+          prefix: cluster.prefix,
+          leaseMs: config.actorLeaseMs,
+          log,
+        })
+      : localRelayReceiver,
   );
   const senders = limiters('senders', config.relay.senderPerMinute / 60, config.relay.senderBurst);
   /** Events per relay token (the HTTP route and the socket share it). */

@@ -63,8 +63,12 @@ export interface ConversationKindDeps {
   onCommitted: (commit: ConversationCommit, applied: boolean) => void;
   /** An inbox row delivered again after this conversation had processed it (a sweep's stale read). */
   onSkipped: (seq: number) => void;
-  /** The actor stopped without passivating: its undelivered work must be delivered again later. */
-  onFailed: (key: string) => void;
+  /**
+   * The actor stopped without passivating: its undelivered work must be delivered again later.
+   * `blame`: the event it was working on counts a failed attempt; not when the actor was only
+   * fenced (another process took it, or its lease was lost), which is no fault of the event.
+   */
+  onFailed: (key: string, blame: boolean) => void;
   burstQuietMs: number;
   metrics: Metrics;
   log: Logger;
@@ -309,7 +313,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       const { reason, message } = output as ConversationOutput;
       if (reason !== 'passivated') {
         log.warn({ conversation: isGroupKey(key) ? 'group' : 'direct', reason, message }, 'conversation stopped');
-        deps.onFailed(key);
+        deps.onFailed(key, reason !== 'fenced');
       }
     },
   };

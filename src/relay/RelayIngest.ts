@@ -147,16 +147,17 @@ export class RelayIngest {
   /**
    * A conversation stopped: its rows in flight will be delivered again by the sweep. The
    * oldest of them (a conversation works on its rows in delivery order) is the one it was
-   * working on: that row counts a failed attempt.
+   * working on: with `blame`, that row counts a failed attempt (not when the conversation was
+   * only fenced: a lost lease, another process taking it over).
    */
-  conversationFailed(key: string): void {
+  conversationFailed(key: string, blame = true): void {
     let blamed: number | undefined;
     for (const [seq, k] of this.inFlight) {
       if (k !== key) continue;
       blamed ??= seq;
       this.inFlight.delete(seq);
     }
-    if (blamed !== undefined) void this.attemptFailed(blamed);
+    if (blame && blamed !== undefined) void this.attemptFailed(blamed);
   }
 
   private async attemptFailed(seq: number): Promise<void> {

@@ -122,7 +122,7 @@ export function createRelay({
         if (applied && commit.send) outbox.enqueue(commit.send);
       },
       onSkipped: (seq) => ingest.processed(seq),
-      onFailed: (key) => ingest.conversationFailed(key),
+      onFailed: (key, blame) => ingest.conversationFailed(key, blame),
       burstQuietMs: config.relay.burstQuietMs,
       metrics,
       log,

@@ -170,3 +170,29 @@ describe('conversation resilience', () => {
     expect((await second.exited).code).toBe(0);
   });
 });
+
+describe('a conversation fenced while it thinks', () => {
+  it('answers its event once after the takeover, and the event counts no failed attempt', async () => {
+    const db = await createTestDatabase();
+    const fake = await startFakeOpenAI({ chatDelayMs: 600 });
+    const server = await startTestServer(db.url, openAIEnv(fake, { RELAY_INBOX_SWEEP_MS: '200' }));
+    const relayToken = await token('relay-fence', { role: 'relay' });
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const event = relayEvent({ sender: BOB, text: 'plan my week' });
+    await postEvents(server.url, relayToken, event);
+    // While the model thinks, another owner takes the conversation: its commit is fenced.
+    await expect.poll(() => fake.count('chat'), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    await db.pool.query(
+      "UPDATE actor_leases SET epoch = epoch + 1, owner = 'elsewhere' WHERE key LIKE 'conversation:%' AND key LIKE $1",
+      [`%${BOB}%`],
+    );
+    const reply = await relay.waitForSend((s) => s.replyTo === event.id, 10_000);
+    expect(reply.text).toBeTruthy();
+    const { rows } = await db.pool.query('SELECT status, attempts FROM relay_inbox WHERE event_id = $1', [event.id]);
+    expect(rows[0]).toMatchObject({ status: 'processed', attempts: 0 });
+    const replies = await db.pool.query("SELECT count(*)::int AS n FROM relay_outbox WHERE payload->>'replyTo' = $1", [
+      event.id,
+    ]);
+    expect(replies.rows[0].n).toBe(1);
+  });
+});

@@ -47,6 +47,12 @@ export interface MiniappClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Reconnect backoff bounds in ms; `false` disables reconnecting. */
   reconnect?: BackoffBounds | false;
+  /**
+   * An edit sent and not answered within this (ms) makes the client resynchronise: it
+   * reconnects and resumes, learning the edit's fate or sending it again. An answer can be
+   * lost when the server process that took it died before answering. Default 10,000.
+   */
+  answerTimeoutMs?: number;
 }
 
 export type ClientStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -69,6 +75,9 @@ function randomId(): string {
   return c?.randomUUID ? c.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
+/** How long a sent edit may go unanswered before the client resynchronises (ms). */
+const ANSWER_TIMEOUT_MS = 10_000;
+
 export class MiniappClient {
   /** The server's state at `version`. */
   confirmed: unknown = null;
@@ -87,6 +96,9 @@ export class MiniappClient {
   private readonly socket: ReconnectingSocket;
   /** Whether the current socket has sent its snapshot yet. */
   private hadSnapshot = false;
+  /** When each pending edit was last sent (Date.now()), for the answer timeout. */
+  private readonly sentAt = new Map<string, number>();
+  private readonly watchdog: ReturnType<typeof setInterval>;
 
   constructor(options: MiniappClientOptions) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -110,11 +122,30 @@ export class MiniappClient {
         synced: () => this.version >= 0,
         ended: (code, reason, reconnecting) => {
           this.edits.socketClosed();
+          if (!reconnecting) clearInterval(this.watchdog);
           this.setStatus(reconnecting ? 'reconnecting' : 'closed', code, reason);
         },
       },
     );
     void this.socket.open();
+    const answerTimeoutMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+    this.watchdog = setInterval(() => this.checkAnswers(answerTimeoutMs), Math.max(50, answerTimeoutMs / 4));
+    (this.watchdog as { unref?: () => void }).unref?.();
+  }
+
+  /** Resynchronises when a pending edit went unanswered for `timeoutMs` on an open socket. */
+  private checkAnswers(timeoutMs: number): void {
+    if (!this.ready()) return;
+    const now = Date.now();
+    const pending = new Set(this.pending.map((p) => p.opId));
+    for (const [opId, at] of this.sentAt) {
+      if (!pending.has(opId)) this.sentAt.delete(opId);
+      else if (now - at >= timeoutMs) {
+        this.sentAt.clear();
+        this.socket.resync('unanswered');
+        return;
+      }
+    }
   }
 
   on<K extends keyof MiniappClientEvents>(type: K, listener: Listener<MiniappClientEvents[K]>): () => void {
@@ -168,6 +199,7 @@ export class MiniappClient {
   }
 
   close(): void {
+    clearInterval(this.watchdog);
     this.socket.close();
     this.setStatus('closed');
   }
@@ -178,6 +210,7 @@ export class MiniappClient {
   }
 
   private send(edit: PendingEdit): void {
+    this.sentAt.set(edit.opId, Date.now());
     this.socket.send({ type: 'op', opId: edit.opId, baseVersion: edit.baseVersion, op: edit.op });
   }
 
@@ -195,8 +228,13 @@ export class MiniappClient {
         this.onApplied(frame);
         return;
       case 'conflict': {
-        const conflict = this.edits.conflict(frame.opId, frame.ops);
+        const conflict = this.edits.conflict(frame.opId, frame.ops, this.version);
         if (!conflict) return;
+        if ('retry' in conflict) {
+          // It clashed only with this client's own earlier edits: sent again on top of them.
+          if (this.ready()) this.send(conflict.retry);
+          return;
+        }
         this.recompute();
         this.events.emit('conflict', conflict);
         return;
@@ -250,6 +288,8 @@ export class MiniappClient {
     if (frame.version <= this.version) {
       // History (a resume's answer): already in our state; it tells us which edits landed.
       if (this.edits.historyOp(applied)) this.rebase();
+      // Or the answer to an edit sent again that had landed before: it is done.
+      else if (this.edits.answeredAgain(applied)) this.recompute();
       return;
     }
     if (frame.version !== this.version + 1) {

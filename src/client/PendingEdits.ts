@@ -200,14 +200,40 @@ export class PendingEdits {
   }
 
   /**
-   * The server's `conflict` frame for `opId`: the edit is no longer pending. Its `ops` list every
-   * op since the base (this client's own included); only the clashing ones are kept.
+   * The server's `conflict` frame for `opId`. Its `ops` list every op since the base that
+   * overlaps the edit, this client's own included (an edit it sent on an earlier connection
+   * counts as another window's to the server). When one of them is someone else's, the edit is
+   * no longer pending: its conflict, with only those ops. When all are this client's own, the
+   * person only changed their own earlier edit: it stays pending, based on `version` now, to
+   * be sent again (a bounded number of times).
    */
-  conflict(opId: string, ops: readonly AppliedOp[]): ConflictEvent | undefined {
+  conflict(
+    opId: string,
+    ops: readonly AppliedOp[],
+    version: number,
+  ): ConflictEvent | { retry: PendingEdit } | undefined {
     const i = this.edits.findIndex((p) => p.opId === opId);
     if (i < 0) return undefined;
+    const clashing = clashingOps(this.schema, this.edits[i], ops, this.sent);
+    const tries = this.retries.get(opId) ?? 0;
+    if (clashing.length === 0 && ops.length > 0 && tries < MAX_RETRIES) {
+      this.retries.set(opId, tries + 1);
+      this.edits[i] = { ...this.edits[i], baseVersion: Math.max(version, ...ops.map((o) => o.version)) };
+      return { retry: this.edits[i] };
+    }
     const [edit] = this.edits.splice(i, 1);
-    return { edit, ops: clashingOps(this.schema, edit, ops, this.sent) };
+    return { edit, ops: clashing };
+  }
+
+  /**
+   * An `applied` op older than the client's version that answers one of its pending edits (sent
+   * again after a reconnect, it had landed already): the edit is done. True if it was one.
+   */
+  answeredAgain(op: AppliedOp): boolean {
+    const mine = this.edits.findIndex((p) => p.opId === op.opId);
+    if (mine < 0) return false;
+    this.edits.splice(mine, 1);
+    return true;
   }
 
   /** An `error` frame about `ref` with `code`. */

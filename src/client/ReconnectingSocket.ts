@@ -92,7 +92,7 @@ export class ReconnectingSocket {
   }
 
   /** Drops this socket to start again from a fresh snapshot on the next one. */
-  resync(reason: 'gap' | 'diverged'): void {
+  resync(reason: 'gap' | 'diverged' | 'unanswered'): void {
     this.ws?.close(CloseCodes.resync, reason);
   }
 

@@ -25,7 +25,7 @@
  * op is applied once).
  */
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
-import { CloseCodes } from '../errors.ts';
+import { AppError, CloseCodes } from '../errors.ts';
 import type { MiniappChannel } from '../miniapp/createMiniappKind.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Bus, BusHandler } from './Bus.ts';
@@ -40,6 +40,27 @@ type ChannelMessage =
   | { t: 'c.handover'; sessionId: string };
 
 const topicOf = (sessionId: string) => `s:${sessionId}`;
+
+/** How long a socket waits for its session's bus topic to be subscribed before it is refused. */
+const WATCH_TIMEOUT_MS = 3000;
+
+const unreachable = () => new AppError('session_unavailable', 'this server cannot reach Redis; reconnect');
+
+function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(error()), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
 
 /** How long this process remembers that it published for a session. */
 const PUBLISHED_MEMORY_MS = 10 * 60_000;
@@ -153,6 +174,9 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
     },
 
     watch(sessionId) {
+      // Cut off from Redis, this process cannot follow a session another process runs: the
+      // socket is refused at once (1011), and its client reconnects, wherever it is sent.
+      if (!bus.connected()) return Promise.reject(unreachable());
       const entry = watched.get(sessionId);
       if (entry) {
         entry.count++;
@@ -160,7 +184,8 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       }
       // A handler of its own: an unsubscribe still on its way must not take a new watch's.
       const handler: BusHandler = (raw, from) => relay(raw, from);
-      const ready = bus.subscribe(topicOf(sessionId), handler);
+      // A subscription Redis does not confirm soon (it went away meanwhile) refuses the socket.
+      const ready = withTimeout(bus.subscribe(topicOf(sessionId), handler), WATCH_TIMEOUT_MS, unreachable);
       watched.set(sessionId, { count: 1, ready, handler });
       return ready;
     },

@@ -69,8 +69,14 @@ class OwnerGone extends Error {
 
 export function createRoutedHost({ local, ownership, bus, log, failoverMs }: RoutedHostDeps): ActorHost {
   const self = bus.self;
-  /** Owners learned from leases, by actor key: looked up again once one refuses or is gone. */
-  const owners = new Map<string, string>();
+  /**
+   * Owners learned from leases, by actor key, and until when they are believed: looked up
+   * again after that, or once one refuses or is gone. A paused owner still listens on the bus
+   * (it hears, and says nothing): only a fresh look at the lease finds the process that took
+   * over, so an entry lives a fraction of the failover time.
+   */
+  const owners = new Map<string, { owner: string; until: number }>();
+  const ownerTtlMs = Math.max(100, Math.floor(failoverMs / 8));
   const pending = new Map<number, Pending>();
   /** Forwarded posts whose refusal may still come back, by ref. */
   const posts = new Map<number, { at: number; refused: (err: Error) => void }>();
@@ -89,9 +95,10 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     if (local.has(kind, id)) return self;
     const key = actorKey(kind, id);
     const known = owners.get(key);
-    if (known) return known;
+    if (known && known.until > performance.now()) return known.owner;
     const owner = (await ownership.ownerOf(key).catch((err) => Promise.reject(unavailable(err)))) ?? self;
-    if (owner !== self) owners.set(key, owner);
+    if (owner !== self) owners.set(key, { owner, until: performance.now() + ownerTtlMs });
+    else owners.delete(key);
     return owner;
   }
 

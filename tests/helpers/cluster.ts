@@ -23,16 +23,22 @@ export interface TestCluster {
 
 /**
  * Starts `n` nodes with `env` added to (or overriding) the test environment, on consecutive
- * free ports, and resolves once every one listens.
+ * free ports, and resolves once every one listens. `nodeEnv[i]` overrides `env` for node i + 1
+ * only (e.g. its `REDIS_URL` pointing at a proxy the test can cut).
  */
-export async function startCluster(n: number, env: Record<string, string> = {}): Promise<TestCluster> {
+export async function startCluster(
+  n: number,
+  env: Record<string, string> = {},
+  nodeEnv: Record<string, string>[] = [],
+): Promise<TestCluster> {
+  if (nodeEnv.length > n) throw new Error(`nodeEnv has ${nodeEnv.length} entries for a cluster of ${n} nodes`);
   const db = await createTestDatabase();
   const redisPrefix = testPrefix();
   const shared = baseEnv(db.url, { REDIS_URL, REDIS_PREFIX: redisPrefix, ...env });
   const first = await consecutiveFreePorts(n);
   const nodes = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      ClusterNode.start({ ...shared, NODE_ID: `node-${i + 1}`, PORT: String(first + i) }),
+      ClusterNode.start({ ...shared, NODE_ID: `node-${i + 1}`, PORT: String(first + i), ...nodeEnv[i] }),
     ),
   );
   return { nodes, db, redisPrefix };

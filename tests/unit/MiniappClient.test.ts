@@ -76,6 +76,25 @@ describe('MiniappClient', () => {
     vi.useRealTimers();
   });
 
+  it('resynchronises when an edit goes unanswered for answerTimeoutMs (a server process died holding it)', async () => {
+    const c = connect();
+    const ws = (await c.socket()).accept();
+    ws.receive(snapshot(0));
+    const edit = c.client.apply(setTitle('Porto'));
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(ws.closedWith).toBeNull();
+    await vi.advanceTimersByTimeAsync(3_600);
+    expect(ws.closedWith).toEqual({ code: CloseCodes.resync, reason: 'unanswered' });
+    ws.end(CloseCodes.resync, 'unanswered');
+    await vi.advanceTimersByTimeAsync(RECONNECT_MS);
+    const next = (await c.socket()).accept();
+    next.receive(snapshot(0));
+    // Nothing landed meanwhile: the edit is sent again on the new socket, and stays pending.
+    expect(next.sent).toEqual([{ type: 'op', opId: edit.opId, baseVersion: 0, op: edit.op }]);
+    expect(c.client.pending).toEqual([edit]);
+    c.client.close();
+  });
+
   it('opens the session URL, and refuses edits until the first snapshot', async () => {
     const c = connect();
     const ws = await c.socket();

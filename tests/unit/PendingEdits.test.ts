@@ -142,9 +142,33 @@ describe('PendingEdits answers', () => {
       applied(4, setCurrency('EUR')),
       applied(5, setTitle('Lisbon!')),
     ];
-    expect(ledger.conflict(mine.opId, ops)).toEqual({ edit: mine, ops: [ops[3]] });
+    expect(ledger.conflict(mine.opId, ops, 5)).toEqual({ edit: mine, ops: [ops[3]] });
     expect(ledger.edits).toEqual([earlier]);
-    expect(ledger.conflict('unknown', ops)).toBeUndefined();
+    expect(ledger.conflict('unknown', ops, 5)).toBeUndefined();
+  });
+
+  it('sends again, on top of them, an edit that clashed only with its own earlier edits (a few times at most)', () => {
+    const earlier = edit('mine-0', setTitle('Po'), 1);
+    const mine = edit('mine-1', setTitle('Porto'), 1);
+    const ledger = ledgerAt(1, earlier, mine);
+    // `mine-0` was sent on an earlier connection and landed after `mine-1` was sent.
+    const ops = [applied(2, earlier.op, earlier.opId, 'ann')];
+    ledger.landed(ops[0]);
+    const answer = ledger.conflict(mine.opId, ops, 2);
+    expect(answer).toEqual({ retry: { ...mine, baseVersion: 2 } });
+    expect(ledger.edits).toEqual([{ ...mine, baseVersion: 2 }]);
+    let last = answer;
+    for (let i = 0; i < 10 && last && 'retry' in last; i++) last = ledger.conflict(mine.opId, ops, 2);
+    expect(last).toEqual({ edit: { ...mine, baseVersion: 2 }, ops: [] });
+    expect(ledger.edits).toEqual([]);
+  });
+
+  it('takes an old applied op that answers a pending edit (sent again after it landed) as its answer', () => {
+    const a = edit('a', setTitle('Porto'), 5);
+    const ledger = ledgerAt(7, a);
+    expect(ledger.answeredAgain(applied(6, a.op, a.opId))).toBe(true);
+    expect(ledger.edits).toEqual([]);
+    expect(ledger.answeredAgain(applied(6, a.op, a.opId))).toBe(false);
   });
 
   it('removes an edit that landed, and leaves the others', () => {

@@ -127,6 +127,27 @@ function listen(
   });
 }
 
+/** What `/metrics` reports of the cluster (zeros until it is connected). */
+function clusterStats(cluster: Cluster | undefined) {
+  const leases = cluster?.ownership.stats();
+  const bus = cluster?.bus.stats();
+  return {
+    leasesHeld: leases?.held ?? 0,
+    leaseEvents: {
+      acquired: leases?.acquired ?? 0,
+      refused: leases?.refused ?? 0,
+      released: leases?.released ?? 0,
+      lost: leases?.lost ?? 0,
+    },
+    busMessages: {
+      published: bus?.published ?? 0,
+      received: bus?.received ?? 0,
+      dropped: bus?.dropped ?? 0,
+      malformed: bus?.malformed ?? 0,
+    },
+  };
+}
+
 /** The actors and what they stand on: group commit, the host, the miniapp service, the relay. */
 function createActors(
   config: Readonly<Config>,
@@ -303,6 +324,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     sockets: () => socketCounts(),
     breakers: () => actors?.relay.breakers() ?? {},
     relaySendsInMemory: () => actors?.relay.outbox.pending() ?? 0,
+    ...(config.redisUrl ? { cluster: () => clusterStats(cluster) } : {}),
   });
   const channel = new MiniappSockets();
   let accepting = true;

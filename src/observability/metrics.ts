@@ -28,6 +28,39 @@ export interface GaugeSources {
   breakers?: () => Record<string, number>;
   /** Relay sends held in memory (sent and not yet acknowledged, or about to be sent). */
   relaySendsInMemory?: () => number;
+  /** Cluster mode: leases held now, and counts since the start (lease events, bus messages). */
+  cluster?: () => {
+    leasesHeld: number;
+    leaseEvents: Record<'acquired' | 'refused' | 'released' | 'lost', number>;
+    busMessages: Record<'published' | 'received' | 'dropped' | 'malformed', number>;
+  };
+}
+
+/**
+ * A counter that reports a count kept elsewhere (cumulative since the start), by label: each
+ * scrape adds what it grew by since the last one.
+ */
+function mirroredCounter(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number> | undefined,
+): void {
+  const seen = new Map<string, number>();
+  new client.Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      for (const [value, count] of Object.entries(read() ?? {})) {
+        const grown = count - (seen.get(value) ?? 0);
+        if (grown > 0) this.inc({ [label]: value }, grown);
+        seen.set(value, count);
+      }
+    },
+  });
 }
 
 export function createMetrics(sources: GaugeSources): Metrics {
@@ -80,6 +113,31 @@ export function createMetrics(sources: GaugeSources): Metrics {
       this.set(sources.relaySendsInMemory?.() ?? 0);
     },
   });
+  if (sources.cluster) {
+    const cluster = sources.cluster;
+    new client.Gauge({
+      name: 'archety_cluster_leases_held',
+      help: 'Cluster mode: actor leases this process holds in Redis.',
+      registers: [registry],
+      collect() {
+        this.set(cluster().leasesHeld);
+      },
+    });
+    mirroredCounter(
+      registry,
+      'archety_cluster_lease_events_total',
+      'Cluster mode: actor leases acquired, refused (held elsewhere), released and lost (not extended in time).',
+      'event',
+      () => cluster().leaseEvents,
+    );
+    mirroredCounter(
+      registry,
+      'archety_cluster_bus_messages_total',
+      'Cluster mode: bus messages published, received, dropped (Redis away) and malformed (ignored).',
+      'event',
+      () => cluster().busMessages,
+    );
+  }
   return {
     registry,
     relayAttemptsFailed: new client.Counter({

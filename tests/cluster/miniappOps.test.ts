@@ -152,5 +152,12 @@ describe.skipIf(!ok)('a session edited from three processes', () => {
       expect(ready.status).toBe(200);
       expect(ready.body).toMatchObject({ mode: 'cluster', node: node.nodeId, redis: { reachable: true } });
     }
+    // The sessions of this file ran somewhere: leases were taken, and messages crossed the bus.
+    const metrics = await Promise.all(cluster.nodes.map((n) => api(n.url, 'GET', '/metrics')));
+    const sum = (pattern: RegExp) =>
+      metrics.reduce((total, m) => total + Number(pattern.exec(m.body as string)?.[1] ?? 0), 0);
+    expect(sum(/^archety_cluster_lease_events_total\{event="acquired"\} (\d+)/m)).toBeGreaterThanOrEqual(3);
+    expect(sum(/^archety_cluster_bus_messages_total\{event="published"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(sum(/^archety_cluster_leases_held (\d+)/m)).toBeGreaterThanOrEqual(1);
   });
 });

@@ -19,6 +19,7 @@ import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
 import { redisRateLimiters } from './limits/createRedisRateLimiter.ts';
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
+import { MINIAPP } from './miniapp/createMiniappKind.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -177,7 +178,12 @@ function createActors(
         failoverMs: config.actorLeaseMs * 2,
       })
     : localHost;
-  const clusterChannel = cluster ? createClusterChannel(sockets, cluster.bus, log) : undefined;
+  const clusterChannel = cluster
+    ? createClusterChannel(sockets, cluster.bus, log, {
+        // A socket whose process died: it leaves its session, wherever that runs.
+        connGone: (conn, sessionId) => host.tell(MINIAPP, sessionId, { type: 'leave', conn }),
+      })
+    : undefined;
   const channel = clusterChannel ?? sockets;
   const repo = new MiniappRepository(pool);
   const miniapps = createMiniappService({ host, repo, committer, channel, metrics, log, jwtKey, jwt: config.jwt });

@@ -39,6 +39,8 @@ export interface Bus {
    * back: messages sent or published meanwhile, either way, may be lost.
    */
   onReconnect(handler: () => void): void;
+  /** Which of `processes` listen on the bus now (a process that died or shut down does not). */
+  present(processes: string[]): Promise<Set<string>>;
   /** True while connected to Redis (for `/ready`). */
   connected(): boolean;
   close(): Promise<void>;

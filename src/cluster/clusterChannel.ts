@@ -14,8 +14,17 @@
  *   published after the snapshot reach it, and the ones before never do.
  * - `closeSession`: every socket of the session, on every process, closes (1011) and resumes.
  *
+ * Everything the channel sends in one turn of the event loop leaves at the end of it, in the
+ * order it was sent, consecutive items for one process (or one session's topic) in one bus
+ * message: a resume replaying 1,000 `applied` frames to a socket elsewhere is one message, and
+ * a group commit's frames of a session are one publish.
+ *
  * After a reconnection to Redis, frames may have been lost in between: sockets of sessions
  * owned elsewhere are closed with 1011, and the clients resume from their last version.
+ *
+ * A process that dies holding sockets cannot tell their sessions they left: the owner finds
+ * out when a message to that process reaches nobody, or when a periodic look at the processes
+ * its sessions' sockets are on finds one gone, and `connGone` makes those sockets leave.
  *
  * A session that moves to another process: the frames of its new owner come from another
  * process id. When its previous owner handed it over (a drain: every op it took was committed
@@ -31,12 +40,14 @@ import type { Logger } from '../observability/logger.ts';
 import type { Bus, BusHandler } from './Bus.ts';
 import { processOfConn } from './processId.ts';
 
+/** What one process sends another in one message: its items for that process's sockets, in order. */
+type ConnItem = ['s', string, ServerFrame] | ['a', string, string] | ['d', string, string];
+/** What the owner publishes to a session's topic in one message: frames, or a close. */
+type TopicItem = ['f', ServerFrame] | ['c', number, string];
+
 type ChannelMessage =
-  | { t: 'c.send'; conn: string; frame: ServerFrame }
-  | { t: 'c.attach'; conn: string; sessionId: string }
-  | { t: 'c.detach'; conn: string; sessionId: string }
-  | { t: 'c.publish'; sessionId: string; frame: ServerFrame }
-  | { t: 'c.close'; sessionId: string; code: number; reason: string }
+  | { t: 'c.conns'; items: ConnItem[] }
+  | { t: 'c.session'; sessionId: string; items: TopicItem[] }
   | { t: 'c.handover'; sessionId: string };
 
 const topicOf = (sessionId: string) => `s:${sessionId}`;
@@ -70,7 +81,20 @@ export interface ClusterChannel extends MiniappChannel {
   handover(): void;
 }
 
-export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logger): ClusterChannel {
+export interface ClusterChannelOptions {
+  /** A socket of another process that is gone (its process died): it leaves `sessionId`. */
+  connGone(conn: string, sessionId: string): void;
+}
+
+/** How often the processes holding attached sockets of this process's sessions are looked for. */
+const PRESENCE_CHECK_MS = 5000;
+
+export function createClusterChannel(
+  local: MiniappChannel,
+  bus: Bus,
+  log: Logger,
+  options: ClusterChannelOptions,
+): ClusterChannel {
   const self = bus.self;
   /** Sockets of each watched session here, and its topic subscription. */
   const watched = new Map<string, { count: number; ready: Promise<void>; handler: BusHandler }>();
@@ -102,10 +126,13 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
     // This process's own publications reached its sockets already, through uWS.
     if (from === self) return;
     const message = raw as ChannelMessage;
-    if (message?.t === 'c.publish') {
-      if (ownedBy(message.sessionId, from)) local.publish(message.sessionId, message.frame);
-    } else if (message?.t === 'c.close') local.closeSession(message.sessionId, message.code, message.reason);
-    else if (message?.t === 'c.handover') {
+    if (message?.t === 'c.session') {
+      const { sessionId, items } = message;
+      for (const item of items) {
+        if (item[0] === 'c') local.closeSession(sessionId, item[1], item[2]);
+        else if (ownedBy(sessionId, from)) local.publish(sessionId, item[1]);
+      }
+    } else if (message?.t === 'c.handover') {
       const owner = owners.get(message.sessionId);
       if (owner?.process === from) owner.handedOver = true;
     }
@@ -113,22 +140,81 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
 
   bus.onMessage((raw) => {
     const message = raw as ChannelMessage;
-    switch (message?.t) {
-      case 'c.send':
-        return local.send(message.conn, message.frame);
-      case 'c.attach':
-        return local.attach(message.conn, message.sessionId);
-      case 'c.detach':
-        return local.detach(message.conn, message.sessionId);
+    if (message?.t !== 'c.conns') return;
+    for (const item of message.items) {
+      if (item[0] === 's') local.send(item[1], item[2]);
+      else if (item[0] === 'a') local.attach(item[1], item[2]);
+      else local.detach(item[1], item[2]);
     }
   });
 
   bus.onReconnect(() => {
-    if (!watched.size) return;
-    log.warn({ sessions: watched.size }, 'reconnected to Redis: sockets of sessions run elsewhere resume');
-    for (const sessionId of watched.keys())
+    // Frames of sessions run elsewhere may have been lost meanwhile; this process's own went
+    // to its sockets through uWS.
+    const elsewhere = [...watched.keys()].filter((sessionId) => owners.get(sessionId)?.process !== self);
+    if (!elsewhere.length) return;
+    log.warn({ sessions: elsewhere.length }, 'reconnected to Redis: sockets of sessions run elsewhere resume');
+    for (const sessionId of elsewhere)
       local.closeSession(sessionId, CloseCodes.internalError, 'session unavailable; reconnect');
   });
+
+  /**
+   * What this turn sends, in order: consecutive items for one process, or for one session's
+   * topic, travel as one message.
+   */
+  type Outgoing = { to: 'process'; id: string; items: ConnItem[] } | { to: 'topic'; id: string; items: TopicItem[] };
+  let outgoing: Outgoing[] = [];
+  const flush = () => {
+    const batch = outgoing;
+    outgoing = [];
+    for (const out of batch) {
+      if (out.to === 'topic') {
+        bus.publish(topicOf(out.id), { t: 'c.session', sessionId: out.id, items: out.items } satisfies ChannelMessage);
+        continue;
+      }
+      const process = out.id;
+      bus.send(process, { t: 'c.conns', items: out.items } satisfies ChannelMessage, () => processGone(process));
+    }
+  };
+  function queue(to: 'process', id: string, item: ConnItem): void;
+  function queue(to: 'topic', id: string, item: TopicItem): void;
+  function queue(to: Outgoing['to'], id: string, item: ConnItem | TopicItem): void {
+    if (!outgoing.length) setImmediate(flush);
+    const last = outgoing[outgoing.length - 1];
+    if (last?.to === to && last.id === id) (last.items as (ConnItem | TopicItem)[]).push(item);
+    else outgoing.push({ to, id, items: [item] } as Outgoing);
+  }
+
+  /** Sockets of other processes attached to this process's sessions: conn → session. */
+  const remoteConns = new Map<string, string>();
+  function processGone(process: string): void {
+    for (const [conn, sessionId] of remoteConns) {
+      if (processOfConn(conn) !== process) continue;
+      remoteConns.delete(conn);
+      options.connGone(conn, sessionId);
+    }
+  }
+  const presenceCheck = setInterval(() => {
+    const processes = new Set([...remoteConns.keys()].map(processOfConn));
+    if (!processes.size || !bus.connected()) return;
+    bus.present([...processes]).then(
+      (present) => {
+        for (const process of processes) if (!present.has(process)) processGone(process);
+      },
+      (err) => log.debug({ err }, 'could not look for the processes holding sockets'),
+    );
+  }, PRESENCE_CHECK_MS);
+  presenceCheck.unref();
+
+  function unwatch(sessionId: string): void {
+    const entry = watched.get(sessionId);
+    if (!entry) return;
+    if (--entry.count > 0) return;
+    watched.delete(sessionId);
+    owners.delete(sessionId);
+    // A subscription Redis did not confirm still stands (it comes back on reconnect): undone too.
+    bus.unsubscribe(topicOf(sessionId), entry.handler);
+  }
 
   const remote = (conn: string) => {
     const process = processOfConn(conn);
@@ -138,7 +224,7 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
   return {
     send(conn, frame) {
       const at = remote(conn);
-      if (at) bus.send(at, { t: 'c.send', conn, frame } satisfies ChannelMessage);
+      if (at) queue('process', at, ['s', conn, frame]);
       else local.send(conn, frame);
     },
 
@@ -146,58 +232,60 @@ export function createClusterChannel(local: MiniappChannel, bus: Bus, log: Logge
       published.set(sessionId, Date.now());
       // Sockets here that followed another owner which did not hand over were closed instead.
       if (ownedBy(sessionId, self)) local.publish(sessionId, frame);
-      bus.publish(topicOf(sessionId), { t: 'c.publish', sessionId, frame } satisfies ChannelMessage);
+      queue('topic', sessionId, ['f', frame]);
     },
 
     attach(conn, sessionId) {
       const at = remote(conn);
-      if (at) bus.send(at, { t: 'c.attach', conn, sessionId } satisfies ChannelMessage);
-      else local.attach(conn, sessionId);
+      if (!at) return local.attach(conn, sessionId);
+      remoteConns.set(conn, sessionId);
+      queue('process', at, ['a', conn, sessionId]);
     },
 
     detach(conn, sessionId) {
       const at = remote(conn);
-      if (at) bus.send(at, { t: 'c.detach', conn, sessionId } satisfies ChannelMessage);
-      else local.detach(conn, sessionId);
+      if (!at) return local.detach(conn, sessionId);
+      remoteConns.delete(conn);
+      queue('process', at, ['d', conn, sessionId]);
     },
 
     closeSession(sessionId, code, reason) {
       local.closeSession(sessionId, code, reason);
-      bus.publish(topicOf(sessionId), { t: 'c.close', sessionId, code, reason } satisfies ChannelMessage);
+      queue('topic', sessionId, ['c', code, reason]);
+      for (const [conn, session] of remoteConns) if (session === sessionId) remoteConns.delete(conn);
     },
 
     handover() {
+      // After what is still queued: the last frames of each session first.
+      flush();
       for (const sessionId of published.keys())
         bus.publish(topicOf(sessionId), { t: 'c.handover', sessionId } satisfies ChannelMessage);
       published.clear();
       clearInterval(prune);
+      clearInterval(presenceCheck);
     },
 
     watch(sessionId) {
       // Cut off from Redis, this process cannot follow a session another process runs: the
       // socket is refused at once (1011), and its client reconnects, wherever it is sent.
       if (!bus.connected()) return Promise.reject(unreachable());
-      const entry = watched.get(sessionId);
-      if (entry) {
-        entry.count++;
-        return entry.ready;
+      let entry = watched.get(sessionId);
+      if (entry) entry.count++;
+      else {
+        // A handler of its own: an unsubscribe still on its way must not take a new watch's.
+        const handler: BusHandler = (raw, from) => relay(raw, from);
+        // A subscription Redis does not confirm soon (it went away meanwhile) refuses the socket.
+        const ready = withTimeout(bus.subscribe(topicOf(sessionId), handler), WATCH_TIMEOUT_MS, unreachable);
+        entry = { count: 1, ready, handler };
+        watched.set(sessionId, entry);
       }
-      // A handler of its own: an unsubscribe still on its way must not take a new watch's.
-      const handler: BusHandler = (raw, from) => relay(raw, from);
-      // A subscription Redis does not confirm soon (it went away meanwhile) refuses the socket.
-      const ready = withTimeout(bus.subscribe(topicOf(sessionId), handler), WATCH_TIMEOUT_MS, unreachable);
-      watched.set(sessionId, { count: 1, ready, handler });
-      return ready;
+      // A watch that fails counts for nothing: its socket will not `unwatch`.
+      return entry.ready.catch((err) => {
+        unwatch(sessionId);
+        throw err;
+      });
     },
 
-    unwatch(sessionId) {
-      const entry = watched.get(sessionId);
-      if (!entry) return;
-      if (--entry.count > 0) return;
-      watched.delete(sessionId);
-      owners.delete(sessionId);
-      // A subscription Redis did not confirm still stands (it comes back on reconnect): undone too.
-      bus.unsubscribe(topicOf(sessionId), entry.handler);
-    },
+    unwatch,
   };
 }

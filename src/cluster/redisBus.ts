@@ -194,6 +194,18 @@ class RedisPubSubBus implements RedisBus {
     });
   }
 
+  async present(processes: string[]): Promise<Set<string>> {
+    if (!processes.length) return new Set();
+    // PUBSUB NUMSUB answers channel, count, channel, count…
+    const answer = (await this.pub.call('PUBSUB', 'NUMSUB', ...processes.map((p) => this.processPrefix + p))) as (
+      | string
+      | number
+    )[];
+    const present = new Set<string>();
+    for (let i = 0; i < processes.length; i++) if (Number(answer[2 * i + 1]) > 0) present.add(processes[i]);
+    return present;
+  }
+
   onReconnect(handler: () => void): void {
     this.reconnectHandlers.push(handler);
   }

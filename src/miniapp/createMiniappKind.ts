@@ -30,10 +30,11 @@ export interface MiniappChannel {
   closeSession(sessionId: string, code: number, reason: string): void;
   /**
    * This process now holds a socket of the session, which will join it: its frames must reach
-   * this process (cluster mode subscribes to them; a single node has nothing to do).
+   * this process (cluster mode subscribes to them; a single node has nothing to do). Counted
+   * only when it resolves: each resolved `watch` needs its `unwatch`, a rejected one none.
    */
   watch(sessionId: string): Promise<void>;
-  /** One of this process's sockets of the session closed. */
+  /** One of this process's sockets of the session, watched, closed. */
   unwatch(sessionId: string): void;
 }
 

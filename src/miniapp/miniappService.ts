@@ -103,6 +103,8 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
       channel.send(conn, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
   }
 
+  /** This process's sockets whose session is watched (`channel.watch`), or being watched. */
+  const watching = new Map<string, 'pending' | 'watching'>();
   const batches = new Map<string, OpRequest[]>();
   let flushScheduled = false;
   function flush(sessionId: string): void {
@@ -182,7 +184,16 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
 
     async join(conn, user, sessionId) {
       // Subscribed before the join: the frames published after its snapshot must reach it.
-      await channel.watch(sessionId);
+      watching.set(conn, 'pending');
+      try {
+        await channel.watch(sessionId);
+      } catch (err) {
+        watching.delete(conn);
+        throw err;
+      }
+      // The socket closed while its session was being watched: undone now.
+      if (watching.get(conn) !== 'pending') return channel.unwatch(sessionId);
+      watching.set(conn, 'watching');
       flush(sessionId);
       await host.send(MINIAPP, sessionId, { type: 'join', conn, user });
     },
@@ -202,7 +213,8 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
     },
 
     leave(conn, sessionId) {
-      channel.unwatch(sessionId);
+      if (watching.get(conn) === 'watching') channel.unwatch(sessionId);
+      watching.delete(conn);
       flush(sessionId);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
       host.tell(MINIAPP, sessionId, { type: 'leave', conn });

@@ -160,4 +160,20 @@ describe.skipIf(!ok)('a session edited from three processes', () => {
     expect(sum(/^archety_cluster_bus_messages_total\{event="published"\} (\d+)/m)).toBeGreaterThan(0);
     expect(sum(/^archety_cluster_leases_held (\d+)/m)).toBeGreaterThanOrEqual(1);
   });
+  it('a socket on a process that died leaves its session: presence drops it within seconds', async () => {
+    const trip = await createTrip(cluster.nodes[0].url, tokens[0], { participants: PEOPLE.slice(1) });
+    expect((await api(cluster.nodes[0].url, 'GET', `/v1/miniapps/${trip}`, { token: tokens[0] })).status).toBe(200);
+    const here = await openSocket(cluster.nodes[0].url, trip, tokens[0]);
+    await here.next('snapshot', 10_000);
+    const there = await openSocket(cluster.nodes[2].url, trip, tokens[2]);
+    await there.next('snapshot', 10_000);
+    const lastPresence = () => [...here.frames].reverse().find((f) => f.type === 'presence');
+    await expect
+      .poll(lastPresence, { timeout: 5000 })
+      .toEqual({ type: 'presence', online: [PEOPLE[0], PEOPLE[2]].sort() });
+    // node-3 dies without a word: its socket cannot say it left.
+    await cluster.nodes[2].kill('SIGKILL');
+    await expect.poll(lastPresence, { timeout: 15_000 }).toEqual({ type: 'presence', online: [PEOPLE[0]] });
+    here.close();
+  }, 30_000);
 });

@@ -1,0 +1,166 @@
+/**
+ * The cluster channel (`src/cluster/clusterChannel.ts`) against an in-memory bus and a recording
+ * local channel: what reaches which process in which order, how a session's sockets follow its
+ * owner, and how sockets of a dead process are made to leave.
+ */
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ServerFrame } from '../../actors/miniappFrames.ts';
+import type { Bus, BusHandler } from '../../src/cluster/Bus.ts';
+import { createClusterChannel } from '../../src/cluster/clusterChannel.ts';
+import type { MiniappChannel } from '../../src/miniapp/createMiniappKind.ts';
+
+const log = pino({ level: 'silent' });
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Processes on one in-memory bus: `send` reaches a process's handlers, `publish` a topic's. */
+function memoryBus() {
+  const processes = new Map<string, { handlers: BusHandler[]; topics: Map<string, Set<BusHandler>>; up: boolean }>();
+  const sent: { from: string; to: string; message: unknown }[] = [];
+  const published: { from: string; topic: string; message: unknown }[] = [];
+  function join(self: string, options: { subscribe?: 'ok' | 'hang' } = {}): Bus & { down(): void } {
+    const me = { handlers: [] as BusHandler[], topics: new Map<string, Set<BusHandler>>(), up: true };
+    processes.set(self, me);
+    return {
+      self,
+      send(to, message, unheard) {
+        sent.push({ from: self, to, message });
+        const target = processes.get(to);
+        if (!target?.up) return unheard?.();
+        for (const h of target.handlers) h(message, self);
+      },
+      onMessage: (h) => me.handlers.push(h),
+      publish(topic, message) {
+        published.push({ from: self, topic, message });
+        for (const p of processes.values()) for (const h of p.topics.get(topic) ?? []) h(message, self);
+      },
+      subscribe(topic, h) {
+        const set = me.topics.get(topic) ?? new Set();
+        set.add(h);
+        me.topics.set(topic, set);
+        return options.subscribe === 'hang' ? new Promise(() => {}) : Promise.resolve();
+      },
+      unsubscribe: (topic, h) => me.topics.get(topic)?.delete(h),
+      onReconnect: () => {},
+      present: async (ids) => new Set(ids.filter((id) => processes.get(id)?.up)),
+      connected: () => me.up,
+      close: async () => {},
+      down: () => {
+        me.up = false;
+      },
+    };
+  }
+  return {
+    join,
+    sent,
+    published,
+    subscribers: (self: string, topic: string) => processes.get(self)?.topics.get(topic)?.size ?? 0,
+  };
+}
+
+/** A local channel that records what it was asked to do. */
+function recording(): MiniappChannel & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    send: (conn, frame) => calls.push(`send ${conn} ${frame.type}`),
+    publish: (sessionId, frame) => calls.push(`publish ${sessionId} ${frame.type}`),
+    attach: (conn, sessionId) => calls.push(`attach ${conn} ${sessionId}`),
+    detach: (conn, sessionId) => calls.push(`detach ${conn} ${sessionId}`),
+    closeSession: (sessionId, code) => calls.push(`close ${sessionId} ${code}`),
+    watch: async () => {},
+    unwatch: () => {},
+  };
+}
+
+const applied = (version: number): ServerFrame => ({
+  type: 'applied',
+  opId: `o${version}`,
+  by: 'u',
+  version,
+  op: { kind: 'set', path: ['title'], value: 'x' },
+});
+const snapshot: ServerFrame = { type: 'snapshot', version: 0, state: {}, participants: [], online: [] };
+
+describe('the cluster channel', () => {
+  it("sends a turn's frames for another process's sockets as one message, in order, after its snapshot", async () => {
+    const bus = memoryBus();
+    const ownerLocal = recording();
+    const otherLocal = recording();
+    const gone: string[] = [];
+    const owner = createClusterChannel(ownerLocal, bus.join('A'), log, { connGone: (c) => gone.push(c) });
+    const other = createClusterChannel(otherLocal, bus.join('B'), log, { connGone: () => {} });
+    await other.watch('s1');
+    owner.send('B.1', snapshot);
+    owner.attach('B.1', 's1');
+    for (let v = 1; v <= 3; v++) owner.publish('s1', applied(v));
+    owner.send('A.1', applied(3));
+    await turn();
+    expect(bus.sent.filter((m) => m.to === 'B')).toHaveLength(1);
+    expect(bus.published.filter((m) => m.topic === 's:s1')).toHaveLength(1);
+    expect(otherLocal.calls).toEqual([
+      'send B.1 snapshot',
+      'attach B.1 s1',
+      'publish s1 applied',
+      'publish s1 applied',
+      'publish s1 applied',
+    ]);
+    expect(ownerLocal.calls).toEqual([
+      'publish s1 applied',
+      'publish s1 applied',
+      'publish s1 applied',
+      'send A.1 applied',
+    ]);
+    expect(gone).toEqual([]);
+  });
+
+  it('makes the sockets of a process that is gone leave their sessions', async () => {
+    const bus = memoryBus();
+    const gone: string[] = [];
+    const owner = createClusterChannel(recording(), bus.join('A'), log, { connGone: (c, s) => gone.push(`${c} ${s}`) });
+    const b = bus.join('B');
+    owner.attach('B.1', 's1');
+    owner.attach('B.2', 's2');
+    await turn();
+    b.down();
+    owner.send('B.1', applied(1));
+    await turn();
+    expect(gone.sort()).toEqual(['B.1 s1', 'B.2 s2']);
+  });
+
+  it('a refused watch counts for nothing: the socket that did watch keeps its subscription', async () => {
+    const bus = memoryBus();
+    const busB = bus.join('B');
+    const other = createClusterChannel(recording(), busB, log, { connGone: () => {} });
+    await other.watch('s1');
+    busB.down();
+    await expect(other.watch('s1')).rejects.toMatchObject({ code: 'session_unavailable' });
+    expect(bus.subscribers('B', 's:s1')).toBe(1);
+    other.unwatch('s1');
+    expect(bus.subscribers('B', 's:s1')).toBe(0);
+  });
+
+  it('resumes the sockets of a session whose owner changed without handing it over, not after a handover', async () => {
+    const bus = memoryBus();
+    const local = recording();
+    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {} });
+    await watcher.watch('s1');
+    await watcher.watch('s2');
+    const first = createClusterChannel(recording(), bus.join('A'), log, { connGone: () => {} });
+    first.publish('s1', applied(1));
+    first.publish('s2', applied(1));
+    await turn();
+    // A drains: it hands s1 and s2 over; then B runs s1 (cleanly), and C runs s2 after B died.
+    first.handover();
+    const next = createClusterChannel(recording(), bus.join('B'), log, { connGone: () => {} });
+    next.publish('s1', applied(2));
+    await turn();
+    expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
+    next.publish('s2', applied(2));
+    const after = createClusterChannel(recording(), bus.join('C'), log, { connGone: () => {} });
+    await turn();
+    after.publish('s2', applied(3));
+    await turn();
+    expect(local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s2 1011']);
+  });
+});

@@ -73,7 +73,9 @@ function retryStrategy(attempt: number): number {
  * ioredis' 20 retries (about 17 s).
  */
 export async function createRedisBus(options: RedisBusOptions): Promise<RedisBus> {
-  const common: RedisOptions = { retryStrategy };
+  // TCP keepalive: a connection that died without a close (a cut network) is noticed, and
+  // redialed, instead of leaving this process deaf while it looks connected.
+  const common: RedisOptions = { retryStrategy, keepAlive: 10_000 };
   const pub = new Redis(options.url, {
     ...common,
     connectionName: `archety:${options.self}:pub`,

@@ -241,7 +241,12 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
       if (closed) throw new Error('the Redis ownership is closed');
       const token = `${self}:${++acquisitions}`;
       const sentAt = performance.now();
-      const answer = await redis.set(keyPrefix + key, token, 'PX', leaseMs, 'NX').catch(unreachable);
+      const answer = await redis.set(keyPrefix + key, token, 'PX', leaseMs, 'NX').catch((err) => {
+        // A SET that broke with the connection may still have taken the key: free it if so,
+        // or the actor waits a whole lease for a holder that never knew it held it.
+        run(redis, RELEASE, [keyPrefix + key], [token]).catch(() => undefined);
+        return unreachable(err);
+      });
       if (answer !== 'OK') {
         counts.refused++;
         return false;

@@ -36,6 +36,12 @@ type HostMessage =
 /** Marks where `ask`'s reply function was in a forwarded event. */
 const REPLY = '\u0000reply';
 
+/**
+ * How long a forwarded post is remembered for a refusal to come back (a refusal is sent as soon
+ * as the owner's host refuses; what it holds is the whole event, so not for long).
+ */
+const REFUSAL_WINDOW_MS = 5_000;
+
 /** How long a process waits for another to answer a forwarded `send` or `ask`. */
 const REMOTE_TIMEOUT_MS = 10_000;
 
@@ -81,12 +87,15 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
   /** Forwarded posts whose refusal may still come back, by ref. */
   const posts = new Map<number, { at: number; refused: (err: Error) => void }>();
   const postSweep = setInterval(() => {
-    const before = Date.now() - REMOTE_TIMEOUT_MS;
+    const before = Date.now() - REFUSAL_WINDOW_MS;
     for (const [ref, post] of posts) {
       if (post.at >= before) break;
       posts.delete(ref);
     }
-  }, REMOTE_TIMEOUT_MS);
+    // Owners looked up long ago are looked up again anyway: their entries go.
+    const now = performance.now();
+    for (const [key, known] of owners) if (known.until <= now) owners.delete(key);
+  }, REFUSAL_WINDOW_MS);
   postSweep.unref();
   let nextRef = 1;
 

@@ -182,6 +182,7 @@ function createActors(
     ? createClusterChannel(sockets, cluster.bus, log, {
         // A socket whose process died: it leaves its session, wherever that runs.
         connGone: (conn, sessionId) => host.tell(MINIAPP, sessionId, { type: 'leave', conn }),
+        ownerCheckMs: Math.max(250, Math.floor(config.actorLeaseMs / 2)),
       })
     : undefined;
   const channel = clusterChannel ?? sockets;

@@ -84,6 +84,12 @@ export interface ClusterChannel extends MiniappChannel {
 export interface ClusterChannelOptions {
   /** A socket of another process that is gone (its process died): it leaves `sessionId`. */
   connGone(conn: string, sessionId: string): void;
+  /**
+   * How often this process looks whether the owners of the sessions it follows still listen
+   * (a fraction of ACTOR_LEASE_MS): one that died took the ops in flight to it along, and its
+   * sessions' sockets here resume at once rather than when their clients' answers time out.
+   */
+  ownerCheckMs: number;
 }
 
 /** How often the processes holding attached sockets of this process's sessions are looked for. */
@@ -206,6 +212,32 @@ export function createClusterChannel(
   }, PRESENCE_CHECK_MS);
   presenceCheck.unref();
 
+  const ownerCheck = setInterval(() => {
+    const followed = new Map<string, string[]>();
+    for (const [sessionId, { process }] of owners) {
+      if (process === self || !watched.has(sessionId)) continue;
+      followed.set(process, [...(followed.get(process) ?? []), sessionId]);
+    }
+    if (!followed.size || !bus.connected()) return;
+    bus.present([...followed.keys()]).then(
+      (present) => {
+        for (const [process, sessions] of followed) {
+          if (present.has(process)) continue;
+          log.info(
+            { sessions: sessions.length },
+            'the process running sessions followed here is gone: their sockets resume',
+          );
+          for (const sessionId of sessions) {
+            owners.delete(sessionId);
+            local.closeSession(sessionId, CloseCodes.internalError, 'session moved; reconnect');
+          }
+        }
+      },
+      (err) => log.debug({ err }, 'could not look for the processes running followed sessions'),
+    );
+  }, options.ownerCheckMs);
+  ownerCheck.unref();
+
   function unwatch(sessionId: string): void {
     const entry = watched.get(sessionId);
     if (!entry) return;
@@ -263,6 +295,7 @@ export function createClusterChannel(
       published.clear();
       clearInterval(prune);
       clearInterval(presenceCheck);
+      clearInterval(ownerCheck);
     },
 
     watch(sessionId) {

@@ -88,8 +88,11 @@ describe('the cluster channel', () => {
     const ownerLocal = recording();
     const otherLocal = recording();
     const gone: string[] = [];
-    const owner = createClusterChannel(ownerLocal, bus.join('A'), log, { connGone: (c) => gone.push(c) });
-    const other = createClusterChannel(otherLocal, bus.join('B'), log, { connGone: () => {} });
+    const owner = createClusterChannel(ownerLocal, bus.join('A'), log, {
+      connGone: (c) => gone.push(c),
+      ownerCheckMs: 60_000,
+    });
+    const other = createClusterChannel(otherLocal, bus.join('B'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
     await other.watch('s1');
     owner.send('B.1', snapshot);
     owner.attach('B.1', 's1');
@@ -117,7 +120,10 @@ describe('the cluster channel', () => {
   it('makes the sockets of a process that is gone leave their sessions', async () => {
     const bus = memoryBus();
     const gone: string[] = [];
-    const owner = createClusterChannel(recording(), bus.join('A'), log, { connGone: (c, s) => gone.push(`${c} ${s}`) });
+    const owner = createClusterChannel(recording(), bus.join('A'), log, {
+      connGone: (c, s) => gone.push(`${c} ${s}`),
+      ownerCheckMs: 60_000,
+    });
     const b = bus.join('B');
     owner.attach('B.1', 's1');
     owner.attach('B.2', 's2');
@@ -131,7 +137,7 @@ describe('the cluster channel', () => {
   it('a refused watch counts for nothing: the socket that did watch keeps its subscription', async () => {
     const bus = memoryBus();
     const busB = bus.join('B');
-    const other = createClusterChannel(recording(), busB, log, { connGone: () => {} });
+    const other = createClusterChannel(recording(), busB, log, { connGone: () => {}, ownerCheckMs: 60_000 });
     await other.watch('s1');
     busB.down();
     await expect(other.watch('s1')).rejects.toMatchObject({ code: 'session_unavailable' });
@@ -143,24 +149,41 @@ describe('the cluster channel', () => {
   it('resumes the sockets of a session whose owner changed without handing it over, not after a handover', async () => {
     const bus = memoryBus();
     const local = recording();
-    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {} });
+    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
     await watcher.watch('s1');
     await watcher.watch('s2');
-    const first = createClusterChannel(recording(), bus.join('A'), log, { connGone: () => {} });
+    const first = createClusterChannel(recording(), bus.join('A'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
     first.publish('s1', applied(1));
     first.publish('s2', applied(1));
     await turn();
     // A drains: it hands s1 and s2 over; then B runs s1 (cleanly), and C runs s2 after B died.
     first.handover();
-    const next = createClusterChannel(recording(), bus.join('B'), log, { connGone: () => {} });
+    const next = createClusterChannel(recording(), bus.join('B'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
     next.publish('s1', applied(2));
     await turn();
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
     next.publish('s2', applied(2));
-    const after = createClusterChannel(recording(), bus.join('C'), log, { connGone: () => {} });
+    const after = createClusterChannel(recording(), bus.join('C'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
     await turn();
     after.publish('s2', applied(3));
     await turn();
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s2 1011']);
+  });
+  it('resumes at once the sockets of sessions whose owner died (not when their answers time out)', async () => {
+    const bus = memoryBus();
+    const local = recording();
+    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {}, ownerCheckMs: 20 });
+    await watcher.watch('s1');
+    const ownerBus = bus.join('A');
+    createClusterChannel(recording(), ownerBus, log, { connGone: () => {}, ownerCheckMs: 60_000 }).publish(
+      's1',
+      applied(1),
+    );
+    await turn();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
+    ownerBus.down();
+    await expect.poll(() => local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s1 1011']);
+    watcher.handover();
   });
 });

@@ -214,8 +214,9 @@ export function createClusterChannel(
 
   const ownerCheck = setInterval(() => {
     const followed = new Map<string, string[]>();
-    for (const [sessionId, { process }] of owners) {
-      if (process === self || !watched.has(sessionId)) continue;
+    for (const [sessionId, { process, handedOver }] of owners) {
+      // A drained owner handed its sessions over: nothing of theirs was lost with it.
+      if (process === self || handedOver || !watched.has(sessionId)) continue;
       followed.set(process, [...(followed.get(process) ?? []), sessionId]);
     }
     if (!followed.size || !bus.connected()) return;

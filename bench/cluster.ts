@@ -298,6 +298,7 @@ async function main(): Promise<number> {
     // processes are killed, not drained: nothing of their thousands of live actors is measured
     // after, and a drain of them takes seconds.
     await Promise.all(nodes.map((node) => node.kill()));
+    await redis.stopCountingPublishes();
     const failoverNodes = [1, 2, 3].map(
       (n) => new BenchNode(n, { ...settings, env: { ...settings.env, ACTOR_LEASE_MS: String(o.leaseMs) } }),
     );

@@ -42,6 +42,17 @@ export class RedisProbe {
     return this.publishes;
   }
 
+  /**
+   * Stops counting PUBLISHes. A pattern subscriber hears every message of the run, so while it
+   * listens, a message to a process that died looks heard to the servers (PUBLISH answers 1),
+   * and they notice the death only by a timeout: the failover phase runs without it.
+   */
+  async stopCountingPublishes(): Promise<void> {
+    await this.subscriber?.punsubscribe();
+    this.subscriber?.disconnect();
+    this.subscriber = undefined;
+  }
+
   async version(): Promise<string> {
     const info = await this.redis.info('server');
     return /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';

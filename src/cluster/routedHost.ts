@@ -145,7 +145,17 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         pending.delete(message.ref);
-        reject(new AppError('session_unavailable', 'the process that runs this session did not answer; retry'));
+        // No answer: when that process no longer listens at all (its death went unnoticed: a
+        // pattern subscriber on the prefix makes every message look heard), look for the next owner.
+        bus.present([to]).then(
+          (present) =>
+            reject(
+              present.has(to)
+                ? new AppError('session_unavailable', 'the process that runs this session did not answer; retry')
+                : new OwnerGone(to),
+            ),
+          () => reject(new AppError('session_unavailable', 'the process that runs this session did not answer; retry')),
+        );
       }, REMOTE_TIMEOUT_MS);
       pending.set(message.ref, { resolve, reject, timer });
       bus.send(to, message, () => {

@@ -52,8 +52,11 @@ type ChannelMessage =
 
 const topicOf = (sessionId: string) => `s:${sessionId}`;
 
-/** How long a socket waits for its session's bus topic to be subscribed before it is refused. */
-const WATCH_TIMEOUT_MS = 3000;
+/**
+ * How long a socket waits for its session's bus topic to be subscribed before it is refused
+ * (Redis slow, or cut meanwhile; while Redis is known to be away, sockets are refused at once).
+ */
+const WATCH_TIMEOUT_MS = 10_000;
 
 const unreachable = () => new AppError('session_unavailable', 'this server cannot reach Redis; reconnect');
 

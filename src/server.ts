@@ -17,7 +17,6 @@ import type { Config } from './config.ts';
 import { CloseCodes } from './errors.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
-import { redisRateLimiters } from './limits/createRedisRateLimiter.ts';
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
 import { MINIAPP } from './miniapp/createMiniappKind.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
@@ -195,7 +194,6 @@ function createActors(
     host,
     metrics,
     log,
-    limiters: cluster ? redisRateLimiters({ redis: cluster.redis, prefix: cluster.prefix, log }) : undefined,
     cluster,
   });
   // Open sockets per user and per session are counted across the cluster.

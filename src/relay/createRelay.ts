@@ -18,6 +18,7 @@ import type { Cluster } from '../cluster/connectCluster.ts';
 import type { Config } from '../config.ts';
 import { createConversationKind } from '../conversation/createConversationKind.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
+import { redisRateLimiters } from '../limits/createRedisRateLimiter.ts';
 import { localRateLimiters, type RateLimiterFactory } from '../limits/RateLimiter.ts';
 import { MemoryStore } from '../memory/MemoryStore.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -41,22 +42,11 @@ export interface RelayDeps {
   host: ActorHost;
   metrics: Metrics;
   log: Logger;
-  /** Where the sender and relay budgets are kept: this process (the default) or Redis (cluster mode). */
-  limiters?: RateLimiterFactory;
   /** Cluster mode: one process of the cluster delivers the sends; the others ring it. */
   cluster?: Pick<Cluster, 'redis' | 'bus' | 'prefix'>;
 }
 
-export function createRelay({
-  config,
-  pool,
-  committer,
-  host,
-  metrics,
-  log,
-  limiters = localRateLimiters,
-  cluster,
-}: RelayDeps) {
+export function createRelay({ config, pool, committer, host, metrics, log, cluster }: RelayDeps) {
   const brain: Brain = config.openai.apiKey
     ? createOpenAIBrain(config.openai, config.photoLateMs, log)
     : createOfflineBrain();
@@ -92,6 +82,10 @@ export function createRelay({
         })
       : localRelayReceiver,
   );
+  // Cluster mode counts the budgets in Redis, for every process together.
+  const limiters: RateLimiterFactory = cluster
+    ? redisRateLimiters({ redis: cluster.redis, prefix: cluster.prefix, log })
+    : localRateLimiters;
   const senders = limiters('senders', config.relay.senderPerMinute / 60, config.relay.senderBurst);
   /** Events per relay token (the HTTP route and the socket share it). */
   const relays = limiters('relays', config.relay.eventsPerSecond, config.relay.eventsBurst);

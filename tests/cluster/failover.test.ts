@@ -17,11 +17,11 @@ import { processOfConn } from '../../src/cluster/processId.ts';
 import { CloseCodes } from '../../src/errors.ts';
 import { type ClusterNode, startCluster, type TestCluster, waitForReady } from '../helpers/cluster.ts';
 import {
+  addBudgetLines,
   Balancer,
   expectAccounting,
   expectProgress,
   type Load,
-  lineId,
   longestServiceGap,
   startLoad,
 } from '../helpers/clusterLoad.ts';
@@ -69,16 +69,7 @@ async function sessionOwnedBy(owner: ClusterNode): Promise<{ id: string; process
   const id = await createTrip(owner.url, tokens[0], { participants: USERS.slice(1) });
   const socket = await openSocket(owner.url, id, tokens[0]);
   await socket.next('snapshot', 10_000);
-  for (let i = 0; i < USERS.length; i++) {
-    const opId = `add-${i}`;
-    socket.send({
-      type: 'op',
-      opId,
-      baseVersion: i,
-      op: { kind: 'insert', path: ['budget', 'items'], value: { id: lineId(i), label: `line ${i}`, amount: 0 } },
-    });
-    expect((await socket.answer(opId, 10_000)).type).toBe('applied');
-  }
+  await addBudgetLines(socket, USERS.length);
   const { rows } = await cluster.db.pool.query<{ conn: string }>(
     'SELECT conn FROM miniapp_ops WHERE session_id = $1 AND version = 1',
     [id],

@@ -11,7 +11,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consecutiveFreePorts, startCluster, type TestCluster, waitForReady } from '../helpers/cluster.ts';
-import { Balancer, expectAccounting, expectProgress, lineId, startLoad } from '../helpers/clusterLoad.ts';
+import { addBudgetLines, Balancer, expectAccounting, expectProgress, startLoad } from '../helpers/clusterLoad.ts';
 import { api, createTrip } from '../helpers/http.ts';
 import { openSocket } from '../helpers/socket.ts';
 import { token } from '../helpers/tokens.ts';
@@ -84,16 +84,7 @@ describe.skipIf(!binary)('Redis restarted under load', () => {
     // The budget lines the load's clients edit, added first through node-1.
     const socket = await openSocket(cluster.nodes[0].url, id, tokens[0]);
     await socket.next('snapshot', 10_000);
-    for (let i = 0; i < USERS.length; i++) {
-      const opId = `add-${i}`;
-      socket.send({
-        type: 'op',
-        opId,
-        baseVersion: i,
-        op: { kind: 'insert', path: ['budget', 'items'], value: { id: lineId(i), label: `line ${i}`, amount: 0 } },
-      });
-      expect((await socket.answer(opId, 10_000)).type).toBe('applied');
-    }
+    await addBudgetLines(socket, USERS.length);
     socket.close();
     const balancer = new Balancer(cluster.nodes);
     const load = startLoad({

@@ -19,6 +19,7 @@ import { applyOp, type Op } from '../../actors/ops.ts';
 import { type ConflictEvent, MiniappClient, type WebSocketLike } from '../../src/client/MiniappClient.ts';
 import type { ClusterNode, TestCluster } from './cluster.ts';
 import { api } from './http.ts';
+import type { Opened } from './socket.ts';
 
 /** Where each client connects: its home node while it is up, else the next node up. */
 export class Balancer {
@@ -131,6 +132,20 @@ function routedSocketClass(balancer: Balancer, home: number, record: Omit<LoadCl
 
 /** The budget line client `index` edits (inserted by the test before the load starts). */
 export const lineId = (index: number) => `line-${index}`;
+
+/** Adds the budget lines of `count` load clients to the session through `socket` (one at a time, each applied). */
+export async function addBudgetLines(socket: Opened, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const opId = `add-${i}`;
+    socket.send({
+      type: 'op',
+      opId,
+      baseVersion: i,
+      op: { kind: 'insert', path: ['budget', 'items'], value: { id: lineId(i), label: `line ${i}`, amount: 0 } },
+    });
+    expect((await socket.answer(opId, 10_000)).type).toBe('applied');
+  }
+}
 
 export interface LoadOptions {
   cluster: TestCluster;

@@ -53,6 +53,11 @@ interface InFlight {
   seq: number;
 }
 
+/** Where a connection id (`<process id>.<n in base 36>`) falls in its process's order of upgrades. */
+function arrival(conn: string): number {
+  return Number.parseInt(conn.slice(conn.lastIndexOf('.') + 1), 36);
+}
+
 /** Rows read from the outbox at most per query. */
 const PAGE = 500;
 
@@ -99,9 +104,15 @@ export class OutboxDispatcher {
     return this.receiver.receiving() ? this.links[this.links.length - 1] : undefined;
   }
 
-  /** A relay connected: it becomes the receiver and gets every unacknowledged send, in order. */
+  /**
+   * A relay connected: it becomes the receiver and gets every unacknowledged send, in order.
+   * "Most recently connected" is by when its upgrade arrived (connection ids count up): the
+   * order in which uWebSockets.js opens sockets upgraded asynchronously need not be the same.
+   */
   attach(link: RelayLink): void {
-    this.links.push(link);
+    const after = this.links.findIndex((l) => arrival(l.id) > arrival(link.id));
+    if (after < 0) this.links.push(link);
+    else this.links.splice(after, 0, link);
     this.receiver.connected(this.links.length);
     this.restart();
   }

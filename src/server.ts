@@ -15,6 +15,7 @@ import { type Cluster, connectCluster } from './cluster/connectCluster.ts';
 import { createRoutedHost } from './cluster/routedHost.ts';
 import type { Config } from './config.ts';
 import { CloseCodes } from './errors.ts';
+import { actorKey } from './host/ActorKind.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
@@ -182,6 +183,7 @@ function createActors(
         // A socket whose process died: it leaves its session, wherever that runs.
         connGone: (conn, sessionId) => host.tell(MINIAPP, sessionId, { type: 'leave', conn }),
         ownerCheckMs: Math.max(250, Math.floor(config.actorLeaseMs / 2)),
+        holders: (sessionIds) => cluster.ownership.holders(sessionIds.map((id) => actorKey(MINIAPP, id))),
       })
     : undefined;
   const channel = clusterChannel ?? sockets;

@@ -93,6 +93,11 @@ export interface ClusterChannelOptions {
    * sessions' sockets here resume at once rather than when their clients' answers time out.
    */
   ownerCheckMs: number;
+  /**
+   * The process holding each session's lease now (null: none). An owner that still listens
+   * but lost its lease (paused, cut off from Redis) is found this way: one read for them all.
+   */
+  holders(sessionIds: string[]): Promise<(string | null)[]>;
 }
 
 /** How often the processes holding attached sockets of this process's sessions are looked for. */
@@ -223,21 +228,21 @@ export function createClusterChannel(
       followed.set(process, [...(followed.get(process) ?? []), sessionId]);
     }
     if (!followed.size || !bus.connected()) return;
-    bus.present([...followed.keys()]).then(
-      (present) => {
-        for (const [process, sessions] of followed) {
-          if (present.has(process)) continue;
-          log.info(
-            { sessions: sessions.length },
-            'the process running sessions followed here is gone: their sockets resume',
-          );
-          for (const sessionId of sessions) {
-            owners.delete(sessionId);
-            local.closeSession(sessionId, CloseCodes.internalError, 'session moved; reconnect');
-          }
+    const sessions = [...followed.values()].flat();
+    Promise.all([bus.present([...followed.keys()]), options.holders(sessions)]).then(
+      ([present, holders]) => {
+        const lost = sessions.filter((sessionId, i) => {
+          const owner = owners.get(sessionId)?.process;
+          return owner !== undefined && (!present.has(owner) || holders[i] !== owner);
+        });
+        if (!lost.length) return;
+        log.info({ sessions: lost.length }, 'sessions followed here lost their owner: their sockets resume');
+        for (const sessionId of lost) {
+          owners.delete(sessionId);
+          local.closeSession(sessionId, CloseCodes.internalError, 'session moved; reconnect');
         }
       },
-      (err) => log.debug({ err }, 'could not look for the processes running followed sessions'),
+      (err) => log.debug({ err }, 'could not look for the owners of followed sessions'),
     );
   }, options.ownerCheckMs);
   ownerCheck.unref();

@@ -64,6 +64,8 @@ export interface RedisOwnershipStats {
 }
 
 export interface RedisOwnership extends Ownership {
+  /** The process holding each of `keys` now (null: none), in one read. */
+  holders(keys: string[]): Promise<(string | null)[]>;
   stats(): RedisOwnershipStats;
 }
 
@@ -271,6 +273,12 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
       leases.delete(key);
       counts.released++;
       await run(redis, RELEASE, [keyPrefix + key], [lease.token]);
+    },
+
+    async holders(keys) {
+      if (!keys.length) return [];
+      const tokens = await redis.mget(...keys.map((key) => keyPrefix + key)).catch(unreachable);
+      return tokens.map((token) => (token === null ? null : ownerOfToken(token)));
     },
 
     async ownerOf(key) {

@@ -91,8 +91,13 @@ describe('the cluster channel', () => {
     const owner = createClusterChannel(ownerLocal, bus.join('A'), log, {
       connGone: (c) => gone.push(c),
       ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
     });
-    const other = createClusterChannel(otherLocal, bus.join('B'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const other = createClusterChannel(otherLocal, bus.join('B'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     await other.watch('s1');
     owner.send('B.1', snapshot);
     owner.attach('B.1', 's1');
@@ -123,6 +128,7 @@ describe('the cluster channel', () => {
     const owner = createClusterChannel(recording(), bus.join('A'), log, {
       connGone: (c, s) => gone.push(`${c} ${s}`),
       ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
     });
     const b = bus.join('B');
     owner.attach('B.1', 's1');
@@ -137,7 +143,11 @@ describe('the cluster channel', () => {
   it('a refused watch counts for nothing: the socket that did watch keeps its subscription', async () => {
     const bus = memoryBus();
     const busB = bus.join('B');
-    const other = createClusterChannel(recording(), busB, log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const other = createClusterChannel(recording(), busB, log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     await other.watch('s1');
     busB.down();
     await expect(other.watch('s1')).rejects.toMatchObject({ code: 'session_unavailable' });
@@ -149,21 +159,37 @@ describe('the cluster channel', () => {
   it('resumes the sockets of a session whose owner changed without handing it over, not after a handover', async () => {
     const bus = memoryBus();
     const local = recording();
-    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const watcher = createClusterChannel(local, bus.join('W'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     await watcher.watch('s1');
     await watcher.watch('s2');
-    const first = createClusterChannel(recording(), bus.join('A'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const first = createClusterChannel(recording(), bus.join('A'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     first.publish('s1', applied(1));
     first.publish('s2', applied(1));
     await turn();
     // A drains: it hands s1 and s2 over; then B runs s1 (cleanly), and C runs s2 after B died.
     first.handover();
-    const next = createClusterChannel(recording(), bus.join('B'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const next = createClusterChannel(recording(), bus.join('B'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     next.publish('s1', applied(2));
     await turn();
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
     next.publish('s2', applied(2));
-    const after = createClusterChannel(recording(), bus.join('C'), log, { connGone: () => {}, ownerCheckMs: 60_000 });
+    const after = createClusterChannel(recording(), bus.join('C'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
     await turn();
     after.publish('s2', applied(3));
     await turn();
@@ -172,18 +198,47 @@ describe('the cluster channel', () => {
   it('resumes at once the sockets of sessions whose owner died (not when their answers time out)', async () => {
     const bus = memoryBus();
     const local = recording();
-    const watcher = createClusterChannel(local, bus.join('W'), log, { connGone: () => {}, ownerCheckMs: 20 });
+    const watcher = createClusterChannel(local, bus.join('W'), log, {
+      connGone: () => {},
+      ownerCheckMs: 20,
+      holders: async (ids: string[]) => ids.map(() => 'A'),
+    });
     await watcher.watch('s1');
     const ownerBus = bus.join('A');
-    createClusterChannel(recording(), ownerBus, log, { connGone: () => {}, ownerCheckMs: 60_000 }).publish(
-      's1',
-      applied(1),
-    );
+    createClusterChannel(recording(), ownerBus, log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    }).publish('s1', applied(1));
     await turn();
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
     ownerBus.down();
     await expect.poll(() => local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s1 1011']);
     watcher.handover();
+  });
+  it('resumes the sockets of sessions whose owner still listens but lost its lease (paused, cut off)', async () => {
+    const bus = memoryBus();
+    const local = recording();
+    let holder: string | null = 'A';
+    const watcher = createClusterChannel(local, bus.join('W'), log, {
+      connGone: () => {},
+      ownerCheckMs: 20,
+      holders: async (ids: string[]) => ids.map(() => holder),
+    });
+    await watcher.watch('s1');
+    const owner = createClusterChannel(recording(), bus.join('A'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+    });
+    owner.publish('s1', applied(1));
+    await turn();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
+    holder = 'B';
+    await expect.poll(() => local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s1 1011']);
+    watcher.handover();
+    owner.handover();
   });
 });

@@ -13,36 +13,13 @@
  * at the version announced, and no version may have been announced with two different ops.
  */
 import pg from 'pg';
-import WebSocket from 'ws';
-import { MiniappClient, type WebSocketLike } from '../../src/client/MiniappClient.ts';
+import { MiniappClient } from '../../src/client/MiniappClient.ts';
+import { Balancer, balancedSocketClass } from './balancedSocket.ts';
 import { type BenchNode, nodeOf } from './clusterNodes.ts';
 import type { ClusterBenchOptions } from './clusterOptions.ts';
 import type { RedisProbe } from './clusterRedis.ts';
 import { progress, sleep } from './progress.ts';
 import { fmt } from './stats.ts';
-
-/** Where each client connects: its home process while it is up, else the next one up. */
-class Balancer {
-  private readonly down = new Set<BenchNode>();
-
-  constructor(private readonly nodes: BenchNode[]) {}
-
-  markDown(node: BenchNode): void {
-    this.down.add(node);
-  }
-
-  markUp(node: BenchNode): void {
-    this.down.delete(node);
-  }
-
-  pick(home: number): BenchNode {
-    for (let i = 0; i < this.nodes.length; i++) {
-      const node = this.nodes[(home + i) % this.nodes.length];
-      if (!this.down.has(node) && node.alive()) return node;
-    }
-    throw new Error('every process of the cluster is down');
-  }
-}
 
 /** An `applied` frame as a client received it: `at` is Date.now(). */
 interface Seen {
@@ -58,47 +35,15 @@ interface EditingClient {
   seen: Seen[];
 }
 
-/** A `ws` socket to the process the balancer picks, whatever URL the SDK asks for, recording `applied` frames. */
-function socketClass(balancer: Balancer, home: number, seen: Seen[]) {
-  return class BalancedSocket implements WebSocketLike {
-    onopen: ((ev: unknown) => void) | null = null;
-    onmessage: ((ev: { data: unknown }) => void) | null = null;
-    onclose: ((ev: { code: number; reason: string }) => void) | null = null;
-    onerror: ((ev: unknown) => void) | null = null;
-    private readonly ws: WebSocket;
-
-    constructor(url: string, protocols?: string | string[]) {
-      const node = balancer.pick(home);
-      this.ws = new WebSocket(`${node.url.replace(/^http/, 'ws')}${new URL(url).pathname}`, protocols);
-      this.ws.on('open', () => this.onopen?.({}));
-      this.ws.on('message', (data) => {
-        const text = data.toString();
-        if (text.startsWith('{"type":"applied"')) {
-          const f = JSON.parse(text) as { version: number; opId: string };
-          seen.push({ version: f.version, opId: f.opId, at: Date.now() });
-        }
-        this.onmessage?.({ data: text });
-      });
-      this.ws.on('close', (code, reason) => this.onclose?.({ code, reason: reason.toString() }));
-      this.ws.on('error', (err) => this.onerror?.(err));
-    }
-
-    get readyState(): number {
-      return this.ws.readyState;
-    }
-
-    get protocol(): string {
-      return this.ws.protocol;
-    }
-
-    send(data: string): void {
-      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data);
-    }
-
-    close(code?: number, reason?: string): void {
-      this.ws.close(code, reason);
-    }
-  };
+/** A socket to the process the balancer picks, recording the `applied` frames it receives. */
+function socketClass(balancer: Balancer<BenchNode>, home: number, seen: Seen[]) {
+  return balancedSocketClass(balancer, home, () => ({
+    received(text) {
+      if (!text.startsWith('{"type":"applied"')) return;
+      const f = JSON.parse(text) as { version: number; opId: string };
+      seen.push({ version: f.version, opId: f.opId, at: Date.now() });
+    },
+  }));
 }
 
 export interface FailoverRound {
@@ -129,7 +74,7 @@ const lineId = (i: number) => `line-${i}`;
 /** Starts the clients, inserts their budget lines, and starts their edits. */
 async function startClients(
   o: ClusterBenchOptions,
-  balancer: Balancer,
+  balancer: Balancer<BenchNode>,
   sessionId: string,
   tokens: string[],
 ): Promise<{ clients: EditingClient[]; stop(): void; result: Pick<FailoverResult, 'conflicts' | 'errors'> }> {
@@ -221,7 +166,7 @@ export async function runFailover(
   sessionId: string,
   tokens: string[],
 ): Promise<FailoverResult> {
-  const balancer = new Balancer(nodes);
+  const balancer = new Balancer(nodes, (node) => node.alive());
   const { clients, stop, result } = await startClients(o, balancer, sessionId, tokens);
   const kills: { killed: string; at: number; leaseMovedMs: number }[] = [];
   let unanswered = 0;

@@ -8,7 +8,7 @@ import { onCleanup } from '../helpers/cleanup.ts';
 import { consecutiveFreePorts } from '../helpers/cluster.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { REDIS_URL, redisReachable, testPrefix } from '../helpers/redis.ts';
-import { baseEnv, repoRoot } from '../helpers/server.ts';
+import { baseEnv, processAlive, repoRoot } from '../helpers/server.ts';
 
 const ok = await redisReachable();
 
@@ -50,15 +50,6 @@ function killGroup(child: ChildProcess): void {
     if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
   } catch {
     // The group is gone: everything in it has exited.
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -106,7 +97,7 @@ describe.skipIf(!ok)('npm run cluster -- --nodes 2', () => {
     process.kill(Number(pid), 'SIGTERM');
     expect(await launcher.exited, launcher.output()).toEqual({ code: 0, signal: null });
     expect(launcher.output()).toMatch(/archety cluster: SIGTERM: stopping 2 processes/);
-    for (const node of nodes) expect(alive(node.pid), node.id).toBe(false);
+    for (const node of nodes) expect(processAlive(node.pid), node.id).toBe(false);
   });
 });
 

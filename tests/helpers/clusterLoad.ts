@@ -12,37 +12,17 @@
  * version was announced with two ops, and the state is the replay of the stored ops.
  */
 import { expect } from 'vitest';
-import WebSocket from 'ws';
 import { miniapps } from '../../actors/apps/index.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import { applyOp, type Op } from '../../actors/ops.ts';
-import { type ConflictEvent, MiniappClient, type WebSocketLike } from '../../src/client/MiniappClient.ts';
+import { Balancer as BalancerOf, balancedSocketClass } from '../../bench/lib/balancedSocket.ts';
+import { type ConflictEvent, MiniappClient } from '../../src/client/MiniappClient.ts';
 import type { ClusterNode, TestCluster } from './cluster.ts';
 import { api } from './http.ts';
 import type { Opened } from './socket.ts';
 
-/** Where each client connects: its home node while it is up, else the next node up. */
-export class Balancer {
-  private readonly down = new Set<ClusterNode>();
-
-  constructor(private readonly nodes: ClusterNode[]) {}
-
-  markDown(node: ClusterNode): void {
-    this.down.add(node);
-  }
-
-  markUp(node: ClusterNode): void {
-    this.down.delete(node);
-  }
-
-  pick(home: number): ClusterNode {
-    for (let i = 0; i < this.nodes.length; i++) {
-      const node = this.nodes[(home + i) % this.nodes.length];
-      if (!this.down.has(node)) return node;
-    }
-    throw new Error('every node of the cluster is marked down');
-  }
-}
+/** Where each client connects: its home node while it is not marked down, else the next one. */
+export class Balancer extends BalancerOf<ClusterNode> {}
 
 /** One socket a client opened: where, and how it ended. */
 export interface Connection {
@@ -71,63 +51,29 @@ export interface LoadClient {
   readonly conflicts: ConflictEvent[];
 }
 
-const OPEN = 1;
-
-/** A `ws` socket to the node the balancer picks (whatever URL the SDK asks for), recording what it receives. */
+/** A socket to the node the balancer picks (whatever URL the SDK asks for), recording what it sends and receives. */
 function routedSocketClass(balancer: Balancer, home: number, record: Omit<LoadClient, 'client'>) {
-  return class RoutedSocket implements WebSocketLike {
-    onopen: ((ev: unknown) => void) | null = null;
-    onmessage: ((ev: { data: unknown }) => void) | null = null;
-    onclose: ((ev: { code: number; reason: string }) => void) | null = null;
-    onerror: ((ev: unknown) => void) | null = null;
-    private readonly ws: WebSocket;
-    private readonly conn: number;
-
-    constructor(url: string, protocols?: string | string[]) {
-      const node = balancer.pick(home);
-      const path = new URL(url).pathname;
-      this.ws = new WebSocket(`${node.url.replace(/^http/, 'ws')}${path}`, protocols);
-      const connection: Connection = { node: node.nodeId, openedAt: performance.now() };
-      const conn = record.connections.push(connection) - 1;
-      this.conn = conn;
-      this.ws.on('open', () => this.onopen?.({}));
-      this.ws.on('message', (data) => {
-        const text = data.toString();
+  return balancedSocketClass(balancer, home, () => {
+    let connection: Connection;
+    let conn = -1;
+    return {
+      opened(node) {
+        connection = { node: node.nodeId, openedAt: performance.now() };
+        conn = record.connections.push(connection) - 1;
+      },
+      received(text, node) {
         record.received.push({ frame: JSON.parse(text), at: performance.now(), node: node.nodeId, conn });
-        this.onmessage?.({ data: text });
-      });
-      this.ws.on('close', (code, reason) => {
-        connection.closed = { code, reason: reason.toString(), at: performance.now() };
-        this.onclose?.({ code, reason: reason.toString() });
-      });
-      this.ws.on('error', (err) => this.onerror?.(err));
-    }
-
-    get readyState(): number {
-      return this.ws.readyState;
-    }
-
-    get protocol(): string {
-      return this.ws.protocol;
-    }
-
-    send(data: string): void {
-      if (this.ws.readyState !== OPEN) return;
-      const frame = JSON.parse(data);
-      if (frame.type === 'op')
-        record.outgoing.push({
-          opId: frame.opId,
-          baseVersion: frame.baseVersion,
-          at: performance.now(),
-          conn: this.conn,
-        });
-      this.ws.send(data);
-    }
-
-    close(code?: number, reason?: string): void {
-      this.ws.close(code, reason);
-    }
-  };
+      },
+      sending(data) {
+        const frame = JSON.parse(data);
+        if (frame.type === 'op')
+          record.outgoing.push({ opId: frame.opId, baseVersion: frame.baseVersion, at: performance.now(), conn });
+      },
+      closed(code, reason) {
+        connection.closed = { code, reason, at: performance.now() };
+      },
+    };
+  });
 }
 
 /** The budget line client `index` edits (inserted by the test before the load starts). */

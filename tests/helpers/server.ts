@@ -69,6 +69,16 @@ export interface SpawnedServer {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Whether the process `pid` is still running (signal 0 probes without signalling). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Kills `child` (SIGKILL) and resolves once it has exited. */
 export function killProcess(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {

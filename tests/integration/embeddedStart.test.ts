@@ -15,7 +15,7 @@ import { listMigrations } from '../../src/store/migrate.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { withDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';
-import { repoRoot, spawnServer } from '../helpers/server.ts';
+import { processAlive, repoRoot, spawnServer } from '../helpers/server.ts';
 import { openSocket } from '../helpers/socket.ts';
 
 const run = promisify(execFile);
@@ -118,16 +118,6 @@ describe('the embedded default', () => {
   }, 90_000);
 });
 
-/** True while `pid` runs. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('a server killed with SIGKILL', () => {
   it('leaves its lock and its PostgreSQL, and the next start takes over both', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'archety-killed-'));
@@ -135,8 +125,8 @@ describe('a server killed with SIGKILL', () => {
     onCleanup(async () => {
       // Whatever PostgreSQL a failed run left behind.
       const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0]);
-      if (pid > 0 && alive(pid)) process.kill(pid, 'SIGINT');
-      for (let i = 0; i < 100 && pid > 0 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+      if (pid > 0 && processAlive(pid)) process.kill(pid, 'SIGINT');
+      for (let i = 0; i < 100 && pid > 0 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
       await rm(dataDir, { recursive: true, force: true });
     });
     const env = { DATA_DIR: dataDir, PORT: '0', LOG_FORMAT: 'json' };
@@ -153,11 +143,11 @@ describe('a server killed with SIGKILL', () => {
     const postgres = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
     first.child.kill('SIGKILL');
     await first.exited;
-    expect(alive(postgres)).toBe(true);
+    expect(processAlive(postgres)).toBe(true);
 
     const second = await spawnServer(env);
     expect(second.output()).toContain('stopping an embedded PostgreSQL left running by an earlier process');
-    expect(alive(postgres)).toBe(false);
+    expect(processAlive(postgres)).toBe(false);
     expect(JSON.parse(await readFile(path.join(dataDir, 'archety.lock'), 'utf8')).pid).toBe(second.child.pid);
     expect((await api(second.url, 'GET', `/v1/miniapps/${id}`, { token })).status).toBe(200);
     second.child.kill('SIGTERM');

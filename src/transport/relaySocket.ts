@@ -121,10 +121,10 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
       if (d.link) outbox.drained(d.link);
     },
 
-    close(ws) {
+    close(ws, code) {
       const d = ws.getUserData();
       if (d.link) outbox.detach(d.link);
-      log.info({ conn: d.conn }, 'relay disconnected');
+      log.info({ conn: d.conn, code }, 'relay disconnected');
     },
   });
   return endpoint;

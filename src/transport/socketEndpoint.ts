@@ -63,7 +63,8 @@ export interface EndpointHandlers<D extends BaseSocketData> {
   open(ws: WebSocket<D>): void;
   /** A parsed frame (a JSON object); a throw counts as a bad frame. */
   frame(ws: WebSocket<D>, frame: Record<string, unknown>): void;
-  close(ws: WebSocket<D>): void;
+  /** The socket closed: `code` is what the client sent, or 1006 when the connection just ended. */
+  close(ws: WebSocket<D>, code: number): void;
   /** The socket wrote out its buffered frames (below backpressure again). */
   drain?(ws: WebSocket<D>): void;
 }
@@ -91,6 +92,34 @@ const CAP_RETRY_AFTER_S = 5;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 let nextConn = 0;
+
+/** Every open socket of every endpoint of this process: one of them lends its cork to upgrades. */
+const everyOpen = new Set<WebSocket<BaseSocketData>>();
+
+/**
+ * Completes an upgrade that waited for asynchronous work (the token's verification, the socket
+ * caps), around two faults of uWebSockets.js 20.30, the version published on npm:
+ * - `res.cork(() => res.upgrade(…))` after an await can close the new socket right after its
+ *   `open`, without an error or a close frame (uWebSockets pull request 1929: after the upgrade
+ *   reuses the response's memory in place, `cork` reads the socket as a finished HTTP response
+ *   on `Connection: close` and closes it, depending on what the heap left there). Inside
+ *   another open socket's cork, `res.cork` does not cork, so that path never runs; the response
+ *   is still written from a cork callback, as uWebSockets.js requires. With no other socket
+ *   open, the fault stays possible: it is logged, and the client reconnects.
+ * - an upgrade made while uWebSockets.js parses another connection's request (a promise
+ *   continuation can run at the end of any of its callbacks) is taken for that connection's:
+ *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.
+ */
+function upgradeLater(upgrade: () => void): Promise<void> {
+  return new Promise((resolve) =>
+    setImmediate(() => {
+      const lender = everyOpen.values().next().value;
+      if (lender) lender.cork(upgrade);
+      else upgrade();
+      resolve();
+    }),
+  );
+}
 
 export interface EndpointContext {
   app: TemplatedApp;
@@ -148,7 +177,12 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     const full = await admit(data);
     if (isAborted()) release(data);
     else if (full) refuse(res, full, reqId);
-    else upgrade(data);
+    else
+      await upgradeLater(() => {
+        // The client may have gone in the meantime.
+        if (isAborted()) release(data);
+        else upgrade(data);
+      });
   }
 
   /** Answers an upgrade with the error's status and JSON body, and its correlation id. */
@@ -244,7 +278,10 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         { params, token, client, conn },
         reqId,
         () => aborted,
-        (data) => res.cork(() => res.upgrade(data, key, protocol, extensions, context)),
+        (data) => {
+          res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+          if (data.closed) log.warn({ conn }, 'a socket closed as it opened (a fault of uWebSockets.js); its client reconnects');
+        },
       ).catch((err) => {
         if (!aborted) refuse(res, err, reqId);
       });
@@ -252,6 +289,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
 
     open(ws) {
       open.add(ws);
+      everyOpen.add(ws);
       armExpiry(ws);
       handlers.open(ws);
     },
@@ -287,13 +325,14 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       }
     },
 
-    close(ws) {
+    close(ws, code) {
       const d = ws.getUserData();
       d.closed = true;
       open.delete(ws);
+      everyOpen.delete(ws);
       release(d);
       clearTimeout(d.expiry);
-      handlers.close(ws);
+      handlers.close(ws, code);
     },
   });
   return endpoint;

@@ -58,6 +58,9 @@ beforeAll(async () => {
   });
   // baseEnv turns it off for tests that make many requests from one address.
   delete env.BODIES_IN_FLIGHT_PER_IP;
+  // What the server decided (relay sockets connecting and leaving, sockets closed) is in a
+  // failure's report; its one line per request is left out of it.
+  env.LOG_LEVEL = 'info';
   server = await spawnServer(env);
   goodRelayToken = await token('relay-good', { role: 'relay' });
 });
@@ -105,9 +108,9 @@ async function serverCounts(): Promise<Record<string, number>> {
   const res = await api(server.url, 'GET', '/metrics');
   const counts: Record<string, number> = {};
   for (const m of String(res.body).matchAll(
-    /^archety_(rate_limited_total|bad_frames_total|sockets_open|auth_failures_total)\{\w+="([^"]*)"\} (\d+)/gm,
+    /^archety_(rate_limited_total|bad_frames_total|sockets_open|auth_failures_total|relay_\w+|actors_live|conversation_messages_total)(?:\{\w+="([^"]*)"[^}]*\})? (\d+)/gm,
   ))
-    counts[`${m[1]}{${m[2]}}`] = Number(m[3]);
+    counts[m[2] === undefined ? m[1] : `${m[1]}{${m[2]}}`] = Number(m[3]);
   return counts;
 }
 
@@ -174,8 +177,13 @@ describe('a hostile tenant next to five well-behaved users', () => {
       await hostile.connectRelay();
       const relay = await connectRelay(server.url, goodRelayToken, { autoAck: true });
       let relayClosed: number | undefined;
-      relay.ws.on('close', (code) => {
+      let relayCloseReason = '';
+      relay.ws.on('close', (code, reason) => {
         relayClosed = code;
+        relayCloseReason = reason.toString();
+      });
+      relay.ws.on('error', (err) => {
+        relayCloseReason += ` (error: ${err.message})`;
       });
 
       const probed = probe(server.child.pid ?? 0);
@@ -226,13 +234,15 @@ describe('a hostile tenant next to five well-behaved users', () => {
         expect(outcomes(/join-good|->good/, /^(401|403|429)\b/)).toEqual([]);
         expect(outcomes(/./, /^(?!5\d\d\b|1011$|error:internal_error$)/)).toEqual([]);
       } catch (err) {
+        counts = await serverCounts().catch(() => counts);
         // The server's own lines, not its one line per request: what it decided, and when.
         const decisions = server
           .output()
           .split('\n')
           .filter((line) => !line.includes('"msg":"request"'))
           .join('\n');
-        console.log(`FAILED with HOSTILE_SEED=${SEED}\n${report()}\n${decisions.slice(-6000)}`);
+        const closed = relayClosed === undefined ? 'open' : `closed ${relayClosed} ${relayCloseReason}`;
+        console.log(`FAILED with HOSTILE_SEED=${SEED}\n${report()}\ngood relay: ${closed}\n${decisions.slice(-6000)}`);
         throw err;
       }
     },

@@ -277,8 +277,15 @@ export function createHostileUser(o: HostileOptions) {
     'relay-frame': 3,
   };
 
+  /** HOSTILE_ACTIONS (comma-separated names of ACTIONS) narrows the run to those, to find which one does harm. */
+  const only = process.env.HOSTILE_ACTIONS?.split(',').filter(Boolean);
+  const actions = only
+    ? Object.fromEntries(Object.entries(ACTIONS).filter(([name]) => only.includes(name)))
+    : ACTIONS;
+
   async function act(): Promise<void> {
-    const action = rng.weighted(ACTIONS);
+    if (Object.keys(actions).length === 0) return new Promise((r) => setTimeout(r, 50));
+    const action = rng.weighted(actions as typeof ACTIONS);
     if (action.startsWith('frame-')) return frame(action.slice('frame-'.length) as never);
     if (action === 'upgrade-flood') return upgradeFlood();
     if (action === 'join') return join();

@@ -7,7 +7,7 @@
  * every good op was applied, every good event answered exactly once, no good socket closed,
  * the server is alive and ready, its RSS stayed bounded, and the hostile user got nowhere
  * (never into a good trip, never a 500 or a 1011). A one-line summary accounts for all of it;
- * `HOSTILE_SEED` replays the hostile user's choices.
+ * `HOSTILE_SEED` replays the hostile user's choices; `HOSTILE_ACTIONS` narrows them to some actions.
  */
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';

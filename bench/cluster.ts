@@ -48,7 +48,7 @@ import {
 } from './lib/clusterReport.ts';
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
-import { cpuProbe, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
+import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { repoRoot, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import type { RoomSpec } from './lib/protocol.ts';
@@ -90,10 +90,6 @@ function serverEnv(dbUrl: string, redisUrl: string, prefix: string, secret: stri
   };
 }
 
-async function probes(pinned: boolean): Promise<number[]> {
-  return pinned ? [await cpuProbe(SERVER_CORE), await cpuProbe(GENERATOR_CORE)] : [await cpuProbe(null)];
-}
-
 /** Redis calls per second by command while the cluster (one process) idles: other Redis users and lease extensions. */
 async function redisBackground(redis: RedisProbe, ms: number): Promise<RedisBackground> {
   const before = await redis.commandCounts();
@@ -121,7 +117,7 @@ interface Run {
 async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; latency?: LatencyFigures }> {
   const { o, ctx } = run;
   const live = run.nodes.slice(0, n);
-  const probeBefore = await probes(run.pinned);
+  const probeBefore = await cpuProbes(run.pinned, o.quick);
   const rooms: RoomSpec[] = run.sessions
     .slice((n - 1) * o.rooms, n * o.rooms)
     .map((sessionId) => ({ sessionId, users: run.users }));
@@ -177,7 +173,7 @@ async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; late
   );
   if (!(await run.sink.drain(expected + relay.accepted, o.quick ? 60_000 : 120_000)))
     progress(`  ✗ not every accepted event was answered: ${fmt(run.sink.sends)} of ${fmt(expected + relay.accepted)}`);
-  const probeAfter = await probes(run.pinned);
+  const probeAfter = await cpuProbes(run.pinned, o.quick);
   return {
     size: { processes: n, forwardedShare: remoteRooms / rooms.length, miniapp: sat, relay, probeBefore, probeAfter },
     latency,

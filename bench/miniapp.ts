@@ -21,7 +21,7 @@ import { createSessions } from './lib/archetyApi.ts';
 import { type Context, GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, type PgSettings, pgSettings, singleRowCommitRate, storedOps } from './lib/database.ts';
 import { connectAll, describeLoad, disconnectAll, runLoad } from './lib/loadPhase.ts';
-import { cpuProbe, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
+import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { parseOptions, USAGE } from './lib/options.ts';
 import { repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
@@ -33,10 +33,6 @@ import { type Round, summaryRows } from './lib/summary.ts';
 const ISSUER = 'archety';
 const AUDIENCE = 'archety';
 
-async function probes(pinned: boolean): Promise<number[]> {
-  return pinned ? [await cpuProbe(SERVER_CORE), await cpuProbe(GENERATOR_CORE)] : [await cpuProbe(null)];
-}
-
 async function loadRound(
   ctx: Context,
   label: string,
@@ -45,7 +41,7 @@ async function loadRound(
   pinned: boolean,
 ): Promise<Round> {
   const { o } = ctx;
-  const probeBefore = await probes(pinned);
+  const probeBefore = await cpuProbes(pinned, o.quick);
   phase(`${label}: PostgreSQL single-row commits, ${o.pgClients} clients`);
   const pgRate = await singleRowCommitRate(ctx.dbUrl, o.pgClients, o.pgWarmMs, o.pgMeasureMs);
   progress(`  ${fmt(pgRate.txPerSecond)} tx/s (mean ${fmt(pgRate.meanMs, 2)} ms per commit)`);
@@ -74,7 +70,7 @@ async function loadRound(
   progress(`  ${describeLoad(raw)}`);
   progress(`  frames: ${describeAccount(raw.account)}`);
   await disconnectAll(ctx);
-  const probeAfter = await probes(pinned);
+  const probeAfter = await cpuProbes(pinned, o.quick);
   progress(
     `  CPU probe (M iterations/s per core): before ${probeBefore.map((p) => fmt(p)).join(' / ')}, after ${probeAfter.map((p) => fmt(p)).join(' / ')}`,
   );

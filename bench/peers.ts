@@ -22,8 +22,9 @@ import path from 'node:path';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { emptyAccount } from './lib/accounting.ts';
 import { createSessions } from './lib/archetyApi.ts';
+import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
-import { cpuProbe, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
+import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { repoRoot, type ServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { addResultsSection, README_TEMPLATE } from './lib/report.ts';
@@ -54,8 +55,6 @@ import {
 } from './peers/report.ts';
 import { missingPackages, PEERS_INSTALL_COMMAND, packageVersions, SPECS, startPeer } from './peers/servers.ts';
 
-const SERVER_CORE = 0;
-const GENERATOR_CORE = 1;
 const ISSUER = 'archety';
 const AUDIENCE = 'archety';
 
@@ -190,8 +189,7 @@ async function main(): Promise<number> {
       await current?.stop();
       current = undefined;
     };
-    const probes = async () =>
-      pinned ? [await cpuProbe(SERVER_CORE), await cpuProbe(GENERATOR_CORE)] : [await cpuProbe(null)];
+    const probes = () => cpuProbes(pinned, o.quick);
 
     const ladders = {} as Record<PeerName, LadderStep[]>;
     for (const peer of o.servers) {

@@ -247,7 +247,7 @@ async function main(): Promise<void> {
     const cpuPerEvent: number[] = [];
     const probes: string[] = [];
     for (let r = 0; r < P.rounds; r++) {
-      const before = await cpuProbe(core(0));
+      const before = await cpuProbe(core(0), quick);
       const s = await round({
         mode: 'closed',
         concurrency: P.concurrency,
@@ -256,7 +256,7 @@ async function main(): Promise<void> {
         batch: 1,
         senders: perWorker,
       });
-      const after = await cpuProbe(core(0));
+      const after = await cpuProbe(core(0), quick);
       probes.push(`${before.toFixed(0)}→${after.toFixed(0)}`);
       rates.push(s.eventsPerSecond);
       cpuPerEvent.push(s.cpuUsPerEvent);

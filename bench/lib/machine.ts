@@ -5,6 +5,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import { GENERATOR_CORE, SERVER_CORE } from './context.ts';
 
 let clockTicks: number | undefined;
 
@@ -70,22 +71,25 @@ export function pinnedCommand(core: number | null, limit: number, command: strin
   return { file: 'bash', args: ['-c', `ulimit -n ${limit} && exec "$@"`, 'bash', ...pinning, ...command] };
 }
 
-const PROBE_MS = 300;
-const PROBE_SCRIPT = `
-const end = performance.now() + ${PROBE_MS};
+/** How long a probe runs (ms): 300, or 50 in a quick run, where its figure only has to be there. */
+const PROBE_MS = { full: 300, quick: 50 };
+
+function probeScript(ms: number): string {
+  return `
+const end = performance.now() + ${ms};
 let n = 0, x = 0;
 while (performance.now() < end) { for (let i = 0; i < 10000; i++) x = (x * 1103515245 + 12345) | 0; n++; }
 // x is printed to stderr only in the impossible case, so the loop's result stays observable.
 if (x === 42) process.stderr.write('');
-process.stdout.write(String((n * 10000) / ${PROBE_MS} / 1000));
+process.stdout.write(String((n * 10000) / ${ms} / 1000));
 `;
+}
 
-/** Runs the fixed busy loop for 0.3 s on `core`: millions of loop iterations per second. */
-export function cpuProbe(core: number | null): Promise<number> {
+/** Runs a fixed busy loop for 0.3 s (0.05 s when `quick`) on `core`: millions of loop iterations per second. */
+export function cpuProbe(core: number | null, quick = false): Promise<number> {
+  const script = probeScript(quick ? PROBE_MS.quick : PROBE_MS.full);
   const cmd =
-    core === null
-      ? [process.execPath, '-e', PROBE_SCRIPT]
-      : ['taskset', '-c', String(core), process.execPath, '-e', PROBE_SCRIPT];
+    core === null ? [process.execPath, '-e', script] : ['taskset', '-c', String(core), process.execPath, '-e', script];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -95,6 +99,13 @@ export function cpuProbe(core: number | null): Promise<number> {
       code === 0 ? resolve(Number(out)) : reject(new Error(`cpu probe exited with ${code}`)),
     );
   });
+}
+
+/** The probe on the server's core, then on the generators' (one figure when nothing is pinned). */
+export async function cpuProbes(pinned: boolean, quick: boolean): Promise<number[]> {
+  return pinned
+    ? [await cpuProbe(SERVER_CORE, quick), await cpuProbe(GENERATOR_CORE, quick)]
+    : [await cpuProbe(null, quick)];
 }
 
 export interface MachineInfo {

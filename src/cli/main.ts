@@ -5,11 +5,6 @@
  */
 import { ConfigError } from '../config.ts';
 import { DataDirInUseError } from '../store/dataDirLock.ts';
-import { runCluster } from './clusterCommand.ts';
-import { runMigrate } from './migrateCommand.ts';
-import { runRelaySim } from './relaySimCommand.ts';
-import { runStart } from './startCommand.ts';
-import { runToken } from './tokenCommand.ts';
 
 const HELP = `archety — the Archety server (Sage's conversations and collaborative miniapps)
 
@@ -44,16 +39,17 @@ DATABASE_URL, DATA_DIR, JWT_SECRET, …). Examples:
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
   switch (command) {
+    // Each command loads what it needs, when it runs: `--help` or `token` do not load the server.
     case 'start':
-      return runStart(rest);
+      return (await import('./startCommand.ts')).runStart(rest);
     case 'migrate':
-      return runMigrate(rest);
+      return (await import('./migrateCommand.ts')).runMigrate(rest);
     case 'token':
-      return runToken(rest);
+      return (await import('./tokenCommand.ts')).runToken(rest);
     case 'relay-sim':
-      return runRelaySim(rest);
+      return (await import('./relaySimCommand.ts')).runRelaySim(rest);
     case 'cluster':
-      return runCluster(rest);
+      return (await import('./clusterCommand.ts')).runCluster(rest);
     case 'help':
     case '--help':
     case '-h':

@@ -280,7 +280,8 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         () => aborted,
         (data) => {
           res.cork(() => res.upgrade(data, key, protocol, extensions, context));
-          if (data.closed) log.warn({ conn }, 'a socket closed as it opened (a fault of uWebSockets.js); its client reconnects');
+          if (data.closed)
+            log.warn({ conn }, 'a socket closed as it opened (a fault of uWebSockets.js); its client reconnects');
         },
       ).catch((err) => {
         if (!aborted) refuse(res, err, reqId);

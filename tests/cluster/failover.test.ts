@@ -109,6 +109,17 @@ function report(scenario: string, figures: Record<string, unknown>): void {
   console.info(`[failover] ${scenario}: ${JSON.stringify(figures)}`);
 }
 
+/** What each node logged about `sessionId` and its sockets (TEST_LOG_LEVEL=info shows most). */
+function reportDecisions(sessionId: string): void {
+  for (const node of cluster.nodes) {
+    const lines = node
+      .output()
+      .split('\n')
+      .filter((line) => line && !line.includes('"msg":"request"'));
+    console.info(`[failover] ${node.nodeId} (session ${sessionId}):\n${lines.slice(-60).join('\n')}`);
+  }
+}
+
 async function restartIfDown(node: ClusterNode): Promise<void> {
   if (node.child.exitCode !== null || node.child.signalCode !== null) await node.restart();
   await waitForReady(node);
@@ -177,6 +188,7 @@ describe.skipIf(!ok)('failover of a miniapp session under load', () => {
       await load.stop();
       const accounting = await expectAccounting(load, cluster, id, cluster.nodes[0], tokens[0]);
       report('SIGSTOP', { takeoverMs: takeover, gap, closes, servedWhilePaused, versionsAtCont, accounting });
+      if (gap.ms > 2 * LEASE_MS) reportDecisions(id);
       expect(
         closes.every((code) => code === CloseCodes.internalError),
         `close codes ${closes}`,

@@ -279,9 +279,7 @@ export function createHostileUser(o: HostileOptions) {
 
   /** HOSTILE_ACTIONS (comma-separated names of ACTIONS) narrows the run to those, to find which one does harm. */
   const only = process.env.HOSTILE_ACTIONS?.split(',').filter(Boolean);
-  const actions = only
-    ? Object.fromEntries(Object.entries(ACTIONS).filter(([name]) => only.includes(name)))
-    : ACTIONS;
+  const actions = only ? Object.fromEntries(Object.entries(ACTIONS).filter(([name]) => only.includes(name))) : ACTIONS;
 
   async function act(): Promise<void> {
     if (Object.keys(actions).length === 0) return new Promise((r) => setTimeout(r, 50));

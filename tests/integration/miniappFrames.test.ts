@@ -181,9 +181,18 @@ describe('slow consumers', () => {
         /archety_sockets_open\{endpoint="miniapp"\} (\d+)/.exec((await api(small.url, 'GET', '/metrics')).body)?.[1],
       );
     expect(await open()).toBe(2);
-    const title = 't'.repeat(190);
+    // Large frames (an item's notes, near their 2,000-character limit) fill the kernel's
+    // buffers in seconds rather than the half minute small ones took.
+    const notes = 'n'.repeat(1900);
     const applied = () => fast.frames.filter((f) => f.type === 'applied') as { version: number }[];
     let sent = 0;
+    fast.send({
+      type: 'op',
+      opId: `n${sent++}`,
+      baseVersion: 0,
+      op: { kind: 'insert', path: ['days'], value: { id: 'd1', items: [{ id: 'i1', title: 'Museum' }] } },
+    });
+    await expect.poll(() => applied().length).toBe(1);
     const pump = setInterval(() => {
       const base = applied().at(-1)?.version ?? 0;
       for (let i = 0; i < 40; i++)
@@ -191,7 +200,7 @@ describe('slow consumers', () => {
           type: 'op',
           opId: `n${sent++}`,
           baseVersion: base,
-          op: { kind: 'set', path: ['title'], value: `${title}${sent}` },
+          op: { kind: 'set', path: ['days', { id: 'd1' }, 'items', { id: 'i1' }, 'notes'], value: `${notes}${sent}` },
         });
     }, 40);
     try {

@@ -46,6 +46,11 @@ export interface MiniappView {
 
 export type MiniappEvent =
   | { type: 'join'; conn: string; user: string }
+  /**
+   * Sockets that joined this session when another process ran it, which handed it over (a
+   * drain): they have its state already, so they are attached without a snapshot.
+   */
+  | { type: 'rejoin'; conns: { conn: string; user: string }[] }
   | { type: 'leave'; conn: string }
   | OpsRequest
   | ResumeRequest
@@ -166,6 +171,17 @@ export const miniappMachine = base.createMachine({
             enqueue.assign({ conns });
             enqueue({ type: 'attach', params: { conn: event.conn } });
             enqueue({ type: 'send', params: { conn: event.conn, frame: snapshotFrame({ ...context, conns }) } });
+            enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
+          }),
+        },
+        rejoin: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const back = event.conns.filter(({ conn }) => !(conn in context.conns));
+            if (!back.length) return;
+            const conns = { ...context.conns };
+            for (const { conn, user } of back) conns[conn] = user;
+            enqueue.assign({ conns });
+            for (const { conn } of back) enqueue({ type: 'attach', params: { conn } });
             enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
           }),
         },

@@ -41,6 +41,13 @@ const envSchema = z.object({
   PG_IDLE_TIMEOUT_MS: int(0).default(30_000),
   PG_MAX_LIFETIME_S: int(0).default(1800),
   PG_STATEMENT_TIMEOUT_MS: int(0).default(5000),
+  /**
+   * `idle_in_transaction_session_timeout` of every connection (0: none). Unset: half of
+   * ACTOR_LEASE_MS, at least 1 s: a process paused in the middle of a commit (SIGSTOP, a VM
+   * frozen) would otherwise hold the session's row locks until it wakes, and the process that
+   * took its actors over could not write.
+   */
+  PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: int(0).optional(),
   PG_KEEPALIVE_DELAY_MS: int(0).default(10_000),
   PG_APPLICATION_NAME: z.string().default('archety'),
   /** Most writes committed in one group-commit transaction. */
@@ -270,6 +277,8 @@ function configFrom(e: z.output<typeof envSchema>) {
       idleTimeoutMillis: e.PG_IDLE_TIMEOUT_MS,
       maxLifetimeSeconds: e.PG_MAX_LIFETIME_S,
       statementTimeoutMs: e.PG_STATEMENT_TIMEOUT_MS,
+      idleInTransactionTimeoutMs:
+        e.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS ?? Math.max(1000, Math.floor(e.ACTOR_LEASE_MS / 2)),
       keepAliveInitialDelayMillis: e.PG_KEEPALIVE_DELAY_MS,
       applicationName: e.PG_APPLICATION_NAME,
     },

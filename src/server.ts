@@ -184,6 +184,8 @@ function createActors(
         connGone: (conn, sessionId) => host.tell(MINIAPP, sessionId, { type: 'leave', conn }),
         ownerCheckMs: Math.max(250, Math.floor(config.actorLeaseMs / 2)),
         holders: (sessionIds) => cluster.ownership.holders(sessionIds.map((id) => actorKey(MINIAPP, id))),
+        // Its sockets here join the next owner (called on a bus message, once `miniapps` exists).
+        handedOver: (sessionId) => miniapps.rejoin(sessionId),
       })
     : undefined;
   const channel = clusterChannel ?? sockets;

@@ -98,6 +98,8 @@ export interface ClusterChannelOptions {
    * but lost its lease (paused, cut off from Redis) is found this way: one read for them all.
    */
   holders(sessionIds: string[]): Promise<(string | null)[]>;
+  /** A session this process follows was handed over by its owner (a drain). */
+  handedOver(sessionId: string): void;
 }
 
 /** How often the processes holding attached sockets of this process's sessions are looked for. */
@@ -148,7 +150,10 @@ export function createClusterChannel(
       }
     } else if (message?.t === 'c.handover') {
       const owner = owners.get(message.sessionId);
-      if (owner?.process === from) owner.handedOver = true;
+      if (owner?.process !== from) return;
+      owner.handedOver = true;
+      // The next owner starts without this process's sockets: they join it.
+      options.handedOver(message.sessionId);
     }
   };
 

@@ -61,6 +61,7 @@ interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout;
+  leaseCheck: NodeJS.Timeout;
 }
 
 /** Routing attempts for one message: a refusal or a gone owner makes it look again, this often at most. */
@@ -83,6 +84,7 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
    */
   const owners = new Map<string, { owner: string; until: number }>();
   const ownerTtlMs = Math.max(100, Math.floor(failoverMs / 8));
+  const leaseCheckMs = Math.max(100, Math.floor(failoverMs / 4));
   const pending = new Map<number, Pending>();
   /** Forwarded posts whose refusal may still come back, by ref. */
   const posts = new Map<number, { at: number; refused: (err: Error) => void }>();
@@ -140,11 +142,27 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     return now === owner ? undefined : now;
   }
 
-  /** Sends `message` to `to` and waits for its answer (`h.ok`, `h.err`, `h.answer`). */
-  function request(to: string, message: HostMessage & { ref: number }): Promise<unknown> {
+  /** Takes a request out of `pending` and stops its timers: the one who takes it settles it. */
+  function take(ref: number): Pending | undefined {
+    const waiting = pending.get(ref);
+    if (!waiting) return undefined;
+    pending.delete(ref);
+    clearTimeout(waiting.timer);
+    clearInterval(waiting.leaseCheck);
+    return waiting;
+  }
+
+  /**
+   * Sends `message` to `to` and waits for its answer (`h.ok`, `h.err`, `h.answer`). A paused
+   * owner hears and says nothing until it wakes: while waiting, the lease is looked at every
+   * quarter of the failover time, and once it no longer names `to` the message goes to the next
+   * owner (what `to` does with it when it wakes is fenced: it lost the actor).
+   */
+  function request(to: string, message: HostMessage & { t: 'h.post' | 'h.ask'; ref: number }): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      const { ref } = message;
       const timer = setTimeout(() => {
-        pending.delete(message.ref);
+        if (!take(ref)) return;
         // No answer: when that process no longer listens at all (its death went unnoticed: a
         // pattern subscriber on the prefix makes every message look heard), look for the next owner.
         bus.present([to]).then(
@@ -157,12 +175,17 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
           () => reject(new AppError('session_unavailable', 'the process that runs this session did not answer; retry')),
         );
       }, REMOTE_TIMEOUT_MS);
-      pending.set(message.ref, { resolve, reject, timer });
-      bus.send(to, message, () => {
-        if (!pending.delete(message.ref)) return;
-        clearTimeout(timer);
-        reject(new OwnerGone(to));
-      });
+      const key = actorKey(message.kind, message.id);
+      const leaseCheck = setInterval(() => {
+        ownership.ownerOf(key).then(
+          (owner) => {
+            if (owner !== to) take(ref)?.reject(new OwnerGone(to));
+          },
+          () => {},
+        );
+      }, leaseCheckMs);
+      pending.set(ref, { resolve, reject, timer, leaseCheck });
+      bus.send(to, message, () => take(ref)?.reject(new OwnerGone(to)));
     });
   }
 
@@ -249,10 +272,8 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
           post.refused(appError(message));
           return;
         }
-        const waiting = pending.get(message.ref);
+        const waiting = take(message.ref);
         if (!waiting) return;
-        pending.delete(message.ref);
-        clearTimeout(waiting.timer);
         if (message.t === 'h.err') waiting.reject(appError(message));
         else if (message.t === 'h.answer' && message.error) waiting.resolve(appError(message.error));
         else waiting.resolve(message.t === 'h.answer' ? message.value : undefined);
@@ -306,11 +327,8 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
       await local.stopAll(timeoutMs);
       clearInterval(postSweep);
       posts.clear();
-      for (const [ref, waiting] of pending) {
-        clearTimeout(waiting.timer);
-        waiting.reject(new AppError('shutting_down', 'the server is shutting down'));
-        pending.delete(ref);
-      }
+      for (const ref of [...pending.keys()])
+        take(ref)?.reject(new AppError('shutting_down', 'the server is shutting down'));
     },
   };
   return host;

@@ -68,6 +68,11 @@ export interface MiniappService {
   op(sessionId: string, request: OpRequest): void;
   resume(conn: string, sessionId: string, since: number): void;
   leave(conn: string, sessionId: string): void;
+  /**
+   * Cluster mode: `sessionId`'s previous owner handed it over (it drained). This process's
+   * sockets of the session join its next owner, so they count as online there.
+   */
+  rejoin(sessionId: string): void;
 }
 
 export interface MiniappServiceDeps {
@@ -103,8 +108,11 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
       channel.send(conn, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });
   }
 
-  /** This process's sockets whose session is watched (`channel.watch`), or being watched. */
-  const watching = new Map<string, 'pending' | 'watching'>();
+  /**
+   * This process's sockets whose session is watched (`channel.watch`) or being watched, and
+   * which of them have joined (their session's actor counts them as online).
+   */
+  const sockets = new Map<string, { sessionId: string; user: string; state: 'pending' | 'watching' | 'joined' }>();
   const batches = new Map<string, OpRequest[]>();
   let flushScheduled = false;
   function flush(sessionId: string): void {
@@ -184,18 +192,30 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
 
     async join(conn, user, sessionId) {
       // Subscribed before the join: the frames published after its snapshot must reach it.
-      watching.set(conn, 'pending');
+      const socket = { sessionId, user, state: 'pending' as 'pending' | 'watching' | 'joined' };
+      sockets.set(conn, socket);
       try {
         await channel.watch(sessionId);
       } catch (err) {
-        watching.delete(conn);
+        sockets.delete(conn);
         throw err;
       }
       // The socket closed while its session was being watched: undone now.
-      if (watching.get(conn) !== 'pending') return channel.unwatch(sessionId);
-      watching.set(conn, 'watching');
+      if (sockets.get(conn) !== socket) return channel.unwatch(sessionId);
+      socket.state = 'watching';
       flush(sessionId);
       await host.send(MINIAPP, sessionId, { type: 'join', conn, user });
+      socket.state = 'joined';
+    },
+
+    rejoin(sessionId) {
+      const conns = [...sockets]
+        .filter(([, s]) => s.sessionId === sessionId && s.state === 'joined')
+        .map(([conn, { user }]) => ({ conn, user }));
+      if (!conns.length) return;
+      host.post(MINIAPP, sessionId, { type: 'rejoin', conns }, (err) =>
+        log.warn({ err, session: sessionId }, 'sockets could not rejoin a session handed over; presence misses them'),
+      );
     },
 
     op(sessionId, request) {
@@ -213,8 +233,9 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
     },
 
     leave(conn, sessionId) {
-      if (watching.get(conn) === 'watching') channel.unwatch(sessionId);
-      watching.delete(conn);
+      const state = sockets.get(conn)?.state;
+      if (state === 'watching' || state === 'joined') channel.unwatch(sessionId);
+      sockets.delete(conn);
       flush(sessionId);
       // An actor that is gone holds no sockets: only a live one needs to hear of the leave.
       host.tell(MINIAPP, sessionId, { type: 'leave', conn });

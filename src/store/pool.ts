@@ -1,7 +1,8 @@
 /**
  * The process's one PostgreSQL pool, tuned from config: bounded size, a connect timeout so
  * an exhausted pool answers `db_unavailable` quickly, keepalive and a maximum lifetime so
- * dead or stale connections are replaced, and a statement timeout on every connection.
+ * dead or stale connections are replaced, and a statement timeout on every connection, and
+ * an idle-in-transaction timeout (a paused process must not hold row locks until it wakes).
  */
 import pg from 'pg';
 import type { Config } from '../config.ts';
@@ -26,6 +27,7 @@ export function createPool(url: string, config: Config['pg'], log: Logger): Pool
     keepAlive: true,
     keepAliveInitialDelayMillis: config.keepAliveInitialDelayMillis,
     statement_timeout: config.statementTimeoutMs || undefined,
+    idle_in_transaction_session_timeout: config.idleInTransactionTimeoutMs || undefined,
     application_name: config.applicationName,
   });
   // Without these listeners a connection's error (server restart, pg_terminate_backend)

@@ -22,6 +22,7 @@ import {
   expectAccounting,
   expectProgress,
   type Load,
+  type LoadClient,
   longestServiceGap,
   startLoad,
 } from '../helpers/clusterLoad.ts';
@@ -109,8 +110,30 @@ function report(scenario: string, figures: Record<string, unknown>): void {
   console.info(`[failover] ${scenario}: ${JSON.stringify(figures)}`);
 }
 
-/** What each node logged about `sessionId` and its sockets (TEST_LOG_LEVEL=info shows most). */
-function reportDecisions(sessionId: string): void {
+/**
+ * What each client saw from `from` (ms since then: its sockets, the frames it received and the
+ * ops it sent), and what each node logged (TEST_LOG_LEVEL=info shows most).
+ */
+function reportDecisions(sessionId: string, load: Load, from: number): void {
+  const t = (at: number) => Math.round(at - from);
+  for (const c of load.clients) {
+    const sockets = c.connections
+      .filter((conn) => !conn.closed || conn.closed.at > from)
+      .map(
+        (conn) => `${conn.node}@${t(conn.openedAt)}${conn.closed ? `-${t(conn.closed.at)}:${conn.closed.code}` : ''}`,
+      );
+    const frames = c.received
+      .filter((r) => r.at > from)
+      .slice(0, 12)
+      .map((r) => `${t(r.at)}:${r.frame.type}${'code' in r.frame ? `:${r.frame.code}` : ''}`);
+    const sent = c.outgoing
+      .filter((o) => o.at > from)
+      .slice(0, 8)
+      .map((o) => `${t(o.at)}:${o.opId}@${o.baseVersion}`);
+    console.info(
+      `[failover] client ${c.index} (home ${c.home.nodeId}): sockets ${sockets.join(' ')} | received ${frames.join(' ')} | sent ${sent.join(' ')}`,
+    );
+  }
   for (const node of cluster.nodes) {
     const lines = node
       .output()
@@ -188,18 +211,16 @@ describe.skipIf(!ok)('failover of a miniapp session under load', () => {
       await load.stop();
       const accounting = await expectAccounting(load, cluster, id, cluster.nodes[0], tokens[0]);
       report('SIGSTOP', { takeoverMs: takeover, gap, closes, servedWhilePaused, versionsAtCont, accounting });
-      if (gap.ms > 2 * LEASE_MS) reportDecisions(id);
+      if (gap.ms > 2 * LEASE_MS) reportDecisions(id, load, stoppedAt);
       expect(
         closes.every((code) => code === CloseCodes.internalError),
         `close codes ${closes}`,
       ).toBe(true);
       expect.soft(takeover, 'ms from SIGSTOP until another process held the lease').not.toBeNull();
-      // The goal is 2 × ACTOR_LEASE_MS, and most runs meet it. Not yet every run: when every
-      // client's edits are stuck on ops the paused owner took (it still listens, so they look
-      // delivered), nothing new reaches the new owner until the followers' lease check resumes
-      // the sockets, and in a loaded full suite that has come only at SIGCONT. What is
-      // guaranteed for now: service within a lease of the pause's end (open in issue 9).
-      expect.soft(gap.ms, 'longest time without a new version, from the pause').toBeLessThanOrEqual(4 * LEASE_MS);
+      // Within 2 × ACTOR_LEASE_MS, even when the pause caught the owner in the middle of a
+      // commit (PostgreSQL ends its transaction: PG_IDLE_IN_TRANSACTION_TIMEOUT_MS) or while
+      // another process waited for its answer (the lease is looked at meanwhile).
+      expect.soft(gap.ms, 'longest time without a new version, from the pause').toBeLessThanOrEqual(2 * LEASE_MS);
     } finally {
       owner.cont();
       load.close();
@@ -261,7 +282,7 @@ describe.skipIf(!ok)('failover of a miniapp session under load', () => {
     }
   }, 45_000);
 
-  it('drains the owner on SIGTERM: its sockets close with 1001 and resume elsewhere, the others see nothing', async () => {
+  it('drains the owner on SIGTERM: its sockets close with 1001 and resume elsewhere, the others see nothing and stay online', async () => {
     const owner = cluster.nodes[2];
     const { id, load } = await loadedSession(owner);
     try {
@@ -288,6 +309,12 @@ describe.skipIf(!ok)('failover of a miniapp session under load', () => {
           .map((r) => `${c.user} on ${r.node}: ${JSON.stringify(r.frame)}`),
         ...c.conflicts.map((x) => `${c.user}: conflict ${JSON.stringify(x)}`),
       ]);
+      // Every socket counts as online at the next owner: those on the other processes joined it
+      // when the session was handed over, the drained ones when they reconnected.
+      const lastPresence = (c: LoadClient) =>
+        c.received.filter((r) => r.at > termAt && r.frame.type === 'presence').at(-1)?.frame;
+      for (const c of load.clients)
+        await expect.poll(() => lastPresence(c), { timeout: 5000 }).toEqual({ type: 'presence', online: USERS });
       await load.stop();
       const accounting = await expectAccounting(load, cluster, id, cluster.nodes[0], tokens[0]);
       report('SIGTERM', { gap, seenByOthers: seen, accounting });

@@ -92,11 +92,13 @@ describe('the cluster channel', () => {
       connGone: (c) => gone.push(c),
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     const other = createClusterChannel(otherLocal, bus.join('B'), log, {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     await other.watch('s1');
     owner.send('B.1', snapshot);
@@ -129,6 +131,7 @@ describe('the cluster channel', () => {
       connGone: (c, s) => gone.push(`${c} ${s}`),
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     const b = bus.join('B');
     owner.attach('B.1', 's1');
@@ -147,6 +150,7 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     await other.watch('s1');
     busB.down();
@@ -159,10 +163,12 @@ describe('the cluster channel', () => {
   it('resumes the sockets of a session whose owner changed without handing it over, not after a handover', async () => {
     const bus = memoryBus();
     const local = recording();
+    const handedOver: string[] = [];
     const watcher = createClusterChannel(local, bus.join('W'), log, {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: (sessionId) => handedOver.push(sessionId),
     });
     await watcher.watch('s1');
     await watcher.watch('s2');
@@ -170,16 +176,21 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     first.publish('s1', applied(1));
     first.publish('s2', applied(1));
     await turn();
     // A drains: it hands s1 and s2 over; then B runs s1 (cleanly), and C runs s2 after B died.
     first.handover();
+    await turn();
+    // The watcher's sockets join the next owner of each (presence there counts them).
+    expect(handedOver.sort()).toEqual(['s1', 's2']);
     const next = createClusterChannel(recording(), bus.join('B'), log, {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     next.publish('s1', applied(2));
     await turn();
@@ -189,6 +200,7 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     await turn();
     after.publish('s2', applied(3));
@@ -202,6 +214,7 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 20,
       holders: async (ids: string[]) => ids.map(() => 'A'),
+      handedOver: () => {},
     });
     await watcher.watch('s1');
     const ownerBus = bus.join('A');
@@ -209,6 +222,7 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     }).publish('s1', applied(1));
     await turn();
     await new Promise((resolve) => setTimeout(resolve, 60));
@@ -225,12 +239,14 @@ describe('the cluster channel', () => {
       connGone: () => {},
       ownerCheckMs: 20,
       holders: async (ids: string[]) => ids.map(() => holder),
+      handedOver: () => {},
     });
     await watcher.watch('s1');
     const owner = createClusterChannel(recording(), bus.join('A'), log, {
       connGone: () => {},
       ownerCheckMs: 60_000,
       holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
     });
     owner.publish('s1', applied(1));
     await turn();

@@ -155,6 +155,28 @@ describe('the miniapp machine: joining and leaving', () => {
     expect(h.published.at(-1)).toEqual({ type: 'presence', online: ['bob'] });
   });
 
+  it('attaches sockets handed over from another process without a snapshot, once, and publishes presence', () => {
+    const h = start();
+    h.actor.send({ type: 'join', conn: 'c1', user: 'ann' });
+    h.actor.send({
+      type: 'rejoin',
+      conns: [
+        { conn: 'c1', user: 'ann' },
+        { conn: 'p2.c2', user: 'bob' },
+        { conn: 'p2.c3', user: 'bob' },
+      ],
+    });
+    expect(h.attached).toEqual(['c1', 'p2.c2', 'p2.c3']);
+    expect(h.framesTo('p2.c2')).toEqual([]);
+    expect(h.published.at(-1)).toEqual({ type: 'presence', online: ['ann', 'bob'] });
+    const published = h.published.length;
+    h.actor.send({ type: 'rejoin', conns: [{ conn: 'p2.c2', user: 'bob' }] });
+    expect(h.published).toHaveLength(published);
+    h.actor.send({ type: 'leave', conn: 'p2.c2' });
+    h.actor.send({ type: 'leave', conn: 'p2.c3' });
+    expect(h.published.at(-1)).toEqual({ type: 'presence', online: ['ann'] });
+  });
+
   it('publishes no presence when the last socket leaves, and ignores unknown sockets', () => {
     const h = start();
     h.actor.send({ type: 'join', conn: 'c1', user: 'ann' });

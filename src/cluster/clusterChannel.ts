@@ -39,6 +39,7 @@ import type { MiniappChannel } from '../miniapp/createMiniappKind.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Bus, BusHandler } from './Bus.ts';
 import { processOfConn } from './processId.ts';
+import { withDeadline } from './redis.ts';
 
 /** What one process sends another in one message: its items for that process's sockets, in order. */
 type ConnItem = ['s', string, ServerFrame] | ['a', string, string] | ['d', string, string];
@@ -59,22 +60,6 @@ const topicOf = (sessionId: string) => `s:${sessionId}`;
 const WATCH_TIMEOUT_MS = 10_000;
 
 const unreachable = () => new AppError('session_unavailable', 'this server cannot reach Redis; reconnect');
-
-function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(error()), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
 
 /** How long this process remembers that it published for a session. */
 const PUBLISHED_MEMORY_MS = 10 * 60_000;
@@ -322,7 +307,7 @@ export function createClusterChannel(
         // A handler of its own: an unsubscribe still on its way must not take a new watch's.
         const handler: BusHandler = (raw, from) => relay(raw, from);
         // A subscription Redis does not confirm soon (it went away meanwhile) refuses the socket.
-        const ready = withTimeout(bus.subscribe(topicOf(sessionId), handler), WATCH_TIMEOUT_MS, unreachable);
+        const ready = withDeadline(bus.subscribe(topicOf(sessionId), handler), WATCH_TIMEOUT_MS, unreachable);
         entry = { count: 1, ready, handler };
         watched.set(sessionId, entry);
       }

@@ -70,3 +70,24 @@ export function connectRedis(url: string, log: Logger, name: string, options: Re
 export function redisReady(client: Redis): boolean {
   return client.status === 'ready';
 }
+
+/**
+ * `promise`, or a rejection with `error()` once `ms` passed: a Redis command or subscription
+ * that is not answered (Redis slow, or gone meanwhile) fails in bounded time. The promise's own
+ * later failure stays handled.
+ */
+export function withDeadline<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(error()), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}

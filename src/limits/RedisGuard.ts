@@ -8,6 +8,7 @@
  * one warn line when Redis stops answering, one info line when it answers again.
  */
 import type { Redis } from 'ioredis';
+import { withDeadline } from '../cluster/redis.ts';
 import type { Logger } from '../observability/logger.ts';
 
 /** How long (ms) a budget waits for Redis before it decides alone. */
@@ -34,7 +35,11 @@ export class RedisGuard {
       return undefined;
     }
     try {
-      const answer = await withDeadline(call(), this.timeoutMs);
+      const answer = await withDeadline(
+        call(),
+        this.timeoutMs,
+        () => new Error(`Redis gave no answer within ${this.timeoutMs} ms`),
+      );
       this.answered();
       return answer;
     } catch (err) {
@@ -54,13 +59,4 @@ export class RedisGuard {
     this.down = false;
     this.log.info(`Redis answers again: ${this.what} is cluster-wide again`);
   }
-}
-
-/** `promise`, or a rejection once `ms` passed (the promise's own later failure stays handled). */
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Redis gave no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }

@@ -1,0 +1,95 @@
+/**
+ * The routed host (`src/cluster/routedHost.ts`) against an in-memory bus, a recording local
+ * host and a lease table the test moves: where posts go, and in which order they reach an
+ * actor whose owner went away while they were on their way.
+ */
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { createRoutedHost } from '../../src/cluster/routedHost.ts';
+import type { ActorHost } from '../../src/host/createActorHost.ts';
+import type { Ownership } from '../../src/host/Ownership.ts';
+import { memoryBus } from '../helpers/memoryBus.ts';
+
+const log = pino({ level: 'silent' });
+const FAILOVER_MS = 2000;
+
+/** A local host that runs nothing: it records what it is posted (as the actor would receive it). */
+function recordingHost(): ActorHost & { received: string[] } {
+  const received: string[] = [];
+  return {
+    received,
+    register: () => {},
+    send: async (_kind, _id, event) => {
+      received.push((event as unknown as { n: string }).n);
+    },
+    post: (_kind, _id, event) => {
+      received.push((event as unknown as { n: string }).n);
+    },
+    tell: () => {},
+    ask: async () => undefined as never,
+    peek: () => undefined,
+    has: () => false,
+    counts: () => ({}),
+    stopAll: async () => {},
+  };
+}
+
+/** Leases as the test sets them: `holder` owns every actor. */
+function leases(initial: string | null): Ownership & { holder: string | null } {
+  const o = {
+    holder: initial,
+    acquire: async () => true,
+    release: async () => {},
+    ownerOf: async () => o.holder,
+    onLost: () => {},
+    close: async () => {},
+  };
+  return o;
+}
+
+const post = (n: string) => ({ type: 'ops', n });
+
+describe('the routed host', () => {
+  it('forwards posts to the owner its lease names', async () => {
+    const bus = memoryBus();
+    const ownerHost = recordingHost();
+    createRoutedHost({
+      local: ownerHost,
+      ownership: leases('A'),
+      bus: bus.join('A'),
+      log,
+      failoverMs: FAILOVER_MS,
+    });
+    const router = createRoutedHost({
+      local: recordingHost(),
+      ownership: leases('A'),
+      bus: bus.join('B'),
+      log,
+      failoverMs: FAILOVER_MS,
+    });
+    for (const n of ['1', '2', '3']) router.post('miniapp', 's1', post(n), () => {});
+    await expect.poll(() => ownerHost.received).toEqual(['1', '2', '3']);
+  });
+
+  it("keeps an actor's posts in order when its owner is gone: later ones wait behind those routed again", async () => {
+    const bus = memoryBus();
+    const gone = bus.join('A');
+    gone.down();
+    const here = recordingHost();
+    const ownership = leases('A');
+    const router = createRoutedHost({ local: here, ownership, bus: bus.join('B'), log, failoverMs: FAILOVER_MS });
+    const rejected: string[] = [];
+    // Posted to the dead owner: nobody hears them, and they wait for its lease to expire.
+    router.post('miniapp', 's1', post('1'), (err) => rejected.push(err.message));
+    router.post('miniapp', 's1', post('2'), (err) => rejected.push(err.message));
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    // The lease expires; a post made now must not overtake the two before it.
+    ownership.holder = null;
+    router.post('miniapp', 's1', post('3'), (err) => rejected.push(err.message));
+    await expect.poll(() => here.received, { timeout: 3000 }).toEqual(['1', '2', '3']);
+    expect(rejected).toEqual([]);
+    // Once the re-routed ones are through, posts go straight where the actor runs.
+    router.post('miniapp', 's1', post('4'), () => {});
+    await expect.poll(() => here.received).toEqual(['1', '2', '3', '4']);
+  });
+});

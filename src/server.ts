@@ -225,7 +225,7 @@ function createActors(
      */
     async passivate() {
       await host.stopAll(config.shutdownTimeoutMs);
-      clusterChannel?.handover();
+      clusterChannel?.close();
     },
     /** What is still queued is committed; then nothing is left running. */
     async close() {

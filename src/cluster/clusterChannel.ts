@@ -13,6 +13,8 @@
  *   socket is. An `attach` follows its socket's snapshot on the same bus channel, so frames
  *   published after the snapshot reach it, and the ones before never do.
  * - `closeSession`: every socket of the session, on every process, closes (1011) and resumes.
+ * - `handOver`: the session's actor passivated here (a drain, or idle), before its lease goes:
+ *   the processes holding its sockets hear it, and make them `rejoin` the next owner.
  *
  * Everything the channel sends in one turn of the event loop leaves at the end of it, in the
  * order it was sent, consecutive items for one process (or one session's topic) in one bus
@@ -28,7 +30,7 @@
  *
  * A session that moves to another process: the frames of its new owner come from another
  * process id. When its previous owner handed it over (a drain: every op it took was committed
- * and answered before it let go; `handover`), nothing changes for the sockets. Otherwise the
+ * and answered before it let go; `handOver`), nothing changes for the sockets. Otherwise the
  * previous owner died or was cut off, and ops it had taken may never be answered: the sockets
  * of the session are closed with 1011, and their clients resume and send them again (a resent
  * op is applied once).
@@ -65,8 +67,8 @@ const unreachable = () => new AppError('session_unavailable', 'this server canno
 const PUBLISHED_MEMORY_MS = 10 * 60_000;
 
 export interface ClusterChannel extends MiniappChannel {
-  /** After this process passivated its actors (a drain): tells the others it let go cleanly. */
-  handover(): void;
+  /** After this process passivated its actors (a drain): what is queued leaves, the timers stop. */
+  close(): void;
 }
 
 export interface ClusterChannelOptions {
@@ -135,10 +137,11 @@ export function createClusterChannel(
       }
     } else if (message?.t === 'c.handover') {
       const owner = owners.get(message.sessionId);
-      if (owner?.process !== from) return;
-      owner.handedOver = true;
-      // The next owner starts without this process's sockets: they join it.
-      options.handedOver(message.sessionId);
+      if (owner?.process === from) owner.handedOver = true;
+      // The next owner started without this process's sockets: they join it. It may already
+      // run (here or elsewhere: the lease went before this message), and sockets it has are
+      // not joined twice.
+      if (watched.has(message.sessionId)) options.handedOver(message.sessionId);
     }
   };
 
@@ -286,11 +289,15 @@ export function createClusterChannel(
       for (const [conn, session] of remoteConns) if (session === sessionId) remoteConns.delete(conn);
     },
 
-    handover() {
-      // After what is still queued: the last frames of each session first.
+    handOver(sessionId) {
+      if (!published.delete(sessionId)) return;
+      // After what is still queued: the session's last frames first.
       flush();
-      for (const sessionId of published.keys())
-        bus.publish(topicOf(sessionId), { t: 'c.handover', sessionId } satisfies ChannelMessage);
+      bus.publish(topicOf(sessionId), { t: 'c.handover', sessionId } satisfies ChannelMessage);
+    },
+
+    close() {
+      flush();
       published.clear();
       clearInterval(prune);
       clearInterval(presenceCheck);

@@ -29,6 +29,12 @@ export interface MiniappChannel {
   /** Closes every socket of the session (it stopped for a reason other than passivation). */
   closeSession(sessionId: string, code: number, reason: string): void;
   /**
+   * The session's actor passivated: every op it took was committed and answered. Called before
+   * its lease goes, so that in a cluster the processes holding its sockets hear that it was
+   * handed over before its next owner's frames (a single node has nothing to do).
+   */
+  handOver(sessionId: string): void;
+  /**
    * This process now holds a socket of the session, which will join it: its frames must reach
    * this process (cluster mode subscribes to them; a single node has nothing to do). Counted
    * only when it resolves: each resolved `watch` needs its `unwatch`, a rejected one none.
@@ -160,7 +166,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
 
     onStopped(sessionId, output) {
       const { reason, message } = output as MiniappOutput;
-      if (reason === 'passivated') return;
+      if (reason === 'passivated') return channel.handOver(sessionId);
       log.warn({ session: sessionId, reason, message }, 'miniapp session stopped');
       channel.closeSession(sessionId, CloseCodes.internalError, 'session unavailable; reconnect');
     },

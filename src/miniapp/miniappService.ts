@@ -213,9 +213,13 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
         .filter(([, s]) => s.sessionId === sessionId && s.state === 'joined')
         .map(([conn, { user }]) => ({ conn, user }));
       if (!conns.length) return;
-      host.post(MINIAPP, sessionId, { type: 'rejoin', conns }, (err) =>
-        log.warn({ err, session: sessionId }, 'sockets could not rejoin a session handed over; presence misses them'),
-      );
+      // Sent (not posted): its previous owner may stop listening before it refuses it, and a
+      // send waiting for an answer goes to the next owner once the lease moved.
+      host
+        .send(MINIAPP, sessionId, { type: 'rejoin', conns })
+        .catch((err) =>
+          log.warn({ err, session: sessionId }, 'sockets could not rejoin a session handed over; presence misses them'),
+        );
     },
 
     op(sessionId, request) {

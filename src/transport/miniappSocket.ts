@@ -95,6 +95,9 @@ export class MiniappSockets implements MiniappChannel {
 
   unwatch(): void {}
 
+  /** No other process follows the session. */
+  handOver(): void {}
+
   closeSession(sessionId: string, code: number, reason: string): void {
     for (const ws of [...this.byConn.values()]) {
       if (ws.getUserData().sessionId === sessionId) ws.end(code, reason);

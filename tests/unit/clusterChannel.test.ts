@@ -25,6 +25,7 @@ function recording(): MiniappChannel & { calls: string[] } {
     closeSession: (sessionId, code) => calls.push(`close ${sessionId} ${code}`),
     watch: async () => {},
     unwatch: () => {},
+    handOver: (sessionId) => calls.push(`handOver ${sessionId}`),
   };
 }
 
@@ -137,7 +138,8 @@ describe('the cluster channel', () => {
     first.publish('s2', applied(1));
     await turn();
     // A drains: it hands s1 and s2 over; then B runs s1 (cleanly), and C runs s2 after B died.
-    first.handover();
+    first.handOver('s1');
+    first.handOver('s2');
     await turn();
     // The watcher's sockets join the next owner of each (presence there counts them).
     expect(handedOver.sort()).toEqual(['s1', 's2']);
@@ -184,7 +186,7 @@ describe('the cluster channel', () => {
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
     ownerBus.down();
     await expect.poll(() => local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s1 1011']);
-    watcher.handover();
+    watcher.close();
   });
   it('resumes the sockets of sessions whose owner still listens but lost its lease (paused, cut off)', async () => {
     const bus = memoryBus();
@@ -209,7 +211,7 @@ describe('the cluster channel', () => {
     expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
     holder = 'B';
     await expect.poll(() => local.calls.filter((c) => c.startsWith('close'))).toEqual(['close s1 1011']);
-    watcher.handover();
-    owner.handover();
+    watcher.close();
+    owner.close();
   });
 });

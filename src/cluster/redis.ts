@@ -13,6 +13,7 @@
  *   dropped and reconnected, so a half-open TCP connection does not hang every command.
  * The pub/sub bus keeps its own connections (`redisBus.ts`).
  */
+import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../observability/logger.ts';
 
@@ -90,4 +91,13 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, error: () => Er
       },
     );
   });
+}
+
+/**
+ * The part of a Redis key that stands for `value` when that may be personal (a sender's phone
+ * number, a user id): 128 bits of its SHA-256, in base64url. What Redis holds, and what `KEYS`
+ * or `MONITOR` show an operator, names nobody.
+ */
+export function redisKeyOf(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 22);
 }

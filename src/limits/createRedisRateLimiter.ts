@@ -19,6 +19,7 @@
  */
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { redisKeyOf } from '../cluster/redis.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createLocalRateLimiter, type RateLimiter, type RateLimiterFactory } from './RateLimiter.ts';
 import { RedisGuard } from './RedisGuard.ts';
@@ -28,7 +29,7 @@ export interface RedisRateLimiterOptions {
   redis: Redis;
   /** `REDIS_PREFIX`. */
   prefix: string;
-  /** Names the limiter's keys (`<prefix>rl:<name>:<key>`) and its log lines. */
+  /** Names the limiter's keys (`<prefix>rl:<name>:<hash of the key>`: `redisKeyOf`) and its log lines. */
   name: string;
   /** Sustained rate, per second (may be below 1: 20 a minute is 1/3). */
   perSecond: number;
@@ -63,7 +64,7 @@ export function createRedisRateLimiter(options: RedisRateLimiterOptions): RateLi
 
   /** 0 when allowed, else whole seconds until the window ends; throws when Redis did not answer. */
   function takeShared(key: string, cost: number): Promise<number> {
-    return shared.consume(key, cost).then(
+    return shared.consume(redisKeyOf(key), cost).then(
       () => 0,
       (refusal: unknown) => {
         if (refusal instanceof RateLimiterRes) return Math.max(1, Math.ceil(refusal.msBeforeNext / 1000));

@@ -3,7 +3,8 @@
  * MAX_SOCKETS_PER_SESSION hold for the whole cluster.
  *
  * Keys, under `<prefix>caps:<name>:` (one namespace per endpoint):
- * - `k:<cap key>`: a hash of open sockets per process (field: the process id);
+ * - `k:<hash of the cap key>` (`redisKeyOf`: a user id names nobody in Redis): a hash of open
+ *   sockets per process (field: the process id);
  * - `alive`: a hash of each process's liveness deadline (ms, Redis's clock), which its
  *   heartbeat pushes forward every `livenessMs / 3`;
  * - `owned:<process id>`: the cap hashes in which a process has a field.
@@ -20,6 +21,7 @@
  */
 import type { Redis } from 'ioredis';
 import { processId } from '../cluster/processId.ts';
+import { redisKeyOf } from '../cluster/redis.ts';
 import type { Logger } from '../observability/logger.ts';
 import { RedisGuard } from './RedisGuard.ts';
 import { CapCounts, type CapLimit, type SocketCaps } from './socketCaps.ts';
@@ -126,7 +128,7 @@ export function createRedisSocketCaps(options: RedisSocketCapsOptions): SocketCa
   const space = `${options.prefix}caps:${options.name}:`;
   const alive = `${space}alive`;
   const owned = `${space}owned:${pid}`;
-  const capKey = (key: string) => `${space}k:${key}`;
+  const capKey = (key: string) => `${space}k:${redisKeyOf(key)}`;
   const guard = new RedisGuard(redis, log, `the ${options.name} socket caps`, options.timeoutMs);
   /** This process's open sockets per cap key, admissions in flight included: what Redis must say. */
   const own = new CapCounts();

@@ -8,6 +8,7 @@
 import net from 'node:net';
 import { Redis } from 'ioredis';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { redisKeyOf } from '../../src/cluster/redis.ts';
 import { createRedisRateLimiter, fixedWindowOf } from '../../src/limits/createRedisRateLimiter.ts';
 import { createRedisSocketCaps, type RedisSocketCapsOptions } from '../../src/limits/createRedisSocketCaps.ts';
 import type { RateLimiter } from '../../src/limits/RateLimiter.ts';
@@ -97,6 +98,14 @@ describe.skipIf(!ok)('cluster-wide rate limits', () => {
     const [a, b] = [limiter('cost', 1, 10), limiter('cost', 1, 10)];
     expect(await a.take('batch', 7)).toBe(0);
     expect(await b.take('batch', 4)).toBeGreaterThan(0);
+  });
+
+  it('names nobody in Redis: a sender is counted under a hash of its number', async () => {
+    const redis = client();
+    expect(await limiter('privacy', 1, 5, redis).take('+15550001234')).toBe(0);
+    const keys = await redis.keys(`${prefix}rl:privacy*`);
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).not.toContain('5550001234');
   });
 
   it('keeps limiters of different names apart', async () => {
@@ -189,6 +198,14 @@ describe.skipIf(!ok)('cluster-wide socket caps', () => {
     await vi.waitFor(async () => expect(await b.admit([user(3)])).toBeNull());
   });
 
+  it('names nobody in Redis: a user is counted under a hash of its id', async () => {
+    const caps = processCaps('privacy');
+    expect(await caps.admit([{ key: '+15550001234', max: 3 }])).toBeNull();
+    const keys = await admin.keys(`${prefix}caps:privacy:*`);
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.filter((k) => k.includes('5550001234'))).toEqual([]);
+  });
+
   it('counts a socket against all its caps or none', async () => {
     const [a, b] = [processCaps('all-or-none'), processCaps('all-or-none')];
     const session = { key: 's:trip', max: 1 };
@@ -252,7 +269,7 @@ describe.skipIf(!ok)('cluster-wide socket caps', () => {
 
     proxy.restore();
     // The heartbeat after the outage writes this process's 2 sockets, so the cap is full for all.
-    const counted = () => admin.hget(`${prefix}caps:outage:k:u:alice`, 'cut-off');
+    const counted = () => admin.hget(`${prefix}caps:outage:k:${redisKeyOf('u:alice')}`, 'cut-off');
     await vi.waitFor(async () => expect(await counted()).toBe('2'), { timeout: 5000, interval: 50 });
     expect(await other.admit([user(2)])).toEqual(user(2));
     expect(messages('info').length).toBeGreaterThan(0);

@@ -28,11 +28,11 @@
  * sends 18 calls a minute in all: 18/N per actor). `ownerOf` is one GET, none for an actor
  * held here.
  */
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { AppError } from '../errors.ts';
 import type { Ownership } from '../host/Ownership.ts';
 import { type Logger, maskPhones } from '../observability/logger.ts';
+import { EXTEND_LEASES, RELEASE_LEASE, runScript, trustedLeaseMs } from './leaseScripts.ts';
 
 export interface RedisOwnershipOptions {
   redis: Redis;
@@ -69,45 +69,6 @@ export interface RedisOwnership extends Ownership {
   stats(): RedisOwnershipStats;
 }
 
-/** A Lua script, sent by its SHA1 (`EVALSHA`) once Redis knows it. */
-interface Script {
-  source: string;
-  sha: string;
-}
-
-function script(source: string): Script {
-  return { source, sha: createHash('sha1').update(source).digest('hex') };
-}
-
-/** Runs `s` atomically; sends it whole only when Redis does not know it (the first call, or after Redis restarted). */
-async function run(redis: Redis, s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
-  try {
-    return await redis.evalsha(s.sha, keys.length, ...keys, ...args);
-  } catch (err) {
-    // NOSCRIPT is the protocol's error prefix for an unknown script.
-    if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
-    return redis.eval(s.source, keys.length, ...keys, ...args);
-  }
-}
-
-/** KEYS: lease keys; ARGV[1]: lease (ms), ARGV[i + 1]: KEYS[i]'s token. Returns 1 per key extended, 0 per key lost. */
-const EXTEND = script(`
-local extended = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
-    redis.call('PEXPIRE', key, ARGV[1])
-    extended[i] = 1
-  else
-    extended[i] = 0
-  end
-end
-return extended`);
-
-/** KEYS[1]: a lease key; ARGV[1]: its token. Deletes it only while it holds that token. */
-const RELEASE = script(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`);
-
 /** Leases extended by one script call at most: Redis runs a script alone, so a batch must stay short (≈1 ms). */
 export const EXTEND_BATCH = 500;
 
@@ -137,10 +98,8 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
   }
   const keyPrefix = `${options.prefix}actor:`;
   const extendEveryMs = Math.floor(leaseMs / 3);
-  // How much sooner than in Redis a lease ends here. Redlock allows 1% (+2 ms) for clocks
-  // running at different rates; 5% also covers a deadline timer firing late (GC, a busy event
-  // loop), so that the holder stops before Redis lets a successor in.
-  const marginMs = Math.round(leaseMs * 0.05) + 2;
+  // How long a lease is trusted here from when its SET or extension was sent: less than in Redis.
+  const trustedMs = trustedLeaseMs(leaseMs);
   const leases = new Map<string, Lease>();
   const listeners: ((key: string) => void)[] = [];
   const counts = { acquired: 0, refused: 0, released: 0, lost: 0, extendCalls: 0, extendRefused: 0 };
@@ -208,9 +167,9 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
     counts.extendCalls++;
     let answers: unknown;
     try {
-      answers = await run(
+      answers = await runScript(
         redis,
-        EXTEND,
+        EXTEND_LEASES,
         batch.map(([key]) => keyPrefix + key),
         [leaseMs, ...batch.map(([, lease]) => lease.token)],
       );
@@ -225,7 +184,7 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
     }
     if (failing) log.info('actor leases are being extended again');
     failing = false;
-    const extendedUntil = sentAt + leaseMs - marginMs;
+    const extendedUntil = sentAt + trustedMs;
     const lost: string[] = [];
     for (const [i, [key, lease]] of batch.entries()) {
       if (answers[i] !== 1) {
@@ -246,19 +205,19 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
       const answer = await redis.set(keyPrefix + key, token, 'PX', leaseMs, 'NX').catch((err) => {
         // A SET that broke with the connection may still have taken the key: free it if so,
         // or the actor waits a whole lease for a holder that never knew it held it.
-        run(redis, RELEASE, [keyPrefix + key], [token]).catch(() => undefined);
+        runScript(redis, RELEASE_LEASE, [keyPrefix + key], [token]).catch(() => undefined);
         return unreachable(err);
       });
       if (answer !== 'OK') {
         counts.refused++;
         return false;
       }
-      const lease = { token, expiresAt: sentAt + leaseMs - marginMs };
+      const lease = { token, expiresAt: sentAt + trustedMs };
       // Paused between asking and hearing back for longer than the lease: someone else may hold it now.
       if (closed || performance.now() >= lease.expiresAt) {
         counts.refused++;
         // Frees the key at once if it is still ours; if this fails, it expires by itself.
-        run(redis, RELEASE, [keyPrefix + key], [token]).catch(() => undefined);
+        runScript(redis, RELEASE_LEASE, [keyPrefix + key], [token]).catch(() => undefined);
         return false;
       }
       counts.acquired++;
@@ -272,7 +231,7 @@ export function createRedisOwnership(options: RedisOwnershipOptions): RedisOwner
       if (!lease) return;
       leases.delete(key);
       counts.released++;
-      await run(redis, RELEASE, [keyPrefix + key], [lease.token]);
+      await runScript(redis, RELEASE_LEASE, [keyPrefix + key], [lease.token]);
     },
 
     async holders(keys) {

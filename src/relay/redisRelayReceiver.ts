@@ -8,8 +8,9 @@
  *   epoch than its own claim stops delivering. Epochs order the claims as Redis ran them, so
  *   processes that claimed at once agree on the one that won whatever order they heard it in;
  * - its holder extends it every `leaseMs / 3` while it holds relay sockets, and stops delivering
- *   when Redis says it is no longer its own, or when no extension succeeded for 95% of
- *   `leaseMs` (cut off from Redis, or paused): another process may have taken it by then;
+ *   when Redis says it is no longer its own, or when no extension succeeded within the part of
+ *   `leaseMs` it trusts (`trustedLeaseMs`, as for actors' leases: cut off from Redis, or
+ *   paused): another process may have taken it by then;
  * - when the holder's last relay socket closes it deletes the key and says so; a process with a
  *   relay socket then takes the role, if nobody did first. A process that died loses it when the
  *   key expires (`leaseMs`): a process with a relay socket takes it at its next timer.
@@ -23,6 +24,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Bus, BusHandler } from '../cluster/Bus.ts';
+import { EXTEND_LEASES, RELEASE_LEASE, runScript, trustedLeaseMs } from '../cluster/leaseScripts.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReceiverEvents, RelayReceiver } from './RelayReceiver.ts';
 
@@ -50,19 +52,6 @@ if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return epoch`;
-
-/** KEYS[1]: the role; ARGV: the holder's value, lease (ms). 1 when extended, 0 when no longer held. */
-const EXTEND = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0`;
-
-/** KEYS[1]: the role; ARGV[1]: the holder's value. Deletes it only while it holds that value. */
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-
-/** The part of the lease a holder trusts its last extension for: it stops before the key can expire. */
-const DEADLINE_SHARE = 0.95;
 
 export function createRedisRelayReceiver({
   redis,
@@ -93,7 +82,7 @@ export function createRedisRelayReceiver({
     held = value;
     newest = epoch;
     receiver = self;
-    deadline = sentAt + leaseMs * DEADLINE_SHARE;
+    deadline = sentAt + trustedLeaseMs(leaseMs);
     if (!was) events.changed();
   }
 
@@ -125,7 +114,7 @@ export function createRedisRelayReceiver({
   async function release(value: string): Promise<void> {
     if (receiver === self) receiver = null;
     try {
-      await redis.eval(RELEASE, 1, key, value);
+      await runScript(redis, RELEASE_LEASE, [key], [value]);
     } catch (err) {
       // It expires after leaseMs; a process with a relay socket takes it then.
       log.warn({ err }, 'relay: could not hand over the delivery of sends (Redis)');
@@ -144,7 +133,7 @@ export function createRedisRelayReceiver({
     const sentAt = performance.now();
     let extended: boolean;
     try {
-      extended = (await redis.eval(EXTEND, 1, key, value, leaseMs)) === 1;
+      extended = ((await runScript(redis, EXTEND_LEASES, [key], [leaseMs, value])) as number[])[0] === 1;
     } catch (err) {
       if (held === value && performance.now() > deadline) {
         log.warn({ err }, 'relay: could not keep the delivery of sends (Redis); another process may take it');
@@ -154,7 +143,7 @@ export function createRedisRelayReceiver({
     }
     if (held !== value) return;
     if (extended) {
-      deadline = sentAt + leaseMs * DEADLINE_SHARE;
+      deadline = sentAt + trustedLeaseMs(leaseMs);
       return;
     }
     // Taken by a newer relay socket elsewhere (its claim was not heard), or expired while paused.

@@ -111,12 +111,17 @@ const everyOpen = new Set<WebSocket<BaseSocketData>>();
  *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.
  */
 function upgradeLater(upgrade: () => void): Promise<void> {
-  return new Promise((resolve) =>
+  return new Promise((resolve, reject) =>
     setImmediate(() => {
-      const lender = everyOpen.values().next().value;
-      if (lender) lender.cork(upgrade);
-      else upgrade();
-      resolve();
+      // A throw here would be nobody's to catch: it fails the upgrade instead.
+      try {
+        const lender = everyOpen.values().next().value;
+        if (lender) lender.cork(upgrade);
+        else upgrade();
+        resolve();
+      } catch (err) {
+        reject(err);
+      }
     }),
   );
 }

@@ -189,32 +189,6 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     });
   }
 
-  /**
-   * Per actor, the posts being routed again after a refusal or a gone owner, as one chain: each
-   * waits for the one before it, and a new post for that actor meanwhile (a socket's next frame)
-   * waits at the end. Wherever the actor runs next, it sees them in the order they were posted.
-   */
-  const rerouting = new Map<string, Promise<void>>();
-  function inOrder(key: string, step: () => Promise<void>): void {
-    const next = (rerouting.get(key) ?? Promise.resolve()).then(step).catch(() => {});
-    rerouting.set(key, next);
-    void next.then(() => {
-      if (rerouting.get(key) === next) rerouting.delete(key);
-    });
-  }
-
-  /** Posts to the actor where it runs now: here, its owner, or here when nobody owns it. */
-  function route(kind: string, id: string, event: EventObject, rejected: (err: Error) => void): Promise<void> {
-    if (local.has(kind, id)) {
-      local.post(kind, id, event, rejected);
-      return Promise.resolve();
-    }
-    return ownerOf(kind, id).then(
-      (owner) => postTo(owner, kind, id, event, rejected, 1),
-      (err) => rejected(unavailable(err)),
-    );
-  }
-
   /** Delivers a post to `owner` (this process or another); on a refusal or a gone owner, tries the next. */
   function postTo(
     owner: string,
@@ -227,11 +201,9 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     const failed = (err: Error) => {
       if (attempt >= MAX_ATTEMPTS) return rejected(err instanceof OwnerGone ? unavailable(err) : err);
       log.debug({ kind, owner, err: err.message }, 'a message for an actor did not land; looking for its owner again');
-      inOrder(actorKey(kind, id), () =>
-        retarget(kind, id, owner, err).then(
-          (next) => (next === undefined ? rejected(err) : postTo(next, kind, id, event, rejected, attempt + 1)),
-          (e) => rejected(unavailable(e)),
-        ),
+      retarget(kind, id, owner, err).then(
+        (next) => (next === undefined ? rejected(err) : postTo(next, kind, id, event, rejected, attempt + 1)),
+        (e) => rejected(unavailable(e)),
       );
     };
     if (owner === self) {
@@ -321,9 +293,11 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     },
 
     post(kind, id, event, rejected) {
-      const key = actorKey(kind, id);
-      if (rerouting.has(key)) inOrder(key, () => route(kind, id, event, rejected));
-      else void route(kind, id, event, rejected);
+      if (local.has(kind, id)) return local.post(kind, id, event, rejected);
+      ownerOf(kind, id).then(
+        (owner) => postTo(owner, kind, id, event, rejected, 1),
+        (err) => rejected(unavailable(err)),
+      );
     },
 
     tell(kind, id, event) {

@@ -102,7 +102,17 @@ describe.skipIf(!binary)('Redis restarted under load', () => {
       await startRedis();
       const restartedAt = performance.now();
       for (const node of cluster.nodes) await waitForReady(node);
-      await expectProgress(load, restartedAt, 10, 20_000);
+      await expectProgress(load, restartedAt, 10, 20_000).catch((err) => {
+        // What each node decided (TEST_LOG_LEVEL=info shows most), for the failure's report.
+        for (const node of cluster.nodes) {
+          const lines = node
+            .output()
+            .split('\n')
+            .filter((line) => line && !line.includes('"msg":"request"'));
+          console.info(`[redis restart] ${node.nodeId}:\n${lines.slice(-40).join('\n')}`);
+        }
+        throw err;
+      });
 
       await load.stop(20_000);
       const accounting = await expectAccounting(load, cluster, id, cluster.nodes[1], tokens[1]);

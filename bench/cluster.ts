@@ -32,7 +32,6 @@ import {
   RelaySink,
   runMiniappLoad,
   runRelayLoad,
-  startRelayWorkers,
 } from './lib/clusterLoad.ts';
 import { BenchNode } from './lib/clusterNodes.ts';
 import { CLUSTER_USAGE, type ClusterBenchOptions, parseClusterOptions } from './lib/clusterOptions.ts';
@@ -52,6 +51,7 @@ import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machin
 import { repoRoot, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import type { RoomSpec } from './lib/protocol.ts';
+import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE } from './lib/report.ts';
 import { fmt, percentile } from './lib/stats.ts';
 

@@ -14,18 +14,18 @@
  * (BENCHMARKING.md). Between phases the run waits until every accepted event was answered,
  * so no phase measures the previous one's backlog. `--quick` is a small run (the smoke test).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { conversationQueries } from '../src/store/conversationRepository.ts';
 import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
-import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo, pinnedCommand } from './lib/machine.ts';
+import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo } from './lib/machine.ts';
 import { repoRoot, startServerProcess } from './lib/processes.ts';
+import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
 import { fmt, median, percentile, spread } from './lib/stats.ts';
-import type { PostJob, PostResult } from './relayWorker.ts';
+import type { PostJob } from './relayWorker.ts';
 
 const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 const P = quick
@@ -57,29 +57,6 @@ const core = (n: number) => (pinning ? n : null);
 const log = (msg: string) => process.stdout.write(`[bench:relay] ${msg}\n`);
 
 type Job = Omit<PostJob, 'id' | 'cmd' | 'url' | 'token' | 'senderFrom' | 'prefix'>;
-
-function startWorker(): { child: ChildProcess; run(job: Omit<PostJob, 'id' | 'cmd'>): Promise<PostResult> } {
-  const { file, args } = pinnedCommand(core(1), fileLimit().granted, [
-    process.execPath,
-    '--max-semi-space-size=8',
-    '--import',
-    'tsx',
-    path.join(repoRoot, 'bench/relayWorker.ts'),
-  ]);
-  const child = spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  let next = 1;
-  const waiting = new Map<number, (m: { ok: boolean; result?: PostResult; error?: string }) => void>();
-  child.on('message', (m: { id: number; ok: boolean; result?: PostResult; error?: string }) => waiting.get(m.id)?.(m));
-  return {
-    child,
-    run: (job) =>
-      new Promise((resolve, reject) => {
-        const id = next++;
-        waiting.set(id, (m) => (m.ok ? resolve(m.result as PostResult) : reject(new Error(m.error))));
-        child.send({ ...job, id, cmd: 'post' });
-      }),
-  };
-}
 
 /** Stores `count` messages over `conversations` direct conversations, straight into the tables. */
 async function fillHistory(url: string, count: number, conversations: number): Promise<string[]> {
@@ -164,7 +141,7 @@ async function main(): Promise<void> {
     // e.g. BENCH_SERVER_LOG=/tmp/server.log to read what the server logged.
     ...(process.env.BENCH_SERVER_LOG ? { logFile: process.env.BENCH_SERVER_LOG } : {}),
   });
-  const workers = Array.from({ length: P.workers }, startWorker);
+  const workers = startRelayWorkers(P.workers, core(1), fileLimit().granted);
   const key = new TextEncoder().encode(SECRET);
   const mint = (sub: string, role: 'relay' | 'admin') =>
     mintToken({ secret: key, issuer: 'archety', audience: 'archety', sub, role, ttlS: 7200 });

@@ -12,18 +12,16 @@
  * - Figures: ops/s, the summed CPU time of every process over the measured window per op (so
  *   forwarding shows as cost), each process's share of a core, Redis commands in the window.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
 import WebSocket from 'ws';
-import type { PostJob, PostResult } from '../relayWorker.ts';
 import { addAccount, describeAccount, emptyAccount } from './accounting.ts';
 import type { BenchNode } from './clusterNodes.ts';
 import type { ClusterBenchOptions } from './clusterOptions.ts';
 import { type CommandCounts, countsBetween, type RedisProbe } from './clusterRedis.ts';
-import { cpuTimeMs, pinnedCommand } from './machine.ts';
-import { repoRoot, type Worker } from './processes.ts';
+import { cpuTimeMs } from './machine.ts';
+import type { Worker } from './processes.ts';
 import { at, progress, sleep } from './progress.ts';
 import type { ConnectResult, LoadResult, OpAccount, RoomSpec } from './protocol.ts';
+import type { RelayWorker } from './relayWorkers.ts';
 import { fmt, sum } from './stats.ts';
 
 export interface ClusterLoadContext {
@@ -198,46 +196,6 @@ export async function runMiniappLoad(
 
 export function describeCost(c: ClusterCost): string {
   return `processes ${c.cpuPctByNode.map((p) => `${fmt(p)}%`).join(' + ')} of a core`;
-}
-
-/** A relay generator (`bench/relayWorker.ts`) and its one job at a time. */
-export interface RelayWorker {
-  child: ChildProcess;
-  run(job: Omit<PostJob, 'id' | 'cmd'>): Promise<PostResult>;
-}
-
-export function startRelayWorkers(count: number, core: number | null, fileLimit: number): RelayWorker[] {
-  return Array.from({ length: count }, () => {
-    const { file, args } = pinnedCommand(core, fileLimit, [
-      process.execPath,
-      '--max-semi-space-size=8',
-      '--import',
-      'tsx',
-      path.join(repoRoot, 'bench/relayWorker.ts'),
-    ]);
-    const child = spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    let next = 1;
-    const waiting = new Map<number, { resolve: (r: PostResult) => void; reject: (e: Error) => void }>();
-    child.on('message', (m: { id: number; ok: boolean; result?: PostResult; error?: string }) => {
-      const w = waiting.get(m.id);
-      waiting.delete(m.id);
-      if (m.ok && m.result) w?.resolve(m.result);
-      else w?.reject(new Error(`relay generator: ${m.error}`));
-    });
-    child.once('exit', (code, signal) => {
-      for (const w of waiting.values()) w.reject(new Error(`relay generator exited (${code ?? signal})`));
-      waiting.clear();
-    });
-    return {
-      child,
-      run: (job) =>
-        new Promise((resolve, reject) => {
-          const id = next++;
-          waiting.set(id, { resolve, reject });
-          child.send({ ...job, id, cmd: 'post' });
-        }),
-    };
-  });
 }
 
 /**

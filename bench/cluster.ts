@@ -48,7 +48,7 @@ import {
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
-import { repoRoot, startWorkers } from './lib/processes.ts';
+import { MINIAPP_BENCH_SERVER_ENV, repoRoot, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import type { RoomSpec } from './lib/protocol.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
@@ -72,20 +72,12 @@ function serverEnv(dbUrl: string, redisUrl: string, prefix: string, secret: stri
     REDIS_PREFIX: prefix,
     JWT_SECRET: secret,
     HOST: '127.0.0.1',
-    // The "archety listening on" line is logged at info.
-    LOG_LEVEL: 'info',
-    LOG_FORMAT: 'json',
-    // As bench:miniapp and bench:relay: the load comes from one address and few users.
-    UPGRADES_PER_IP_PER_SECOND: '0',
-    HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-    BODIES_IN_FLIGHT_PER_IP: '0',
-    MAX_SOCKETS_PER_USER: '0',
-    MAX_OPS_PER_SECOND: '1000000',
+    ...MINIAPP_BENCH_SERVER_ENV,
+    // And as bench:relay: no relay or sender budget either.
     RELAY_EVENTS_PER_SECOND: '10000000',
     RELAY_EVENTS_BURST: '10000000',
     SENDER_MESSAGES_PER_MINUTE: '10000000',
     SENDER_BURST: '10000000',
-    ACTOR_IDLE_MS: String(60 * 60_000),
     WS_IDLE_TIMEOUT_S: '960',
   };
 }

@@ -23,7 +23,7 @@ import { openBenchDatabase, type PgSettings, pgSettings, singleRowCommitRate, st
 import { connectAll, describeLoad, disconnectAll, runLoad } from './lib/loadPhase.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { parseOptions, USAGE } from './lib/options.ts';
-import { repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
+import { MINIAPP_BENCH_SERVER_ENV, repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { addResultsSection, README_TEMPLATE, renderTable } from './lib/report.ts';
 import { socketsPhase } from './lib/socketPhase.ts';
@@ -141,17 +141,8 @@ async function main(): Promise<number> {
         JWT_SECRET: secret,
         PORT: '0',
         HOST: '127.0.0.1',
-        // The "archety listening on" line is logged at info; nothing on the miniapp path logs at info.
-        LOG_LEVEL: 'info',
-        LOG_FORMAT: 'json',
-        UPGRADES_PER_IP_PER_SECOND: '0',
-        HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-        BODIES_IN_FLIGHT_PER_IP: '0',
-        // Each load user holds a socket in many sessions: no cap on sockets per user.
-        MAX_SOCKETS_PER_USER: '0',
-        MAX_OPS_PER_SECOND: '1000000',
-        // No passivation mid-run: the sessions of the socket phase stay live, as they would be.
-        ACTOR_IDLE_MS: String(60 * 60_000),
+        // No budgets; no passivation mid-run: the sessions of the socket phase stay live, as they would be.
+        ...MINIAPP_BENCH_SERVER_ENV,
         // Held sockets use a minimal client that answers no pings: the longest idle timeout
         // keeps them open however slow the run.
         WS_IDLE_TIMEOUT_S: '960',

@@ -157,3 +157,20 @@ export function startWorkers<Req extends { cmd: string } = WorkerRequest>(
     return new Worker<Req>(i, child);
   });
 }
+
+/**
+ * The miniapp benchmarks' server settings (bench:miniapp, bench:peers, bench:cluster): info
+ * logs for its "archety listening on" line (nothing on the op path logs at info), JSON; no
+ * per-address budget (the load comes from one address) and no cap on sockets per user (each
+ * load user holds a socket in many sessions) or on ops per socket; no passivation mid-run.
+ */
+export const MINIAPP_BENCH_SERVER_ENV = {
+  LOG_LEVEL: 'info',
+  LOG_FORMAT: 'json',
+  UPGRADES_PER_IP_PER_SECOND: '0',
+  HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+  BODIES_IN_FLIGHT_PER_IP: '0',
+  MAX_SOCKETS_PER_USER: '0',
+  MAX_OPS_PER_SECOND: '1000000',
+  ACTOR_IDLE_MS: String(60 * 60_000),
+};

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot, type ServerProcess, startServerProcess } from '../lib/processes.ts';
+import { MINIAPP_BENCH_SERVER_ENV, repoRoot, type ServerProcess, startServerProcess } from '../lib/processes.ts';
 import type { PeerName } from './protocol.ts';
 
 export interface PeerSpec {
@@ -113,17 +113,7 @@ export function startPeer(name: PeerName, o: StartOptions): Promise<ServerProces
         env: {
           ...env,
           DATABASE_URL: o.databaseUrl,
-          // The "archety listening on" line is logged at info; nothing on the edit path logs at info.
-          LOG_LEVEL: 'info',
-          LOG_FORMAT: 'json',
-          UPGRADES_PER_IP_PER_SECOND: '0',
-          HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-          BODIES_IN_FLIGHT_PER_IP: '0',
-          // Each load user holds a socket in many sessions: no cap on sockets per user.
-          MAX_SOCKETS_PER_USER: '0',
-          MAX_OPS_PER_SECOND: '1000000',
-          // No passivation in the middle of a round.
-          ACTOR_IDLE_MS: String(60 * 60_000),
+          ...MINIAPP_BENCH_SERVER_ENV,
           // Diagnostics: BENCH_ARCHETY_ENV="GROUP_COMMIT_LANES=1 PG_POOL_MAX=12" adds to its environment.
           ...Object.fromEntries(
             (process.env.BENCH_ARCHETY_ENV ?? '')

@@ -11,8 +11,10 @@ import type { Path } from './ops.ts';
 export interface LoggedOp extends AppliedOp {
   /** What it touched, with items that carry an id addressed by id. */
   touched: Path;
-  /** The socket that sent it (ops from one socket never conflict). */
+  /** The socket that sent it (an op never conflicts with the earlier ops of its socket). */
   conn?: string;
+  /** Its number among the socket's ops (`OpRequest.seq`). */
+  seq?: number;
   /** The state after it, kept only until it is committed. */
   state?: unknown;
 }

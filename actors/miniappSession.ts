@@ -35,6 +35,11 @@ export interface MiniappContext {
 export interface OpRequest {
   type: 'op';
   conn: string;
+  /**
+   * The op's number among its socket's ops (1, 2, …). In a cluster, an op routed again after
+   * its owner went away can arrive after a later op of its socket: `seq` tells, see `decideOp`.
+   */
+  seq?: number;
   by: string;
   opId: string;
   baseVersion: number;
@@ -157,6 +162,17 @@ function opsAfter(ctx: MiniappContext, from: number, history: LoggedOp[]): Logge
   return older.length ? [...older, ...recent] : recent;
 }
 
+/**
+ * Whether `e` was sent by `req`'s socket before `req`: then `req` was made with `e` in view and
+ * does not conflict with it. A later op of the same socket that was applied first (its owner
+ * went away while `req` was on its way, and `req` was routed again) is like anyone else's: an
+ * overlap is a conflict, so an older edit never silently replaces a newer one of its sender.
+ */
+function sameSocketBefore(e: LoggedOp, req: OpRequest): boolean {
+  if (e.conn === undefined || e.conn !== req.conn) return false;
+  return e.seq === undefined || req.seq === undefined || e.seq < req.seq;
+}
+
 /** Decides an op: applies it, answers a conflict, or refuses it. */
 export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[] = []): Decision {
   const app = miniapps.get(ctx.app);
@@ -182,7 +198,7 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
   }
 
   const claimed = claimedPath(app.schema, req.op);
-  const clash = since.some((e) => (e.conn === undefined || e.conn !== req.conn) && overlaps(e.touched, claimed));
+  const clash = since.some((e) => !sameSocketBefore(e, req) && overlaps(e.touched, claimed));
   if (clash) {
     const frame: ServerFrame = { type: 'conflict', opId: req.opId, version: ctx.version, ops: since.map(toApplied) };
     if (ctx.version <= ctx.committedVersion) {
@@ -203,6 +219,7 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
     op: req.op,
     touched: result.touched,
     conn: req.conn,
+    seq: req.seq,
     state: result.state,
   };
   const effects: Effect[] = [

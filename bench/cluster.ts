@@ -106,7 +106,7 @@ interface Run {
 }
 
 /** The miniapp and relay phases with the first `n` processes; with 2, also the latency of both paths. */
-async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; latency?: LatencyFigures }> {
+async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; latency?: LatencyFigures[] }> {
   const { o, ctx } = run;
   const live = run.nodes.slice(0, n);
   const probeBefore = await cpuProbes(run.pinned, o.quick);
@@ -125,33 +125,39 @@ async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; late
     `  ${fmt(sat.opsPerSecond)} ops/s, ${fmt(sat.usPerOp, 1)} µs server CPU per op; ${describeCost(sat.cost)}; generators' event-loop p99 ${fmt(sat.generatorEldP99Ms, 1)} ms`,
   );
   progress(`  ops: ${describeAccount(sat.account)}`);
-  let latency: LatencyFigures | undefined;
+  let latency: LatencyFigures[] | undefined;
   if (n === 2) {
-    const offered = sat.opsPerSecond / 2;
-    phase(
-      `2 processes: latency at half saturation (${fmt(offered)} ops/s, open loop), sockets on the owner vs on the other process`,
-    );
-    const lat = await runMiniappLoad(
-      ctx,
-      live,
-      placements,
-      { cmd: 'rate', rate: offered },
-      o.latencyWarmMs,
-      o.latencyMeasureMs,
-    );
-    latency = {
-      offered,
-      local: placements.flatMap((p, i) => (p.local ? lat.latencies[i] : [])),
-      remote: placements.flatMap((p, i) => (p.local ? [] : lat.latencies[i])),
-    };
-    for (const [name, v] of [
-      ['on the owner', latency.local],
-      ['on the other process', latency.remote],
-    ] as const)
-      progress(
-        `  socket ${name}: p50 ${fmt(percentile(v, 50), 2)} ms, p99 ${fmt(percentile(v, 99), 2)} ms over ${fmt(v.length)} ops`,
+    latency = [];
+    // Half saturation (the goal's point), then a quiet rate: what forwarding costs when neither
+    // process's event loop is busy with other work when a message arrives.
+    for (const offered of [sat.opsPerSecond / 2, Math.min(o.quietRate, sat.opsPerSecond / 4)]) {
+      phase(
+        `2 processes: latency at ${fmt(offered)} ops/s (open loop), sockets on the owner vs on the other process`,
       );
-    progress(`  ops: ${describeAccount(lat.account)}`);
+      const lat = await runMiniappLoad(
+        ctx,
+        live,
+        placements,
+        { cmd: 'rate', rate: offered },
+        o.latencyWarmMs,
+        o.latencyMeasureMs,
+      );
+      const figures: LatencyFigures = {
+        offered,
+        half: latency.length === 0,
+        local: placements.flatMap((p, i) => (p.local ? lat.latencies[i] : [])),
+        remote: placements.flatMap((p, i) => (p.local ? [] : lat.latencies[i])),
+      };
+      latency.push(figures);
+      for (const [name, v] of [
+        ['on the owner', figures.local],
+        ['on the other process', figures.remote],
+      ] as const)
+        progress(
+          `  socket ${name}: p50 ${fmt(percentile(v, 50), 2)} ms, p99 ${fmt(percentile(v, 99), 2)} ms over ${fmt(v.length)} ops`,
+        );
+      progress(`  ops: ${describeAccount(lat.account)}`);
+    }
   }
   await disconnectAll(ctx);
 
@@ -269,7 +275,7 @@ async function main(): Promise<number> {
     progress(`  ${fmt(totalCalls([...bg.perSecond]), 1)} calls/s`);
 
     const sizes: SizeFigures[] = [];
-    let latency: LatencyFigures | undefined;
+    let latency: LatencyFigures[] | undefined;
     for (let n = 1; n <= 3; n++) {
       if (n > 1) {
         phase(`starting node-${n}`);
@@ -321,7 +327,7 @@ async function main(): Promise<number> {
       `Redis ${redisVersion}: PUBLISH counted exactly on the run's channels (a pattern subscription to its prefix); every other command from the server-wide INFO commandstats over each measured window, less its rate while one process idled for ${fmt(bg.windowMs / 1000, 1)} s (${fmt(totalCalls([...bg.perSecond]), 1)} calls/s in all): anything else using this Redis meanwhile still counts, so run it alone.`,
       `CPU probe (M iterations/s, ${pinned ? `core ${SERVER_CORE} / core ${GENERATOR_CORE}` : 'unpinned'}) before → after each size: ${sizes.map((s) => `${s.processes}: ${s.probeBefore.map((p) => fmt(p)).join('/')} → ${s.probeAfter.map((p) => fmt(p)).join('/')}`).join('; ')}.`,
       `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${pgInfo.version} (fsync ${pgInfo.fsync}, synchronous_commit ${pgInfo.synchronousCommit}); ${pinned ? `every server process pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE}` : 'nothing pinned (no taskset)'}, PostgreSQL and Redis unpinned. Load average (1, 5, 15 min) before ${loadBefore}, after ${loadAfter}.`,
-      `Sizes: ${o.rooms} rooms × ${o.fanout} sockets per cluster size, ${o.window} ops outstanding per socket, ${o.workers} miniapp generators; saturation ${o.warmMs / 1000} s + ${o.measureMs / 1000} s, latency ${o.latencyWarmMs / 1000} s + ${o.latencyMeasureMs / 1000} s; relay ${o.relayWorkers} generators × ${o.relayConcurrency} in flight over ${fmt(o.relayConversations)} fresh conversations per size, ${o.relayWarmMs / 1000} s + ${o.relayMeasureMs / 1000} s; one round each.`,
+      `Sizes: ${o.rooms} rooms × ${o.fanout} sockets per cluster size, ${o.window} ops outstanding per socket, ${o.workers} miniapp generators; saturation ${o.warmMs / 1000} s + ${o.measureMs / 1000} s, latency ${o.latencyWarmMs / 1000} s + ${o.latencyMeasureMs / 1000} s at each rate; relay ${o.relayWorkers} generators × ${o.relayConcurrency} in flight over ${fmt(o.relayConversations)} fresh conversations per size, ${o.relayWarmMs / 1000} s + ${o.relayMeasureMs / 1000} s; one round each.`,
     ].join('\n');
     process.stdout.write(`\n## cluster benchmark — ${when}\n\n${lines}\nCommand: \`${command}\`\n\n`);
     if (o.readme) {

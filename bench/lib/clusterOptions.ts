@@ -19,6 +19,8 @@ export interface ClusterBenchOptions {
   measureMs: number;
   latencyWarmMs: number;
   latencyMeasureMs: number;
+  /** The second latency point: a rate at which neither process is busy (ops/s; at most a quarter of saturation). */
+  quietRate: number;
   /** Longest wait for outstanding ops after a phase. */
   drainMs: number;
   /** Relay: generator processes, requests in flight per generator, conversations per size. */
@@ -53,6 +55,7 @@ const DEFAULTS: ClusterBenchOptions = {
   measureMs: 5000,
   latencyWarmMs: 1500,
   latencyMeasureMs: 6000,
+  quietRate: 1000,
   drainMs: 5000,
   relayWorkers: 3,
   relayConcurrency: 32,
@@ -77,6 +80,7 @@ const QUICK: Partial<ClusterBenchOptions> = {
   measureMs: 1000,
   latencyWarmMs: 300,
   latencyMeasureMs: 1000,
+  quietRate: 200,
   drainMs: 3000,
   relayWorkers: 2,
   relayConcurrency: 8,

@@ -19,6 +19,8 @@ export interface SizeFigures {
 
 export interface LatencyFigures {
   offered: number;
+  /** Measured at half the 2-process saturation rate (the goal's point), else at a quiet rate. */
+  half: boolean;
   local: number[];
   remote: number[];
 }
@@ -94,28 +96,31 @@ export function sizeTable(sizes: SizeFigures[], bg: RedisBackground): string {
 export interface Goal {
   text: string;
   met: boolean;
+  /** A figure shown beside the goals, judged by none. */
+  info?: boolean;
 }
 
 export function goals(
   sizes: SizeFigures[],
-  latency: LatencyFigures | undefined,
+  latency: LatencyFigures[] | undefined,
   failover: FailoverResult,
   leaseMs: number,
   bg: RedisBackground,
 ): Goal[] {
   const out: Goal[] = [];
-  if (latency) {
+  for (const l of latency ?? []) {
     const p = (v: number[], q: number) => percentile(v, q);
-    const d50 = p(latency.remote, 50) - p(latency.local, 50);
-    const d99 = p(latency.remote, 99) - p(latency.local, 99);
-    out.push({
-      text: `op → applied overhead of a socket on a non-owner process at half saturation (${fmt(latency.offered)} ops/s, 2 processes): p50 ${fmt(p(latency.remote, 50), 2)} vs ${fmt(p(latency.local, 50), 2)} ms on the owner = +${fmt(d50, 2)} ms (goal ≤ 1 ms: ${fmt(d50 / 1, 2)}× the limit)`,
-      met: d50 <= 1,
-    });
-    out.push({
-      text: `… p99 ${fmt(p(latency.remote, 99), 2)} vs ${fmt(p(latency.local, 99), 2)} ms = +${fmt(d99, 2)} ms (goal ≤ 5 ms: ${fmt(d99 / 5, 2)}× the limit)`,
-      met: d99 <= 5,
-    });
+    const d50 = p(l.remote, 50) - p(l.local, 50);
+    const d99 = p(l.remote, 99) - p(l.local, 99);
+    const where = l.half ? 'at half saturation' : 'at a quiet rate (not the goal\'s point: what forwarding costs on idle event loops)';
+    const line50 = `op → applied overhead of a socket on a non-owner process ${where} (${fmt(l.offered)} ops/s, 2 processes): p50 ${fmt(p(l.remote, 50), 2)} vs ${fmt(p(l.local, 50), 2)} ms on the owner = +${fmt(d50, 2)} ms`;
+    const line99 = `… p99 ${fmt(p(l.remote, 99), 2)} vs ${fmt(p(l.local, 99), 2)} ms = +${fmt(d99, 2)} ms`;
+    if (!l.half) {
+      out.push({ text: `${line50}; ${line99.slice(2)}`, met: true, info: true });
+      continue;
+    }
+    out.push({ text: `${line50} (goal ≤ 1 ms: ${fmt(d50 / 1, 2)}× the limit)`, met: d50 <= 1 });
+    out.push({ text: `${line99} (goal ≤ 5 ms: ${fmt(d99 / 5, 2)}× the limit)`, met: d99 <= 5 });
   }
   const times = failover.rounds.map((r) => r.failoverMs);
   const missing = times.filter((t) => Number.isNaN(t)).length;
@@ -140,7 +145,7 @@ export function goals(
 }
 
 export function renderGoals(list: Goal[]): string {
-  return list.map((g) => `- ${g.met ? '✓' : '✗'} ${g.text}`).join('\n');
+  return list.map((g) => `- ${g.info ? '·' : g.met ? '✓' : '✗'} ${g.text}`).join('\n');
 }
 
 export function failoverLines(f: FailoverResult): string {

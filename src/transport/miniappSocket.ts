@@ -25,6 +25,8 @@ import { describeIssue, excerpt } from './validate.ts';
 interface SocketData extends BaseSocketData {
   sessionId: string;
   ops: TokenBucket;
+  /** Ops this socket sent so far: the next op's `seq`. */
+  opsSent: number;
 }
 
 export interface MiniappSocketDeps {
@@ -128,6 +130,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
         sessionId,
         expiresAt: claims.exp * 1000,
         ops: new TokenBucket(limits.maxOpsPerSecond, limits.maxOpsPerSecond),
+        opsSent: 0,
         bad: [],
         closed: false,
       };
@@ -171,6 +174,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
         miniapps.op(d.sessionId, {
           type: 'op',
           conn: d.conn,
+          seq: ++d.opsSent,
           by: d.user,
           opId: f.opId,
           baseVersion: f.baseVersion,

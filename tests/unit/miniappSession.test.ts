@@ -276,6 +276,24 @@ describe('decideOp: field-level optimistic locking', () => {
     expect(ctx.version).toBe(3);
   });
 
+  it('conflicts with a later op of the same socket that was applied first (it overtook this one in a failover)', () => {
+    let ctx = start();
+    let effects: Effect[];
+    [ctx] = submit(ctx, { ...req('a1', setTitle('second'), 0), seq: 2 });
+    // The socket's first op arrives after its second: it must not replace the newer title.
+    [ctx, effects] = submit(ctx, { ...req('a1', setTitle('first'), 0, 'first'), seq: 1 });
+    expect(effects).toEqual([]);
+    expect(ctx.held[0].frame).toMatchObject({ type: 'conflict', opId: 'first', ops: [{ version: 1 }] });
+    expect(ctx.state).toMatchObject({ title: 'second' });
+    // An overtaken op that touches something else is applied: their order does not matter.
+    [ctx, effects] = submit(ctx, { ...req('a1', { kind: 'set', path: ['members', 0], value: 'x' }, 0), seq: 1 });
+    expect(kinds(effects)).toEqual(['persistOp']);
+    // And ops in their socket's order still never conflict with each other.
+    [ctx, effects] = submit(ctx, { ...req('a1', setTitle('third'), 0), seq: 3 });
+    expect(kinds(effects)).toEqual(['persistOp']);
+    expect(ctx.state).toMatchObject({ title: 'third' });
+  });
+
   it('conflicts with ops from another socket of the same user', () => {
     const ctx = applyAll(start(), [['a2', setTitle('from my phone')]]);
     const [, effects] = submit(ctx, req('a1', setTitle('from my laptop'), 0));

@@ -131,9 +131,7 @@ async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; late
     // Half saturation (the goal's point), then a quiet rate: what forwarding costs when neither
     // process's event loop is busy with other work when a message arrives.
     for (const offered of [sat.opsPerSecond / 2, Math.min(o.quietRate, sat.opsPerSecond / 4)]) {
-      phase(
-        `2 processes: latency at ${fmt(offered)} ops/s (open loop), sockets on the owner vs on the other process`,
-      );
+      phase(`2 processes: latency at ${fmt(offered)} ops/s (open loop), sockets on the owner vs on the other process`);
       const lat = await runMiniappLoad(
         ctx,
         live,

@@ -221,10 +221,13 @@ async function main(): Promise<void> {
     await drain('warm-up');
 
     const rates: number[] = [];
+    const processedRates: number[] = [];
     const cpuPerEvent: number[] = [];
     const probes: string[] = [];
     for (let r = 0; r < P.rounds; r++) {
       const before = await cpuProbe(core(0), quick);
+      const cpu0 = cpuTimeMs(server.pid);
+      const t0 = performance.now();
       const s = await round({
         mode: 'closed',
         concurrency: P.concurrency,
@@ -233,14 +236,19 @@ async function main(): Promise<void> {
         batch: 1,
         senders: perWorker,
       });
+      // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
+      // event count until every event it acknowledged was answered.
+      await drain(`round ${r + 1}`);
+      const cpuUs = ((cpuTimeMs(server.pid) - cpu0) * 1000) / Math.max(1, s.accepted);
+      const processedPerSecond = (s.accepted * 1000) / (performance.now() - t0);
       const after = await cpuProbe(core(0), quick);
       probes.push(`${before.toFixed(0)}→${after.toFixed(0)}`);
       rates.push(s.eventsPerSecond);
-      cpuPerEvent.push(s.cpuUsPerEvent);
+      processedRates.push(processedPerSecond);
+      cpuPerEvent.push(cpuUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed), server ${s.cpuUsPerEvent.toFixed(0)} µs/event, generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event, generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
       );
-      await drain(`round ${r + 1}`);
     }
     const saturation = median(rates);
 
@@ -320,12 +328,20 @@ async function main(): Promise<void> {
         met: saturation / commit.txPerSecond >= 2,
       },
       {
-        metric: 'server CPU per event (ingest + processing + reply)',
-        archety: `${fmt(median(cpuPerEvent))} µs`,
+        metric: 'events/s processed at saturation (acknowledged ÷ time to the last reply)',
+        archety: `${fmt(median(processedRates))} (${spread(processedRates)})`,
         peer: '',
         ratio: '',
         goal: '',
         met: null,
+      },
+      {
+        metric: 'server CPU per event (ingest + processing + reply, offline brain)',
+        archety: `${fmt(median(cpuPerEvent))} µs`,
+        peer: '',
+        ratio: '',
+        goal: '≤ 150 µs',
+        met: median(cpuPerEvent) <= 150,
       },
       {
         metric: `ack latency p50 / p99 at half saturation (${fmt(half.eventsPerSecond)}/s)`,
@@ -348,8 +364,8 @@ async function main(): Promise<void> {
         archety: fmt(repliesPerSecond),
         peer: '',
         ratio: '',
-        goal: '',
-        met: null,
+        goal: quick ? '' : '≥ 2,000',
+        met: quick ? null : repliesPerSecond >= 2000,
       },
       {
         metric: `history query p50 / p99 at ${fmt(P.history)} messages (HTTP, limit 50)`,

@@ -155,6 +155,12 @@ const envSchema = z.object({
   RELAY_MAX_ATTEMPTS: int(1, 100).default(5),
   /** Wait after an event's first failed attempt; doubles with each further one (ms). */
   RELAY_RETRY_BACKOFF_MS: int(0).default(10_000),
+  /** Relay events handed to conversations and not yet processed, per process; later ones wait their turn. */
+  RELAY_PROCESSING_WINDOW: int(1, 1_000_000).default(500),
+  /** Relay events accepted and not yet processed, per process, above which ingest answers 429 `relay_backlogged`. */
+  RELAY_BACKLOG_MAX: int(100, 100_000_000).default(100_000),
+  /** Bytes of waiting relay events' payloads held in memory, per process; past it they are read back from the inbox. */
+  RELAY_BACKLOG_HELD_BYTES: int(0).default(64 * 1024 * 1024),
   /** Sends held in memory per relay: sent and not yet acknowledged (the rest wait in PostgreSQL). */
   RELAY_SEND_WINDOW: int(1, 100_000).default(1000),
   /** Processed events' payloads (texts, photos) are removed from `relay_inbox` after this. */
@@ -342,6 +348,9 @@ function configFrom(e: z.output<typeof envSchema>) {
       maxAttempts: e.RELAY_MAX_ATTEMPTS,
       retryBackoffMs: e.RELAY_RETRY_BACKOFF_MS,
       sendWindow: e.RELAY_SEND_WINDOW,
+      processingWindow: e.RELAY_PROCESSING_WINDOW,
+      backlogMax: e.RELAY_BACKLOG_MAX,
+      backlogHeldBytes: e.RELAY_BACKLOG_HELD_BYTES,
       inboxRetentionHours: e.INBOX_RETENTION_HOURS,
       attachmentRetentionMinutes: e.INBOX_ATTACHMENT_RETENTION_MINUTES,
       outboxRetentionHours: e.OUTBOX_RETENTION_HOURS,

@@ -50,6 +50,11 @@ export const errorCatalog = {
   // Relay and conversations
   unknown_event_type: { status: 400, description: 'A relay event has a `type` this server does not take.' },
   batch_too_large: { status: 400, description: 'More than 100 events in one batch; nothing was stored.' },
+  relay_backlogged: {
+    status: 429,
+    description:
+      'This server is behind on processing relay events (`RELAY_BACKLOG_MAX` accepted and not yet processed); nothing of the request was stored. `Retry-After` says when to retry.',
+  },
   no_valid_events: { status: 400, description: 'No event of the batch is valid; each is listed in `rejected`.' },
   conversation_not_found: { status: 404, description: 'No conversation with that key (or none you may read).' },
   failed_event_not_found: { status: 404, description: 'No failed relay event with that id (unknown, or not failed).' },

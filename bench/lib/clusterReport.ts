@@ -112,7 +112,9 @@ export function goals(
     const p = (v: number[], q: number) => percentile(v, q);
     const d50 = p(l.remote, 50) - p(l.local, 50);
     const d99 = p(l.remote, 99) - p(l.local, 99);
-    const where = l.half ? 'at half saturation' : 'at a quiet rate (not the goal\'s point: what forwarding costs on idle event loops)';
+    const where = l.half
+      ? 'at half saturation'
+      : "at a quiet rate (not the goal's point: what forwarding costs on idle event loops)";
     const line50 = `op → applied overhead of a socket on a non-owner process ${where} (${fmt(l.offered)} ops/s, 2 processes): p50 ${fmt(p(l.remote, 50), 2)} vs ${fmt(p(l.local, 50), 2)} ms on the owner = +${fmt(d50, 2)} ms`;
     const line99 = `… p99 ${fmt(p(l.remote, 99), 2)} vs ${fmt(p(l.local, 99), 2)} ms = +${fmt(d99, 2)} ms`;
     if (!l.half) {

@@ -28,6 +28,8 @@ export interface GaugeSources {
   breakers?: () => Record<string, number>;
   /** Relay sends held in memory (sent and not yet acknowledged, or about to be sent). */
   relaySendsInMemory?: () => number;
+  /** Relay events accepted and not yet processed here: waiting for the window, and in it. */
+  relayBacklog?: () => { waiting: number; processing: number };
   /** Cluster mode: leases held now, and counts since the start (lease events, bus messages). */
   cluster?: () => {
     leasesHeld: number;
@@ -113,6 +115,17 @@ export function createMetrics(sources: GaugeSources): Metrics {
       this.set(sources.relaySendsInMemory?.() ?? 0);
     },
   });
+  new client.Gauge({
+    name: 'archety_relay_backlog',
+    help: 'Relay events accepted and not yet processed by this process: waiting for the processing window, or processing.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const backlog = sources.relayBacklog?.() ?? { waiting: 0, processing: 0 };
+      this.set({ state: 'waiting' }, backlog.waiting);
+      this.set({ state: 'processing' }, backlog.processing);
+    },
+  });
   if (sources.cluster) {
     const cluster = sources.cluster;
     new client.Gauge({
@@ -158,7 +171,7 @@ export function createMetrics(sources: GaugeSources): Metrics {
     }),
     relayEvents: new client.Counter({
       name: 'archety_relay_events_total',
-      help: 'Relay events by outcome: accepted, duplicate, rejected.',
+      help: 'Relay events by outcome: accepted, duplicate, rejected, backlogged (refused: the backlog was full).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

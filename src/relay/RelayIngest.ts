@@ -7,10 +7,19 @@
  * still pending. A conversation that stops while working on a row counts a failed attempt
  * against that row: it waits RELAY_RETRY_BACKOFF_MS × 2^(attempts − 1) before the sweep
  * delivers it again, and is `failed` after RELAY_MAX_ATTEMPTS (listed and retried by admins).
+ *
+ * Ingest does not wait for processing. At most RELAY_PROCESSING_WINDOW events are handed to
+ * conversations here and not yet processed; accepted events past it wait, in the order they
+ * were stored, and go as the window frees. So a burst is acknowledged as fast as it can be
+ * stored, while processing runs behind. The backlog (waiting + in the window) is bounded: a
+ * request that would take it past RELAY_BACKLOG_MAX is refused whole (429
+ * `relay_backlogged`, `Retry-After` from the processing rate), nothing of it stored. Waiting
+ * events keep their payload in memory up to a budget of bytes; past it only their inbox row's
+ * number is kept, and the payload is read back from the inbox when their turn comes.
  */
 import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
-import { type ErrorCode, isAppError } from '../errors.ts';
+import { AppError, type ErrorCode, isAppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
 import type { RateLimiter } from '../limits/RateLimiter.ts';
 import { withContext } from '../observability/context.ts';
@@ -43,6 +52,12 @@ export interface RelayIngestDeps {
   maxAttempts: number;
   /** RELAY_RETRY_BACKOFF_MS: wait after the first failed attempt (ms), doubled after each further one. */
   retryBackoffMs: number;
+  /** RELAY_PROCESSING_WINDOW: events handed to conversations here and not yet processed, at most. */
+  window: number;
+  /** RELAY_BACKLOG_MAX: accepted events not yet processed here (waiting or in the window), at most. */
+  backlogMax: number;
+  /** RELAY_BACKLOG_HELD_BYTES: bytes of waiting events' payloads held in memory; the rest are read back from the inbox. */
+  heldBytesMax: number;
 }
 
 /**
@@ -51,6 +66,8 @@ export interface RelayIngestDeps {
  */
 const SWEEP_AGE_FACTOR = 1.5;
 const SWEEP_BATCH = 500;
+/** Waiting events whose payloads are read back from the inbox in one query. */
+const READ_BACK_BATCH = 200;
 
 export function toInbound(event: RelayEvent, receivedAt: number): InboundMessage {
   return {
@@ -64,15 +81,61 @@ export function toInbound(event: RelayEvent, receivedAt: number): InboundMessage
   };
 }
 
+/** About how much memory an event's payload holds (its texts; fields of fixed size count 512). */
+function sizeOf(event: RelayEvent): number {
+  let bytes = 512 + 2 * (event.text?.length ?? 0);
+  for (const a of event.attachments) bytes += 2 * ((a.data?.length ?? 0) + (a.url?.length ?? 0));
+  return bytes;
+}
+
+/** An accepted event waiting for room in the processing window. */
+interface Waiting {
+  seq: number;
+  /** Its payload; undefined: not held (read back when its turn comes); null: no longer pending. */
+  event: RelayEvent | undefined | null;
+  receivedAt: number;
+  throttled: boolean;
+  /** What its payload counts against the budget while held. */
+  bytes: number;
+}
+
 export class RelayIngest {
   /** Inbox rows handed to an actor and not yet processed: seq → conversation key. */
   private readonly inFlight = new Map<number, string>();
+  /** Events waiting for room in the window, oldest first from `head`. */
+  private waiting: Waiting[] = [];
+  private head = 0;
+  private readonly waitingSeqs = new Set<number>();
+  private heldBytes = 0;
+  /** Events of requests admitted and not yet waiting or delivered (being stored). */
+  private reserved = 0;
+  /** Payloads being read back: nothing is delivered meanwhile (order). */
+  private reading = false;
+  private pumpScheduled = false;
+  /** Processed events, sampled once a second for the processing rate (Retry-After). */
+  private processedCount = 0;
+  private rate = { at: performance.now(), count: 0, perSecond: 0 };
   private sweeper: NodeJS.Timeout | undefined;
   /** The sweep running, if any: sweeps never overlap (a slow one is not joined by the next). */
   private sweeping: Promise<unknown> | null = null;
+  /**
+   * The age a sweep stopped at for lack of room (the backlog was full): it goes on once the
+   * backlog is half empty, and until it has, new events are refused, so old ones go first.
+   */
+  private sweepBehind: number | null = null;
+  private stopped = false;
 
   constructor(private readonly deps: RelayIngestDeps) {
     deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox);
+  }
+
+  /** Accepted events not yet processed here: waiting, being stored, or in the window. */
+  backlog(): { waiting: number; processing: number } {
+    return { waiting: this.waiting.length - this.head + this.reserved, processing: this.inFlight.size };
+  }
+
+  private backlogSize(): number {
+    return this.waiting.length - this.head + this.reserved + this.inFlight.size;
   }
 
   /** Validates and stores `events`; resolves once the accepted ones are durable. */
@@ -93,25 +156,34 @@ export class RelayIngest {
         });
       }
     });
+    if (valid.length) this.admit(valid.length);
     const receivedAt = Date.now();
-    const stored = await Promise.all(
-      valid.map(({ event }) =>
-        this.deps.committer.submit<InboxItem, InboxResult>(INBOX, null, 0, {
-          eventId: event.id,
-          conversationKey: conversationKeyOf(event),
-          payload: event,
-        }),
-      ),
-    );
+    let stored: InboxResult[];
+    try {
+      stored = await Promise.all(
+        valid.map(({ event }) =>
+          this.deps.committer.submit<InboxItem, InboxResult>(INBOX, null, 0, {
+            eventId: event.id,
+            conversationKey: conversationKeyOf(event),
+            payload: event,
+          }),
+        ),
+      );
+    } catch (err) {
+      this.reserved -= valid.length;
+      throw err;
+    }
+    const accepted: { seq: number; event: RelayEvent }[] = [];
     valid.forEach(({ event }, i) => {
       const row = stored[i];
       if (row) {
         result.accepted.push(event.id);
-        void this.deliver(row.seq, event, receivedAt, true);
+        accepted.push({ seq: row.seq, event });
       } else {
         result.duplicates.push(event.id);
       }
     });
+    void this.accept(accepted, receivedAt, valid.length);
     const m = this.deps.metrics.relayEvents;
     m.inc({ outcome: 'accepted' }, result.accepted.length);
     m.inc({ outcome: 'duplicate' }, result.duplicates.length);
@@ -119,29 +191,159 @@ export class RelayIngest {
     return result;
   }
 
+  /** Reserves room for `n` events in the backlog, or refuses the request. */
+  private admit(n: number): void {
+    this.sampleRate();
+    const backlog = this.backlogSize();
+    if (this.sweepBehind === null && backlog + n <= this.deps.backlogMax) {
+      this.reserved += n;
+      return;
+    }
+    this.deps.metrics.relayEvents.inc({ outcome: 'backlogged' }, n);
+    throw new AppError(
+      'relay_backlogged',
+      `this server is behind on processing relay events (${backlog} not yet processed); nothing of this request was stored`,
+      { retryAfter: this.retryAfterS(Math.max(n, backlog + n - this.deps.backlogMax)) },
+    );
+  }
+
+  /** Seconds until about `n` events are processed at the recent rate: 1 to 60. */
+  private retryAfterS(n: number): number {
+    const perSecond = Math.max(this.rate.perSecond, 1);
+    return Math.min(60, Math.max(1, Math.ceil(n / perSecond)));
+  }
+
+  /** The processing rate over the last second or more (sampled by each request: often while it matters). */
+  private sampleRate(): void {
+    const now = performance.now();
+    const elapsed = now - this.rate.at;
+    if (elapsed < 1000) return;
+    const perSecond = ((this.processedCount - this.rate.count) * 1000) / elapsed;
+    // Nothing processed: idle, not slow (nothing waited); keep the last rate measured under work.
+    this.rate = { at: now, count: this.processedCount, perSecond: perSecond > 0 ? perSecond : this.rate.perSecond };
+  }
+
+  /** Stored events: their senders' budgets taken (as they arrive, not when processed), then delivered or queued, in order. */
+  private async accept(events: { seq: number; event: RelayEvent }[], receivedAt: number, reserved: number) {
+    try {
+      const throttled = await Promise.all(
+        events.map(({ event }) =>
+          this.deps.senders.take(event.sender).then(
+            (wait) => wait > 0,
+            () => false,
+          ),
+        ),
+      );
+      events.forEach(({ seq, event }, i) => {
+        this.enqueue(seq, event, receivedAt, throttled[i]);
+      });
+    } finally {
+      this.reserved -= reserved;
+    }
+  }
+
+  /** Hands a stored event to its conversation now, when nothing waits before it and the window has room; else queues it. */
+  private enqueue(seq: number, event: RelayEvent, receivedAt: number, throttled: boolean): void {
+    if (this.inFlight.has(seq) || this.waitingSeqs.has(seq)) return;
+    if (this.head === this.waiting.length && !this.reading && this.inFlight.size < this.deps.window) {
+      void this.deliver(seq, event, receivedAt, throttled);
+      return;
+    }
+    const bytes = sizeOf(event);
+    const hold = this.heldBytes + bytes <= this.deps.heldBytesMax;
+    if (hold) this.heldBytes += bytes;
+    this.waiting.push({ seq, event: hold ? event : undefined, receivedAt, throttled, bytes: hold ? bytes : 0 });
+    this.waitingSeqs.add(seq);
+    this.schedulePump();
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.stopped) return;
+    this.pumpScheduled = true;
+    setImmediate(() => this.pump());
+  }
+
+  /** Delivers waiting events while the window has room, in order; reads back payloads not held. */
+  private pump(): void {
+    this.pumpScheduled = false;
+    while (!this.reading && this.head < this.waiting.length && this.inFlight.size < this.deps.window) {
+      const w = this.waiting[this.head];
+      if (w.event === undefined) {
+        this.readBack();
+        break;
+      }
+      this.waiting[this.head++] = undefined as unknown as Waiting;
+      this.waitingSeqs.delete(w.seq);
+      this.heldBytes -= w.bytes;
+      if (w.event !== null) void this.deliver(w.seq, w.event, w.receivedAt, w.throttled);
+    }
+    if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
+    }
+    if (this.sweepBehind !== null && this.backlogSize() <= this.deps.backlogMax / 2) this.runSweep(this.sweepBehind);
+  }
+
+  /** Reads back the payloads of the waiting events at the head that are not held. */
+  private readBack(): void {
+    const entries: Waiting[] = [];
+    for (let i = this.head; i < this.waiting.length && entries.length < READ_BACK_BATCH; i++) {
+      if (this.waiting[i].event !== undefined) break;
+      entries.push(this.waiting[i]);
+    }
+    this.reading = true;
+    this.deps.repo.pendingBySeq(entries.map((e) => e.seq)).then(
+      (rows) => {
+        const bySeq = new Map(rows.map((r) => [r.seq, r]));
+        for (const e of entries) {
+          const row = bySeq.get(e.seq);
+          // Not pending any more: processed meanwhile (a sweep elsewhere), nothing to do.
+          e.event = row ? (row.payload as RelayEvent) : null;
+        }
+        this.reading = false;
+        this.schedulePump();
+      },
+      (err) => {
+        this.deps.log.warn(
+          { err, events: entries.length },
+          'could not read waiting relay events back; retrying in 1 s',
+        );
+        setTimeout(() => {
+          this.reading = false;
+          this.schedulePump();
+        }, 1000).unref();
+      },
+    );
+  }
+
   /** Hands a stored event to its conversation. */
-  private async deliver(seq: number, event: RelayEvent, receivedAt: number, live: boolean): Promise<void> {
+  private async deliver(seq: number, event: RelayEvent, receivedAt: number, throttled: boolean): Promise<void> {
     const key = conversationKeyOf(event);
     this.inFlight.set(seq, key);
-    // Only live traffic counts against a sender: recovered rows are old news.
-    const throttled = live && (await this.deps.senders.take(event.sender)) > 0;
     const message: Inbound = { type: 'inbound', seq, message: toInbound(event, receivedAt), throttled };
     try {
       // The event id is the correlation id of everything done for it, end to end.
       await withContext({ reqId: event.id }, () => this.deps.host.send(CONVERSATION, key, message));
       // In a cluster the conversation may run on another process, whose commit (or failure)
       // is never heard here: the row is that process's to track, and a sweep's if it is lost.
-      if (!this.deps.host.has(CONVERSATION, key)) this.inFlight.delete(seq);
+      if (!this.deps.host.has(CONVERSATION, key)) this.settled(seq);
     } catch (err) {
-      this.inFlight.delete(seq);
+      this.settled(seq);
       const level = isAppError(err) && err.code === 'shutting_down' ? 'debug' : 'warn';
       this.deps.log[level]({ err, event: event.id }, 'could not hand an event to its conversation; it will be retried');
     }
   }
 
+  /** `seq` left the window: room for a waiting event. */
+  private settled(seq: number): void {
+    if (this.inFlight.delete(seq) && (this.head < this.waiting.length || this.sweepBehind !== null))
+      this.schedulePump();
+  }
+
   /** The row was processed (committed with its conversation's changes). */
   processed(seq: number): void {
-    this.inFlight.delete(seq);
+    this.processedCount++;
+    this.settled(seq);
   }
 
   /**
@@ -155,7 +357,7 @@ export class RelayIngest {
     for (const [seq, k] of this.inFlight) {
       if (k !== key) continue;
       blamed ??= seq;
-      this.inFlight.delete(seq);
+      this.settled(seq);
     }
     if (blame && blamed !== undefined) void this.attemptFailed(blamed);
   }
@@ -192,45 +394,64 @@ export class RelayIngest {
   async retry(eventId: string): Promise<boolean> {
     const row = await this.deps.repo.retry(eventId);
     if (!row) return false;
-    void this.deliver(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
+    this.enqueue(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
     return true;
   }
 
-  /** Delivers unprocessed rows (all of them at start, then the stale ones periodically). */
+  /**
+   * Delivers unprocessed rows received `olderThanMs` ago or earlier (all of them at start,
+   * then the stale ones periodically), through the window. When the backlog fills up it stops
+   * there, and goes on once the backlog is half empty (`sweepBehind`).
+   */
   async sweep(olderThanMs: number): Promise<number> {
     let after = 0;
     let delivered = 0;
+    this.sweepBehind = null;
     for (;;) {
       const rows = await this.deps.repo.pendingInbox(after, new Date(Date.now() - olderThanMs), SWEEP_BATCH);
       for (const row of rows) {
         after = row.seq;
-        if (this.inFlight.has(row.seq)) continue;
+        if (this.inFlight.has(row.seq) || this.waitingSeqs.has(row.seq)) continue;
+        if (this.backlogSize() >= this.deps.backlogMax) {
+          this.sweepBehind = olderThanMs;
+          return delivered;
+        }
         delivered++;
-        await this.deliver(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
+        this.enqueue(row.seq, row.payload as RelayEvent, row.receivedAt.getTime(), false);
       }
       if (rows.length < SWEEP_BATCH) return delivered;
     }
   }
 
+  private runSweep(age: number): void {
+    if (this.sweeping || this.stopped) return;
+    this.sweeping = this.sweep(age)
+      .then(
+        (n) =>
+          n &&
+          this.deps.log.info(
+            { delivered: n, ...(this.sweepBehind !== null ? { behind: true } : {}) },
+            this.sweepBehind !== null
+              ? 'unprocessed relay events found: the backlog is full, the rest follow as it drains'
+              : 'delivered unprocessed relay events',
+          ),
+        (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
+      )
+      .finally(() => {
+        this.sweeping = null;
+      });
+  }
+
   start(): void {
-    const run = (age: number) => {
-      if (this.sweeping) return;
-      this.sweeping = this.sweep(age)
-        .then(
-          (n) => n && this.deps.log.info({ delivered: n }, 'delivered unprocessed relay events'),
-          (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
-        )
-        .finally(() => {
-          this.sweeping = null;
-        });
-    };
-    run(0);
+    this.runSweep(0);
     const every = this.deps.sweepEveryMs;
-    this.sweeper = setInterval(() => run(every * SWEEP_AGE_FACTOR), every);
+    this.sweeper = setInterval(() => this.runSweep(every * SWEEP_AGE_FACTOR), every);
     this.sweeper.unref();
   }
 
+  /** No sweep starts after this, and waiting events stay in the inbox (the next start delivers them). */
   stop(): void {
+    this.stopped = true;
     clearInterval(this.sweeper);
   }
 }

@@ -100,6 +100,9 @@ export function createRelay({ config, pool, committer, host, metrics, log, clust
     sweepEveryMs: config.relay.inboxSweepMs,
     maxAttempts: config.relay.maxAttempts,
     retryBackoffMs: config.relay.retryBackoffMs,
+    window: config.relay.processingWindow,
+    backlogMax: config.relay.backlogMax,
+    heldBytesMax: config.relay.backlogHeldBytes,
   });
   host.register(
     createConversationKind({

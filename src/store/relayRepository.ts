@@ -51,6 +51,8 @@ export const relayQueries = {
                   WHERE status = 'pending' AND seq > $1 AND received_at < $2
                     AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                   ORDER BY seq LIMIT $3`,
+  pendingBySeq: `SELECT seq, conversation_key, payload, received_at FROM relay_inbox
+                  WHERE seq = ANY($1::bigint[]) AND status = 'pending'`,
   pendingOutbox: `SELECT seq, payload FROM relay_outbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2`,
   /** One failed attempt: backoff of base × 2^(attempts − 1), `failed` once attempts reach the limit. */
   attemptFailed: `UPDATE relay_inbox
@@ -122,6 +124,22 @@ export class RelayRepository {
       this.pool,
       relayQueries.pendingInbox,
       [afterSeq, before, limit],
+      { idempotent: true },
+    );
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      conversationKey: r.conversation_key,
+      payload: r.payload,
+      receivedAt: r.received_at,
+    }));
+  }
+
+  /** The rows of `seqs` that are still pending, in no particular order. */
+  async pendingBySeq(seqs: number[]): Promise<PendingInbox[]> {
+    const { rows } = await query<{ seq: string; conversation_key: string; payload: unknown; received_at: Date }>(
+      this.pool,
+      relayQueries.pendingBySeq,
+      [seqs],
       { idempotent: true },
     );
     return rows.map((r) => ({

@@ -142,6 +142,9 @@ describe('exactly once under backlog', () => {
         sweepEveryMs: 100,
         maxAttempts: 5,
         retryBackoffMs: 100,
+        window: 10,
+        backlogMax: 100,
+        heldBytesMax: 1 << 20,
       });
       ingest.start();
       await vi.advanceTimersByTimeAsync(1000);

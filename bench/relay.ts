@@ -162,6 +162,8 @@ async function main(): Promise<void> {
     relay.once('open', resolve);
     relay.once('error', reject);
   });
+  const pending = new pg.Client({ connectionString: db.url });
+  await pending.connect();
   /** Waits until every accepted event was answered on the relay socket. */
   const drain = async (what: string) => {
     const started = Date.now();
@@ -170,7 +172,14 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 200));
       if (Date.now() - last > 5000) {
         last = Date.now();
-        log(`  ${what}: ${sends}/${accepted} replies delivered`);
+        // Where the backlog is: events not yet processed, or replies not yet acknowledged.
+        const { rows } = await pending.query<{ inbox: string; outbox: string }>(
+          `SELECT (SELECT count(*) FROM relay_inbox WHERE status = 'pending') AS inbox,
+                  (SELECT count(*) FROM relay_outbox WHERE status = 'pending') AS outbox`,
+        );
+        log(
+          `  ${what}: ${sends}/${accepted} replies delivered; ${fmt(Number(rows[0].inbox))} events not yet processed, ${fmt(Number(rows[0].outbox))} replies not yet acknowledged`,
+        );
       }
     }
   };
@@ -391,6 +400,7 @@ async function main(): Promise<void> {
     }
   } finally {
     relay.close();
+    await pending.end().catch(() => {});
     for (const w of workers) w.child.kill();
     await server.stop();
     await db.drop();

@@ -155,8 +155,8 @@ const envSchema = z.object({
   RELAY_MAX_ATTEMPTS: int(1, 100).default(5),
   /** Wait after an event's first failed attempt; doubles with each further one (ms). */
   RELAY_RETRY_BACKOFF_MS: int(0).default(10_000),
-  /** Relay events handed to conversations and not yet processed, per process; later ones wait their turn. */
-  RELAY_PROCESSING_WINDOW: int(1, 1_000_000).default(500),
+  /** Conversations processing a relay event at once, per process (one event each); other events wait their turn. */
+  RELAY_PROCESSING_WINDOW: int(1, 1_000_000).default(256),
   /** Relay events accepted and not yet processed, per process, above which ingest answers 429 `relay_backlogged`. */
   RELAY_BACKLOG_MAX: int(100, 100_000_000).default(100_000),
   /** Bytes of waiting relay events' payloads held in memory, per process; past it they are read back from the inbox. */

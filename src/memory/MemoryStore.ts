@@ -19,11 +19,15 @@ export function searchTerms(text: string): string | null {
 
 export const memoryQueries = {
   /**
-   * What answering a message needs, in one round trip: full-text matches within the container
-   * (`tsv`, GIN index), best first, then its latest memories (container index).
+   * What answering a message needs, in one round trip: full-text matches within the container,
+   * best first, then its latest memories, both through the container index. The matches are
+   * found among the container's own memories (`OFFSET 0` keeps the planner from flattening
+   * the subquery): a full-text index over all containers would scan every user's memories
+   * that share a common word (sql/004).
    */
-  recall: `(SELECT id, content, 0 AS rank FROM memories
-             WHERE container_tag = $1 AND $2::text IS NOT NULL AND tsv @@ to_tsquery('english', $2)
+  recall: `(SELECT id, content, 0 AS rank
+              FROM (SELECT id, content, tsv, created_at FROM memories WHERE container_tag = $1 OFFSET 0) mine
+             WHERE $2::text IS NOT NULL AND tsv @@ to_tsquery('english', $2)
              ORDER BY ts_rank(tsv, to_tsquery('english', $2)) DESC, created_at DESC, id DESC LIMIT $3)
            UNION ALL
            (SELECT id, content, 1 AS rank FROM memories WHERE container_tag = $1

@@ -8,10 +8,13 @@
  * against that row: it waits RELAY_RETRY_BACKOFF_MS × 2^(attempts − 1) before the sweep
  * delivers it again, and is `failed` after RELAY_MAX_ATTEMPTS (listed and retried by admins).
  *
- * Ingest does not wait for processing. At most RELAY_PROCESSING_WINDOW events are handed to
- * conversations here and not yet processed; accepted events past it wait, in the order they
- * were stored, and go as the window frees. So a burst is acknowledged as fast as it can be
- * stored, while processing runs behind. The backlog (waiting + in the window) is bounded: a
+ * Ingest does not wait for processing. An event is handed to its conversation when the
+ * conversation has no other event being processed here and at most RELAY_PROCESSING_WINDOW
+ * conversations do; otherwise it waits, behind its conversation's earlier events (their order
+ * holds), and conversations take turns in the order they became ready. So a burst is
+ * acknowledged as fast as it can be stored while processing runs behind, and a conversation
+ * with many waiting events never holds up the others (a window of events in arrival order
+ * would fill with one busy conversation's messages, processed one at a time). The backlog (waiting + in the window) is bounded: a
  * request that would take it past RELAY_BACKLOG_MAX is refused whole (429
  * `relay_backlogged`, `Retry-After` from the processing rate), nothing of it stored. Waiting
  * events keep their payload in memory up to a budget of bytes; past it only their inbox row's
@@ -52,7 +55,7 @@ export interface RelayIngestDeps {
   maxAttempts: number;
   /** RELAY_RETRY_BACKOFF_MS: wait after the first failed attempt (ms), doubled after each further one. */
   retryBackoffMs: number;
-  /** RELAY_PROCESSING_WINDOW: events handed to conversations here and not yet processed, at most. */
+  /** RELAY_PROCESSING_WINDOW: conversations processing an event here at once, at most (one event each). */
   window: number;
   /** RELAY_BACKLOG_MAX: accepted events not yet processed here (waiting or in the window), at most. */
   backlogMax: number;
@@ -88,9 +91,11 @@ function sizeOf(event: RelayEvent): number {
   return bytes;
 }
 
-/** An accepted event waiting for room in the processing window. */
+/** An accepted event waiting for its turn. */
 interface Waiting {
   seq: number;
+  /** Its conversation. */
+  key: string;
   /** Its payload; undefined: not held (read back when its turn comes); null: no longer pending. */
   event: RelayEvent | undefined | null;
   receivedAt: number;
@@ -102,10 +107,17 @@ interface Waiting {
 export class RelayIngest {
   /** Inbox rows handed to an actor and not yet processed: seq → conversation key. */
   private readonly inFlight = new Map<number, string>();
-  /** Events waiting for room in the window, oldest first from `head`. */
-  private waiting: Waiting[] = [];
-  private head = 0;
+  /** Waiting events per conversation, oldest first. */
+  private readonly queues = new Map<string, Waiting[]>();
+  /** Conversations with waiting events and none being processed, in the order they became ready (from `readyHead`). */
+  private ready: string[] = [];
+  private readyHead = 0;
+  /** Events being processed per conversation (the window counts conversations). */
+  private readonly active = new Map<string, number>();
+  private waitingCount = 0;
   private readonly waitingSeqs = new Set<number>();
+  /** Waiting events whose payloads are not held, oldest first: read back in batches. */
+  private unheld: Waiting[] = [];
   private heldBytes = 0;
   /** Events of requests admitted and not yet waiting or delivered (being stored). */
   private reserved = 0;
@@ -131,11 +143,11 @@ export class RelayIngest {
 
   /** Accepted events not yet processed here: waiting, being stored, or in the window. */
   backlog(): { waiting: number; processing: number } {
-    return { waiting: this.waiting.length - this.head + this.reserved, processing: this.inFlight.size };
+    return { waiting: this.waitingCount + this.reserved, processing: this.inFlight.size };
   }
 
   private backlogSize(): number {
-    return this.waiting.length - this.head + this.reserved + this.inFlight.size;
+    return this.waitingCount + this.reserved + this.inFlight.size;
   }
 
   /** Validates and stores `events`; resolves once the accepted ones are durable. */
@@ -242,17 +254,30 @@ export class RelayIngest {
     }
   }
 
-  /** Hands a stored event to its conversation now, when nothing waits before it and the window has room; else queues it. */
+  /**
+   * Hands a stored event to its conversation now, when that conversation has nothing waiting
+   * or being processed and the window has room; else it waits its turn.
+   */
   private enqueue(seq: number, event: RelayEvent, receivedAt: number, throttled: boolean): void {
     if (this.inFlight.has(seq) || this.waitingSeqs.has(seq)) return;
-    if (this.head === this.waiting.length && !this.reading && this.inFlight.size < this.deps.window) {
+    const key = conversationKeyOf(event);
+    let queue = this.queues.get(key);
+    if (!queue && !this.active.has(key) && this.active.size < this.deps.window) {
       void this.deliver(seq, event, receivedAt, throttled);
       return;
     }
     const bytes = sizeOf(event);
     const hold = this.heldBytes + bytes <= this.deps.heldBytesMax;
+    const w: Waiting = { seq, key, event: hold ? event : undefined, receivedAt, throttled, bytes: hold ? bytes : 0 };
     if (hold) this.heldBytes += bytes;
-    this.waiting.push({ seq, event: hold ? event : undefined, receivedAt, throttled, bytes: hold ? bytes : 0 });
+    else this.unheld.push(w);
+    if (!queue) {
+      queue = [];
+      this.queues.set(key, queue);
+      if (!this.active.has(key)) this.ready.push(key);
+    }
+    queue.push(w);
+    this.waitingCount++;
     this.waitingSeqs.add(seq);
     this.schedulePump();
   }
@@ -263,34 +288,38 @@ export class RelayIngest {
     setImmediate(() => this.pump());
   }
 
-  /** Delivers waiting events while the window has room, in order; reads back payloads not held. */
+  /** Hands ready conversations their next event while the window has room; reads back payloads not held. */
   private pump(): void {
     this.pumpScheduled = false;
-    while (!this.reading && this.head < this.waiting.length && this.inFlight.size < this.deps.window) {
-      const w = this.waiting[this.head];
+    while (!this.reading && this.readyHead < this.ready.length && this.active.size < this.deps.window) {
+      const key = this.ready[this.readyHead];
+      const queue = this.queues.get(key) as Waiting[];
+      const w = queue[0];
       if (w.event === undefined) {
         this.readBack();
         break;
       }
-      this.waiting[this.head++] = undefined as unknown as Waiting;
+      this.readyHead++;
+      queue.shift();
+      if (!queue.length) this.queues.delete(key);
+      this.waitingCount--;
       this.waitingSeqs.delete(w.seq);
       this.heldBytes -= w.bytes;
       if (w.event !== null) void this.deliver(w.seq, w.event, w.receivedAt, w.throttled);
+      // No longer pending (processed elsewhere): the conversation's next event is ready.
+      else if (queue.length) this.ready.push(key);
     }
-    if (this.head > 1024 && this.head * 2 > this.waiting.length) {
-      this.waiting = this.waiting.slice(this.head);
-      this.head = 0;
+    if (this.readyHead > 1024 && this.readyHead * 2 > this.ready.length) {
+      this.ready = this.ready.slice(this.readyHead);
+      this.readyHead = 0;
     }
     if (this.sweepBehind !== null && this.backlogSize() <= this.deps.backlogMax / 2) this.runSweep(this.sweepBehind);
   }
 
-  /** Reads back the payloads of the waiting events at the head that are not held. */
+  /** Reads back the payloads of the oldest waiting events whose payloads are not held. */
   private readBack(): void {
-    const entries: Waiting[] = [];
-    for (let i = this.head; i < this.waiting.length && entries.length < READ_BACK_BATCH; i++) {
-      if (this.waiting[i].event !== undefined) break;
-      entries.push(this.waiting[i]);
-    }
+    const entries = this.unheld.slice(0, READ_BACK_BATCH);
+    this.unheld = this.unheld.slice(entries.length);
     this.reading = true;
     this.deps.repo.pendingBySeq(entries.map((e) => e.seq)).then(
       (rows) => {
@@ -299,11 +328,14 @@ export class RelayIngest {
           const row = bySeq.get(e.seq);
           // Not pending any more: processed meanwhile (a sweep elsewhere), nothing to do.
           e.event = row ? (row.payload as RelayEvent) : null;
+          e.bytes = row ? sizeOf(e.event as RelayEvent) : 0;
+          this.heldBytes += e.bytes;
         }
         this.reading = false;
         this.schedulePump();
       },
       (err) => {
+        this.unheld = [...entries, ...this.unheld];
         this.deps.log.warn(
           { err, events: entries.length },
           'could not read waiting relay events back; retrying in 1 s',
@@ -320,6 +352,7 @@ export class RelayIngest {
   private async deliver(seq: number, event: RelayEvent, receivedAt: number, throttled: boolean): Promise<void> {
     const key = conversationKeyOf(event);
     this.inFlight.set(seq, key);
+    this.active.set(key, (this.active.get(key) ?? 0) + 1);
     const message: Inbound = { type: 'inbound', seq, message: toInbound(event, receivedAt), throttled };
     try {
       // The event id is the correlation id of everything done for it, end to end.
@@ -334,10 +367,19 @@ export class RelayIngest {
     }
   }
 
-  /** `seq` left the window: room for a waiting event. */
+  /** `seq` is no longer being processed here: its conversation's next event, or another conversation, may go. */
   private settled(seq: number): void {
-    if (this.inFlight.delete(seq) && (this.head < this.waiting.length || this.sweepBehind !== null))
-      this.schedulePump();
+    const key = this.inFlight.get(seq);
+    if (key === undefined) return;
+    this.inFlight.delete(seq);
+    const n = (this.active.get(key) ?? 1) - 1;
+    if (n > 0) {
+      this.active.set(key, n);
+      return;
+    }
+    this.active.delete(key);
+    if (this.queues.has(key)) this.ready.push(key);
+    if (this.readyHead < this.ready.length || this.sweepBehind !== null) this.schedulePump();
   }
 
   /** The row was processed (committed with its conversation's changes). */
@@ -445,7 +487,11 @@ export class RelayIngest {
   start(): void {
     this.runSweep(0);
     const every = this.deps.sweepEveryMs;
-    this.sweeper = setInterval(() => this.runSweep(every * SWEEP_AGE_FACTOR), every);
+    this.sweeper = setInterval(() => {
+      // While events wait for the window, the old pending rows are mostly those: a sweep would
+      // read the whole backlog back to find the few lost ones, which can wait until it is gone.
+      if (this.waitingCount === 0) this.runSweep(every * SWEEP_AGE_FACTOR);
+    }, every);
     this.sweeper.unref();
   }
 

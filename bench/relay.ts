@@ -133,6 +133,13 @@ async function main(): Promise<void> {
       SENDER_MESSAGES_PER_MINUTE: '10000000',
       SENDER_BURST: '10000000',
       ACTOR_IDLE_MS: '600000',
+      // e.g. BENCH_SERVER_ENV='GROUP_COMMIT_LANES=2 RELAY_PROCESSING_WINDOW=64' to try settings.
+      ...Object.fromEntries(
+        (process.env.BENCH_SERVER_ENV ?? '')
+          .split(' ')
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      ),
     },
     core: core(0),
     fileLimit: fileLimit().granted,

@@ -83,6 +83,21 @@ export const relayQueries = {
                  WHERE id IN (SELECT id FROM relay_outbox WHERE status = 'acked' AND acked_at < $1 LIMIT $2)`,
 } as const;
 
+/** An inbox row as the pending-row queries return it. */
+interface InboxRow {
+  seq: string;
+  conversation_key: string;
+  payload: unknown;
+  received_at: Date;
+}
+
+const pendingOf = (r: InboxRow): PendingInbox => ({
+  seq: Number(r.seq),
+  conversationKey: r.conversation_key,
+  payload: r.payload,
+  receivedAt: r.received_at,
+});
+
 export class RelayRepository {
   constructor(private readonly pool: Pool) {}
 
@@ -120,34 +135,16 @@ export class RelayRepository {
 
   /** Unprocessed inbox rows received before `before`, in order, after `afterSeq`. */
   async pendingInbox(afterSeq: number, before: Date, limit: number): Promise<PendingInbox[]> {
-    const { rows } = await query<{ seq: string; conversation_key: string; payload: unknown; received_at: Date }>(
-      this.pool,
-      relayQueries.pendingInbox,
-      [afterSeq, before, limit],
-      { idempotent: true },
-    );
-    return rows.map((r) => ({
-      seq: Number(r.seq),
-      conversationKey: r.conversation_key,
-      payload: r.payload,
-      receivedAt: r.received_at,
-    }));
+    const { rows } = await query<InboxRow>(this.pool, relayQueries.pendingInbox, [afterSeq, before, limit], {
+      idempotent: true,
+    });
+    return rows.map(pendingOf);
   }
 
   /** The rows of `seqs` that are still pending, in no particular order. */
   async pendingBySeq(seqs: number[]): Promise<PendingInbox[]> {
-    const { rows } = await query<{ seq: string; conversation_key: string; payload: unknown; received_at: Date }>(
-      this.pool,
-      relayQueries.pendingBySeq,
-      [seqs],
-      { idempotent: true },
-    );
-    return rows.map((r) => ({
-      seq: Number(r.seq),
-      conversationKey: r.conversation_key,
-      payload: r.payload,
-      receivedAt: r.received_at,
-    }));
+    const { rows } = await query<InboxRow>(this.pool, relayQueries.pendingBySeq, [seqs], { idempotent: true });
+    return rows.map(pendingOf);
   }
 
   /** Unacknowledged sends after `afterSeq`, in delivery order. */
@@ -206,14 +203,8 @@ export class RelayRepository {
 
   /** Sets failed event `eventId` pending again with its attempts reset; null when no such failed event. */
   async retry(eventId: string): Promise<PendingInbox | null> {
-    const { rows } = await query<{ seq: string; conversation_key: string; payload: unknown; received_at: Date }>(
-      this.pool,
-      relayQueries.retry,
-      [eventId],
-    );
-    if (!rows.length) return null;
-    const r = rows[0];
-    return { seq: Number(r.seq), conversationKey: r.conversation_key, payload: r.payload, receivedAt: r.received_at };
+    const { rows } = await query<InboxRow>(this.pool, relayQueries.retry, [eventId]);
+    return rows.length ? pendingOf(rows[0]) : null;
   }
 
   /** Applies retention (in batches); returns how many inbox rows were stripped and outbox rows deleted. */

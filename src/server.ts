@@ -333,7 +333,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     sockets: () => socketCounts(),
     breakers: () => actors?.relay.breakers() ?? {},
     relaySendsInMemory: () => actors?.relay.outbox.pending() ?? 0,
-    relayBacklog: () => actors?.relay.ingest.backlog() ?? { waiting: 0, processing: 0 },
+    relayBacklog: () => actors?.relay.ingest.backlog() ?? { waiting: 0, processing: 0, window: 0 },
     ...(config.redisUrl ? { cluster: () => clusterStats(cluster) } : {}),
   });
   const channel = new MiniappSockets();

@@ -29,7 +29,7 @@ export interface GaugeSources {
   /** Relay sends held in memory (sent and not yet acknowledged, or about to be sent). */
   relaySendsInMemory?: () => number;
   /** Relay events accepted and not yet processed here: waiting for the window, and in it. */
-  relayBacklog?: () => { waiting: number; processing: number };
+  relayBacklog?: () => { waiting: number; processing: number; window: number };
   /** Cluster mode: leases held now, and counts since the start (lease events, bus messages). */
   cluster?: () => {
     leasesHeld: number;
@@ -124,6 +124,14 @@ export function createMetrics(sources: GaugeSources): Metrics {
       const backlog = sources.relayBacklog?.() ?? { waiting: 0, processing: 0 };
       this.set({ state: 'waiting' }, backlog.waiting);
       this.set({ state: 'processing' }, backlog.processing);
+    },
+  });
+  new client.Gauge({
+    name: 'archety_relay_processing_window',
+    help: 'Conversations that may process a relay event at once now: RELAY_PROCESSING_WINDOW, less while storing new events is slow and events wait.',
+    registers: [registry],
+    collect() {
+      this.set(sources.relayBacklog?.().window ?? 0);
     },
   });
   if (sources.cluster) {

@@ -20,6 +20,7 @@
  * events keep their payload in memory up to a budget of bytes; past it only their inbox row's
  * number is kept, and the payload is read back from the inbox when their turn comes.
  */
+
 import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
 import { AppError, type ErrorCode, isAppError } from '../errors.ts';
@@ -30,6 +31,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import type { FailedInbox, InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
+import { nextWindow, SHARE_EVERY_MS } from './processingShare.ts';
 import { conversationKeyOf, parseRelayEvent, type RelayEvent, type RelayEventSchema } from './relayEvent.ts';
 
 export const INBOX = 'inbox';
@@ -136,14 +138,21 @@ export class RelayIngest {
    */
   private sweepBehind: number | null = null;
   private stopped = false;
+  /** Conversations that may process an event at once now: RELAY_PROCESSING_WINDOW, less while ingest needs the loop (`processingShare.ts`). */
+  private limit: number;
+  /** Ingest requests that stored events since the window was last adjusted, and their time storing (ms). */
+  private requests = 0;
+  private storeMs = 0;
+  private share: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: RelayIngestDeps) {
     deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox);
+    this.limit = deps.window;
   }
 
   /** Accepted events not yet processed here: waiting, being stored, or in the window. */
-  backlog(): { waiting: number; processing: number } {
-    return { waiting: this.waitingCount + this.reserved, processing: this.inFlight.size };
+  backlog(): { waiting: number; processing: number; window: number } {
+    return { waiting: this.waitingCount + this.reserved, processing: this.inFlight.size, window: this.limit };
   }
 
   private backlogSize(): number {
@@ -171,6 +180,7 @@ export class RelayIngest {
     if (valid.length) this.admit(valid.length);
     const receivedAt = Date.now();
     let stored: InboxResult[];
+    const storing = performance.now();
     try {
       stored = await Promise.all(
         valid.map(({ event }) =>
@@ -184,6 +194,10 @@ export class RelayIngest {
     } catch (err) {
       this.reserved -= valid.length;
       throw err;
+    }
+    if (valid.length) {
+      this.requests++;
+      this.storeMs += performance.now() - storing;
     }
     const accepted: { seq: number; event: RelayEvent }[] = [];
     valid.forEach(({ event }, i) => {
@@ -262,7 +276,7 @@ export class RelayIngest {
     if (this.inFlight.has(seq) || this.waitingSeqs.has(seq)) return;
     const key = conversationKeyOf(event);
     let queue = this.queues.get(key);
-    if (!queue && !this.active.has(key) && this.active.size < this.deps.window) {
+    if (!queue && !this.active.has(key) && this.active.size < this.limit) {
       void this.deliver(seq, event, receivedAt, throttled);
       return;
     }
@@ -291,7 +305,7 @@ export class RelayIngest {
   /** Hands ready conversations their next event while the window has room; reads back payloads not held. */
   private pump(): void {
     this.pumpScheduled = false;
-    while (!this.reading && this.readyHead < this.ready.length && this.active.size < this.deps.window) {
+    while (!this.reading && this.readyHead < this.ready.length && this.active.size < this.limit) {
       const key = this.ready[this.readyHead];
       const queue = this.queues.get(key) as Waiting[];
       const w = queue[0];
@@ -493,11 +507,26 @@ export class RelayIngest {
       if (this.waitingCount === 0) this.runSweep(every * SWEEP_AGE_FACTOR);
     }, every);
     this.sweeper.unref();
+    this.share = setInterval(() => {
+      const limit = nextWindow({
+        limit: this.limit,
+        max: this.deps.window,
+        storeMs: this.requests ? this.storeMs / this.requests : 0,
+        requests: this.requests,
+        waiting: this.waitingCount,
+      });
+      this.requests = 0;
+      this.storeMs = 0;
+      if (limit > this.limit) this.schedulePump();
+      this.limit = limit;
+    }, SHARE_EVERY_MS);
+    this.share.unref();
   }
 
   /** No sweep starts after this, and waiting events stay in the inbox (the next start delivers them). */
   stop(): void {
     this.stopped = true;
     clearInterval(this.sweeper);
+    clearInterval(this.share);
   }
 }

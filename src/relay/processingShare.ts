@@ -1,0 +1,41 @@
+/**
+ * How many conversations may process relay events at once, adjusted every `SHARE_EVERY_MS` so
+ * that acknowledging new events keeps its pace while processing runs behind.
+ *
+ * Ingest and processing share the event loop, the group commit and PostgreSQL. While events
+ * wait, every conversation processing adds reads and a six-table commit ahead of the next
+ * acknowledgement: the acknowledgement rate falls to the processing rate, and a relay's own
+ * queue grows instead of ours (which is durable and bounded). So while storing an event takes
+ * longer than `SLOW_MS` on average, events wait and requests keep arriving, the window halves,
+ * down to `max / 32`: processing goes on, at a smaller share. Once storing is quick again
+ * (under `QUICK_MS`), or no request came in the last period, it doubles back, up to `max`.
+ * With no backlog nothing is limited: the window is `max`.
+ */
+
+/** The mean time to store an event (ms) above which processing gives way to ingest. */
+export const SLOW_MS = 20;
+/** The mean time to store an event (ms) below which processing takes its full window again. */
+export const QUICK_MS = 8;
+/** How often the window is adjusted (ms). */
+export const SHARE_EVERY_MS = 250;
+
+export interface ShareInput {
+  /** The window now. */
+  limit: number;
+  /** RELAY_PROCESSING_WINDOW: the most it may be. */
+  max: number;
+  /** Mean time (ms) from an ingest request's storing to its commit over the last period. */
+  storeMs: number;
+  /** Ingest requests that stored events in the last period. */
+  requests: number;
+  /** Events waiting for their turn. */
+  waiting: number;
+}
+
+/** The window for the next period. */
+export function nextWindow({ limit, max, storeMs, requests, waiting }: ShareInput): number {
+  const min = Math.max(1, Math.ceil(max / 32));
+  if (waiting > 0 && requests > 0 && storeMs > SLOW_MS) return Math.max(min, Math.floor(limit / 2));
+  if (waiting === 0 || requests === 0 || storeMs < QUICK_MS) return Math.min(max, limit * 2);
+  return limit;
+}

@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { nextWindow, QUICK_MS, SLOW_MS } from '../../src/relay/processingShare.ts';
+
+const slow = { max: 256, storeMs: SLOW_MS + 5, requests: 10, waiting: 100 };
+
+describe('the processing window (processingShare.ts)', () => {
+  it('halves while storing is slow, events wait and requests keep coming, down to a 32nd of the maximum', () => {
+    let limit = 256;
+    const seen: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      limit = nextWindow({ ...slow, limit });
+      seen.push(limit);
+    }
+    expect(seen).toEqual([128, 64, 32, 16, 8, 8, 8, 8, 8, 8]);
+  });
+
+  it('never goes below one', () => {
+    expect(nextWindow({ ...slow, max: 4, limit: 1 })).toBe(1);
+  });
+
+  it('doubles back to the maximum once storing is quick, no request came, or nothing waits', () => {
+    expect(nextWindow({ ...slow, limit: 8, storeMs: QUICK_MS - 1 })).toBe(16);
+    expect(nextWindow({ ...slow, limit: 8, requests: 0 })).toBe(16);
+    expect(nextWindow({ ...slow, limit: 8, waiting: 0 })).toBe(16);
+    expect(nextWindow({ ...slow, limit: 200, waiting: 0 })).toBe(256);
+  });
+
+  it('holds between the two thresholds', () => {
+    expect(nextWindow({ ...slow, limit: 32, storeMs: (SLOW_MS + QUICK_MS) / 2 })).toBe(32);
+  });
+
+  it('leaves the full window alone without a backlog, however slow storing is', () => {
+    expect(nextWindow({ ...slow, limit: 256, waiting: 0, storeMs: 1000 })).toBe(256);
+  });
+});

@@ -116,7 +116,7 @@ export class RelayIngest {
   private readyHead = 0;
   /** Events being processed per conversation (the window counts conversations). */
   private readonly active = new Map<string, number>();
-  private waitingCount = 0;
+  /** The inbox rows of the waiting events (their count is the waiting part of the backlog). */
   private readonly waitingSeqs = new Set<number>();
   /** Waiting events whose payloads are not held, oldest first: read back in batches. */
   private unheld: Waiting[] = [];
@@ -152,11 +152,11 @@ export class RelayIngest {
 
   /** Accepted events not yet processed here: waiting, being stored, or in the window. */
   backlog(): { waiting: number; processing: number; window: number } {
-    return { waiting: this.waitingCount + this.reserved, processing: this.inFlight.size, window: this.limit };
+    return { waiting: this.waitingSeqs.size + this.reserved, processing: this.inFlight.size, window: this.limit };
   }
 
   private backlogSize(): number {
-    return this.waitingCount + this.reserved + this.inFlight.size;
+    return this.waitingSeqs.size + this.reserved + this.inFlight.size;
   }
 
   /** Validates and stores `events`; resolves once the accepted ones are durable. */
@@ -291,7 +291,6 @@ export class RelayIngest {
       if (!this.active.has(key)) this.ready.push(key);
     }
     queue.push(w);
-    this.waitingCount++;
     this.waitingSeqs.add(seq);
     this.schedulePump();
   }
@@ -316,7 +315,6 @@ export class RelayIngest {
       this.readyHead++;
       queue.shift();
       if (!queue.length) this.queues.delete(key);
-      this.waitingCount--;
       this.waitingSeqs.delete(w.seq);
       this.heldBytes -= w.bytes;
       if (w.event !== null) void this.deliver(w.seq, w.event, w.receivedAt, w.throttled);
@@ -504,7 +502,7 @@ export class RelayIngest {
     this.sweeper = setInterval(() => {
       // While events wait for the window, the old pending rows are mostly those: a sweep would
       // read the whole backlog back to find the few lost ones, which can wait until it is gone.
-      if (this.waitingCount === 0) this.runSweep(every * SWEEP_AGE_FACTOR);
+      if (this.waitingSeqs.size === 0) this.runSweep(every * SWEEP_AGE_FACTOR);
     }, every);
     this.sweeper.unref();
     this.share = setInterval(() => {
@@ -513,7 +511,7 @@ export class RelayIngest {
         max: this.deps.window,
         storeMs: this.requests ? this.storeMs / this.requests : 0,
         requests: this.requests,
-        waiting: this.waitingCount,
+        waiting: this.waitingSeqs.size,
       });
       this.requests = 0;
       this.storeMs = 0;

@@ -163,6 +163,120 @@ const notProvided = (name: string) => () => {
   throw new Error(`${name} must be provided by the actor host`);
 };
 
+/**
+ * The I/O one message needs, provided by the host. Each step but `commit` may fail: the
+ * message is still answered (with the fallback where the model's part failed) and committed.
+ */
+export interface ConversationSteps {
+  /** Content moderation of a text (the host falls back to the local classifier itself). */
+  moderate(text: string, signal: AbortSignal): Promise<Moderation>;
+  /** Describes the message's attachments: photos are looked at, other files only named. */
+  describeAttachments(
+    input: { eventId: string; attachments: InboundAttachment[] },
+    signal: AbortSignal,
+  ): Promise<Record<string, string>>;
+  /** This conversation's recent turns, its memories relevant to `text`, photos in view, the stage. */
+  recall(input: RecallInput, signal: AbortSignal): Promise<Recall>;
+  /** The model's reply; `context.work` holds the message, its screening, photos and recall. */
+  think(context: ConversationContext, signal: AbortSignal): Promise<string>;
+  /**
+   * Commits everything the message changed; resolves once durable, with whether it was applied
+   * (false: the database found its inbox row already processed, so nothing was written).
+   */
+  commit(commit: ConversationCommit): Promise<boolean>;
+}
+
+/** A message worked through: its commit, durable, and what kind of reply it carried. */
+export interface Processed {
+  commit: ConversationCommit;
+  replyKind: ReplyKind;
+  applied: boolean;
+}
+
+/** What a step resolves to, or `fallback` when it fails. */
+const orElse = async <T>(step: () => Promise<T>, fallback: T): Promise<T> => {
+  try {
+    return await step();
+  } catch {
+    return fallback;
+  }
+};
+
+/** Recalls, asks the model and screens its reply: the part of a message the model answers. */
+async function answer(ctx: ConversationContext, w: Work, steps: ConversationSteps, signal: AbortSignal): Promise<Work> {
+  let recall: Recall;
+  let reply: string;
+  try {
+    recall = await steps.recall(recallInput(ctx, w), signal);
+    reply = await steps.think({ ...ctx, work: { ...w, recall } }, signal);
+  } catch {
+    return { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' };
+  }
+  const screened = await orElse(() => steps.moderate(reply, signal), null);
+  return screened?.flagged
+    ? { ...w, recall, reply: SAFETY_REPLIES.replacedOutput, replyKind: 'safety' }
+    : { ...w, recall, reply, replyKind: 'model' };
+}
+
+/**
+ * One message from screening to its durable commit: moderation, then the attachments (when
+ * there are any), then what the message asks for (`route`), then the commit. A catch-up (the
+ * one answer owed to a throttled burst) is only answered. Plain sequential code inside one
+ * invoked actor: a message costs the machine two transitions, not one per step.
+ */
+export async function processWork(
+  ctx: ConversationContext,
+  steps: ConversationSteps,
+  signal: AbortSignal,
+): Promise<Processed> {
+  let w = ctx.work as Work;
+  if (w.catchUp) w = await answer(ctx, w, steps, signal);
+  else {
+    w = { ...w, moderation: await orElse(() => steps.moderate(w.message.text, signal), null) };
+    if (w.message.attachments.length > 0) {
+      const input = { eventId: w.message.eventId, attachments: w.message.attachments };
+      w = { ...w, described: await orElse(() => steps.describeAttachments(input, signal), {}) };
+    }
+    switch (route(ctx, w)) {
+      case 'safety':
+        w = {
+          ...w,
+          reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused,
+          replyKind: 'safety',
+        };
+        break;
+      case 'forget': {
+        const recall = await orElse(() => steps.recall(recallInput(ctx, w), signal), null);
+        w =
+          recall === null
+            ? { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' }
+            : recall.memories.length
+              ? { ...w, reply: SAFETY_REPLIES.forgotten, replyKind: 'forget' }
+              : { ...w, reply: SAFETY_REPLIES.nothingToForget, replyKind: 'none' };
+        break;
+      }
+      case 'throttled':
+        w = { ...w, owe: true };
+        break;
+      case 'silent':
+        break;
+      case 'answer':
+        w = await answer(ctx, w, steps, signal);
+    }
+  }
+  // Stopped meanwhile (fenced, or the process shutting down): nothing of it is written.
+  signal.throwIfAborted();
+  const commit = buildCommit({ ...ctx, work: w });
+  const applied = await steps.commit(commit);
+  return { commit, replyKind: w.replyKind, applied };
+}
+
+/** The `process` actor the host provides: `processWork` over its steps. */
+export const processWith = (steps: ConversationSteps) =>
+  fromPromise<Processed, { context: ConversationContext }>(({ input, signal }) =>
+    processWork(input.context, steps, signal),
+  );
+
 const base = setup({
   types: {
     context: {} as ConversationContext,
@@ -172,28 +286,17 @@ const base = setup({
     tags: {} as 'busy',
   },
   actors: {
-    /** Content moderation of a text (the host falls back to the local classifier itself). */
-    moderate: fromPromise<Moderation, { text: string }>(notProvided('moderate')),
-    /** Describes the message's attachments: photos are looked at, other files only named. */
-    describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
-      notProvided('describeAttachments'),
-    ),
-    /** This conversation's recent turns, its memories relevant to `text`, photos in view, the stage. */
-    recall: fromPromise<Recall, RecallInput>(notProvided('recall')),
-    /** The model's reply. */
-    think: fromPromise<string, { context: ConversationContext }>(notProvided('think')),
-    /** Commits everything the message changed; resolves once durable. */
-    commit: fromPromise<void, ConversationCommit>(notProvided('commit')),
+    /** Works one message through to its durable commit (`processWith(steps)`). */
+    process: fromPromise<Processed, { context: ConversationContext }>(notProvided('process')),
   },
   actions: {
     /** After the commit: hand the reply to the outbox, count the outcome. */
-    committed: (_, _params: { commit: ConversationCommit; replyKind: ReplyKind }) => {},
+    committed: (_, _params: Processed) => {},
     /** An inbox row redelivered after it was processed here: nothing to do, but it is no longer in flight. */
     skipped: (_, _params: { seq: number }) => {},
   },
   guards: {
     alreadyProcessed: ({ context, event }) => event.type === 'inbound' && context.processed.includes(event.seq),
-    hasAttachments: ({ context }) => (context.work?.message.attachments.length ?? 0) > 0,
     owesReply: ({ context }) => context.owed.length > 0,
   },
   delays: {
@@ -201,33 +304,6 @@ const base = setup({
     burstQuiet: 3000,
   },
 });
-
-type WorkPatch = (work: Work, context: ConversationContext, event: { output?: unknown }) => Partial<Work>;
-
-/** Updates the work in progress (the event is the done event of an invoked service when there is one). */
-const patchWork = (f: WorkPatch) =>
-  base.assign({
-    work: ({ context, event }: { context: ConversationContext; event: unknown }) => ({
-      ...(context.work as Work),
-      ...f(context.work as Work, context, event as { output?: unknown }),
-    }),
-  });
-
-const stopWith = (reason: ConversationOutput['reason']) =>
-  base.assign({
-    stop: ({ event }: { event: unknown }) => {
-      const error = (event as { error?: unknown }).error;
-      return {
-        reason: error instanceof Error && error.name === 'FencedError' ? 'fenced' : reason,
-        message: String(error ?? ''),
-      };
-    },
-  });
-
-const routeIs =
-  (r: ReturnType<typeof route>) =>
-  ({ context }: { context: ConversationContext }) =>
-    route(context, context.work as Work) === r;
 
 export const conversationMachine = base.createMachine({
   id: 'conversation',
@@ -251,143 +327,42 @@ export const conversationMachine = base.createMachine({
             guard: 'alreadyProcessed',
             actions: { type: 'skipped', params: ({ event }) => ({ seq: (event as Inbound).seq }) },
           },
-          { target: 'screening', actions: assign({ work: ({ event }) => newWork(event as Inbound) }) },
+          { target: 'working', actions: assign({ work: ({ event }) => newWork(event as Inbound) }) },
         ],
         passivate: { target: 'stopped', actions: assign({ stop: { reason: 'passivated' } }) },
       },
       after: {
         burstQuiet: {
           guard: 'owesReply',
-          target: 'recalling',
+          target: 'working',
           actions: assign({ work: ({ context }) => catchUpWork(context.owed[0]) }),
         },
       },
     },
-    screening: {
+    working: {
       tags: ['busy'],
       invoke: {
-        src: 'moderate',
-        input: ({ context }) => ({ text: context.work?.message.text ?? '' }),
-        onDone: [
-          {
-            guard: 'hasAttachments',
-            target: 'describing',
-            actions: patchWork((_, __, e) => ({ moderation: e.output as Moderation })),
-          },
-          { target: 'deciding', actions: patchWork((_, __, e) => ({ moderation: e.output as Moderation })) },
-        ],
-        onError: [{ guard: 'hasAttachments', target: 'describing' }, { target: 'deciding' }],
-      },
-    },
-    describing: {
-      tags: ['busy'],
-      invoke: {
-        src: 'describeAttachments',
-        input: ({ context }) => ({
-          eventId: (context.work as Work).message.eventId,
-          attachments: (context.work as Work).message.attachments,
-        }),
-        onDone: {
-          target: 'deciding',
-          actions: patchWork((_, __, e) => ({ described: e.output as Record<string, string> })),
-        },
-        onError: { target: 'deciding' },
-      },
-    },
-    deciding: {
-      always: [
-        {
-          guard: routeIs('safety'),
-          target: 'committing',
-          actions: patchWork((w) => ({
-            reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused,
-            replyKind: 'safety',
-          })),
-        },
-        { guard: routeIs('forget'), target: 'forgetting' },
-        { guard: routeIs('throttled'), target: 'committing', actions: patchWork(() => ({ owe: true })) },
-        { guard: routeIs('silent'), target: 'committing' },
-        { target: 'recalling' },
-      ],
-    },
-    forgetting: {
-      tags: ['busy'],
-      invoke: {
-        src: 'recall',
-        input: ({ context }) => recallInput(context),
-        onDone: {
-          target: 'committing',
-          actions: patchWork((_, __, e) =>
-            (e.output as Recall).memories.length
-              ? { reply: SAFETY_REPLIES.forgotten, replyKind: 'forget' }
-              : { reply: SAFETY_REPLIES.nothingToForget, replyKind: 'none' },
-          ),
-        },
-        onError: {
-          target: 'committing',
-          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
-        },
-      },
-    },
-    recalling: {
-      tags: ['busy'],
-      invoke: {
-        src: 'recall',
-        input: ({ context }) => recallInput(context),
-        onDone: { target: 'thinking', actions: patchWork((_, __, e) => ({ recall: e.output as Recall })) },
-        onError: {
-          target: 'committing',
-          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
-        },
-      },
-    },
-    thinking: {
-      tags: ['busy'],
-      invoke: {
-        src: 'think',
+        src: 'process',
         input: ({ context }) => ({ context }),
-        onDone: {
-          target: 'checkingReply',
-          actions: patchWork((_, __, e) => ({ reply: e.output as string, replyKind: 'model' })),
-        },
-        onError: {
-          target: 'committing',
-          actions: patchWork(() => ({ reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' })),
-        },
-      },
-    },
-    checkingReply: {
-      tags: ['busy'],
-      invoke: {
-        src: 'moderate',
-        input: ({ context }) => ({ text: (context.work as Work).reply ?? '' }),
-        onDone: [
-          {
-            guard: ({ event }) => event.output.flagged,
-            target: 'committing',
-            actions: patchWork(() => ({ reply: SAFETY_REPLIES.replacedOutput, replyKind: 'safety' })),
-          },
-          { target: 'committing' },
-        ],
-        onError: { target: 'committing' },
-      },
-    },
-    committing: {
-      tags: ['busy'],
-      invoke: {
-        src: 'commit',
-        input: ({ context }) => buildCommit(context),
         onDone: {
           target: 'idle',
           actions: [
-            {
-              type: 'committed',
-              params: ({ context }) => ({ commit: buildCommit(context), replyKind: (context.work as Work).replyKind }),
-            },
-            assign(({ context }) => buildCommit(context).next),
+            { type: 'committed', params: ({ event }) => event.output },
+            assign(({ event }) => event.output.commit.next),
           ],
         },
-        onError: { target: 'stopped', actions: stopWith('failed') },
+        onError: {
+          target: 'stopped',
+          actions: assign({
+            stop: ({ event }) => {
+              const error = event.error;
+              return {
+                reason: error instanceof Error && error.name === 'FencedError' ? 'fenced' : 'failed',
+                message: String(error ?? ''),
+              };
+            },
+          }),
+        },
       },
     },
     stopped: { type: 'final' },
@@ -403,8 +378,7 @@ export interface RecallInput {
   excludeMessageId: string;
 }
 
-function recallInput(context: ConversationContext): RecallInput {
-  const w = context.work as Work;
+function recallInput(context: ConversationContext, w: Work): RecallInput {
   return {
     key: context.key,
     text: w.message.text,

@@ -3,10 +3,11 @@
  * the machine's services bound to the brain, the memory store, media, the group commit and
  * the outbox.
  */
-import { type AnyActorRef, createActor, fromPromise, type Snapshot } from 'xstate';
+import { type AnyActorRef, createActor, type Snapshot } from 'xstate';
 import {
   conversationMachine,
   inboundId,
+  processWith,
   type RecallInput,
   upgradeSnapshot,
 } from '../../actors/conversation.machine.ts';
@@ -182,36 +183,34 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     return described;
   }
 
-  const services = {
-    moderate: fromPromise<Moderation, { text: string }>(async ({ input, signal }) => {
-      if (!input.text.trim()) return { flagged: false, selfHarm: false, categories: [] };
-      const result = await brain.moderate(input.text, signal);
-      // The decision is logged; the text never is.
-      if (result.flagged) log.info({ categories: result.categories }, 'moderation flagged a text');
-      return result;
-    }),
-    think: fromPromise<string, { context: ConversationContext }>(async ({ input, signal }) => {
-      const { context } = input;
-      const work = context.work;
-      if (!work?.recall) throw new Error('nothing to answer');
-      const ownPhotos = Object.entries(work.described)
-        .filter(([id]) => IMAGE_TYPES.has(work.message.attachments.find((a) => a.id === id)?.mime ?? ''))
-        .map(([, d]) => d);
-      return brain.reply(
-        {
-          persona: context.persona,
-          kind: context.kind,
-          sender: work.message.sender,
-          text: work.message.text,
-          history: work.recall.history,
-          memories: work.recall.memories,
-          photos: [...work.recall.photos, ...ownPhotos],
-          stage: work.recall.stage,
-        },
-        signal,
-      );
-    }),
-  };
+  async function moderate(text: string, signal: AbortSignal): Promise<Moderation> {
+    if (!text.trim()) return { flagged: false, selfHarm: false, categories: [] };
+    const result = await brain.moderate(text, signal);
+    // The decision is logged; the text never is.
+    if (result.flagged) log.info({ categories: result.categories }, 'moderation flagged a text');
+    return result;
+  }
+
+  function think(context: ConversationContext, signal: AbortSignal): Promise<string> {
+    const work = context.work;
+    if (!work?.recall) throw new Error('nothing to answer');
+    const ownPhotos = Object.entries(work.described)
+      .filter(([id]) => IMAGE_TYPES.has(work.message.attachments.find((a) => a.id === id)?.mime ?? ''))
+      .map(([, d]) => d);
+    return brain.reply(
+      {
+        persona: context.persona,
+        kind: context.kind,
+        sender: work.message.sender,
+        text: work.message.text,
+        history: work.recall.history,
+        memories: work.recall.memories,
+        photos: [...work.recall.photos, ...ownPhotos],
+        stage: work.recall.stage,
+      },
+      signal,
+    );
+  }
 
   return {
     name: CONVERSATION,
@@ -229,7 +228,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
        */
       let cachedTurns: StoredMessage[] | null = null;
       const stages = new Map<string, { stage: string; uses: number }>();
-      const recall = fromPromise<Recall, RecallInput>(async ({ input }) => {
+      const recall = async (input: RecallInput): Promise<Recall> => {
         const tag = containerTagOf({ key: input.key });
         const known = stages.get(input.sender);
         const fresh = cachedTurns !== null && known !== undefined && known.uses++ < STAGE_REFRESH;
@@ -244,7 +243,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           stages.set(input.sender, { stage: turns.stage, uses: 0 });
         }
         return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
-      });
+      };
       /** Keeps the cache exact after a commit. */
       const remember = (commit: ConversationCommit) => {
         if (commit.forget) cachedTurns = null;
@@ -254,35 +253,33 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       };
 
       committer.forget(lane, epoch - 1);
-      /** Whether the last commit was applied (read by `committed`, which directly follows it). */
-      let applied = true;
       const machine = conversationMachine.provide({
         actors: {
-          ...services,
-          recall,
-          describeAttachments: fromPromise<
-            Record<string, string>,
-            { eventId: string; attachments: InboundAttachment[] }
-          >(({ input, signal }) =>
-            describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
-              cachedTurns = null;
-            }),
-          ),
-          commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
-            const snapshot = conversationMachine.getPersistedSnapshot(
-              conversationMachine.resolveState({ value: 'idle', context: input.next }),
-            );
-            const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
-              commit: input,
-              snapshot,
-            });
-            applied = result !== false;
-            if (applied) remember(input);
-            if (input.inbound) latePhotos.committed(input.inbound.id);
+          process: processWith({
+            moderate,
+            think,
+            recall,
+            describeAttachments: (input, signal) =>
+              describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
+                cachedTurns = null;
+              }),
+            async commit(commit) {
+              const snapshot = conversationMachine.getPersistedSnapshot(
+                conversationMachine.resolveState({ value: 'idle', context: commit.next }),
+              );
+              const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
+                commit,
+                snapshot,
+              });
+              const applied = result !== false;
+              if (applied) remember(commit);
+              if (commit.inbound) latePhotos.committed(commit.inbound.id);
+              return applied;
+            },
           }),
         },
         actions: {
-          committed: (_, { commit, replyKind }) => {
+          committed: (_, { commit, replyKind, applied }) => {
             // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
             metrics.conversationMessages.inc({
               outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,

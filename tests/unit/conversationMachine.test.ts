@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type AnyActorRef, createActor, fromPromise, toPromise } from 'xstate';
-import { buildCommit, conversationMachine } from '../../actors/conversation.machine.ts';
+import { type AnyActorRef, createActor, toPromise } from 'xstate';
+import { buildCommit, conversationMachine, type Processed, processWith } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import type {
   ConversationCommit,
@@ -58,7 +58,7 @@ interface Fakes {
 /** The conversation machine with every side effect faked, and a record of what reached them. */
 function harness(key: string, fakes: Fakes = {}) {
   const commits: ConversationCommit[] = [];
-  const committed: { commit: ConversationCommit; replyKind: ReplyKind }[] = [];
+  const committed: Processed[] = [];
   const skipped: number[] = [];
   const calls = {
     moderate: [] as string[],
@@ -68,27 +68,28 @@ function harness(key: string, fakes: Fakes = {}) {
   };
   const machine = conversationMachine.provide({
     actors: {
-      moderate: fromPromise<Moderation, { text: string }>(async ({ input }) => {
-        calls.moderate.push(input.text);
-        return fakes.moderate?.(input.text) ?? clean;
-      }),
-      describeAttachments: fromPromise<Record<string, string>, { eventId: string; attachments: InboundAttachment[] }>(
-        async ({ input }) => {
+      process: processWith({
+        async moderate(text) {
+          calls.moderate.push(text);
+          return fakes.moderate?.(text) ?? clean;
+        },
+        async describeAttachments(input) {
           calls.describe++;
           return fakes.describeAttachments ? fakes.describeAttachments(input) : {};
         },
-      ),
-      recall: fromPromise<Recall, RecallInput>(async ({ input }) => {
-        calls.recall.push(input);
-        return fakes.recall ? fakes.recall() : noRecall;
-      }),
-      think: fromPromise<string, { context: ConversationContext }>(async ({ input }) => {
-        calls.think.push(input.context);
-        return fakes.think ? fakes.think(input.context) : `model reply to "${input.context.work?.message.text}"`;
-      }),
-      commit: fromPromise<void, ConversationCommit>(async ({ input }) => {
-        commits.push(input);
-        fakes.commit?.(input);
+        async recall(input) {
+          calls.recall.push(input);
+          return fakes.recall ? fakes.recall() : noRecall;
+        },
+        async think(context) {
+          calls.think.push(context);
+          return fakes.think ? fakes.think(context) : `model reply to "${context.work?.message.text}"`;
+        },
+        async commit(commit) {
+          commits.push(commit);
+          fakes.commit?.(commit);
+          return true;
+        },
       }),
     },
     actions: {
@@ -173,7 +174,7 @@ describe('the conversation machine, direct chat', () => {
     expect(c.next.ourMessageIds).toContain('out_evt_a');
     expect(c.relationship).toEqual({ userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } });
     expect(c.forget).toBe(false);
-    expect(h.committed).toEqual([{ commit: c, replyKind: 'model' }]);
+    expect(h.committed).toEqual([{ commit: c, replyKind: 'model', applied: true }]);
   });
 
   it('screens the message and the reply, and gives the model what was recalled', async () => {
@@ -340,7 +341,7 @@ describe('the conversation machine, direct chat', () => {
     actor.send(
       inbound({ eventId: 'evt_p', text: '', attachments: [{ id: 'att_1', mime: 'image/jpeg', data: PHOTO_DATA }] }),
     );
-    await vi.waitFor(() => expect(actor.getSnapshot().value).toBe('describing'), POLL);
+    await vi.waitFor(() => expect(h.calls.describe).toBe(1), POLL);
     expect(actor.getSnapshot().hasTag('busy')).toBe(true);
     expect(h.commits).toHaveLength(0);
 
@@ -393,7 +394,7 @@ describe('the conversation machine, direct chat', () => {
     expect(actor.getSnapshot().hasTag('busy')).toBe(false);
     actor.send(inbound({}));
     expect(actor.getSnapshot().hasTag('busy')).toBe(true);
-    await vi.waitFor(() => expect(actor.getSnapshot().value).toBe('thinking'), POLL);
+    await vi.waitFor(() => expect(h.calls.think).toHaveLength(1), POLL);
     expect(actor.getSnapshot().hasTag('busy')).toBe(true);
     thinking.resolve('ok');
     await settled(actor, h.commits, 1);
@@ -547,6 +548,19 @@ describe('the conversation machine, stopping', () => {
     const output = await toPromise(actor);
     expect(output.reason).toBe('failed');
     expect(output.message).toContain('connection reset');
+  });
+
+  it('commits nothing of a message it was working on when it is stopped', async () => {
+    const thinking = deferred<string>();
+    const h = harness(DIRECT_KEY, { think: () => thinking.promise });
+    const actor = h.start();
+    actor.send(inbound({}));
+    await vi.waitFor(() => expect(h.calls.think).toHaveLength(1), POLL);
+    actor.stop();
+    thinking.resolve('too late');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(h.commits).toHaveLength(0);
+    expect(h.committed).toHaveLength(0);
   });
 
   it('passivates when idle', async () => {

@@ -389,6 +389,24 @@ function recallInput(context: ConversationContext, w: Work): RecallInput {
 }
 
 /**
+ * The persisted snapshot of the machine resting in `idle` with `context`: what
+ * `getPersistedSnapshot(resolveState({ value: 'idle', context }))` gives (a unit test holds
+ * the two equal), built directly, since every commit stores one and XState's way resolves the
+ * whole state and deep-copies the context to get it.
+ */
+export function persistedIdle(context: ConversationContext) {
+  return {
+    status: 'active' as const,
+    output: undefined,
+    error: undefined,
+    value: 'idle' as const,
+    historyValue: {},
+    context,
+    children: {},
+  };
+}
+
+/**
  * Brings a stored snapshot's context up to the current shape: snapshots written before
  * `owed` became a list held one message or null.
  */

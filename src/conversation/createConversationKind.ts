@@ -7,6 +7,7 @@ import { type AnyActorRef, createActor, type Snapshot } from 'xstate';
 import {
   conversationMachine,
   inboundId,
+  persistedIdle,
   processWith,
   type RecallInput,
   upgradeSnapshot,
@@ -264,12 +265,9 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
                 cachedTurns = null;
               }),
             async commit(commit) {
-              const snapshot = conversationMachine.getPersistedSnapshot(
-                conversationMachine.resolveState({ value: 'idle', context: commit.next }),
-              );
               const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
                 commit,
-                snapshot,
+                snapshot: persistedIdle(commit.next),
               });
               const applied = result !== false;
               if (applied) remember(commit);

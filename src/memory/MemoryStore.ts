@@ -1,7 +1,8 @@
 /**
  * Reading memories, always within one container. Writes happen in the conversation's group
  * commit (`src/store/conversationRepository.ts`), with the same tag. There is deliberately no
- * method without a tag and no query across tags.
+ * method without a tag and no query that matches across tags: a batched recall carries one
+ * tag per request, and each request reads only its own container.
  */
 import { type Pool, query } from '../store/pool.ts';
 import { type ContainerTag, isContainerTag } from './containerTag.ts';
@@ -19,22 +20,43 @@ export function searchTerms(text: string): string | null {
 
 export const memoryQueries = {
   /**
-   * What answering a message needs, in one round trip: full-text matches within the container,
-   * best first, then its latest memories, both through the container index. The matches are
-   * found among the container's own memories (`OFFSET 0` keeps the planner from flattening
-   * the subquery): a full-text index over all containers would scan every user's memories
-   * that share a common word (sql/004).
+   * What answering a message needs, for several containers in one round trip: per request
+   * (a container tag $1[n] and its search terms $2[n]), the full-text matches within that
+   * container, best first, then its latest memories, both through the container index. Every
+   * row carries its request's number `n`, and each lateral branch reads only its own
+   * container. The matches are found among the container's own memories (`OFFSET 0` keeps the
+   * planner from flattening the subquery): a full-text index over all containers would scan
+   * every user's memories that share a common word (sql/004).
    */
-  recall: `(SELECT id, content, 0 AS rank
-              FROM (SELECT id, content, tsv, created_at FROM memories WHERE container_tag = $1 OFFSET 0) mine
-             WHERE $2::text IS NOT NULL AND tsv @@ to_tsquery('english', $2)
-             ORDER BY ts_rank(tsv, to_tsquery('english', $2)) DESC, created_at DESC, id DESC LIMIT $3)
-           UNION ALL
-           (SELECT id, content, 1 AS rank FROM memories WHERE container_tag = $1
-             ORDER BY created_at DESC, id DESC LIMIT $3)`,
+  recall: `SELECT q.n, m.id, m.content FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(tag, terms, n)
+           CROSS JOIN LATERAL (
+             (SELECT id, content, 0 AS half, ts_rank(tsv, to_tsquery('english', q.terms)) AS score, created_at
+                FROM (SELECT id, content, tsv, created_at FROM memories WHERE container_tag = q.tag OFFSET 0) mine
+               WHERE q.terms IS NOT NULL AND tsv @@ to_tsquery('english', q.terms)
+               ORDER BY score DESC, created_at DESC, id DESC LIMIT $3)
+             UNION ALL
+             (SELECT id, content, 1 AS half, 0 AS score, created_at FROM memories WHERE container_tag = q.tag
+               ORDER BY created_at DESC, id DESC LIMIT $3)) m
+           ORDER BY q.n, m.half, m.score DESC, m.created_at DESC, m.id DESC`,
 } as const;
 
+/** Recalls asked for while the previous batch's query runs: sent together in the next one. */
+interface Pending {
+  tag: ContainerTag;
+  terms: string | null;
+  resolve: (memories: string[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Requests in one statement at most. */
+const MAX_BATCH = 128;
+/** Statements in flight at most; requests arriving meanwhile wait and go together. */
+const IN_FLIGHT = 2;
+
 export class MemoryStore {
+  private pending: Pending[] = [];
+  private inFlight = 0;
+
   constructor(private readonly pool: Pool) {}
 
   private check(tag: ContainerTag): void {
@@ -42,22 +64,51 @@ export class MemoryStore {
     if (!isContainerTag(tag)) throw new Error('memories are only read within a conversation container');
   }
 
-  /** What the model is shown: the matches for `text`, then the latest, without repeats. */
-  async recall(tag: ContainerTag, text: string, limit = 8): Promise<string[]> {
+  /**
+   * What the model is shown: the matches for `text`, then the latest, without repeats.
+   * Concurrent recalls (many conversations answering at once) share one query: one
+   * statement per batch instead of one per message, each request still read from its own
+   * container only.
+   */
+  recall(tag: ContainerTag, text: string, limit = 8): Promise<string[]> {
     this.check(tag);
-    const { rows } = await query<{ id: string; content: string; rank: number }>(
-      this.pool,
-      memoryQueries.recall,
-      [tag, searchTerms(text), 5],
-      { idempotent: true },
-    );
-    const seen = new Set<string>();
-    const out: string[] = [];
-    for (const m of rows) {
-      if (seen.has(m.id)) continue;
-      seen.add(m.id);
-      out.push(m.content);
+    return new Promise<string[]>((resolve, reject) => {
+      this.pending.push({ tag, terms: searchTerms(text), resolve: (m) => resolve(m.slice(0, limit)), reject });
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.inFlight < IN_FLIGHT && this.pending.length > 0) {
+      const batch = this.pending.splice(0, MAX_BATCH);
+      this.inFlight++;
+      this.run(batch).finally(() => {
+        this.inFlight--;
+        this.flush();
+      });
     }
-    return out.slice(0, limit);
+  }
+
+  private async run(batch: Pending[]): Promise<void> {
+    let rows: { n: string; id: string; content: string }[];
+    try {
+      ({ rows } = await query<{ n: string; id: string; content: string }>(
+        this.pool,
+        memoryQueries.recall,
+        [batch.map((p) => p.tag), batch.map((p) => p.terms), 5],
+        { idempotent: true },
+      ));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    const found = batch.map(() => ({ seen: new Set<string>(), memories: [] as string[] }));
+    for (const r of rows) {
+      const f = found[Number(r.n) - 1];
+      if (f.seen.has(r.id)) continue;
+      f.seen.add(r.id);
+      f.memories.push(r.content);
+    }
+    for (let i = 0; i < batch.length; i++) batch[i].resolve(found[i].memories);
   }
 }

@@ -3,9 +3,11 @@
  * queries): each table gets 50k+ rows, then EXPLAIN must show the named index.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { memoryQueries } from '../../src/memory/MemoryStore.ts';
+import type { ContainerTag } from '../../src/memory/containerTag.ts';
+import { MemoryStore, memoryQueries, searchTerms } from '../../src/memory/MemoryStore.ts';
 import { conversationQueries } from '../../src/store/conversationRepository.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
+import type { Pool } from '../../src/store/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let db: TestDatabase;
@@ -85,7 +87,7 @@ describe('query plans at 50k+ rows', () => {
     [
       'latest memories of a container',
       memoryQueries.recall,
-      ['user_+155542_persona_sage', null, 5],
+      [['user_+155542_persona_sage'], [null], 5],
       'memories_container_created_idx',
     ],
     [
@@ -126,9 +128,49 @@ describe('query plans at 50k+ rows', () => {
   }
 
   it('searches the memories of one container only, through the container index (never a scan of every container)', async () => {
-    const used = await indexesUsed(memoryQueries.recall, ['user_+155542_persona_sage', 'topic5 | city', 5]);
+    const used = await indexesUsed(memoryQueries.recall, [['user_+155542_persona_sage'], ['topic5 | city'], 5]);
     // Both halves read the container through its index: the full-text match and the latest.
     expect(used.filter((n) => n === 'memories_container_created_idx').length).toBe(2);
     expect(used).toEqual(['memories_container_created_idx', 'memories_container_created_idx']);
+  });
+
+  it('reads every container of a batched recall through the container index', async () => {
+    const tags = ['user_+15551_persona_sage', 'user_+15552_persona_sage', 'user_+15553_persona_sage'];
+    const used = await indexesUsed(memoryQueries.recall, [tags, ['topic5 | city', null, 'city'], 5]);
+    expect(used.length).toBeGreaterThan(0);
+    expect(new Set(used)).toEqual(new Set(['memories_container_created_idx']));
+  });
+
+  it('answers concurrent recalls in shared statements, each with exactly what its own container alone gives', async () => {
+    let statements = 0;
+    const counting = new Proxy(db.pool, {
+      get(target, prop, receiver) {
+        if (prop === 'query')
+          return (...args: Parameters<typeof target.query>) => {
+            statements++;
+            return (target.query as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        return Reflect.get(target, prop, receiver);
+      },
+    }) as unknown as Pool;
+    const store = new MemoryStore(counting);
+    const asks = Array.from({ length: 60 }, (_, i) => ({
+      tag: `user_+1555${((i * 37) % 1900) + 100}_persona_sage` as ContainerTag,
+      text: ['what about topic5 and the city', 'hello', 'likes topic', ''][i % 4] + (i % 3 === 0 ? ` topic${i}` : ''),
+    }));
+    const got = await Promise.all(asks.map((a) => store.recall(a.tag, a.text)));
+    expect(statements).toBeLessThan(asks.length / 4);
+    // The reference: one container at a time, as the recall was before it was batched.
+    const single = `(SELECT id, content FROM (SELECT id, content, tsv, created_at FROM memories WHERE container_tag = $1 OFFSET 0) mine
+                      WHERE $2::text IS NOT NULL AND tsv @@ to_tsquery('english', $2)
+                      ORDER BY ts_rank(tsv, to_tsquery('english', $2)) DESC, created_at DESC, id DESC LIMIT 5)
+                    UNION ALL
+                    (SELECT id, content FROM memories WHERE container_tag = $1 ORDER BY created_at DESC, id DESC LIMIT 5)`;
+    for (const [i, a] of asks.entries()) {
+      const { rows } = await db.pool.query<{ id: string; content: string }>(single, [a.tag, searchTerms(a.text)]);
+      const expected = [...new Map(rows.map((r) => [r.id, r.content])).values()];
+      expect(expected.length).toBeGreaterThan(0);
+      expect(got[i]).toEqual(expected);
+    }
   });
 });

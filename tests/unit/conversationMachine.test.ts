@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type AnyActorRef, createActor, toPromise } from 'xstate';
-import { buildCommit, conversationMachine, type Processed, processWith } from '../../actors/conversation.machine.ts';
+import {
+  buildCommit,
+  conversationMachine,
+  type Processed,
+  persistedIdle,
+  processWith,
+} from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import type {
   ConversationCommit,
@@ -720,6 +726,24 @@ describe('buildCommit', () => {
     expect(next.processed.at(-1)).toBe(500);
     expect(next.ourMessageIds).toHaveLength(50);
     expect(next.ourMessageIds.at(-1)).toBe('out_evt_last');
+  });
+});
+
+describe('persistedIdle', () => {
+  it("is XState's own persisted snapshot of the idle state, and restores to it", async () => {
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 21, text: "I'm vegan" }));
+    await settled(first, h.commits, 1);
+    const context = h.commits[0].next;
+    const xstate = conversationMachine.getPersistedSnapshot(
+      conversationMachine.resolveState({ value: 'idle', context }),
+    );
+    expect(persistedIdle(context)).toStrictEqual(xstate);
+    expect(JSON.parse(JSON.stringify(persistedIdle(context)))).toEqual(JSON.parse(JSON.stringify(xstate)));
+    const restored = createActor(h.machine, { snapshot: persistedIdle(context), input: { key: DIRECT_KEY } }).start();
+    expect(restored.getSnapshot().value).toBe('idle');
+    expect(restored.getSnapshot().context).toEqual(context);
   });
 });
 

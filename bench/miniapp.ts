@@ -25,6 +25,7 @@ import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machin
 import { parseOptions, USAGE } from './lib/options.ts';
 import { MINIAPP_BENCH_SERVER_ENV, repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
+import { quietPhase } from './lib/quietPhase.ts';
 import { addResultsSection, README_TEMPLATE, renderTable } from './lib/report.ts';
 import { socketsPhase } from './lib/socketPhase.ts';
 import { fmt, percentile } from './lib/stats.ts';
@@ -227,6 +228,7 @@ async function main(): Promise<number> {
     for (let r = 1; r <= o.rounds; r++) {
       rounds.push(await loadRound(ctx, `round ${r}/${o.rounds}`, o.warmMs, o.measureMs, pinned));
     }
+    const quiet = await quietPhase(ctx);
 
     phase('checking what was stored');
     const stored = await storedOps(db.url);
@@ -238,7 +240,7 @@ async function main(): Promise<number> {
     progress(`all Archety ops of the run: ${describeAccount(total)}`);
     progress(durable);
 
-    const rows = summaryRows(o, rounds, sockets);
+    const rows = summaryRows(o, rounds, sockets, quiet);
     const table = renderTable(rows);
     const machineLine =
       `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${pgInfo.version} ` +
@@ -267,7 +269,10 @@ async function main(): Promise<number> {
         '',
         `Sizes: ${fmt(o.rooms)} rooms × ${o.fanout} sockets, ${o.window} ops outstanding per socket, ${o.workers} generator processes; ` +
           `${o.rounds} rounds of ${o.measureMs / 1000} s (saturation) and ${o.latencyMeasureMs / 1000} s (latency) after a warm-up round; ` +
-          `${fmt(o.holdSockets)} sockets over ${fmt(o.sessions)} sessions; ${o.bursts} upgrade bursts of ${fmt(o.burstSockets)}.`,
+          `${fmt(o.holdSockets)} sockets over ${fmt(o.sessions)} sessions; ${o.bursts} upgrade bursts of ${fmt(o.burstSockets)}` +
+          (quiet
+            ? `; many quiet sessions: ${fmt(quiet.shape.rooms * quiet.shape.fanout)} sockets over ${fmt(quiet.shape.rooms)} sessions, ${fmt(quiet.rate)} ops/s for ${quiet.measureMs / 1000} s.`
+            : '.'),
       ].join('\n');
       addResultsSection(path.join(repoRoot, 'bench/README.md'), README_TEMPLATE, section);
       progress('results written to bench/README.md');

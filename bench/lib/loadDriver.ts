@@ -26,6 +26,9 @@ interface Client {
   ws: WebSocket;
   prefix: string;
   item: string;
+  /** Its room's index in this worker's rooms, and its index in that room. */
+  room: number;
+  slot: number;
   user: string;
   seq: number;
   /** Latest version seen (the baseVersion of the next op). */
@@ -166,6 +169,8 @@ export async function connect(req: Extract<WorkerRequest, { cmd: 'connect' }>): 
         ws: undefined as unknown as WebSocket,
         prefix: `w${getWorkerId()}g${generation}r${r}c${k}-`,
         item: `item-${k}`,
+        room: r,
+        slot: k,
         user,
         seq: 0,
         version: 0,
@@ -263,6 +268,7 @@ export function load(req: Extract<WorkerRequest, { cmd: 'saturate' | 'rate' }>):
       } else {
         const t0 = performance.now();
         const open = live();
+        if (req.interleave) open.sort((a, b) => a.slot - b.slot || a.room - b.room);
         let cursor = 0;
         let sentHere = 0;
         const tick = () => {

@@ -42,16 +42,25 @@ export interface LoadFigures {
   pgAutovacuums: number;
 }
 
-export function loadRooms(ctx: Context): RoomSpec[][] {
+/** Which rooms a load phase drives, and how many sockets each. */
+export interface Shape {
+  rooms: number;
+  fanout: number;
+}
+
+/** The shape of the saturation, latency and fan-out phases. */
+const hotShape = (ctx: Context): Shape => ({ rooms: ctx.o.rooms, fanout: ctx.o.fanout });
+
+export function loadRooms(ctx: Context, shape: Shape = hotShape(ctx)): RoomSpec[][] {
   const perWorker: RoomSpec[][] = ctx.workers.map(() => []);
-  for (let r = 0; r < ctx.o.rooms; r++) {
-    perWorker[r % ctx.workers.length].push({ sessionId: ctx.sessions[r], users: ctx.users.slice(0, ctx.o.fanout) });
+  for (let r = 0; r < shape.rooms; r++) {
+    perWorker[r % ctx.workers.length].push({ sessionId: ctx.sessions[r], users: ctx.users.slice(0, shape.fanout) });
   }
   return perWorker;
 }
 
-export async function connectAll(ctx: Context, target: Target): Promise<void> {
-  const rooms = loadRooms(ctx);
+export async function connectAll(ctx: Context, target: Target, shape: Shape = hotShape(ctx)): Promise<void> {
+  const rooms = loadRooms(ctx, shape);
   const baseUrl = target === 'archety' ? ctx.server.url : ctx.relay.url;
   const results = await Promise.all(
     ctx.workers.map((w, i) =>
@@ -76,15 +85,16 @@ export async function disconnectAll(ctx: Context): Promise<void> {
 export async function runLoad(
   ctx: Context,
   target: Target,
-  mode: { cmd: 'saturate'; window: number } | { cmd: 'rate'; rate: number },
+  mode: { cmd: 'saturate'; window: number } | { cmd: 'rate'; rate: number; interleave?: boolean },
   warmMs: number,
   measureMs: number,
+  shape: Shape = hotShape(ctx),
 ): Promise<LoadFigures> {
   const server = target === 'archety' ? ctx.server : ctx.relay;
   const metricsBefore = target === 'archety' ? await readMetrics(ctx.server.url) : undefined;
   const pgBefore = await pgActivity(ctx.dbUrl);
   const startAt = Date.now() + 300;
-  const rooms = loadRooms(ctx);
+  const rooms = loadRooms(ctx, shape);
   const cpuA = at(startAt + warmMs, () => [cpuTimeMs(server.pid), runDelayMs(server.pid)]);
   const cpuB = at(startAt + warmMs + measureMs, () => [cpuTimeMs(server.pid), runDelayMs(server.pid)]);
   const timeout = warmMs + measureMs + ctx.o.drainMs + 30_000;
@@ -101,8 +111,9 @@ export async function runLoad(
               startAt,
               warmMs,
               measureMs,
-              rate: (mode.rate * rooms[i].length) / ctx.o.rooms,
+              rate: (mode.rate * rooms[i].length) / shape.rooms,
               drainMs: ctx.o.drainMs,
+              interleave: mode.interleave,
             },
             timeout,
           ),

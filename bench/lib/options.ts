@@ -34,6 +34,12 @@ export interface BenchOptions {
   bursts: number;
   /** Upgrades in flight per worker. */
   connectConcurrency: number;
+  /**
+   * The many-quiet-sessions phase: ops/s in all, spread over `sessions` sessions with
+   * ⌈holdSockets ÷ sessions⌉ sockets each (0 skips it), and its measured seconds.
+   */
+  quietRate: number;
+  quietMeasureMs: number;
   /** Write the results section into bench/README.md. */
   readme: boolean;
   /** Directory for a `--cpu-prof` of the Archety server (none when undefined). */
@@ -70,6 +76,8 @@ const DEFAULTS: BenchOptions = {
   burstSockets: 5000,
   bursts: 3,
   connectConcurrency: 100,
+  quietRate: 2000,
+  quietMeasureMs: 20_000,
   readme: true,
   serverCpuProf: undefined,
   serverNodeFlags: [],
@@ -97,6 +105,8 @@ const QUICK: Partial<BenchOptions> = {
   burstSockets: 200,
   bursts: 1,
   connectConcurrency: 50,
+  quietRate: 100,
+  quietMeasureMs: 1500,
   readme: false,
   deadlineMs: 240_000,
 };
@@ -113,6 +123,8 @@ export const USAGE = `Usage: npm run bench:miniapp [-- options]
   --sessions N         sessions created (default 1000)
   --sockets N          sockets held in the memory phase (default 10000)
   --burst N            sockets per upgrade burst (default 5000)
+  --quiet-rate N       ops/s in all in the many-quiet-sessions phase, over every session (default 2000; 0 skips it)
+  --quiet-s S          measured seconds of that phase (default 20)
   --no-readme          do not write bench/README.md
   --server-cpu-prof D  run the Archety server with --cpu-prof, profiles into D
   --server-node-flags F  extra Node flags for the Archety server, e.g. "--trace-gc"
@@ -137,6 +149,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       sessions: { type: 'string' },
       sockets: { type: 'string' },
       burst: { type: 'string' },
+      'quiet-rate': { type: 'string' },
+      'quiet-s': { type: 'string' },
       'no-readme': { type: 'boolean' },
       'server-cpu-prof': { type: 'string' },
       'server-node-flags': { type: 'string' },
@@ -165,6 +179,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   o.sessions = int('sessions', values.sessions, 1) ?? o.sessions;
   o.holdSockets = int('sockets', values.sockets, 1) ?? o.holdSockets;
   o.burstSockets = int('burst', values.burst, 1) ?? o.burstSockets;
+  o.quietRate = int('quiet-rate', values['quiet-rate'], 0) ?? o.quietRate;
+  const quietS = int('quiet-s', values['quiet-s'], 1);
+  if (quietS) o.quietMeasureMs = quietS * 1000;
   if (values['no-readme']) o.readme = false;
   o.serverCpuProf = values['server-cpu-prof'];
   o.serverNodeFlags = (values['server-node-flags'] ?? '').split(/\s+/).filter(Boolean);

@@ -28,8 +28,21 @@ export type WorkerRequest =
    * counts are taken over [startAt + warmMs, startAt + warmMs + measureMs].
    */
   | { id: number; cmd: 'saturate'; startAt: number; warmMs: number; measureMs: number; window: number; drainMs: number }
-  /** Open loop: `rate` ops/s spread over this worker's sockets; latencies of ops sent in the window. */
-  | { id: number; cmd: 'rate'; startAt: number; warmMs: number; measureMs: number; rate: number; drainMs: number }
+  /**
+   * Open loop: `rate` ops/s spread over this worker's sockets; latencies of ops sent in the
+   * window. `interleave`: consecutive ops go to different rooms (socket k of every room, then
+   * socket k + 1), so no room gets a burst; otherwise a room's sockets send one after another.
+   */
+  | {
+      id: number;
+      cmd: 'rate';
+      startAt: number;
+      warmMs: number;
+      measureMs: number;
+      rate: number;
+      drainMs: number;
+      interleave?: boolean;
+    }
   | { id: number; cmd: 'disconnect' }
   /** Mints one token per socket of `rooms` (before any timing starts) for the next hold or burst. */
   | { id: number; cmd: 'prepare'; target: Target; baseUrl: string; rooms: RoomSpec[] }

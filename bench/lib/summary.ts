@@ -1,6 +1,7 @@
 /** The summary table: each figure beside its peer or limit, the ratio, the goal and whether it is met. */
 import type { LoadFigures } from './loadPhase.ts';
 import type { BenchOptions } from './options.ts';
+import type { QuietFigures } from './quietPhase.ts';
 import type { Row } from './report.ts';
 import type { SocketFigures } from './socketPhase.ts';
 import { fmt, median, spread, sum } from './stats.ts';
@@ -16,7 +17,15 @@ function pct(share: number): string {
 }
 
 /** Goals from the issue; never weakened. */
-export const GOALS = { opsVsCommits: 3, p99Ms: 25, fanoutShare: 0.5, rssPerSocketKiB: 8, upgradesPerSecond: 5000 };
+export const GOALS = {
+  opsVsCommits: 3,
+  p99Ms: 25,
+  fanoutShare: 0.5,
+  rssPerSocketKiB: 8,
+  upgradesPerSecond: 5000,
+  /** Many quiet sessions: server CPU per op at most this many times the raw relay's. */
+  quietCpuVsRaw: 1.5,
+};
 
 export interface Round {
   probeBefore: number[];
@@ -28,7 +37,36 @@ export interface Round {
   raw: LoadFigures;
 }
 
-export function summaryRows(o: BenchOptions, rounds: Round[], sockets: SocketFigures): Row[] {
+/** The many-quiet-sessions rows. */
+function quietRows(q: QuietFigures): Row[] {
+  const where = `${fmt(q.shape.rooms * q.shape.fanout)} sockets over ${fmt(q.shape.rooms)} sessions, ${fmt(q.rate)} ops/s in all`;
+  const cpuRatio = q.archety.serverUsPerOp / q.raw.serverUsPerOp;
+  return [
+    {
+      metric: `Many quiet sessions (${where}, open loop): op → applied p50 / p99 / max`,
+      archety: `${fmt(q.archety.p50, 2)} / ${fmt(q.archety.p99, 2)} / ${fmt(q.archety.max)} ms (server event-loop max ${fmt(q.archety.serverEldMaxMs)} ms)`,
+      peer: `raw uWS relay, same load: ${fmt(q.raw.p50, 2)} / ${fmt(q.raw.p99, 2)} / ${fmt(q.raw.max)} ms`,
+      ratio: `${fmt(q.archety.p99 / GOALS.p99Ms, 2)} of the limit`,
+      goal: `p99 ≤ ${GOALS.p99Ms} ms`,
+      met: q.archety.p99 <= GOALS.p99Ms,
+    },
+    {
+      metric: 'Many quiet sessions: server CPU per op',
+      archety: `${fmt(q.archety.serverUsPerOp, 1)} µs (${fmt(q.archety.opsPerSecond)} ops/s applied, server ${fmt(q.archety.serverCpuPct)}% of its core)`,
+      peer: `raw uWS relay: ${fmt(q.raw.serverUsPerOp, 1)} µs`,
+      ratio: `${fmt(cpuRatio, 2)}× raw`,
+      goal: `≤ ${GOALS.quietCpuVsRaw}× raw`,
+      met: cpuRatio <= GOALS.quietCpuVsRaw,
+    },
+  ];
+}
+
+export function summaryRows(
+  o: BenchOptions,
+  rounds: Round[],
+  sockets: SocketFigures,
+  quiet: QuietFigures | null = null,
+): Row[] {
   const ops = rounds.map((r) => r.archety.opsPerSecond);
   const pg = rounds.map((r) => r.pgTxPerSecond);
   const opsRatio = rounds.map((r) => r.archety.opsPerSecond / r.pgTxPerSecond);
@@ -148,5 +186,6 @@ export function summaryRows(o: BenchOptions, rounds: Round[], sockets: SocketFig
       goal: '',
       met: null,
     },
+    ...(quiet ? quietRows(quiet) : []),
   ];
 }

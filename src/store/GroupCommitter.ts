@@ -27,11 +27,14 @@
  *   must therefore be idempotent (`ON CONFLICT DO NOTHING`, monotonic updates), and must
  *   give the same result for a batch written whole or in parts.
  */
+import pg from 'pg';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { byKind, type Pending, writeCarefully } from './carefulWrite.ts';
 import type { Pool, PoolClient } from './pool.ts';
 import { isConnectionError, translatePgError } from './translatePgError.ts';
+
+const { escapeLiteral } = pg;
 
 /**
  * Writes a batch of one kind's items inside the group transaction. Must be idempotent. It may
@@ -74,6 +77,22 @@ function laneOf(key: string, lanes: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
   return (h >>> 0) % lanes;
+}
+
+/**
+ * The fence: the keys among `epochs` whose lease still has that epoch, locked `FOR SHARE`.
+ * Written with literals (it goes in one simple-protocol query with its BEGIN): keys escaped
+ * as string literals, epochs checked to be integers.
+ */
+export function fenceQuery(epochs: Map<string, number>): string {
+  const rows: string[] = [];
+  for (const [key, epoch] of epochs) {
+    if (!Number.isSafeInteger(epoch)) throw new Error(`epoch of ${key} is not an integer: ${epoch}`);
+    rows.push(`(${escapeLiteral(key)}, ${epoch}::bigint)`);
+  }
+  return `SELECT l.key FROM actor_leases l
+            JOIN (VALUES ${rows.join(', ')}) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
+          FOR SHARE OF l`;
 }
 
 interface Outcome {
@@ -271,8 +290,7 @@ export class GroupCommitter {
     lane.client ??= await this.pool.connect();
     const client = lane.client;
     try {
-      await client.query('BEGIN');
-      const fenced = await this.fence(client, batch);
+      const fenced = await this.beginFenced(client, batch);
       const writable = batch.filter((p) => p.actorKey === null || !fenced.has(p.actorKey));
       const results = new Map<Pending, unknown>();
       const refused = new Map<Pending, Error>();
@@ -300,19 +318,23 @@ export class GroupCommitter {
     }
   }
 
-  /** Locks the epochs of the batch's actors (`FOR SHARE`); returns the actors whose epoch moved on. */
-  private async fence(client: PoolClient, batch: Pending[]): Promise<Set<string>> {
+  /**
+   * Begins the transaction and locks the epochs of the batch's actors (`FOR SHARE`), in one
+   * round trip: both statements go as one simple-protocol query, the epochs written into it as
+   * literals (keys escaped, epochs checked integers). Returns the actors whose epoch moved on.
+   * A round trip saved per transaction is a socket write less per commit, which at a few
+   * writes per commit (many quiet sessions) is a large share of the server's time.
+   */
+  private async beginFenced(client: PoolClient, batch: Pending[]): Promise<Set<string>> {
     const epochs = new Map<string, number>();
     for (const p of batch) if (p.actorKey !== null) epochs.set(p.actorKey, p.epoch);
     const fenced = new Set<string>();
-    if (!epochs.size) return fenced;
-    const { rows } = await client.query<{ key: string }>(
-      `SELECT l.key FROM actor_leases l
-         JOIN unnest($1::text[], $2::bigint[]) AS f(key, epoch) ON l.key = f.key AND l.epoch = f.epoch
-       FOR SHARE OF l`,
-      [[...epochs.keys()], [...epochs.values()]],
-    );
-    const current = new Set(rows.map((r) => r.key));
+    if (!epochs.size) {
+      await client.query('BEGIN');
+      return fenced;
+    }
+    const results = (await client.query(`BEGIN; ${fenceQuery(epochs)}`)) as unknown as { rows: { key: string }[] }[];
+    const current = new Set(results[1].rows.map((r) => r.key));
     for (const k of epochs.keys()) if (!current.has(k)) fenced.add(k);
     return fenced;
   }

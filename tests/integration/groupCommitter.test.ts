@@ -108,6 +108,31 @@ describe('the group committer', () => {
     c.close();
   });
 
+  it('fences actors whose keys hold quotes and backslashes as data (the fence is written with literals)', async () => {
+    const c = committer(1);
+    const odd = ["test:o'brien", 'test:back\\slash', "test:x'); DELETE FROM actor_leases; --", 'test:ünïcode "q"'];
+    const epochs = await Promise.all(odd.map(leaseEpochs(c, 'here')));
+    await Promise.all(odd.map((actor, i) => c.submit<Row>('row', actor, epochs[i], { actor, seq: 1 })));
+    // One of them moves on: only its write is fenced; the others commit with it in one transaction.
+    const other = committer(1);
+    await leaseEpochs(other, 'elsewhere')(odd[2]);
+    other.close();
+    const outcomes = await Promise.allSettled(
+      odd.map((actor, i) => c.submit<Row>('row', actor, epochs[i], { actor, seq: 2 })),
+    );
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect((outcomes[2] as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+    const { rows } = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM actor_leases WHERE key = ANY($1)', [
+      odd,
+    ]);
+    expect(Number(rows[0].n)).toBe(odd.length);
+    const stored = await db.pool.query('SELECT actor, seq FROM gc_rows WHERE actor = ANY($1) ORDER BY actor, seq', [
+      odd,
+    ]);
+    expect(stored.rows).toHaveLength(odd.length * 2 - 1);
+    c.close();
+  });
+
   it('bumps the epochs of actors activated together in one transaction, twice for a key asked twice', async () => {
     const c = committer(2);
     const epochOf = leaseEpochs(c, 'here');

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ContainerTag } from '../../src/memory/containerTag.ts';
 import { MemoryStore, memoryQueries, searchTerms } from '../../src/memory/MemoryStore.ts';
 import { conversationQueries } from '../../src/store/conversationRepository.ts';
+import { fenceQuery } from '../../src/store/GroupCommitter.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
 import type { Pool } from '../../src/store/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -115,9 +116,15 @@ describe('query plans at 50k+ rows', () => {
       'oauth_tokens_expires_idx',
     ],
     [
-      'the epoch fence',
-      'SELECT key FROM actor_leases WHERE key = $1 FOR SHARE',
-      ['miniapp:ms_42'],
+      'the epoch fence of a group commit (200 actors)',
+      fenceQuery(new Map(Array.from({ length: 200 }, (_, i) => [`miniapp:ms_${i * 97 + 1}`, 1]))),
+      [],
+      'actor_leases_pkey',
+    ],
+    [
+      'the epoch fence of a group commit (1 actor)',
+      fenceQuery(new Map([['miniapp:ms_42', 1]])),
+      [],
       'actor_leases_pkey',
     ],
   ];

@@ -4,6 +4,7 @@
  * method without a tag and no query that matches across tags: a batched recall carries one
  * tag per request, and each request reads only its own container.
  */
+import { BatchedReads } from '../store/BatchedReads.ts';
 import { type Pool, query } from '../store/pool.ts';
 import { type ContainerTag, isContainerTag } from './containerTag.ts';
 
@@ -40,75 +41,45 @@ export const memoryQueries = {
            ORDER BY q.n, m.half, m.score DESC, m.created_at DESC, m.id DESC`,
 } as const;
 
-/** Recalls asked for while the previous batch's query runs: sent together in the next one. */
-interface Pending {
+interface RecallRequest {
   tag: ContainerTag;
   terms: string | null;
-  resolve: (memories: string[]) => void;
-  reject: (err: unknown) => void;
 }
 
-/** Requests in one statement at most. */
-const MAX_BATCH = 128;
-/** Statements in flight at most; requests arriving meanwhile wait and go together. */
-const IN_FLIGHT = 2;
-
 export class MemoryStore {
-  private pending: Pending[] = [];
-  private inFlight = 0;
+  /**
+   * Concurrent recalls (many conversations answering at once) share one statement
+   * (`BatchedReads`), each request still read from its own container only.
+   */
+  private readonly recalls: BatchedReads<RecallRequest, string[]>;
 
-  constructor(private readonly pool: Pool) {}
+  constructor(pool: Pool) {
+    this.recalls = new BatchedReads(async (requests) => {
+      const { rows } = await query<{ n: string; id: string; content: string }>(
+        pool,
+        memoryQueries.recall,
+        [requests.map((r) => r.tag), requests.map((r) => r.terms), 5],
+        { idempotent: true },
+      );
+      const found = requests.map(() => ({ seen: new Set<string>(), memories: [] as string[] }));
+      for (const r of rows) {
+        const f = found[Number(r.n) - 1];
+        if (f.seen.has(r.id)) continue;
+        f.seen.add(r.id);
+        f.memories.push(r.content);
+      }
+      return found.map((f) => f.memories);
+    });
+  }
 
   private check(tag: ContainerTag): void {
     // The type already says so; this keeps a cast from smuggling in anything else.
     if (!isContainerTag(tag)) throw new Error('memories are only read within a conversation container');
   }
 
-  /**
-   * What the model is shown: the matches for `text`, then the latest, without repeats.
-   * Concurrent recalls (many conversations answering at once) share one query: one
-   * statement per batch instead of one per message, each request still read from its own
-   * container only.
-   */
-  recall(tag: ContainerTag, text: string, limit = 8): Promise<string[]> {
+  /** What the model is shown: the matches for `text`, then the latest, without repeats. */
+  async recall(tag: ContainerTag, text: string, limit = 8): Promise<string[]> {
     this.check(tag);
-    return new Promise<string[]>((resolve, reject) => {
-      this.pending.push({ tag, terms: searchTerms(text), resolve: (m) => resolve(m.slice(0, limit)), reject });
-      this.flush();
-    });
-  }
-
-  private flush(): void {
-    while (this.inFlight < IN_FLIGHT && this.pending.length > 0) {
-      const batch = this.pending.splice(0, MAX_BATCH);
-      this.inFlight++;
-      this.run(batch).finally(() => {
-        this.inFlight--;
-        this.flush();
-      });
-    }
-  }
-
-  private async run(batch: Pending[]): Promise<void> {
-    let rows: { n: string; id: string; content: string }[];
-    try {
-      ({ rows } = await query<{ n: string; id: string; content: string }>(
-        this.pool,
-        memoryQueries.recall,
-        [batch.map((p) => p.tag), batch.map((p) => p.terms), 5],
-        { idempotent: true },
-      ));
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-      return;
-    }
-    const found = batch.map(() => ({ seen: new Set<string>(), memories: [] as string[] }));
-    for (const r of rows) {
-      const f = found[Number(r.n) - 1];
-      if (f.seen.has(r.id)) continue;
-      f.seen.add(r.id);
-      f.memories.push(r.content);
-    }
-    for (let i = 0; i < batch.length; i++) batch[i].resolve(found[i].memories);
+    return (await this.recalls.get({ tag, terms: searchTerms(text) })).slice(0, limit);
   }
 }

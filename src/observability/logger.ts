@@ -1,6 +1,7 @@
 /**
  * pino with the correlation id of the current context on every line, tokens and
- * credentials redacted, and pino-pretty when a person is reading.
+ * credentials redacted, and pino-pretty when a person is reading; JSON lines go to stdout
+ * asynchronously (flushed at exit).
  */
 import pino, { type Logger } from 'pino';
 import { currentContext } from './context.ts';
@@ -14,6 +15,9 @@ export interface LoggerOptions {
   base?: Record<string, unknown>;
   destination?: pino.DestinationStream;
 }
+
+/** The most log output held in memory while stdout is not read (16 MiB). */
+const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** Paths that may hold secrets; their values never reach a log. */
 const redact = [
@@ -51,7 +55,11 @@ export function createLogger(options: LoggerOptions): Logger {
       },
     });
   }
-  return pino(settings);
+  // Lines written asynchronously: while one write is in flight the next lines gather and go
+  // in one write (a line per request was one synchronous write each, ~5 % of the relay's CPU
+  // at load). pino flushes what is left synchronously when the process exits. A reader that
+  // stops reading costs at most LOG_BUFFER_BYTES of memory; lines past it are dropped.
+  return pino(settings, pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES }));
 }
 
 /** Masks all but the last four digits of a phone number or user id for logs. */

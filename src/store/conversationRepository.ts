@@ -6,6 +6,7 @@
 import { FORGOTTEN_REPLY, SAFETY_REPLIES, STAGES } from '../../actors/conversationRules.ts';
 import type { ConversationCommit, MessageRow } from '../../actors/conversationTypes.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
+import { BatchedReads } from './BatchedReads.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';
 
@@ -25,16 +26,24 @@ export interface StoredMessage {
 }
 
 export const conversationQueries = {
-  snapshot: 'SELECT snapshot FROM conversations WHERE key = $1',
+  /** The stored snapshots of several conversations (activations at the same moment share it). */
+  snapshots: 'SELECT key, snapshot FROM conversations WHERE key = ANY($1::text[])',
   exists: 'SELECT 1 FROM conversations WHERE key = $1',
   /** Newest first: the history endpoint and the prompt's recent turns. */
   page: `SELECT id, sender, direction, text, attachments, created_at FROM messages
           WHERE conversation_key = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT $3`,
-  /** A page and the sender's stage in one round trip (what answering a message needs). */
-  turns: `SELECT (SELECT coalesce(json_agg(m ORDER BY m.created_at DESC), '[]'::json) FROM (
+  /**
+   * What answering a message needs, for several conversations in one round trip: per request
+   * (conversation $1[n], limit $2[n], sender $3[n], persona $4[n]) its latest messages and the
+   * sender's stage, one row per request in request order.
+   */
+  turns: `SELECT q.n,
+                 (SELECT coalesce(json_agg(m ORDER BY m.created_at DESC), '[]'::json) FROM (
                     SELECT id, sender, direction, text, attachments, created_at FROM messages
-                     WHERE conversation_key = $1 ORDER BY created_at DESC LIMIT $2) m) AS messages,
-                 (SELECT stage FROM relationship_state WHERE user_id = $3 AND persona_id = $4) AS stage`,
+                     WHERE conversation_key = q.key ORDER BY created_at DESC LIMIT q.lim) m) AS messages,
+                 (SELECT stage FROM relationship_state WHERE user_id = q.user_id AND persona_id = q.persona) AS stage
+            FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) WITH ORDINALITY AS q(key, lim, user_id, persona, n)
+           ORDER BY q.n`,
   /**
    * "forget that": the latest remembered message of the container ($1, also the conversation
    * key) loses every memory it yielded, its text and attachments in `messages` and its raw
@@ -117,14 +126,47 @@ const toStored = (r: MessageRecord): StoredMessage => ({
   createdAt: new Date(r.created_at).toISOString(),
 });
 
-export class ConversationRepository {
-  constructor(private readonly pool: Pool) {}
+interface TurnsRequest {
+  key: string;
+  limit: number;
+  userId: string;
+  persona: string;
+}
 
-  async snapshot(key: string): Promise<unknown | null> {
-    const { rows } = await query<{ snapshot: unknown }>(this.pool, conversationQueries.snapshot, [key], {
-      idempotent: true,
+export class ConversationRepository {
+  /**
+   * Activations and answers of many conversations at once share their reads (`BatchedReads`):
+   * one statement for the snapshots of a burst of activations, one for their recent turns.
+   */
+  private readonly snapshots: BatchedReads<string, unknown | null>;
+  private readonly turnsReads: BatchedReads<TurnsRequest, { messages: StoredMessage[]; stage: string }>;
+
+  constructor(private readonly pool: Pool) {
+    this.snapshots = new BatchedReads<string, unknown>(async (keys) => {
+      const { rows } = await query<{ key: string; snapshot: unknown }>(pool, conversationQueries.snapshots, [keys], {
+        idempotent: true,
+      });
+      const byKey = new Map(rows.map((r) => [r.key, r.snapshot]));
+      return keys.map((k) => byKey.get(k) ?? null);
     });
-    return rows.length ? rows[0].snapshot : null;
+    this.turnsReads = new BatchedReads(async (requests) => {
+      const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
+        pool,
+        conversationQueries.turns,
+        [
+          requests.map((r) => r.key),
+          requests.map((r) => r.limit),
+          requests.map((r) => r.userId),
+          requests.map((r) => r.persona),
+        ],
+        { idempotent: true },
+      );
+      return rows.map((r) => ({ messages: r.messages.map(toStored), stage: r.stage ?? 'new' }));
+    });
+  }
+
+  snapshot(key: string): Promise<unknown | null> {
+    return this.snapshots.get(key);
   }
 
   async exists(key: string): Promise<boolean> {
@@ -145,19 +187,13 @@ export class ConversationRepository {
   }
 
   /** The latest `limit` messages (newest first) and the sender's relationship stage, in one round trip. */
-  async turns(
+  turns(
     key: string,
     limit: number,
     userId: string,
     persona: string,
   ): Promise<{ messages: StoredMessage[]; stage: string }> {
-    const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
-      this.pool,
-      conversationQueries.turns,
-      [key, limit, userId, persona],
-      { idempotent: true },
-    );
-    return { messages: rows[0].messages.map(toStored), stage: rows[0].stage ?? 'new' };
+    return this.turnsReads.get({ key, limit, userId, persona });
   }
 
   /** Stores a photo's late description (see `latePhoto`); whether the message still waited for it. */

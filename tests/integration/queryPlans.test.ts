@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ContainerTag } from '../../src/memory/containerTag.ts';
 import { MemoryStore, memoryQueries, searchTerms } from '../../src/memory/MemoryStore.ts';
-import { conversationQueries } from '../../src/store/conversationRepository.ts';
+import { ConversationRepository, conversationQueries } from '../../src/store/conversationRepository.ts';
 import { fenceQuery } from '../../src/store/GroupCommitter.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
 import type { Pool } from '../../src/store/pool.ts';
@@ -75,13 +75,23 @@ describe('query plans at 50k+ rows', () => {
     [
       'a conversation’s recent turns',
       conversationQueries.turns,
-      ['conv_7', 21, '+155542', 'sage'],
+      [
+        ['conv_7', 'conv_8'],
+        [21, 21],
+        ['+155542', '+155543'],
+        ['sage', 'sage'],
+      ],
       'messages_conversation_created_idx',
     ],
     [
       'the sender’s relationship stage',
       conversationQueries.turns,
-      ['conv_7', 21, '+155542', 'sage'],
+      [
+        ['conv_7', 'conv_8'],
+        [21, 21],
+        ['+155542', '+155543'],
+        ['sage', 'sage'],
+      ],
       'relationship_state_pkey',
     ],
     ['messages by sender', 'SELECT id FROM messages WHERE sender = $1', ['+155542'], 'messages_sender_idx'],
@@ -178,6 +188,27 @@ describe('query plans at 50k+ rows', () => {
       const expected = [...new Map(rows.map((r) => [r.id, r.content])).values()];
       expect(expected.length).toBeGreaterThan(0);
       expect(got[i]).toEqual(expected);
+    }
+  });
+
+  it('answers concurrent turns reads in shared statements, each with its own conversation and sender', async () => {
+    const repo = new ConversationRepository(db.pool);
+    const asks = Array.from({ length: 40 }, (_, i) => ({
+      key: `conv_${((i * 13) % 1000) + 1}`,
+      user: `+1555${i % 7}`,
+    }));
+    const got = await Promise.all(asks.map((a) => repo.turns(a.key, 21, a.user, 'sage')));
+    for (const [i, a] of asks.entries()) {
+      const { rows } = await db.pool.query<{ id: string }>(
+        'SELECT id FROM messages WHERE conversation_key = $1 ORDER BY created_at DESC LIMIT 21',
+        [a.key],
+      );
+      expect(got[i].messages.map((m) => m.id)).toEqual(rows.map((r) => r.id));
+      const stage = await db.pool.query<{ stage: string }>(
+        'SELECT stage FROM relationship_state WHERE user_id = $1 AND persona_id = $2',
+        [a.user, 'sage'],
+      );
+      expect(got[i].stage).toBe(stage.rows[0]?.stage ?? 'new');
     }
   });
 });

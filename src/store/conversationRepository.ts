@@ -26,8 +26,7 @@ export interface StoredMessage {
 }
 
 export const conversationQueries = {
-  /** The stored snapshots of several conversations (activations at the same moment share it). */
-  snapshots: 'SELECT key, snapshot FROM conversations WHERE key = ANY($1::text[])',
+  snapshot: 'SELECT snapshot FROM conversations WHERE key = $1',
   exists: 'SELECT 1 FROM conversations WHERE key = $1',
   /** Newest first: the history endpoint and the prompt's recent turns. */
   page: `SELECT id, sender, direction, text, attachments, created_at FROM messages
@@ -135,20 +134,13 @@ interface TurnsRequest {
 
 export class ConversationRepository {
   /**
-   * Activations and answers of many conversations at once share their reads (`BatchedReads`):
-   * one statement for the snapshots of a burst of activations, one for their recent turns.
+   * Conversations answering at the same moment share their reads of recent turns
+   * (`BatchedReads`). Snapshots are read one by one: an activation holds one of a few
+   * activation slots while it reads, so a batch would only make it wait.
    */
-  private readonly snapshots: BatchedReads<string, unknown | null>;
   private readonly turnsReads: BatchedReads<TurnsRequest, { messages: StoredMessage[]; stage: string }>;
 
   constructor(private readonly pool: Pool) {
-    this.snapshots = new BatchedReads<string, unknown>(async (keys) => {
-      const { rows } = await query<{ key: string; snapshot: unknown }>(pool, conversationQueries.snapshots, [keys], {
-        idempotent: true,
-      });
-      const byKey = new Map(rows.map((r) => [r.key, r.snapshot]));
-      return keys.map((k) => byKey.get(k) ?? null);
-    });
     this.turnsReads = new BatchedReads(async (requests) => {
       const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
         pool,
@@ -165,8 +157,11 @@ export class ConversationRepository {
     });
   }
 
-  snapshot(key: string): Promise<unknown | null> {
-    return this.snapshots.get(key);
+  async snapshot(key: string): Promise<unknown | null> {
+    const { rows } = await query<{ snapshot: unknown }>(this.pool, conversationQueries.snapshot, [key], {
+      idempotent: true,
+    });
+    return rows.length ? rows[0].snapshot : null;
   }
 
   async exists(key: string): Promise<boolean> {

@@ -90,7 +90,8 @@ export function registerRelaySocket(deps: RelaySocketDeps): Endpoint<RelaySocket
       const d = ws.getUserData();
       d.link = {
         id: d.conn,
-        send: (frame: SendFrame) => endpoint.send(ws, frame),
+        // A group commit's replies go out together, in one write.
+        send: (frame: SendFrame) => endpoint.sendSoon(ws, frame),
         // uWebSockets.js throws on a closed socket; nothing is written to one anyway.
         buffered: () => (d.closed ? 0 : ws.getBufferedAmount()),
       };

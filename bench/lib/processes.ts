@@ -57,12 +57,17 @@ export function startServerProcess(o: {
       void stop(0);
       reject(new Error(`${o.name} did not start within ${o.timeoutMs} ms:\n${out.slice(-2000)}`));
     }, o.timeoutMs);
+    let ready = false;
     const onData = (chunk: Buffer) => {
       // Keep the start of the output and its recent tail, not every line of a long run.
       out = out.length > 200_000 ? out.slice(0, 50_000) + out.slice(-100_000) : out;
       out += chunk.toString();
+      // Once ready, the output is only kept: scanning it again on every chunk cost this
+      // process (on the load generators' core) a regex over up to 200 KB per chunk.
+      if (ready) return;
       const m = o.ready.exec(out);
-      if (m && timer) {
+      if (m) {
+        ready = true;
         clearTimeout(timer);
         // bash execs taskset, which execs node: the child's pid is the server's.
         resolve({ url: m[1], pid: child.pid as number, child, output: () => out, stop });

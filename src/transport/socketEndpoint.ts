@@ -230,9 +230,10 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     sendSoon(ws, frame) {
       if (ws.getUserData().closed) return;
       if (soon.size === 0) setImmediate(flushSoon);
+      const text = JSON.stringify(frame);
       const texts = soon.get(ws);
-      if (texts) texts.push(JSON.stringify(frame));
-      else soon.set(ws, [JSON.stringify(frame)]);
+      if (texts) texts.push(text);
+      else soon.set(ws, [text]);
     },
     sendError(ws, code, message, ref) {
       endpoint.send(ws, ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref });

@@ -5,7 +5,7 @@
  * host's mailbox holds the next ones: a photo is always looked at before the message that
  * follows it is answered. All I/O is provided by the host.
  */
-import { type ActorRefFrom, assign, fromPromise, setup } from 'xstate';
+import { type ActorRefFrom, type AnyActorRef, assign, fromPromise, setup } from 'xstate';
 import { parseConversationKey } from './conversationKey.ts';
 import { extractMemories, isForgetCommand, SAFETY_REPLIES, seenPhoto, shouldReply } from './conversationRules.ts';
 import type {
@@ -271,10 +271,20 @@ export async function processWork(
   return { commit, replyKind: w.replyKind, applied };
 }
 
-/** The `process` actor the host provides: `processWork` over its steps. */
-export const processWith = (steps: ConversationSteps) =>
-  fromPromise<Processed, { context: ConversationContext }>(({ input, signal }) =>
-    processWork(input.context, steps, signal),
+/** What the `process` actor is given: the context, and the conversation actor it works for. */
+export interface ProcessInput {
+  context: ConversationContext;
+  conversation: AnyActorRef;
+}
+
+/**
+ * The `process` actor the host provides: `processWork` over the steps of the conversation
+ * actor it works for. One machine serves every conversation (a machine per actor would build
+ * its state nodes and transition tables again for each), so the steps are looked up per actor.
+ */
+export const processWith = (stepsOf: (conversation: AnyActorRef) => ConversationSteps) =>
+  fromPromise<Processed, ProcessInput>(({ input, signal }) =>
+    processWork(input.context, stepsOf(input.conversation), signal),
   );
 
 const base = setup({
@@ -286,8 +296,8 @@ const base = setup({
     tags: {} as 'busy',
   },
   actors: {
-    /** Works one message through to its durable commit (`processWith(steps)`). */
-    process: fromPromise<Processed, { context: ConversationContext }>(notProvided('process')),
+    /** Works one message through to its durable commit (`processWith(stepsOf)`). */
+    process: fromPromise<Processed, ProcessInput>(notProvided('process')),
   },
   actions: {
     /** After the commit: hand the reply to the outbox, count the outcome. */
@@ -343,7 +353,7 @@ export const conversationMachine = base.createMachine({
       tags: ['busy'],
       invoke: {
         src: 'process',
-        input: ({ context }) => ({ context }),
+        input: ({ context, self }) => ({ context, conversation: self }),
         onDone: {
           target: 'idle',
           actions: [

@@ -4,7 +4,15 @@
  * into the host's group commit (`persistOp`); their `applied` frames go out when the commit
  * comes back as `committed`. Every side effect is a named action or actor the host provides.
  */
-import { type ActorRefFrom, assign, type DoneActorEvent, enqueueActions, fromPromise, setup } from 'xstate';
+import {
+  type ActorRefFrom,
+  type AnyActorRef,
+  assign,
+  type DoneActorEvent,
+  enqueueActions,
+  fromPromise,
+  setup,
+} from 'xstate';
 import { Codes } from '../src/errors.ts';
 import type { ServerFrame } from './miniappFrames.ts';
 import {
@@ -73,6 +81,14 @@ const notProvided = (name: string) => () => {
   throw new Error(`${name} must be provided by the actor host`);
 };
 
+/** What `saveCheckpoint` is given: the session's state at `version`, and its actor (`session`). */
+export interface CheckpointInput {
+  session: AnyActorRef;
+  sessionId: string;
+  version: number;
+  state: unknown;
+}
+
 const base = setup({
   types: {
     context: {} as Context,
@@ -85,9 +101,7 @@ const base = setup({
     /** Stored ops with `after` < version < `before`, ascending. */
     loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(notProvided('loadOps')),
     /** Stores the state at `version` durably, after every op before it. */
-    saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(
-      notProvided('saveCheckpoint'),
-    ),
+    saveCheckpoint: fromPromise<void, CheckpointInput>(notProvided('saveCheckpoint')),
   },
   actions: {
     send: (_, _params: { conn: string; frame: ServerFrame }) => {},
@@ -254,7 +268,12 @@ export const miniappMachine = base.createMachine({
       tags: ['busy'],
       invoke: {
         src: 'saveCheckpoint',
-        input: ({ context }) => ({ sessionId: context.sessionId, version: context.version, state: context.state }),
+        input: ({ context, self }) => ({
+          session: self,
+          sessionId: context.sessionId,
+          version: context.version,
+          state: context.state,
+        }),
         onDone: { target: 'stopped', actions: assign({ stop: { reason: 'passivated' } }) },
         onError: {
           target: 'stopped',

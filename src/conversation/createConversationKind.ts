@@ -5,6 +5,7 @@
  */
 import { type AnyActorRef, createActor, type Snapshot } from 'xstate';
 import {
+  type ConversationSteps,
   conversationMachine,
   inboundId,
   persistedIdle,
@@ -213,6 +214,39 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     );
   }
 
+  /** Each live conversation's steps: one machine serves them all (`processWith`). */
+  const stepsOf = new WeakMap<AnyActorRef, ConversationSteps>();
+  const machine = conversationMachine.provide({
+    actors: {
+      process: processWith((conversation) => {
+        const steps = stepsOf.get(conversation);
+        if (!steps) throw new Error('a conversation actor without its steps');
+        return steps;
+      }),
+    },
+    actions: {
+      committed: (_, { commit, replyKind, applied }) => {
+        // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
+        metrics.conversationMessages.inc({
+          outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
+        });
+        if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
+        log.debug(
+          {
+            conversation: commit.kind,
+            sender: maskId(commit.relationship.userId),
+            reply: replyKind,
+            memories: commit.memories.length,
+          },
+          'message processed',
+        );
+        deps.onCommitted(commit, applied);
+      },
+      skipped: (_, { seq }) => deps.onSkipped(seq),
+    },
+    delays: { burstQuiet: deps.burstQuietMs },
+  });
+
   return {
     name: CONVERSATION,
     passivateEvent: { type: 'passivate' },
@@ -254,53 +288,29 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       };
 
       committer.forget(lane, epoch - 1);
-      const machine = conversationMachine.provide({
-        actors: {
-          process: processWith({
-            moderate,
-            think,
-            recall,
-            describeAttachments: (input, signal) =>
-              describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
-                cachedTurns = null;
-              }),
-            async commit(commit) {
-              const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
-                commit,
-                snapshot: persistedIdle(commit.next),
-              });
-              const applied = result !== false;
-              if (applied) remember(commit);
-              if (commit.inbound) latePhotos.committed(commit.inbound.id);
-              return applied;
-            },
+      const steps: ConversationSteps = {
+        moderate,
+        think,
+        recall,
+        describeAttachments: (input, signal) =>
+          describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
+            cachedTurns = null;
           }),
+        async commit(commit) {
+          const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
+            commit,
+            snapshot: persistedIdle(commit.next),
+          });
+          const applied = result !== false;
+          if (applied) remember(commit);
+          if (commit.inbound) latePhotos.committed(commit.inbound.id);
+          return applied;
         },
-        actions: {
-          committed: (_, { commit, replyKind, applied }) => {
-            // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
-            metrics.conversationMessages.inc({
-              outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
-            });
-            if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
-            log.debug(
-              {
-                conversation: commit.kind,
-                sender: maskId(commit.relationship.userId),
-                reply: replyKind,
-                memories: commit.memories.length,
-              },
-              'message processed',
-            );
-            deps.onCommitted(commit, applied);
-          },
-          skipped: (_, { seq }) => deps.onSkipped(seq),
-        },
-        delays: { burstQuiet: deps.burstQuietMs },
-      });
+      };
       const actor = stored
         ? createActor(machine, { snapshot: upgradeSnapshot(stored) as Snapshot<unknown>, input: { key } })
         : createActor(machine, { input: { key } });
+      stepsOf.set(actor, steps);
       return actor;
     },
 

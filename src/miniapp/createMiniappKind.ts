@@ -5,7 +5,12 @@
  */
 import { type AnyActorRef, createActor, fromPromise } from 'xstate';
 import { miniapps } from '../../actors/apps/index.ts';
-import { type MiniappEvent, type MiniappOutput, miniappMachine } from '../../actors/miniapp.machine.ts';
+import {
+  type CheckpointInput,
+  type MiniappEvent,
+  type MiniappOutput,
+  miniappMachine,
+} from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import { LOG_WINDOW } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
@@ -52,9 +57,81 @@ export interface MiniappKindDeps {
   log: Logger;
 }
 
+/** A session's effects under the epoch of its activation. */
+interface Session {
+  submit(write: MiniappWrite): Promise<void>;
+  /** Queues an op's write: `done` once durable, the actor hears of a failure. */
+  enqueue(write: MiniappWrite, done: () => void): void;
+  /** Ops up to `version` are durable. */
+  committed(version: number): void;
+  writeFailed(err: unknown): void;
+}
+
 export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent> {
   const { repo, committer, channel, metrics, log } = deps;
   committer.register<MiniappWrite>(MINIAPP, repo.writeBatch);
+
+  /**
+   * Each live session's ties to the group commit under its epoch. One machine serves every
+   * session (a machine per actor would build its state nodes and transition tables again for
+   * each), so the effects look the session up by its actor.
+   */
+  const sessions = new WeakMap<AnyActorRef, Session>();
+  const sessionOf = (actor: AnyActorRef): Session => {
+    const session = sessions.get(actor);
+    if (!session) throw new Error('a miniapp actor without its session');
+    return session;
+  };
+  const machine = miniappMachine.provide({
+    actions: {
+      send: (_, { conn, frame }) => {
+        // Every op is answered once: applied ones are counted at their commit, the rest here.
+        if (frame.type === 'conflict') metrics.opOutcomes.inc({ outcome: 'conflict' });
+        else if (frame.type === 'error') metrics.opOutcomes.inc({ outcome: frame.code });
+        channel.send(conn, frame);
+      },
+      publish: ({ context }, { frame }) => channel.publish(context.sessionId, frame),
+      attach: ({ context }, { conn }) => channel.attach(conn, context.sessionId),
+      detach: ({ context }, { conn }) => channel.detach(conn, context.sessionId),
+      persistOp: ({ self }, { sessionId, entry, receivedAt }) => {
+        const session = sessionOf(self);
+        // Nothing here keeps the op's resulting state alive until the commit.
+        const { version, opId, by, op, touched, conn } = entry;
+        session.enqueue({ t: 'op', sessionId, entry: { version, opId, by, op, touched, conn } }, () => {
+          session.committed(version);
+          metrics.opsApplied.inc();
+          metrics.opLatency.observe((performance.timeOrigin + performance.now() - receivedAt) / 1000);
+        });
+      },
+      persistCheckpoint: ({ self }, { sessionId, version, state }) => {
+        const session = sessionOf(self);
+        session.submit({ t: 'checkpoint', sessionId, version, state }).catch(session.writeFailed);
+      },
+      persistParticipant: ({ self }, { sessionId, user, reply }) => {
+        const session = sessionOf(self);
+        session.submit({ t: 'participant', sessionId, user }).then(
+          () => reply(),
+          (err) => {
+            reply(err);
+            session.writeFailed(err);
+          },
+        );
+      },
+    },
+    actors: {
+      loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(({ input }) =>
+        repo.opsBetween(input.sessionId, input.after, input.before),
+      ),
+      saveCheckpoint: fromPromise<void, CheckpointInput>(({ input }) =>
+        sessionOf(input.session).submit({
+          t: 'checkpoint',
+          sessionId: input.sessionId,
+          version: input.version,
+          state: input.state,
+        }),
+      ),
+    },
+  });
 
   return {
     name: MINIAPP,
@@ -79,77 +156,6 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
       }
       const key = actorKey(MINIAPP, sessionId);
       committer.forget(key, epoch - 1);
-      const submit = (write: MiniappWrite) => committer.submit(MINIAPP, key, epoch, write);
-      const writeFailed = (err: unknown) =>
-        actor.send({
-          type: 'writeFailed',
-          reason: err instanceof FencedError ? 'fenced' : 'failed',
-          message: err instanceof Error ? err.message : String(err),
-        });
-
-      // The commits of one group transaction come back together: tell the actor once, with
-      // the highest version, rather than once per op.
-      let committedUpTo = 0;
-      let notifying = false;
-      const committed = (version: number) => {
-        committedUpTo = Math.max(committedUpTo, version);
-        if (notifying) return;
-        notifying = true;
-        queueMicrotask(() => {
-          notifying = false;
-          actor.send({ type: 'committed', version: committedUpTo });
-        });
-      };
-
-      const machine = miniappMachine.provide({
-        actions: {
-          send: (_, { conn, frame }) => {
-            // Every op is answered once: applied ones are counted at their commit, the rest here.
-            if (frame.type === 'conflict') metrics.opOutcomes.inc({ outcome: 'conflict' });
-            else if (frame.type === 'error') metrics.opOutcomes.inc({ outcome: frame.code });
-            channel.send(conn, frame);
-          },
-          publish: (_, { frame }) => channel.publish(sessionId, frame),
-          attach: (_, { conn }) => channel.attach(conn, sessionId),
-          detach: (_, { conn }) => channel.detach(conn, sessionId),
-          persistOp: (_, { entry, receivedAt }) => {
-            // Nothing here keeps the op's resulting state alive until the commit.
-            const { version, opId, by, op, touched, conn } = entry;
-            committer.enqueue(
-              MINIAPP,
-              key,
-              epoch,
-              { t: 'op', sessionId, entry: { version, opId, by, op, touched, conn } } satisfies MiniappWrite,
-              () => {
-                committed(version);
-                metrics.opsApplied.inc();
-                metrics.opLatency.observe((performance.timeOrigin + performance.now() - receivedAt) / 1000);
-              },
-              writeFailed,
-            );
-          },
-          persistCheckpoint: (_, { version: v, state: s }) => {
-            submit({ t: 'checkpoint', sessionId, version: v, state: s }).catch(writeFailed);
-          },
-          persistParticipant: (_, { user, reply }) => {
-            submit({ t: 'participant', sessionId, user }).then(
-              () => reply(),
-              (err) => {
-                reply(err);
-                writeFailed(err);
-              },
-            );
-          },
-        },
-        actors: {
-          loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(({ input }) =>
-            repo.opsBetween(input.sessionId, input.after, input.before),
-          ),
-          saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(({ input }) =>
-            submit({ t: 'checkpoint', sessionId, version: input.version, state: input.state }),
-          ),
-        },
-      });
       const actor = createActor(machine, {
         input: {
           sessionId,
@@ -160,6 +166,30 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
           participants: stored.participants,
           log: stored.ops.slice(-LOG_WINDOW),
         },
+      });
+      const writeFailed = (err: unknown) =>
+        actor.send({
+          type: 'writeFailed',
+          reason: err instanceof FencedError ? 'fenced' : 'failed',
+          message: err instanceof Error ? err.message : String(err),
+        });
+      // The commits of one group transaction come back together: tell the actor once, with
+      // the highest version, rather than once per op.
+      let committedUpTo = 0;
+      let notifying = false;
+      sessions.set(actor, {
+        submit: (write) => committer.submit(MINIAPP, key, epoch, write),
+        enqueue: (write, done) => committer.enqueue(MINIAPP, key, epoch, write, done, writeFailed),
+        committed(version) {
+          committedUpTo = Math.max(committedUpTo, version);
+          if (notifying) return;
+          notifying = true;
+          queueMicrotask(() => {
+            notifying = false;
+            actor.send({ type: 'committed', version: committedUpTo });
+          });
+        },
+        writeFailed,
       });
       return actor;
     },

@@ -74,7 +74,7 @@ function harness(key: string, fakes: Fakes = {}) {
   };
   const machine = conversationMachine.provide({
     actors: {
-      process: processWith({
+      process: processWith(() => ({
         async moderate(text) {
           calls.moderate.push(text);
           return fakes.moderate?.(text) ?? clean;
@@ -96,7 +96,7 @@ function harness(key: string, fakes: Fakes = {}) {
           fakes.commit?.(commit);
           return true;
         },
-      }),
+      })),
     },
     actions: {
       committed: (_, params) => {
@@ -753,5 +753,44 @@ describe('upgradeSnapshot', () => {
     expect(upgradeSnapshot({ context: { owed: null } })).toEqual({ context: { owed: [] } });
     expect(upgradeSnapshot({ context: { owed: { eventId: 'e' } } })).toEqual({ context: { owed: [{ eventId: 'e' }] } });
     expect(upgradeSnapshot({ context: { owed: [] } })).toEqual({ context: { owed: [] } });
+  });
+});
+
+describe('one machine for every conversation', () => {
+  it('runs each conversation with the steps of its own actor', async () => {
+    const commitsOf = new Map<AnyActorRef, ConversationCommit[]>();
+    const machine = conversationMachine.provide({
+      actors: {
+        process: processWith((conversation) => {
+          const commits = commitsOf.get(conversation);
+          if (!commits) throw new Error('no steps for this actor');
+          return {
+            moderate: async () => clean,
+            describeAttachments: async () => ({}),
+            recall: async () => noRecall,
+            think: async (context) => `reply in ${context.key}`,
+            async commit(commit) {
+              commits.push(commit);
+              return true;
+            },
+          };
+        }),
+      },
+    });
+    const keys = [DIRECT_KEY, `user_${BOB}_persona_sage`, GROUP_KEY];
+    const actors = keys.map((key) => {
+      const actor = createActor(machine, { input: { key } });
+      commitsOf.set(actor, []);
+      return actor.start();
+    });
+    actors.forEach((actor, i) => {
+      actor.send(inbound({ sender: i === 1 ? BOB : ALICE, chatGuid: i === 2 ? GUID : undefined, text: 'hi Sage' }));
+    });
+    for (const actor of actors) await settled(actor, commitsOf.get(actor) as ConversationCommit[], 1);
+    actors.forEach((actor, i) => {
+      const [commit] = commitsOf.get(actor) as ConversationCommit[];
+      expect(commit.key).toBe(keys[i]);
+      expect(commit.send?.text).toBe(`reply in ${keys[i]}`);
+    });
   });
 });

@@ -1,7 +1,12 @@
 import { describe, expect, it, vi } from 'vitest';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import { tripPlannerSchema } from '../../actors/apps/tripPlanner.ts';
-import { type MiniappInput, type MiniappView, miniappMachine } from '../../actors/miniapp.machine.ts';
+import {
+  type CheckpointInput,
+  type MiniappInput,
+  type MiniappView,
+  miniappMachine,
+} from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import { LOG_WINDOW } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
@@ -60,7 +65,7 @@ function start(
         loads.push(input);
         return io.loadOps ? io.loadOps(input) : [];
       }),
-      saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(async ({ input }) => {
+      saveCheckpoint: fromPromise<void, CheckpointInput>(async ({ input }) => {
         saves.push({ version: input.version, state: input.state });
         if (io.saveCheckpoint) await io.saveCheckpoint(input);
       }),

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise } from 'xstate';
 import { tripPlannerSchema } from '../../actors/apps/tripPlanner.ts';
-import { miniappMachine } from '../../actors/miniapp.machine.ts';
+import { type CheckpointInput, miniappMachine } from '../../actors/miniapp.machine.ts';
 import type { AppliedOp, ServerFrame } from '../../actors/miniappFrames.ts';
 import {
   type Decision,
@@ -130,7 +130,7 @@ const machineDriver: Driver = (initial, sink) => {
       loadOps: fromPromise<LoggedOp[], { sessionId: string; after: number; before: number }>(async ({ input }) =>
         sink.opsBetween(input.after, input.before),
       ),
-      saveCheckpoint: fromPromise<void, { sessionId: string; version: number; state: unknown }>(async () => {}),
+      saveCheckpoint: fromPromise<void, CheckpointInput>(async () => {}),
     },
   });
   const actor = createActor(machine, {

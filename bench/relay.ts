@@ -20,7 +20,15 @@ import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { conversationQueries } from '../src/store/conversationRepository.ts';
 import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
-import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo } from './lib/machine.ts';
+import {
+  cpuProbe,
+  cpuTimeByCommand,
+  cpuTimeMs,
+  cpuTimeSpent,
+  fileLimit,
+  hasTaskset,
+  machineInfo,
+} from './lib/machine.ts';
 import { repoRoot, startServerProcess } from './lib/processes.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
@@ -239,10 +247,12 @@ async function main(): Promise<void> {
     const rates: number[] = [];
     const processedRates: number[] = [];
     const cpuPerEvent: number[] = [];
+    const pgPerEvent: number[] = [];
     const probes: string[] = [];
     for (let r = 0; r < P.rounds; r++) {
       const before = await cpuProbe(core(0), quick);
       const cpu0 = cpuTimeMs(server.pid);
+      const pg0 = cpuTimeByCommand('postgres');
       const t0 = performance.now();
       const s = await round({
         mode: 'closed',
@@ -256,14 +266,16 @@ async function main(): Promise<void> {
       // event count until every event it acknowledged was answered.
       await drain(`round ${r + 1}`);
       const cpuUs = ((cpuTimeMs(server.pid) - cpu0) * 1000) / Math.max(1, s.accepted);
+      const pgUs = (cpuTimeSpent(pg0, cpuTimeByCommand('postgres')) * 1000) / Math.max(1, s.accepted);
       const processedPerSecond = (s.accepted * 1000) / (performance.now() - t0);
       const after = await cpuProbe(core(0), quick);
       probes.push(`${before.toFixed(0)}→${after.toFixed(0)}`);
       rates.push(s.eventsPerSecond);
       processedRates.push(processedPerSecond);
       cpuPerEvent.push(cpuUs);
+      pgPerEvent.push(pgUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event, generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
       );
     }
     const saturation = median(rates);
@@ -296,6 +308,8 @@ async function main(): Promise<void> {
 
     log(`end to end: ${P.e2eEvents} events over ${P.conversations} conversations, offline brain…`);
     const sendsBefore = sends;
+    const e2eCpu0 = cpuTimeMs(server.pid);
+    const e2ePg0 = cpuTimeByCommand('postgres');
     const e2eStart = performance.now();
     await round({
       mode: 'closed',
@@ -310,7 +324,11 @@ async function main(): Promise<void> {
     const e2eMs = performance.now() - e2eStart;
     const replies = sends - sendsBefore;
     const repliesPerSecond = (replies * 1000) / e2eMs;
-    log(`  ${replies} replies in ${(e2eMs / 1000).toFixed(1)} s: ${fmt(repliesPerSecond)} replies/s`);
+    const e2eCpuMs = cpuTimeMs(server.pid) - e2eCpu0;
+    const e2ePgMs = cpuTimeSpent(e2ePg0, cpuTimeByCommand('postgres'));
+    log(
+      `  ${replies} replies in ${(e2eMs / 1000).toFixed(1)} s: ${fmt(repliesPerSecond)} replies/s; server ${((e2eCpuMs * 1000) / replies).toFixed(0)} µs/reply (busy ${((100 * e2eCpuMs) / e2eMs).toFixed(0)} %), PostgreSQL ${((e2ePgMs * 1000) / replies).toFixed(0)} µs/reply (${((100 * e2ePgMs) / e2eMs).toFixed(0)} % of a core)`,
+    );
 
     log(`history: storing ${fmt(P.history)} messages…`);
     const keys = await fillHistory(db.url, P.history, Math.min(10_000, P.conversations));
@@ -354,7 +372,7 @@ async function main(): Promise<void> {
       {
         metric: 'server CPU per event (ingest + processing + reply, offline brain)',
         archety: `${fmt(median(cpuPerEvent))} µs`,
-        peer: '',
+        peer: `PostgreSQL ${fmt(median(pgPerEvent))} µs more`,
         ratio: '',
         goal: '≤ 150 µs',
         met: median(cpuPerEvent) <= 150,

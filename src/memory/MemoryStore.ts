@@ -27,13 +27,15 @@ export const memoryQueries = {
    * row carries its request's number `n`, and each lateral branch reads only its own
    * container. The matches are found among the container's own memories (`OFFSET 0` keeps the
    * planner from flattening the subquery): a full-text index over all containers would scan
-   * every user's memories that share a common word (sql/004).
+   * every user's memories that share a common word (sql/004). Each request's terms are parsed
+   * and stemmed once (`t`, kept apart by its own `OFFSET 0`), not once per memory compared.
    */
   recall: `SELECT q.n, m.id, m.content FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(tag, terms, n)
+           CROSS JOIN LATERAL (SELECT to_tsquery('english', q.terms) AS query OFFSET 0) t
            CROSS JOIN LATERAL (
-             (SELECT id, content, 0 AS half, ts_rank(tsv, to_tsquery('english', q.terms)) AS score, created_at
+             (SELECT id, content, 0 AS half, ts_rank(tsv, t.query) AS score, created_at
                 FROM (SELECT id, content, tsv, created_at FROM memories WHERE container_tag = q.tag OFFSET 0) mine
-               WHERE q.terms IS NOT NULL AND tsv @@ to_tsquery('english', q.terms)
+               WHERE q.terms IS NOT NULL AND tsv @@ t.query
                ORDER BY score DESC, created_at DESC, id DESC LIMIT $3)
              UNION ALL
              (SELECT id, content, 1 AS half, 0 AS score, created_at FROM memories WHERE container_tag = q.tag

@@ -3,7 +3,7 @@ import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, prepared, query, transaction, withValues } from './pool.ts';
+import { type Pool, prepared, query, transaction } from './pool.ts';
 
 export interface NewSession {
   id: string;
@@ -62,23 +62,9 @@ const toLogged = (r: OpRow): LoggedOp => ({
   ...(r.conn ? { conn: r.conn } : {}),
 });
 
-/** The statements run for every op or socket, prepared once per connection. */
+/** The authorization read of every upgrade, prepared once per connection (see `prepared`). */
 const statements = {
   access: prepared('miniapp_access', miniappQueries.access),
-  insertOps: prepared(
-    'miniapp_ops_insert',
-    `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
-     SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
-       FROM jsonb_to_recordset($1::jsonb)
-         AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
-     ON CONFLICT (session_id, version) DO NOTHING`,
-  ),
-  checkpoint: prepared(
-    'miniapp_checkpoint',
-    `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
-       FROM jsonb_to_recordset($1::jsonb) AS r(id text, version bigint, state jsonb)
-      WHERE s.id = r.id AND s.version < r.version`,
-  ),
 };
 
 export class MiniappRepository {
@@ -176,10 +162,22 @@ export class MiniappRepository {
       }
     }
     if (ops.length) {
-      await client.query(withValues(statements.insertOps, [JSON.stringify(ops)]));
+      await client.query(
+        `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
+         SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
+           FROM jsonb_to_recordset($1::jsonb)
+             AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
+         ON CONFLICT (session_id, version) DO NOTHING`,
+        [JSON.stringify(ops)],
+      );
     }
     if (checkpoints.size) {
-      await client.query(withValues(statements.checkpoint, [JSON.stringify([...checkpoints.values()])]));
+      await client.query(
+        `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
+           FROM jsonb_to_recordset($1::jsonb) AS r(id text, version bigint, state jsonb)
+          WHERE s.id = r.id AND s.version < r.version`,
+        [JSON.stringify([...checkpoints.values()])],
+      );
     }
     if (participants.length) {
       await client.query(

@@ -46,10 +46,12 @@ export function createPool(url: string, config: Config['pg'], log: Logger): Pool
 }
 
 /**
- * A statement prepared once per connection, by name: PostgreSQL keeps its plan (a generic one
- * after a few executions), so the statements run on every message or op are not planned again
- * each time (planning was a fifth of the database's CPU on the relay path). Names are unique
- * per text; a connection pooler in transaction mode would need them off.
+ * A statement prepared once per connection, by name: PostgreSQL keeps it parsed and, after a
+ * few executions, may run a generic plan instead of planning it again (planning was a fifth of
+ * the database's CPU on the relay path). Only for reads whose generic plan is checked
+ * (tests/integration/queryPlans.test.ts): the generic plans of the batch writes cost several
+ * times their custom ones. Names are unique per text; a pooler in transaction mode would need
+ * them off.
  */
 export interface Statement {
   readonly name: string;
@@ -60,7 +62,7 @@ export interface Statement {
 export const prepared = (name: string, text: string): Statement => ({ name, text });
 
 /** `pg`'s query config for `statement` with `values`. */
-export const withValues = (statement: Statement, values: unknown[]): pg.QueryConfig => ({
+const withValues = (statement: Statement, values: unknown[]): pg.QueryConfig => ({
   name: statement.name,
   text: statement.text,
   values,

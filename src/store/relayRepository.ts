@@ -4,7 +4,7 @@
  */
 import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, prepared, query, withValues } from './pool.ts';
+import { type Pool, query } from './pool.ts';
 
 export interface InboxItem {
   eventId: string;
@@ -98,33 +98,22 @@ const pendingOf = (r: InboxRow): PendingInbox => ({
   receivedAt: r.received_at,
 });
 
-/** The statements run for every event, prepared once per connection. */
-const statements = {
-  insertInbox: prepared(
-    'relay_inbox_insert',
-    `INSERT INTO relay_inbox (event_id, conversation_key, payload)
-     SELECT r.event_id, r.conversation_key, r.payload
-       FROM jsonb_to_recordset($1::jsonb) AS r(event_id text, conversation_key text, payload jsonb)
-     ON CONFLICT (event_id) DO NOTHING
-     RETURNING event_id, seq`,
-  ),
-  ack: prepared(
-    'relay_outbox_ack',
-    "UPDATE relay_outbox SET status = 'acked', acked_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'",
-  ),
-};
-
 export class RelayRepository {
   constructor(private readonly pool: Pool) {}
 
   /** Stores new events (a seen event id is a duplicate); results in item order. */
   readonly writeInbox: BatchWriter<InboxItem> = async (client, items) => {
     const { rows } = await client.query<{ event_id: string; seq: string }>(
-      withValues(statements.insertInbox, [
+      `INSERT INTO relay_inbox (event_id, conversation_key, payload)
+       SELECT r.event_id, r.conversation_key, r.payload
+         FROM jsonb_to_recordset($1::jsonb) AS r(event_id text, conversation_key text, payload jsonb)
+       ON CONFLICT (event_id) DO NOTHING
+       RETURNING event_id, seq`,
+      [
         JSON.stringify(
           items.map((i) => ({ event_id: i.eventId, conversation_key: i.conversationKey, payload: i.payload })),
         ),
-      ]),
+      ],
     );
     const inserted = new Map(rows.map((r) => [r.event_id, Number(r.seq)]));
     // The same id twice in one batch: the first is stored, the second is its duplicate.
@@ -138,7 +127,10 @@ export class RelayRepository {
 
   /** Marks sends acknowledged by the relay. */
   readonly writeAcks: BatchWriter<string> = async (client, ids) => {
-    await client.query(withValues(statements.ack, [ids]));
+    await client.query(
+      "UPDATE relay_outbox SET status = 'acked', acked_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'",
+      [ids],
+    );
   };
 
   /** Unprocessed inbox rows received before `before`, in order, after `afterSeq`. */

@@ -8,7 +8,7 @@ import type { ConversationCommit, MessageRow } from '../../actors/conversationTy
 import { containerTagOf } from '../memory/containerTag.ts';
 import { BatchedReads } from './BatchedReads.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, prepared, query } from './pool.ts';
+import { type Pool, query } from './pool.ts';
 
 /** A commit and the actor snapshot to store with it. */
 export interface ConversationWrite {
@@ -96,78 +96,6 @@ const FIXED_REPLIES = [...Object.values(SAFETY_REPLIES), FORGOTTEN_REPLY];
 const stageSql = (counters: string) =>
   `CASE ${STAGES.map(([n, stage]) => `WHEN (${counters}->>'messages')::int >= ${n} THEN '${stage}'`).join(' ')} ELSE 'new' END`;
 
-// Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
-const merged = `jsonb_build_object(
-      'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
-      'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
-      'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
-
-/**
- * Everything of a batch of commits in one statement ($1 conversations, $2 messages, $3 memories,
- * $4 relationship deltas, $5 sends, $6 inbox rows, each a JSON array); see `writeBatch`.
- */
-const commitStatement = `WITH pending AS (
-     SELECT i.seq FROM relay_inbox i
-      WHERE i.seq IN (SELECT r.seq FROM jsonb_to_recordset($6::jsonb) AS r(seq bigint)) AND i.status = 'pending'
-        FOR UPDATE),
-   conv AS (
-     INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
-     SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
-       FROM jsonb_to_recordset($1::jsonb)
-         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
-      WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
-     ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
-            chat_guid = EXCLUDED.chat_guid, updated_at = now()
-      WHERE conversations.version < EXCLUDED.version
-     RETURNING key),
-   msg AS (
-     INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
-     SELECT r.id, r.conversation_key, r.sender, r.direction, r.text, r.attachments, r.created_at
-       FROM jsonb_to_recordset($2::jsonb)
-         AS r(id text, conversation_key text, sender text, direction text, text text, attachments jsonb, created_at timestamptz)
-      WHERE r.conversation_key IN (SELECT key FROM conv)
-     ON CONFLICT (id) DO NOTHING),
-   mem AS (
-     INSERT INTO memories (container_tag, content, source_message_id)
-     SELECT r.container_tag, r.content, r.source_message_id
-       FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
-      WHERE r.container_tag IN (SELECT key FROM conv)),
-   delta AS (
-     SELECT r.user_id, r.persona_id,
-            jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),
-                               'photos', sum((r.c->>'photos')::int)) AS c
-       FROM jsonb_to_recordset($4::jsonb) AS r(key text, user_id text, persona_id text, c jsonb)
-      WHERE r.key IN (SELECT key FROM conv)
-      GROUP BY r.user_id, r.persona_id),
-   rel AS (
-     INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
-     SELECT user_id, persona_id, c, ${stageSql('c')}, now() FROM delta
-     ON CONFLICT (user_id, persona_id) DO UPDATE
-       SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()),
-   outbox AS (
-     INSERT INTO relay_outbox (id, chat, conversation_key, payload)
-     SELECT r.id, r.chat, r.conversation_key, r.payload
-       FROM jsonb_to_recordset($5::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
-      WHERE r.conversation_key IN (SELECT key FROM conv)
-     ON CONFLICT (id) DO NOTHING),
-   inbox AS (
-     UPDATE relay_inbox i SET status = 'processed', processed_at = now()
-       FROM jsonb_to_recordset($6::jsonb) AS r(key text, seq bigint)
-      WHERE i.seq = r.seq AND i.status = 'pending' AND r.key IN (SELECT key FROM conv))
-   SELECT key FROM conv`;
-
-/**
- * The reads run on every message, prepared once per connection (their generic plans use the
- * same indexes: tests/integration/queryPlans.test.ts). The writes are not: the generic plans
- * of the batch statements (arrays and JSON of unknown length) cost several times their
- * custom plans in PostgreSQL's CPU.
- */
-const statements = {
-  snapshot: prepared('conversation_snapshot', conversationQueries.snapshot),
-  page: prepared('conversation_page', conversationQueries.page),
-  turns: prepared('conversation_turns', conversationQueries.turns),
-};
-
 interface MessageRecord {
   id: string;
   conversation_key: string;
@@ -216,7 +144,7 @@ export class ConversationRepository {
     this.turnsReads = new BatchedReads(async (requests) => {
       const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
         pool,
-        statements.turns,
+        conversationQueries.turns,
         [
           requests.map((r) => r.key),
           requests.map((r) => r.limit),
@@ -230,7 +158,7 @@ export class ConversationRepository {
   }
 
   async snapshot(key: string): Promise<unknown | null> {
-    const { rows } = await query<{ snapshot: unknown }>(this.pool, statements.snapshot, [key], {
+    const { rows } = await query<{ snapshot: unknown }>(this.pool, conversationQueries.snapshot, [key], {
       idempotent: true,
     });
     return rows.length ? rows[0].snapshot : null;
@@ -242,9 +170,14 @@ export class ConversationRepository {
 
   /** Messages before `before`, newest first. */
   async page(key: string, before: Date, limit: number): Promise<StoredMessage[]> {
-    const { rows } = await query<MessageRecord>(this.pool, statements.page, [key, before.toISOString(), limit], {
-      idempotent: true,
-    });
+    const { rows } = await query<MessageRecord>(
+      this.pool,
+      conversationQueries.page,
+      [key, before.toISOString(), limit],
+      {
+        idempotent: true,
+      },
+    );
     return rows.map(toStored);
   }
 
@@ -314,14 +247,70 @@ export class ConversationRepository {
       c.send ? [{ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }] : [],
     );
     const seqs = commits.flatMap((c) => (c.inboxSeq === null ? [] : [{ key: c.key, seq: c.inboxSeq }]));
-    const { rows } = await client.query<{ key: string }>(commitStatement, [
-      JSON.stringify(conversations),
-      JSON.stringify(messages),
-      JSON.stringify(memories),
-      JSON.stringify(relationships),
-      JSON.stringify(sends),
-      JSON.stringify(seqs),
-    ]);
+    // Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
+    const merged = `jsonb_build_object(
+        'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
+        'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
+        'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
+    const { rows } = await client.query<{ key: string }>(
+      `WITH pending AS (
+         SELECT i.seq FROM relay_inbox i
+          WHERE i.seq IN (SELECT r.seq FROM jsonb_to_recordset($6::jsonb) AS r(seq bigint)) AND i.status = 'pending'
+            FOR UPDATE),
+       conv AS (
+         INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
+         SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
+           FROM jsonb_to_recordset($1::jsonb)
+             AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
+          WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
+         ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
+                chat_guid = EXCLUDED.chat_guid, updated_at = now()
+          WHERE conversations.version < EXCLUDED.version
+         RETURNING key),
+       msg AS (
+         INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
+         SELECT r.id, r.conversation_key, r.sender, r.direction, r.text, r.attachments, r.created_at
+           FROM jsonb_to_recordset($2::jsonb)
+             AS r(id text, conversation_key text, sender text, direction text, text text, attachments jsonb, created_at timestamptz)
+          WHERE r.conversation_key IN (SELECT key FROM conv)
+         ON CONFLICT (id) DO NOTHING),
+       mem AS (
+         INSERT INTO memories (container_tag, content, source_message_id)
+         SELECT r.container_tag, r.content, r.source_message_id
+           FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
+          WHERE r.container_tag IN (SELECT key FROM conv)),
+       delta AS (
+         SELECT r.user_id, r.persona_id,
+                jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),
+                                   'photos', sum((r.c->>'photos')::int)) AS c
+           FROM jsonb_to_recordset($4::jsonb) AS r(key text, user_id text, persona_id text, c jsonb)
+          WHERE r.key IN (SELECT key FROM conv)
+          GROUP BY r.user_id, r.persona_id),
+       rel AS (
+         INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
+         SELECT user_id, persona_id, c, ${stageSql('c')}, now() FROM delta
+         ON CONFLICT (user_id, persona_id) DO UPDATE
+           SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()),
+       outbox AS (
+         INSERT INTO relay_outbox (id, chat, conversation_key, payload)
+         SELECT r.id, r.chat, r.conversation_key, r.payload
+           FROM jsonb_to_recordset($5::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
+          WHERE r.conversation_key IN (SELECT key FROM conv)
+         ON CONFLICT (id) DO NOTHING),
+       inbox AS (
+         UPDATE relay_inbox i SET status = 'processed', processed_at = now()
+           FROM jsonb_to_recordset($6::jsonb) AS r(key text, seq bigint)
+          WHERE i.seq = r.seq AND i.status = 'pending' AND r.key IN (SELECT key FROM conv))
+       SELECT key FROM conv`,
+      [
+        JSON.stringify(conversations),
+        JSON.stringify(messages),
+        JSON.stringify(memories),
+        JSON.stringify(relationships),
+        JSON.stringify(sends),
+        JSON.stringify(seqs),
+      ],
+    );
     const applied = new Set(rows.map((r) => r.key));
     for (const c of commits) {
       if (c.forget && applied.has(c.key))

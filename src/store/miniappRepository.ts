@@ -3,7 +3,7 @@ import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, prepared, query, transaction } from './pool.ts';
+import { type Pool, query, transaction } from './pool.ts';
 
 export interface NewSession {
   id: string;
@@ -62,11 +62,6 @@ const toLogged = (r: OpRow): LoggedOp => ({
   ...(r.conn ? { conn: r.conn } : {}),
 });
 
-/** The authorization read of every upgrade, prepared once per connection (see `prepared`). */
-const statements = {
-  access: prepared('miniapp_access', miniappQueries.access),
-};
-
 export class MiniappRepository {
   constructor(private readonly pool: Pool) {}
 
@@ -85,7 +80,7 @@ export class MiniappRepository {
 
   /** Whether the session exists and `user` takes part in it. */
   async access(id: string, user: string): Promise<{ exists: boolean; participant: boolean }> {
-    const { rows } = await query<{ participant: boolean }>(this.pool, statements.access, [id, user], {
+    const { rows } = await query<{ participant: boolean }>(this.pool, miniappQueries.access, [id, user], {
       idempotent: true,
     });
     return rows.length ? { exists: true, participant: rows[0].participant } : { exists: false, participant: false };

@@ -45,29 +45,6 @@ export function createPool(url: string, config: Config['pg'], log: Logger): Pool
   return pool;
 }
 
-/**
- * A statement prepared once per connection, by name: PostgreSQL keeps it parsed and, after a
- * few executions, may run a generic plan instead of planning it again (planning was a fifth of
- * the database's CPU on the relay path). Only for reads whose generic plan is checked
- * (tests/integration/queryPlans.test.ts): the generic plans of the batch writes cost several
- * times their custom ones. Names are unique per text; a pooler in transaction mode would need
- * them off.
- */
-export interface Statement {
-  readonly name: string;
-  readonly text: string;
-}
-
-/** `text` as a statement prepared under `name`. */
-export const prepared = (name: string, text: string): Statement => ({ name, text });
-
-/** `pg`'s query config for `statement` with `values`. */
-const withValues = (statement: Statement, values: unknown[]): pg.QueryConfig => ({
-  name: statement.name,
-  text: statement.text,
-  values,
-});
-
 export interface QueryOptions {
   /** Safe to run twice: retried once on a new connection after a connection error. */
   idempotent?: boolean;
@@ -76,18 +53,16 @@ export interface QueryOptions {
 /** Runs one statement; errors come back translated to the catalog (`db_unavailable`, …). */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(
   pool: Pool,
-  statement: string | Statement,
+  text: string,
   values: unknown[] = [],
   options: QueryOptions = {},
 ): Promise<pg.QueryResult<R>> {
-  const config: pg.QueryConfig =
-    typeof statement === 'string' ? { text: statement, values } : withValues(statement, values);
   try {
-    return await pool.query<R>(config);
+    return await pool.query<R>(text, values);
   } catch (err) {
     if (options.idempotent && isConnectionError(err)) {
       try {
-        return await pool.query<R>(config);
+        return await pool.query<R>(text, values);
       } catch (again) {
         throw translatePgError(again);
       }

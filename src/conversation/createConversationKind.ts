@@ -34,7 +34,12 @@ import type { MemoryStore } from '../memory/MemoryStore.ts';
 import type { Logger } from '../observability/logger.ts';
 import { maskId } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { ConversationRepository, ConversationWrite, StoredMessage } from '../store/conversationRepository.ts';
+import {
+  type ConversationRepository,
+  type ConversationWrite,
+  encodeWrite,
+  type StoredMessage,
+} from '../store/conversationRepository.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import { LatePhotos } from './latePhotos.ts';
 
@@ -114,7 +119,7 @@ const storedOf = (m: MessageRow): StoredMessage => ({
 
 export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
   const { repo, memory, brain, committer, metrics, log } = deps;
-  committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch);
+  committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch, { sizeOf: (w) => w.bytes });
 
   const latePhotos = new LatePhotos(repo, deps.photoLateMs, log);
 
@@ -297,10 +302,12 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             cachedTurns = null;
           }),
         async commit(commit) {
-          const result = await committer.submit<ConversationWrite, boolean>(CONVERSATION, lane, epoch, {
-            commit,
-            snapshot: persistedIdle(commit.next),
-          });
+          const result = await committer.submit<ConversationWrite, boolean>(
+            CONVERSATION,
+            lane,
+            epoch,
+            encodeWrite(commit, persistedIdle(commit.next)),
+          );
           const applied = result !== false;
           if (applied) remember(commit);
           if (commit.inbound) latePhotos.committed(commit.inbound.id);

@@ -20,7 +20,7 @@ import { type ActorKind, actorKey } from '../host/ActorKind.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { FencedError, type GroupCommitter } from '../store/GroupCommitter.ts';
-import type { MiniappRepository, MiniappWrite } from '../store/miniappRepository.ts';
+import { type MiniappRepository, type MiniappWrite, miniappWriteSize, opWrite } from '../store/miniappRepository.ts';
 
 export const MINIAPP = 'miniapp';
 
@@ -69,7 +69,7 @@ interface Session {
 
 export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent> {
   const { repo, committer, channel, metrics, log } = deps;
-  committer.register<MiniappWrite>(MINIAPP, repo.writeBatch);
+  committer.register<MiniappWrite>(MINIAPP, repo.writeBatch, { sizeOf: miniappWriteSize });
 
   /**
    * Each live session's ties to the group commit under its epoch. One machine serves every
@@ -96,8 +96,8 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
       persistOp: ({ self }, { sessionId, entry, receivedAt }) => {
         const session = sessionOf(self);
         // Nothing here keeps the op's resulting state alive until the commit.
-        const { version, opId, by, op, touched, conn } = entry;
-        session.enqueue({ t: 'op', sessionId, entry: { version, opId, by, op, touched, conn } }, () => {
+        const version = entry.version;
+        session.enqueue(opWrite(sessionId, entry), () => {
           session.committed(version);
           metrics.opsApplied.inc();
           metrics.opLatency.observe((performance.timeOrigin + performance.now() - receivedAt) / 1000);

@@ -106,6 +106,8 @@ export class GroupCommitter {
   private readonly writers = new Map<string, BatchWriter<unknown>>();
   /** Kinds of unfenced writes that always take the first lane (see `register`). */
   private readonly pinned = new Set<string>();
+  /** Kinds whose writers size their own items (see `register`). */
+  private readonly sizes = new Map<string, (item: unknown) => number>();
   private readonly lanes: Lane[];
   /** `key#epoch` of actors whose writes failed: their later writes fail too. */
   private readonly failed = new Set<string>();
@@ -123,13 +125,19 @@ export class GroupCommitter {
   }
 
   /**
-   * `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
+   * `sizeOf`: the item's size in bytes, where the writer knows it without serializing the item
+   * (by default its JSON is measured). `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
    * busy one, so no two transactions in flight both write them (e.g. the lease epochs, which
    * the other lanes' fences lock: in one lane, no two transactions can wait on each other).
    */
-  register<T>(kind: string, writer: BatchWriter<T>, options: { pinned?: boolean } = {}): void {
+  register<T>(
+    kind: string,
+    writer: BatchWriter<T>,
+    options: { pinned?: boolean; sizeOf?: (item: T) => number } = {},
+  ): void {
     this.writers.set(kind, writer as BatchWriter<unknown>);
     if (options.pinned) this.pinned.add(kind);
+    if (options.sizeOf) this.sizes.set(kind, options.sizeOf as (item: unknown) => number);
   }
 
   /**
@@ -161,7 +169,8 @@ export class GroupCommitter {
     }
     let bytes: number;
     try {
-      bytes = Buffer.byteLength(JSON.stringify(item) ?? '');
+      const sizeOf = this.sizes.get(kind);
+      bytes = sizeOf ? sizeOf(item) : Buffer.byteLength(JSON.stringify(item) ?? '');
     } catch (err) {
       // Not JSON (a BigInt, a cycle): no writer could store it either.
       if (actorKey !== null) this.failed.add(`${actorKey}#${epoch}`);

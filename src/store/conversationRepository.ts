@@ -10,10 +10,25 @@ import { BatchedReads } from './BatchedReads.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
 import { type Pool, query } from './pool.ts';
 
-/** A commit and the actor snapshot to store with it. */
+/**
+ * A commit and the actor snapshot stored with it, as the group commit carries them: each row
+ * it adds to the batch statement's six JSON arrays already serialized (`encodeWrite`), so a
+ * commit is turned into JSON once, not once to be sized and again to be written.
+ */
 export interface ConversationWrite {
-  commit: ConversationCommit;
-  snapshot: unknown;
+  key: string;
+  /** Its memory container, when it asks to forget the latest remembered message. */
+  forget: string | null;
+  rows: {
+    conversation: string;
+    messages: string[];
+    memories: string[];
+    relationship: string;
+    send: string | null;
+    seq: string | null;
+  };
+  /** The rows' JSON size in bytes (GROUP_COMMIT_MAX_BYTES). */
+  bytes: number;
 }
 
 export interface StoredMessage {
@@ -96,6 +111,66 @@ const FIXED_REPLIES = [...Object.values(SAFETY_REPLIES), FORGOTTEN_REPLY];
 const stageSql = (counters: string) =>
   `CASE ${STAGES.map(([n, stage]) => `WHEN (${counters}->>'messages')::int >= ${n} THEN '${stage}'`).join(' ')} ELSE 'new' END`;
 
+// Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
+const merged = `jsonb_build_object(
+      'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
+      'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
+      'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
+
+/**
+ * Everything of a batch of commits in one statement ($1 conversations, $2 messages, $3 memories,
+ * $4 relationship deltas, $5 sends, $6 inbox rows, each a JSON array); see `writeBatch`.
+ */
+const commitStatement = `WITH pending AS (
+     SELECT i.seq FROM relay_inbox i
+      WHERE i.seq IN (SELECT r.seq FROM jsonb_to_recordset($6::jsonb) AS r(seq bigint)) AND i.status = 'pending'
+        FOR UPDATE),
+   conv AS (
+     INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
+     SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
+       FROM jsonb_to_recordset($1::jsonb)
+         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
+      WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
+     ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
+            chat_guid = EXCLUDED.chat_guid, updated_at = now()
+      WHERE conversations.version < EXCLUDED.version
+     RETURNING key),
+   msg AS (
+     INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
+     SELECT r.id, r.conversation_key, r.sender, r.direction, r.text, r.attachments, r.created_at
+       FROM jsonb_to_recordset($2::jsonb)
+         AS r(id text, conversation_key text, sender text, direction text, text text, attachments jsonb, created_at timestamptz)
+      WHERE r.conversation_key IN (SELECT key FROM conv)
+     ON CONFLICT (id) DO NOTHING),
+   mem AS (
+     INSERT INTO memories (container_tag, content, source_message_id)
+     SELECT r.container_tag, r.content, r.source_message_id
+       FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
+      WHERE r.container_tag IN (SELECT key FROM conv)),
+   delta AS (
+     SELECT r.user_id, r.persona_id,
+            jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),
+                               'photos', sum((r.c->>'photos')::int)) AS c
+       FROM jsonb_to_recordset($4::jsonb) AS r(key text, user_id text, persona_id text, c jsonb)
+      WHERE r.key IN (SELECT key FROM conv)
+      GROUP BY r.user_id, r.persona_id),
+   rel AS (
+     INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
+     SELECT user_id, persona_id, c, ${stageSql('c')}, now() FROM delta
+     ON CONFLICT (user_id, persona_id) DO UPDATE
+       SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()),
+   outbox AS (
+     INSERT INTO relay_outbox (id, chat, conversation_key, payload)
+     SELECT r.id, r.chat, r.conversation_key, r.payload
+       FROM jsonb_to_recordset($5::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
+      WHERE r.conversation_key IN (SELECT key FROM conv)
+     ON CONFLICT (id) DO NOTHING),
+   inbox AS (
+     UPDATE relay_inbox i SET status = 'processed', processed_at = now()
+       FROM jsonb_to_recordset($6::jsonb) AS r(key text, seq bigint)
+      WHERE i.seq = r.seq AND i.status = 'pending' AND r.key IN (SELECT key FROM conv))
+   SELECT key FROM conv`;
+
 interface MessageRecord {
   id: string;
   conversation_key: string;
@@ -124,6 +199,44 @@ const toStored = (r: MessageRecord): StoredMessage => ({
   attachments: r.attachments as StoredMessage['attachments'],
   createdAt: new Date(r.created_at).toISOString(),
 });
+
+/** `commit` and `snapshot` as the rows `writeBatch` writes (see `ConversationWrite`). */
+export function encodeWrite(commit: ConversationCommit, snapshot: unknown): ConversationWrite {
+  const c = commit;
+  const rows: ConversationWrite['rows'] = {
+    conversation: JSON.stringify({
+      key: c.key,
+      kind: c.kind,
+      persona: c.persona,
+      chat_guid: c.chatGuid,
+      version: c.version,
+      snapshot,
+      inbox_seq: c.inboxSeq,
+    }),
+    messages: [c.inbound, c.outbound]
+      .filter((m): m is MessageRow => m !== null)
+      .map((m) => JSON.stringify(toRecord(c.key, m))),
+    memories: c.memories.map((m) =>
+      JSON.stringify({ container_tag: containerTagOf(c), content: m.content, source_message_id: m.sourceMessageId }),
+    ),
+    relationship: JSON.stringify({
+      key: c.key,
+      user_id: c.relationship.userId,
+      persona_id: c.relationship.persona,
+      c: c.relationship.delta,
+    }),
+    send: c.send
+      ? JSON.stringify({ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send })
+      : null,
+    seq: c.inboxSeq === null ? null : JSON.stringify({ key: c.key, seq: c.inboxSeq }),
+  };
+  let bytes = Buffer.byteLength(rows.conversation) + Buffer.byteLength(rows.relationship);
+  for (const m of rows.messages) bytes += Buffer.byteLength(m);
+  for (const m of rows.memories) bytes += Buffer.byteLength(m);
+  if (rows.send !== null) bytes += Buffer.byteLength(rows.send);
+  if (rows.seq !== null) bytes += rows.seq.length;
+  return { key: c.key, forget: c.forget ? containerTagOf(c) : null, rows, bytes };
+}
 
 interface TurnsRequest {
   key: string;
@@ -217,105 +330,34 @@ export class ConversationRepository {
    * processing commits nothing. Resolves, per item, whether it was applied.
    */
   readonly writeBatch: BatchWriter<ConversationWrite> = async (client, items) => {
-    const commits = items.map((i) => i.commit);
-    const conversations = items.map(({ commit: c, snapshot }) => ({
-      key: c.key,
-      kind: c.kind,
-      persona: c.persona,
-      chat_guid: c.chatGuid,
-      version: c.version,
-      snapshot,
-      inbox_seq: c.inboxSeq,
-    }));
-    const messages = commits.flatMap((c) =>
-      [c.inbound, c.outbound].filter((m): m is MessageRow => m !== null).map((m) => toRecord(c.key, m)),
-    );
-    const memories = commits.flatMap((c) =>
-      c.memories.map((m) => ({
-        container_tag: containerTagOf(c),
-        content: m.content,
-        source_message_id: m.sourceMessageId,
-      })),
-    );
-    const relationships = commits.map((c) => ({
-      key: c.key,
-      user_id: c.relationship.userId,
-      persona_id: c.relationship.persona,
-      c: c.relationship.delta,
-    }));
-    const sends = commits.flatMap((c) =>
-      c.send ? [{ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }] : [],
-    );
-    const seqs = commits.flatMap((c) => (c.inboxSeq === null ? [] : [{ key: c.key, seq: c.inboxSeq }]));
-    // Counters are added in the UPDATE itself, so concurrent writers (cluster mode) never lose one.
-    const merged = `jsonb_build_object(
-        'messages', (relationship_state.counters->>'messages')::int + (EXCLUDED.counters->>'messages')::int,
-        'replies', (relationship_state.counters->>'replies')::int + (EXCLUDED.counters->>'replies')::int,
-        'photos', (relationship_state.counters->>'photos')::int + (EXCLUDED.counters->>'photos')::int)`;
-    const { rows } = await client.query<{ key: string }>(
-      `WITH pending AS (
-         SELECT i.seq FROM relay_inbox i
-          WHERE i.seq IN (SELECT r.seq FROM jsonb_to_recordset($6::jsonb) AS r(seq bigint)) AND i.status = 'pending'
-            FOR UPDATE),
-       conv AS (
-         INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
-         SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
-           FROM jsonb_to_recordset($1::jsonb)
-             AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
-          WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
-         ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
-                chat_guid = EXCLUDED.chat_guid, updated_at = now()
-          WHERE conversations.version < EXCLUDED.version
-         RETURNING key),
-       msg AS (
-         INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
-         SELECT r.id, r.conversation_key, r.sender, r.direction, r.text, r.attachments, r.created_at
-           FROM jsonb_to_recordset($2::jsonb)
-             AS r(id text, conversation_key text, sender text, direction text, text text, attachments jsonb, created_at timestamptz)
-          WHERE r.conversation_key IN (SELECT key FROM conv)
-         ON CONFLICT (id) DO NOTHING),
-       mem AS (
-         INSERT INTO memories (container_tag, content, source_message_id)
-         SELECT r.container_tag, r.content, r.source_message_id
-           FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
-          WHERE r.container_tag IN (SELECT key FROM conv)),
-       delta AS (
-         SELECT r.user_id, r.persona_id,
-                jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),
-                                   'photos', sum((r.c->>'photos')::int)) AS c
-           FROM jsonb_to_recordset($4::jsonb) AS r(key text, user_id text, persona_id text, c jsonb)
-          WHERE r.key IN (SELECT key FROM conv)
-          GROUP BY r.user_id, r.persona_id),
-       rel AS (
-         INSERT INTO relationship_state (user_id, persona_id, counters, stage, last_interaction_at)
-         SELECT user_id, persona_id, c, ${stageSql('c')}, now() FROM delta
-         ON CONFLICT (user_id, persona_id) DO UPDATE
-           SET counters = ${merged}, stage = ${stageSql(merged)}, last_interaction_at = now()),
-       outbox AS (
-         INSERT INTO relay_outbox (id, chat, conversation_key, payload)
-         SELECT r.id, r.chat, r.conversation_key, r.payload
-           FROM jsonb_to_recordset($5::jsonb) AS r(id text, chat text, conversation_key text, payload jsonb)
-          WHERE r.conversation_key IN (SELECT key FROM conv)
-         ON CONFLICT (id) DO NOTHING),
-       inbox AS (
-         UPDATE relay_inbox i SET status = 'processed', processed_at = now()
-           FROM jsonb_to_recordset($6::jsonb) AS r(key text, seq bigint)
-          WHERE i.seq = r.seq AND i.status = 'pending' AND r.key IN (SELECT key FROM conv))
-       SELECT key FROM conv`,
-      [
-        JSON.stringify(conversations),
-        JSON.stringify(messages),
-        JSON.stringify(memories),
-        JSON.stringify(relationships),
-        JSON.stringify(sends),
-        JSON.stringify(seqs),
-      ],
-    );
-    const applied = new Set(rows.map((r) => r.key));
-    for (const c of commits) {
-      if (c.forget && applied.has(c.key))
-        await client.query(conversationQueries.forget, [containerTagOf(c), FORGOTTEN_REPLY, FIXED_REPLIES]);
+    const conversations: string[] = [];
+    const messages: string[] = [];
+    const memories: string[] = [];
+    const relationships: string[] = [];
+    const sends: string[] = [];
+    const seqs: string[] = [];
+    for (const { rows: r } of items) {
+      conversations.push(r.conversation);
+      messages.push(...r.messages);
+      memories.push(...r.memories);
+      relationships.push(r.relationship);
+      if (r.send !== null) sends.push(r.send);
+      if (r.seq !== null) seqs.push(r.seq);
     }
-    return commits.map((c) => applied.has(c.key));
+    const list = (rows: string[]) => `[${rows.join(',')}]`;
+    const { rows } = await client.query<{ key: string }>(commitStatement, [
+      list(conversations),
+      list(messages),
+      list(memories),
+      list(relationships),
+      list(sends),
+      list(seqs),
+    ]);
+    const applied = new Set(rows.map((r) => r.key));
+    for (const w of items) {
+      if (w.forget !== null && applied.has(w.key))
+        await client.query(conversationQueries.forget, [w.forget, FORGOTTEN_REPLY, FIXED_REPLIES]);
+    }
+    return items.map((w) => applied.has(w.key));
   };
 }

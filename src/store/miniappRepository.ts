@@ -27,7 +27,8 @@ export interface StoredSession {
 
 /** What the group commit writes for miniapp actors. */
 export type MiniappWrite =
-  | { t: 'op'; sessionId: string; entry: LoggedOp }
+  /** `row`: the op's row of `miniapp_ops` as JSON (`opWrite`), serialized once. */
+  | { t: 'op'; sessionId: string; row: string }
   | { t: 'checkpoint'; sessionId: string; version: number; state: unknown }
   | { t: 'participant'; sessionId: string; user: string };
 
@@ -61,6 +62,24 @@ const toLogged = (r: OpRow): LoggedOp => ({
   touched: r.touched,
   ...(r.conn ? { conn: r.conn } : {}),
 });
+
+/** The write of a logged op: its `miniapp_ops` row, serialized once (sized and written as is). */
+export function opWrite(sessionId: string, e: LoggedOp): MiniappWrite {
+  const row = JSON.stringify({
+    session_id: sessionId,
+    version: e.version,
+    op_id: e.opId,
+    by_user: e.by,
+    op: e.op,
+    touched: e.touched,
+    conn: e.conn ?? null,
+  });
+  return { t: 'op', sessionId, row };
+}
+
+/** A write's size in bytes for GROUP_COMMIT_MAX_BYTES: an op's row as it is, anything else as JSON. */
+export const miniappWriteSize = (w: MiniappWrite): number =>
+  Buffer.byteLength(w.t === 'op' ? w.row : JSON.stringify(w));
 
 export class MiniappRepository {
   constructor(private readonly pool: Pool) {}
@@ -133,22 +152,12 @@ export class MiniappRepository {
 
   /** The group commit's writer: multi-row, idempotent statements. */
   readonly writeBatch: BatchWriter<MiniappWrite> = async (client, items) => {
-    const ops: unknown[] = [];
+    const ops: string[] = [];
     const checkpoints = new Map<string, { id: string; version: number; state: unknown }>();
     const participants: { session_id: string; user_id: string }[] = [];
     for (const w of items) {
-      if (w.t === 'op') {
-        const e = w.entry;
-        ops.push({
-          session_id: w.sessionId,
-          version: e.version,
-          op_id: e.opId,
-          by_user: e.by,
-          op: e.op,
-          touched: e.touched,
-          conn: e.conn ?? null,
-        });
-      } else if (w.t === 'checkpoint') {
+      if (w.t === 'op') ops.push(w.row);
+      else if (w.t === 'checkpoint') {
         const prev = checkpoints.get(w.sessionId);
         if (!prev || prev.version < w.version)
           checkpoints.set(w.sessionId, { id: w.sessionId, version: w.version, state: w.state });
@@ -163,7 +172,7 @@ export class MiniappRepository {
            FROM jsonb_to_recordset($1::jsonb)
              AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
          ON CONFLICT (session_id, version) DO NOTHING`,
-        [JSON.stringify(ops)],
+        [`[${ops.join(',')}]`],
       );
     }
     if (checkpoints.size) {

@@ -168,6 +168,29 @@ describe('the group committer', () => {
     c.close();
   });
 
+  it('caps transactions by the sizes a writer gives its items (sizeOf), without serializing them', async () => {
+    const c = committer(1, 2500);
+    // Items of a few bytes of JSON that say they are 1,000 bytes (a writer's pre-serialized rows).
+    c.register<{ seq: number; size: number }>(
+      'sized',
+      async (client, items) => {
+        await client.query(
+          'INSERT INTO gc_bytes (seq, tx) SELECT s, txid_current() FROM unnest($1::int[]) AS s ON CONFLICT DO NOTHING',
+          [items.map((i) => i.seq)],
+        );
+      },
+      { sizeOf: (i) => i.size },
+    );
+    const items = Array.from({ length: 6 }, (_, i) => ({ seq: 100 + i, size: 1000 }));
+    await Promise.all(items.map((item) => c.submit('sized', null, 0, item)));
+    const { rows } = await db.pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM gc_bytes WHERE seq >= 100 GROUP BY tx',
+    );
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    for (const r of rows) expect(Number(r.n)).toBeLessThanOrEqual(2);
+    c.close();
+  });
+
   it('fails a write whose writer throws a TypeError with that error, without retrying it or dropping the connection', async () => {
     const c = committer(1);
     let calls = 0;

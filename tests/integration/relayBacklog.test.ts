@@ -14,7 +14,7 @@ import { createMetrics } from '../../src/observability/metrics.ts';
 import { RelayIngest } from '../../src/relay/RelayIngest.ts';
 import type { RelayEventSchema } from '../../src/relay/relayEvent.ts';
 import type { RunningServer } from '../../src/server.ts';
-import { ConversationRepository } from '../../src/store/conversationRepository.ts';
+import { ConversationRepository, encodeWrite } from '../../src/store/conversationRepository.ts';
 import type { GroupCommitter } from '../../src/store/GroupCommitter.ts';
 import type { PendingInbox, RelayRepository } from '../../src/store/relayRepository.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -84,7 +84,7 @@ describe('exactly once under backlog', () => {
       const client = await db.pool.connect();
       try {
         await client.query('BEGIN');
-        const result = await repo.writeBatch(client, [{ commit, snapshot: {} }]);
+        const result = await repo.writeBatch(client, [encodeWrite(commit, {})]);
         await client.query('COMMIT');
         return result;
       } finally {

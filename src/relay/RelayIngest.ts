@@ -146,7 +146,10 @@ export class RelayIngest {
   private share: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: RelayIngestDeps) {
-    deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox);
+    // Sized by the estimate the backlog uses, not by serializing each event once more.
+    deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox, {
+      sizeOf: (i) => sizeOf(i.payload as RelayEvent),
+    });
     this.limit = deps.window;
   }
 

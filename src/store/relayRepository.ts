@@ -47,6 +47,12 @@ export interface RetentionCutoffs {
 const RETENTION_BATCH = 5000;
 
 export const relayQueries = {
+  /**
+   * Acknowledged sends $1, found by primary key. "Not acknowledged" rather than "pending": the
+   * partial index of pending rows is then no candidate (with stale statistics the planner read
+   * every pending row through it, once per batch of acks, while a backlog waited).
+   */
+  ack: "UPDATE relay_outbox SET status = 'acked', acked_at = now() WHERE id = ANY($1::text[]) AND status <> 'acked'",
   pendingInbox: `SELECT seq, conversation_key, payload, received_at FROM relay_inbox
                   WHERE status = 'pending' AND seq > $1 AND received_at < $2
                     AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -127,10 +133,7 @@ export class RelayRepository {
 
   /** Marks sends acknowledged by the relay. */
   readonly writeAcks: BatchWriter<string> = async (client, ids) => {
-    await client.query(
-      "UPDATE relay_outbox SET status = 'acked', acked_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'",
-      [ids],
-    );
+    await client.query(relayQueries.ack, [ids]);
   };
 
   /** Unprocessed inbox rows received before `before`, in order, after `afterSeq`. */

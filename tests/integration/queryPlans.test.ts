@@ -5,10 +5,15 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ContainerTag } from '../../src/memory/containerTag.ts';
 import { MemoryStore, memoryQueries, searchTerms } from '../../src/memory/MemoryStore.ts';
-import { ConversationRepository, conversationQueries } from '../../src/store/conversationRepository.ts';
+import {
+  ConversationRepository,
+  commitStatement,
+  conversationQueries,
+} from '../../src/store/conversationRepository.ts';
 import { fenceQuery } from '../../src/store/GroupCommitter.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
 import type { Pool } from '../../src/store/pool.ts';
+import { relayQueries } from '../../src/store/relayRepository.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let db: TestDatabase;
@@ -124,6 +129,18 @@ describe('query plans at 50k+ rows', () => {
       "SELECT user_id FROM oauth_tokens WHERE expires_at < now() + interval '10 minutes'",
       [],
       'oauth_tokens_expires_idx',
+    ],
+    [
+      'acknowledged sends (by id, not through the pending rows)',
+      relayQueries.ack,
+      [['out_5', 'out_1000', 'out_7']],
+      'relay_outbox_pkey',
+    ],
+    [
+      'the inbox rows a batch of conversation commits processes (by seq, not through the pending rows)',
+      commitStatement,
+      ['[]', '[]', '[]', '[]', '[]', ['conv_1', 'conv_1'], [5, 1000]],
+      'relay_inbox_pkey',
     ],
     [
       'the epoch fence of a group commit (200 actors)',

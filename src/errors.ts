@@ -81,12 +81,12 @@ export const errorCatalog = {
   provider_error: {
     status: 502,
     description:
-      'The provider answered with an error, a 5xx, something that is not a token response, or tokens without `expires_in`; nothing was stored.',
+      'The provider answered with an error, a 5xx, something that is not a token response, or tokens without `expires_in`, or it failed too often lately (its circuit breaker is open); nothing was stored.',
   },
   provider_timeout: {
     status: 504,
     description:
-      'The provider did not answer within `OAUTH_TIMEOUT_MS` (or its circuit breaker is open); nothing was stored.',
+      'The provider did not answer within `OAUTH_TIMEOUT_MS` (each of `OAUTH_ATTEMPTS`); nothing was stored.',
   },
   // Infrastructure
   db_unavailable: { status: 503, description: 'PostgreSQL could not be reached or answered in time; retry.' },

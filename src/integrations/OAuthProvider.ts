@@ -25,12 +25,19 @@ export type ProviderFailureKind = 'invalid_grant' | 'denied' | 'rejected' | 'bad
 
 export class ProviderFailure extends Error {
   override name = 'ProviderFailure';
+  /**
+   * A refresh token the provider issued in the unusable answer (tokens without `expires_in`):
+   * it may already have replaced the one we sent, so it is kept, lest the grant be lost.
+   */
+  readonly issuedRefreshToken?: string;
+
   constructor(
     readonly kind: ProviderFailureKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; issuedRefreshToken?: string },
   ) {
     super(message, options);
+    this.issuedRefreshToken = options?.issuedRefreshToken;
   }
 
   /** Worth another attempt in a moment (and counted by the breaker). */
@@ -53,6 +60,15 @@ export interface ProviderTuning {
   attempts: number;
   breakerFailures: number;
   breakerHalfOpenMs: number;
+}
+
+/** `https:`, or `http:` to this machine (the only plain http: a loopback provider may use). */
+function isHttpsOrLoopback(url: string): boolean {
+  const u = URL.canParse(url) ? new URL(url) : undefined;
+  if (!u) return false;
+  return (
+    u.protocol === 'https:' || (u.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname))
+  );
 }
 
 /** The provider's error answer, reduced to what may be logged (its OAuth error code, the HTTP status). */
@@ -163,7 +179,16 @@ export class OAuthProvider {
     this.server ??= this.call(async (options) =>
       oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, options)),
     ).then(
-      (as) => (c.revocationUrl ? { ...as, revocation_endpoint: c.revocationUrl } : as),
+      (discovered) => {
+        const as = c.revocationUrl ? { ...discovered, revocation_endpoint: c.revocationUrl } : discovered;
+        // Plain http: was allowed for a loopback issuer: its document may not send us elsewhere in clear.
+        for (const url of [as.authorization_endpoint, as.token_endpoint, as.revocation_endpoint]) {
+          if (url !== undefined && !isHttpsOrLoopback(url)) {
+            throw new ProviderFailure('bad_response', 'the discovery document names an endpoint that is not https:');
+          }
+        }
+        return as;
+      },
       (err) => {
         this.server = undefined;
         throw err;
@@ -257,7 +282,9 @@ export class OAuthProvider {
     const expiresIn = response.expires_in;
     if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) {
       // Without it there is no telling when to refresh; storing the tokens would leave them to fail unannounced.
-      throw new ProviderFailure('bad_response', 'the provider answered tokens without a positive expires_in');
+      throw new ProviderFailure('bad_response', 'the provider answered tokens without a positive expires_in', {
+        issuedRefreshToken: response.refresh_token,
+      });
     }
     return {
       accessToken: response.access_token,

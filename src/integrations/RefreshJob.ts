@@ -40,11 +40,23 @@ export class RefreshJob {
     this.timer.unref();
   }
 
-  /** Stops the timer and waits for a run in progress (its claims are recorded or lapse). */
-  async stop(): Promise<void> {
+  /**
+   * Stops the timer and waits for a run in progress, at most `waitMs`: a refresh still waiting
+   * for its provider is abandoned (its claim lapses after its lease; another process or the
+   * next start refreshes the token).
+   */
+  async stop(waitMs = 1000): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    await this.running?.catch(() => undefined);
+    if (!this.running) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.running.catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, waitMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** One run: claims and refreshes batches until fewer than a batch are due; returns the tally. */

@@ -278,9 +278,9 @@ export class TokenVault {
     const { repo, cipher, metrics, log, options } = this.deps;
     const claimId = row.claimId as string;
     const provider = this.deps.providers.get(row.provider);
-    const fail = async (reason: string, message: string, maxAttempts = options.maxAttempts) => {
+    const fail = async (reason: string, message: string, maxAttempts = options.maxAttempts, keep?: Sealed) => {
       metrics.oauthRefreshFailures.inc({ provider: row.provider, reason });
-      const r = await repo.refreshFailed(row, claimId, maxAttempts, options.backoffMs, message);
+      const r = await repo.refreshFailed(row, claimId, maxAttempts, options.backoffMs, message, keep);
       if (!r) return { outcome: 'lost' as const };
       if (r.status === 'refresh_failed') {
         metrics.oauthRefreshGaveUp.inc({ provider: row.provider });
@@ -308,6 +308,13 @@ export class TokenVault {
         throw err;
       }
       if (err.kind === 'invalid_grant') return this.revoked(row, claimId, err.message);
+      if (err.issuedRefreshToken && row.encAccess) {
+        // The provider may have rotated the refresh token already: keep the new one (and the
+        // access token we had, re-sealed with it under the current key), count the attempt.
+        const access = await cipher.decrypt(row.encAccess, vaultContext(row.user, row.provider, 'access'));
+        const keep = await this.seal(row.user, row.provider, access, err.issuedRefreshToken);
+        return fail(err.kind, err.message, options.maxAttempts, keep);
+      }
       return fail(err.kind, err.message);
     }
     const sealed = await this.seal(row.user, row.provider, tokens.accessToken, tokens.refreshToken ?? refreshToken);

@@ -285,17 +285,30 @@ export class OAuthRepository {
     maxAttempts: number,
     backoffMs: number,
     error: string,
+    /** Ciphertexts to keep anyway (a rotated refresh token that came with an unusable answer). */
+    sealed?: Sealed,
   ): Promise<{ status: IntegrationStatus; attempts: number } | null> {
     const { rows } = await query<{ status: IntegrationStatus; attempts: number }>(
       this.pool,
       `UPDATE oauth_tokens
           SET attempts = attempts + 1, last_error = $6,
+              enc_access = coalesce($7, enc_access), enc_refresh = coalesce($8, enc_refresh), kid = coalesce($9, kid),
               status = CASE WHEN attempts + 1 >= $4 THEN 'refresh_failed' ELSE status END,
               next_attempt_at = now() + make_interval(secs => $5::float8 / 1000 * 2 ^ least(attempts, 20)),
               claim_id = NULL, claimed_until = NULL, updated_at = now()
         WHERE user_id = $1 AND provider = $2 AND claim_id = $3
     RETURNING status, attempts`,
-      [row.user, row.provider, claimId, maxAttempts, backoffMs, error.slice(0, 500)],
+      [
+        row.user,
+        row.provider,
+        claimId,
+        maxAttempts,
+        backoffMs,
+        error.slice(0, 500),
+        sealed?.encAccess ?? null,
+        sealed?.encRefresh ?? null,
+        sealed?.kid ?? null,
+      ],
     );
     return rows[0] ?? null;
   }

@@ -138,11 +138,13 @@ describe('refreshing tokens', () => {
   });
 
   it.each([
-    ['answers 500', 'error500'],
-    ['hangs', 'hang'],
+    ['answers 500', 'error500', 'unavailable', /HTTP 500/],
+    ['hangs', 'hang', 'timeout', /in time/],
+    ['answers garbage', 'garbage', 'bad_response', /not usable/],
+    ['gives no expires_in', 'noExpiresIn', 'bad_response', /without a positive expires_in/],
   ] as const)(
     'backs off when the provider %s, then marks the integration refresh_failed after OAUTH_REFRESH_MAX_ATTEMPTS',
-    async (_what, failure) => {
+    async (_what, failure, reason, lastError) => {
       const t = await newVault({ OAUTH_BREAKER_FAILURES: '100' });
       await connectThroughVault(t, BOB, 'calendar');
       await expireIn(BOB, 30);
@@ -151,7 +153,7 @@ describe('refreshing tokens', () => {
       expect(await t.job.runOnce()).toMatchObject({ claimed: 1, failed: 1 });
       let row = await rowOf(BOB);
       expect(row).toMatchObject({ status: 'connected', attempts: 1, backingOff: true });
-      expect(row.last_error).toMatch(failure === 'hang' ? /in time/ : /HTTP 500/);
+      expect(row.last_error).toMatch(lastError);
       // Backing off: an immediate run does not touch it.
       expect(await t.job.runOnce()).toMatchObject({ claimed: 0 });
 
@@ -169,9 +171,7 @@ describe('refreshing tokens', () => {
       expect(await t.job.runOnce()).toMatchObject({ claimed: 0 });
       const metrics = await metricsOf(t);
       expect(metrics).toMatch(
-        new RegExp(
-          `archety_oauth_refresh_failures_total\\{provider="calendar",reason="${failure === 'hang' ? 'timeout' : 'unavailable'}"\\} ${MAX_ATTEMPTS}`,
-        ),
+        new RegExp(`archety_oauth_refresh_failures_total\\{provider="calendar",reason="${reason}"\\} ${MAX_ATTEMPTS}`),
       );
       expect(metrics).toMatch(/archety_oauth_refresh_failed_total\{provider="calendar"\} 1/);
     },

@@ -9,7 +9,7 @@ import { loadConfig } from '../config.ts';
 import { vaultContext } from '../integrations/TokenVault.ts';
 import { generateVaultKey, resolveVaultKeys, TokenCipher } from '../integrations/vaultKeys.ts';
 import { createLogger } from '../observability/logger.ts';
-import { OAuthRepository } from '../store/oauthRepository.ts';
+import { rotateVault } from '../store/oauthRotation.ts';
 import { options } from './args.ts';
 import { openToolDatabase } from './toolDatabase.ts';
 
@@ -56,7 +56,7 @@ export async function runVault(args: string[]): Promise<number> {
   const db = await openToolDatabase(config, log);
   try {
     const kid = cipher.currentKid;
-    const done = await new OAuthRepository(db.pool).rotate(kid, BATCH, {
+    const done = await rotateVault(db.pool, kid, BATCH, {
       tokens: async (row) => {
         const reseal = async (enc: string | null, kind: 'access' | 'refresh') =>
           enc === null

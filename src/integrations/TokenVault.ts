@@ -26,7 +26,7 @@ export const MIN_VALID_S = 60;
 export const STATE_TTL_S = 600;
 /** The persona that tells a user their integration was revoked. */
 const PERSONA = 'sage';
-/** Longest `getAccessToken` waits for a refresh another process is making (ms), beyond its lease. */
+/** How often `getAccessToken` looks again while another process holds the refresh claim (ms). */
 const WAIT_STEP_MS = 100;
 
 /** What a refresh of a claimed row came to. */

@@ -28,16 +28,21 @@ export class ProviderFailure extends Error {
   /**
    * A refresh token the provider issued in the unusable answer (tokens without `expires_in`):
    * it may already have replaced the one we sent, so it is kept, lest the grant be lost.
+   * A private field: a logged error never shows it.
    */
-  readonly issuedRefreshToken?: string;
+  readonly #issuedRefreshToken: string | undefined;
 
   constructor(
     readonly kind: ProviderFailureKind,
     message: string,
     options?: { cause?: unknown; issuedRefreshToken?: string },
   ) {
-    super(message, options);
-    this.issuedRefreshToken = options?.issuedRefreshToken;
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.#issuedRefreshToken = options?.issuedRefreshToken;
+  }
+
+  get issuedRefreshToken(): string | undefined {
+    return this.#issuedRefreshToken;
   }
 
   /** Worth another attempt in a moment (and counted by the breaker). */

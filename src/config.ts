@@ -6,6 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseVaultKeys } from './integrations/vaultKeys.ts';
 import { TrustedProxies } from './limits/trustedProxies.ts';
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
@@ -172,12 +173,39 @@ const envSchema = z.object({
   /** How often relay retention (inbox payloads, acknowledged sends) runs. */
   RELAY_RETENTION_EVERY_MS: int(100).default(600_000),
   ALLOW_UWS_FALLBACK: bool.default(false),
+
+  /**
+   * Keys of the OAuth token vault: `kid:base64url-32-bytes` pairs, comma-separated; the first
+   * encrypts, all decrypt. Unset: the embedded default generates one under DATA_DIR; with
+   * DATABASE_URL set, integrations are off.
+   */
+  VAULT_KEYS: z.string().optional(),
+  /** Base of the OAuth callback URL (`<PUBLIC_URL>/v1/integrations/<name>/callback`). Default `http://<HOST>:<PORT>`. */
+  PUBLIC_URL: z.string().url().optional(),
+  /** Tokens expiring within this many seconds are refreshed by the background job. */
+  OAUTH_REFRESH_AHEAD_S: int(0).default(300),
+  /** How often the refresh job runs, in seconds (fractions allowed). */
+  OAUTH_REFRESH_INTERVAL_S: z.coerce.number().positive().max(86_400).default(60),
+  /** Failed refreshes of one token before it is marked `refresh_failed`. */
+  OAUTH_REFRESH_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** Wait after a token's first failed refresh, in seconds (fractions allowed); doubles with each further one. */
+  OAUTH_REFRESH_BACKOFF_S: z.coerce.number().min(0).max(86_400).default(30),
+  /** Tokens one run of the refresh job claims at once (per process). */
+  OAUTH_REFRESH_BATCH: int(1, 1000).default(50),
+  /** One call to a provider's token or revocation endpoint: its time limit (ms). */
+  OAUTH_TIMEOUT_MS: int(100).default(10_000),
+  /** Attempts of one provider call (retried with backoff on 5xx, network errors and timeouts). */
+  OAUTH_ATTEMPTS: int(1, 10).default(2),
+  /** Consecutive failed calls to one provider that open its circuit breaker. */
+  OAUTH_BREAKER_FAILURES: int(1).default(5),
+  /** How long an open provider breaker waits before letting one call through (ms). */
+  OAUTH_BREAKER_HALF_OPEN_MS: int(100).default(30_000),
 });
 
 export type Env = z.input<typeof envSchema>;
 
 /** The server's configuration, as `configFrom` builds it from the checked environment. */
-export type Config = ReturnType<typeof configFrom>;
+export type Config = ReturnType<typeof configFrom> & { oauthProviders: OAuthProviderConfig[] };
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -221,7 +249,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.DATABASE_URL && !/^postgres(ql)?:/.test(e.DATABASE_URL)) {
     throw new ConfigError('invalid configuration: DATABASE_URL must be a postgres:// URL');
   }
-  const config = configFrom(e);
+  if (e.VAULT_KEYS !== undefined) {
+    try {
+      parseVaultKeys(e.VAULT_KEYS);
+    } catch (err) {
+      throw new ConfigError(`invalid configuration: VAULT_KEYS=(hidden): ${(err as Error).message}`);
+    }
+  }
+  const config = { ...configFrom(e), oauthProviders: oauthProvidersFrom(env) };
   return deepFreeze(config);
 }
 
@@ -243,6 +278,72 @@ export function redactValue(name: string, value: string): string {
   const colon = userinfo.indexOf(':');
   const shown = colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***';
   return `${value.slice(0, start)}${shown}${value.slice(at)}`;
+}
+
+/** An OAuth provider from `OAUTH_<NAME>_*` (docs/protocol.md "Integrations"). */
+export interface OAuthProviderConfig {
+  /** The lower-case NAME: the `:provider` of the paths. */
+  name: string;
+  clientId: string;
+  clientSecret?: string;
+  /** OpenID discovery; or the endpoints below. */
+  issuer?: string;
+  authorizationUrl?: string;
+  tokenUrl?: string;
+  revocationUrl?: string;
+  scopes: string[];
+  /**
+   * Its URLs are `http:` to this machine (a test or development provider): oauth4webapi then
+   * needs `allowInsecureRequests`. Never true for any other host.
+   */
+  loopbackHttp: boolean;
+}
+
+const PROVIDER_NAME = /^OAUTH_([A-Z][A-Z0-9_]{0,39})_CLIENT_ID$/;
+
+/** The providers named by `OAUTH_<NAME>_CLIENT_ID`, each checked; a bad one fails naming its variable. */
+function oauthProvidersFrom(env: Record<string, string | undefined>): OAuthProviderConfig[] {
+  const providers: OAuthProviderConfig[] = [];
+  for (const key of Object.keys(env).sort()) {
+    const m = PROVIDER_NAME.exec(key);
+    if (!m || !env[key]) continue;
+    const NAME = m[1];
+    const get = (suffix: string) => env[`OAUTH_${NAME}_${suffix}`] || undefined;
+    const fail = (suffix: string, why: string): never => {
+      const name = `OAUTH_${NAME}_${suffix}`;
+      throw new ConfigError(
+        `invalid configuration: ${name}=${JSON.stringify(redactValue(name, get(suffix) ?? ''))}: ${why}`,
+      );
+    };
+    const urls: Record<string, string | undefined> = {
+      ISSUER: get('ISSUER'),
+      AUTHORIZATION_URL: get('AUTHORIZATION_URL'),
+      TOKEN_URL: get('TOKEN_URL'),
+      REVOCATION_URL: get('REVOCATION_URL'),
+    };
+    let insecure = false;
+    for (const [suffix, url] of Object.entries(urls)) {
+      if (url === undefined) continue;
+      if (!URL.canParse(url)) fail(suffix, 'not a URL');
+      if (!isHttpsOrLoopback(url)) fail(suffix, 'must be an https: URL (http: only on 127.0.0.1, ::1 or localhost)');
+      if (new URL(url).protocol === 'http:') insecure = true;
+    }
+    if (!urls.ISSUER && !(urls.AUTHORIZATION_URL && urls.TOKEN_URL)) {
+      fail('ISSUER', `set OAUTH_${NAME}_ISSUER, or OAUTH_${NAME}_AUTHORIZATION_URL and OAUTH_${NAME}_TOKEN_URL`);
+    }
+    providers.push({
+      name: NAME.toLowerCase(),
+      clientId: env[key] as string,
+      clientSecret: get('CLIENT_SECRET'),
+      issuer: urls.ISSUER,
+      authorizationUrl: urls.AUTHORIZATION_URL,
+      tokenUrl: urls.TOKEN_URL,
+      revocationUrl: urls.REVOCATION_URL,
+      scopes: (get('SCOPES') ?? '').split(/[\s,]+/).filter(Boolean),
+      loopbackHttp: insecure,
+    });
+  }
+  return providers;
 }
 
 /** `https:`, or `http:` to this machine only (127.0.0.1, ::1, localhost). */
@@ -355,6 +456,20 @@ function configFrom(e: z.output<typeof envSchema>) {
       attachmentRetentionMinutes: e.INBOX_ATTACHMENT_RETENTION_MINUTES,
       outboxRetentionHours: e.OUTBOX_RETENTION_HOURS,
       retentionEveryMs: e.RELAY_RETENTION_EVERY_MS,
+    },
+    vault: {
+      keys: e.VAULT_KEYS,
+      /** Unset: the URL the server listens on (`http://<HOST>:<port>`, the port it was given when PORT=0). */
+      publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+      refreshAheadS: e.OAUTH_REFRESH_AHEAD_S,
+      refreshIntervalMs: Math.round(e.OAUTH_REFRESH_INTERVAL_S * 1000),
+      maxAttempts: e.OAUTH_REFRESH_MAX_ATTEMPTS,
+      backoffMs: Math.round(e.OAUTH_REFRESH_BACKOFF_S * 1000),
+      batch: e.OAUTH_REFRESH_BATCH,
+      timeoutMs: e.OAUTH_TIMEOUT_MS,
+      attempts: e.OAUTH_ATTEMPTS,
+      breakerFailures: e.OAUTH_BREAKER_FAILURES,
+      breakerHalfOpenMs: e.OAUTH_BREAKER_HALF_OPEN_MS,
     },
   };
 }

@@ -58,6 +58,36 @@ export const errorCatalog = {
   no_valid_events: { status: 400, description: 'No event of the batch is valid; each is listed in `rejected`.' },
   conversation_not_found: { status: 404, description: 'No conversation with that key (or none you may read).' },
   failed_event_not_found: { status: 404, description: 'No failed relay event with that id (unknown, or not failed).' },
+  // Integrations (OAuth)
+  integrations_disabled: {
+    status: 501,
+    description:
+      'Integrations are off: `DATABASE_URL` is set and `VAULT_KEYS` is not, so there is no key to keep tokens under.',
+  },
+  unknown_provider: {
+    status: 404,
+    description: 'No OAuth provider of that name is configured (`OAUTH_<NAME>_CLIENT_ID`).',
+  },
+  invalid_state: {
+    status: 400,
+    description:
+      "The callback's `state` is unknown, already used, expired (10 minutes) or for another provider; nothing was stored. Connect again.",
+  },
+  authorization_denied: {
+    status: 400,
+    description:
+      'The provider sent the user back with an error (they declined, say); nothing was stored. Connect again.',
+  },
+  provider_error: {
+    status: 502,
+    description:
+      'The provider answered with an error, a 5xx, something that is not a token response, or tokens without `expires_in`, or it failed too often lately (its circuit breaker is open); nothing was stored.',
+  },
+  provider_timeout: {
+    status: 504,
+    description:
+      'The provider did not answer within `OAUTH_TIMEOUT_MS` (each of `OAUTH_ATTEMPTS`); nothing was stored.',
+  },
   // Infrastructure
   db_unavailable: { status: 503, description: 'PostgreSQL could not be reached or answered in time; retry.' },
   session_unavailable: {

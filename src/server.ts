@@ -18,6 +18,7 @@ import { CloseCodes } from './errors.ts';
 import { actorKey } from './host/ActorKind.ts';
 import { createActorHost } from './host/createActorHost.ts';
 import { localOwnership } from './host/localOwnership.ts';
+import { createIntegrations, type Integrations } from './integrations/createIntegrations.ts';
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
 import { MINIAPP } from './miniapp/createMiniappKind.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
@@ -32,6 +33,7 @@ import { MiniappRepository } from './store/miniappRepository.ts';
 import { createPool, type Pool, poolStats } from './store/pool.ts';
 import { registerAdminRoutes } from './transport/adminRoutes.ts';
 import { createRouter } from './transport/http.ts';
+import { registerIntegrationRoutes } from './transport/integrationRoutes.ts';
 import { loadUws } from './transport/loadUws.ts';
 import { registerMiniappRoutes } from './transport/miniappRoutes.ts';
 import { MiniappSockets, registerMiniappSocket } from './transport/miniappSocket.ts';
@@ -246,6 +248,7 @@ async function createTransport(
   config: Readonly<Config>,
   deps: {
     actors: Actors;
+    integrations: Integrations;
     channel: MiniappSockets;
     pool: Pool;
     jwtKey: JwtKey;
@@ -293,6 +296,7 @@ async function createTransport(
   registerMiniappRoutes({ router, verify, miniapps, metrics, page: await loadMiniappPage() });
   registerRelayRoutes({ router, verify, ingest, relays, conversations, metrics });
   registerAdminRoutes({ router, verify, ingest, metrics });
+  registerIntegrationRoutes({ router, verify, metrics, log, vault: deps.integrations.vault });
   const miniappEndpoint = registerMiniappSocket(
     { app, config, verify, miniapps, metrics, log, caps: actors.caps.miniapp },
     channel,
@@ -326,12 +330,15 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   const { pool, embedded, databaseUrl } = db;
   let socketCounts = () => ({ miniapp: 0, relay: 0 });
   let actors: Actors | undefined;
+  let integrations: Integrations | undefined;
   let cluster: Cluster | undefined;
+  // The callback URL's base: PUBLIC_URL, else where this server listens (known once it does).
+  let publicUrl = config.vault.publicUrl ?? '';
   const metrics = createMetrics({
     pool: () => poolStats(pool),
     actors: () => actors?.host.counts() ?? {},
     sockets: () => socketCounts(),
-    breakers: () => actors?.relay.breakers() ?? {},
+    breakers: () => ({ ...actors?.relay.breakers(), ...integrations?.breakers() }),
     relaySendsInMemory: () => actors?.relay.outbox.pending() ?? 0,
     relayBacklog: () => actors?.relay.ingest.backlog() ?? { waiting: 0, processing: 0, window: 0 },
     ...(config.redisUrl ? { cluster: () => clusterStats(cluster) } : {}),
@@ -342,8 +349,18 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
   try {
     if (config.redisUrl) cluster = await connectCluster({ ...config, redisUrl: config.redisUrl }, log);
     actors = createActors(config, pool, jwtKey, channel, cluster, metrics, log);
+    const outbox = actors.relay.outbox;
+    integrations = await createIntegrations({
+      config,
+      pool,
+      metrics,
+      log,
+      publicUrl: () => publicUrl,
+      notify: (frame) => outbox.enqueue(frame),
+    });
     const transport = await createTransport(uws, config, {
       actors,
+      integrations,
       channel,
       pool,
       jwtKey,
@@ -364,9 +381,11 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
         : undefined;
     if (metricsListener) listeners.push(metricsListener.socket);
     const { url } = main;
+    publicUrl ||= url;
     const port = uws.us_socket_local_port(asSocket(main.socket));
     const metricsUrl = `${metricsListener?.url ?? url}/metrics`;
     actors.start();
+    integrations.start();
 
     const database = embedded ? `embedded in ${embedded.dataDir}` : redactUrl(databaseUrl);
     const redis = config.redisUrl ? redactUrl(config.redisUrl) : 'none';
@@ -380,16 +399,19 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
         jwt: jwtKey.source,
         brain: actors.relay.brainMode,
         metrics: metricsUrl,
+        integrations: integrations.summary,
       },
-      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl})`,
+      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl}, integrations ${integrations.summary})`,
     );
 
     const running = actors;
+    const runningIntegrations = integrations;
     let closing: Promise<void> | undefined;
     const close = async (): Promise<void> => {
       const started = Date.now();
       accepting = false;
       running.stop();
+      await runningIntegrations.stop();
       for (const socket of listeners) uws.us_listen_socket_close(socket);
       // Passivation waits for every pending commit (its checkpoint is queued after them), so
       // `applied` frames still reach the open sockets before they are closed.
@@ -416,6 +438,7 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
     // A start that failed part way (a port in use, say) leaves nothing running: no listener,
     // no actor, no pool, no embedded database (and so no data-directory lock).
     for (const socket of listeners) uws.us_listen_socket_close(socket);
+    await integrations?.stop().catch(() => {});
     if (actors) {
       actors.stop();
       await actors.passivate().catch(() => {});

@@ -1,5 +1,5 @@
 /**
- * `archety <command>`: start, migrate, token, relay-sim, cluster, help. With no command it
+ * `archety <command>`: start, migrate, token, relay-sim, cluster, integrations, vault, help. With no command it
  * prints the help, like every CLI (`npm start` passes `start`). Errors a person can fix
  * (configuration, a data directory in use) are one line on stderr; anything else keeps its stack.
  */
@@ -25,6 +25,11 @@ Commands:
   cluster               Start a local cluster: N \`archety start\` processes on consecutive
         [--nodes 3] [--port 8080]
                         ports sharing DATABASE_URL and REDIS_URL (\`npm run cluster\`).
+  integrations          List the OAuth integrations per user (provider, status, scopes,
+        [--user <id>] [--json]
+                        expiry); never a token. \`archety integrations --help\` says more.
+  vault rotate          Re-encrypt every stored OAuth token under the first key of
+                        VAULT_KEYS; \`archety vault generate-key\` prints a new key.
   help, --help          Show this help (also what \`archety\` alone does).
 
 Configuration comes from the environment; see the README's table (PORT, HOST,
@@ -50,6 +55,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./relaySimCommand.ts')).runRelaySim(rest);
     case 'cluster':
       return (await import('./clusterCommand.ts')).runCluster(rest);
+    case 'integrations':
+      return (await import('./integrationsCommand.ts')).runIntegrations(rest);
+    case 'vault':
+      return (await import('./vaultCommand.ts')).runVault(rest);
     case 'help':
     case '--help':
     case '-h':

@@ -32,6 +32,15 @@ const redact = [
   '*.password',
   'secret',
   '*.secret',
+  // OAuth tokens never reach a log line by design; these catch a mistake.
+  'accessToken',
+  '*.accessToken',
+  'refreshToken',
+  '*.refreshToken',
+  'access_token',
+  '*.access_token',
+  'refresh_token',
+  '*.refresh_token',
 ];
 
 export function createLogger(options: LoggerOptions): Logger {

@@ -18,6 +18,11 @@ export interface Metrics {
   sendsDelivered: client.Counter;
   relayAttemptsFailed: client.Counter;
   relayEventsFailed: client.Counter;
+  oauthConnects: client.Counter<'provider' | 'outcome'>;
+  oauthRefreshes: client.Counter<'provider'>;
+  oauthRefreshFailures: client.Counter<'provider' | 'reason'>;
+  oauthRefreshGaveUp: client.Counter<'provider'>;
+  oauthRevocations: client.Counter<'provider'>;
 }
 
 export interface GaugeSources {
@@ -161,6 +166,36 @@ export function createMetrics(sources: GaugeSources): Metrics {
   }
   return {
     registry,
+    oauthConnects: new client.Counter({
+      name: 'archety_oauth_connects_total',
+      help: 'OAuth connections by provider and outcome: started (a URL handed out), connected, invalid_state, and provider failures (denied, rejected, invalid_grant, bad_response, unavailable, timeout).',
+      labelNames: ['provider', 'outcome'],
+      registers: [registry],
+    }),
+    oauthRefreshes: new client.Counter({
+      name: 'archety_oauth_refreshes_total',
+      help: 'OAuth access tokens refreshed (by the job or on demand), by provider.',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
+    oauthRefreshFailures: new client.Counter({
+      name: 'archety_oauth_refresh_failures_total',
+      help: 'Failed OAuth refresh attempts (retried with backoff), by provider and reason (unavailable, timeout, bad_response, rejected, decrypt, …).',
+      labelNames: ['provider', 'reason'],
+      registers: [registry],
+    }),
+    oauthRefreshGaveUp: new client.Counter({
+      name: 'archety_oauth_refresh_failed_total',
+      help: 'Integrations marked refresh_failed after OAUTH_REFRESH_MAX_ATTEMPTS failed refreshes, by provider.',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
+    oauthRevocations: new client.Counter({
+      name: 'archety_oauth_revocations_total',
+      help: 'Integrations marked revoked because the provider answered invalid_grant (the user was told), by provider.',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
     relayAttemptsFailed: new client.Counter({
       name: 'archety_relay_event_attempts_failed_total',
       help: 'Attempts at processing a relay event that failed (the event is retried with backoff).',

@@ -85,7 +85,9 @@ const STATUS_TEXT: Record<number, string> = {
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   501: 'Not Implemented',
+  502: 'Bad Gateway',
   503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 };
 
 export function statusLine(status: number): string {
@@ -281,7 +283,7 @@ export function createRouter(ctx: HttpContext) {
         answerNow(res, r, refusal, { allow: [...methodsOfPattern].join(', ').toUpperCase() });
       });
     }
-    allowed.add(method);
+    allowed.add(method === 'del' ? 'delete' : method);
 
     async function respond(r: RequestHead, body: BodyReader | undefined): Promise<Reply> {
       const auth = (options.guard ? await options.guard(r) : undefined) as A;
@@ -323,6 +325,8 @@ export function createRouter(ctx: HttpContext) {
       handle(pattern, 'get', handler, options),
     post: <A = undefined>(pattern: string, handler: Handler<NoInfer<A>>, options: RouteOptions<A> = {}) =>
       handle(pattern, 'post', handler, { body: true, ...options }),
+    del: <A = undefined>(pattern: string, handler: Handler<NoInfer<A>>, options: RouteOptions<A> = {}) =>
+      handle(pattern, 'del', handler, options),
     /** Answers 404 for everything no route matched. */
     fallback(): void {
       ctx.app.any('/*', (res, req) => {

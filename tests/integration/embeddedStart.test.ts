@@ -5,7 +5,7 @@
  * refused and leaves the first server's database alone; SIGTERM stops both cleanly.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -72,6 +72,9 @@ describe('the embedded default', () => {
       database: 'embedded',
       dataDir: path.join(dataDir, 'pg'),
     });
+    // The embedded default keeps OAuth tokens under a vault key it generated, readable by its owner only.
+    expect(JSON.parse(summary).integrations).toMatch(/^on \(keys from DATA_DIR/);
+    expect((await stat(path.join(dataDir, 'vault-keys'))).mode & 0o777).toBe(0o600);
 
     expect((await api(url, 'GET', '/ready')).status).toBe(200);
     // From another directory: DATA_DIR names the server's secret.

@@ -118,3 +118,64 @@ describe('configuration errors', () => {
     expect(run.stderr).not.toContain('s3cret-pw');
   });
 });
+
+describe('the configuration of integrations', () => {
+  const key = `k1:${Buffer.alloc(32, 9).toString('base64url')}`;
+
+  it('takes VAULT_KEYS as kid:key pairs and refuses a malformed one without echoing it', () => {
+    expect(loadConfig({ VAULT_KEYS: `${key}, k0:${Buffer.alloc(32).toString('base64url')}` }).vault.keys).toBeDefined();
+    for (const bad of ['k1:short', 'no-colon', `${key},${key}`, `bad kid:${Buffer.alloc(32).toString('base64url')}`]) {
+      let message = '';
+      try {
+        loadConfig({ VAULT_KEYS: bad });
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/^invalid configuration: VAULT_KEYS=\(hidden\): /);
+      expect(message).not.toContain(bad);
+    }
+  });
+
+  it('reads providers from OAUTH_<NAME>_*, by discovery or by endpoint URLs', () => {
+    const { oauthProviders, vault } = loadConfig({
+      OAUTH_CALENDAR_CLIENT_ID: 'id-1',
+      OAUTH_CALENDAR_CLIENT_SECRET: 'secret-1',
+      OAUTH_CALENDAR_ISSUER: 'https://accounts.example.com',
+      OAUTH_CALENDAR_SCOPES: 'a b,c',
+      OAUTH_LOCAL_NOTES_CLIENT_ID: 'id-2',
+      OAUTH_LOCAL_NOTES_AUTHORIZATION_URL: 'http://127.0.0.1:9000/authorize',
+      OAUTH_LOCAL_NOTES_TOKEN_URL: 'http://127.0.0.1:9000/token',
+    });
+    expect(oauthProviders).toEqual([
+      {
+        name: 'calendar',
+        clientId: 'id-1',
+        clientSecret: 'secret-1',
+        issuer: 'https://accounts.example.com',
+        authorizationUrl: undefined,
+        tokenUrl: undefined,
+        revocationUrl: undefined,
+        scopes: ['a', 'b', 'c'],
+        loopbackHttp: false,
+      },
+      expect.objectContaining({ name: 'local_notes', loopbackHttp: true, clientSecret: undefined }),
+    ]);
+    expect(vault).toMatchObject({
+      refreshAheadS: 300,
+      refreshIntervalMs: 60_000,
+      maxAttempts: 5,
+      publicUrl: undefined,
+    });
+  });
+
+  it('refuses a provider without endpoints, or with plain http: to another machine, naming the variable', () => {
+    expect(() => loadConfig({ OAUTH_CAL_CLIENT_ID: 'x' })).toThrow(/OAUTH_CAL_ISSUER.*set OAUTH_CAL_ISSUER, or/);
+    expect(() => loadConfig({ OAUTH_CAL_CLIENT_ID: 'x', OAUTH_CAL_ISSUER: 'http://accounts.example.com' })).toThrow(
+      /OAUTH_CAL_ISSUER="http:\/\/accounts.example.com": must be an https: URL/,
+    );
+    expect(() =>
+      loadConfig({ OAUTH_CAL_CLIENT_ID: 'x', OAUTH_CAL_ISSUER: 'https://a.example', OAUTH_CAL_CLIENT_SECRET: 'zz' }),
+    ).not.toThrow();
+  });
+});

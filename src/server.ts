@@ -25,12 +25,11 @@ import { createMiniappService } from './miniapp/miniappService.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from './store/embeddedPostgres.ts';
 import { GroupCommitter } from './store/GroupCommitter.ts';
 import { leaseEpochs } from './store/leases.ts';
-import { migrate } from './store/migrate.ts';
 import { MiniappRepository } from './store/miniappRepository.ts';
-import { createPool, type Pool, poolStats } from './store/pool.ts';
+import { openDatabase } from './store/openDatabase.ts';
+import { type Pool, poolStats } from './store/pool.ts';
 import { registerAdminRoutes } from './transport/adminRoutes.ts';
 import { createRouter } from './transport/http.ts';
 import { registerIntegrationRoutes } from './transport/integrationRoutes.ts';
@@ -66,26 +65,6 @@ function redactUrl(url: string): string {
   } catch {
     return '(invalid url)';
   }
-}
-
-/** The database: the embedded one when DATABASE_URL is unset, a pool on it, migrations applied. */
-async function openDatabase(config: Readonly<Config>, log: Logger) {
-  const embedded: EmbeddedPostgres | undefined = config.databaseUrl
-    ? undefined
-    : await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort, log);
-  const databaseUrl = config.databaseUrl ?? (embedded as EmbeddedPostgres).url;
-  const pool = createPool(databaseUrl, config.pg, log);
-  const close = async () => {
-    await pool.end();
-    await embedded?.stop();
-  };
-  try {
-    await migrate(pool, log);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return { pool, embedded, databaseUrl, close };
 }
 
 /** Deletes miniapp ops past OPS_RETENTION_HOURS every OPS_PRUNE_EVERY_MS; returns the stop. */

@@ -6,8 +6,8 @@
 import { loadConfig } from '../config.ts';
 import { createLogger } from '../observability/logger.ts';
 import { OAuthRepository } from '../store/oauthRepository.ts';
+import { openDatabase } from '../store/openDatabase.ts';
 import { options } from './args.ts';
-import { openToolDatabase } from './toolDatabase.ts';
 
 const HELP = `Usage: archety integrations [--user <id>] [--json]
 
@@ -27,7 +27,7 @@ export async function runIntegrations(args: string[]): Promise<number> {
   }
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, format: config.logFormat });
-  const db = await openToolDatabase(config, log);
+  const db = await openDatabase(config, log, 'migrate');
   try {
     const all = await new OAuthRepository(db.pool).listAll();
     const rows = typeof opts.user === 'string' ? all.filter((r) => r.user === opts.user) : all;

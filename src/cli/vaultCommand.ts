@@ -10,8 +10,8 @@ import { vaultContext } from '../integrations/TokenVault.ts';
 import { generateVaultKey, resolveVaultKeys, TokenCipher } from '../integrations/vaultKeys.ts';
 import { createLogger } from '../observability/logger.ts';
 import { rotateVault } from '../store/oauthRotation.ts';
+import { openDatabase } from '../store/openDatabase.ts';
 import { options } from './args.ts';
-import { openToolDatabase } from './toolDatabase.ts';
 
 const HELP = `Usage: archety vault <rotate|generate-key>
 
@@ -53,7 +53,7 @@ export async function runVault(args: string[]): Promise<number> {
     return 1;
   }
   const cipher = new TokenCipher(keys);
-  const db = await openToolDatabase(config, log);
+  const db = await openDatabase(config, log, 'migrate');
   try {
     const kid = cipher.currentKid;
     const done = await rotateVault(db.pool, kid, BATCH, {

@@ -139,6 +139,9 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     owners.delete(actorKey(kind, id));
     // A refusal: the actor may have moved (its lease taken by another process) meanwhile.
     const now = await ownerOf(kind, id).catch(() => owner);
+    // Refused here because another process held the lease, which nobody holds any more (a
+    // drain handed the actor over between the two looks): take it here after all.
+    if (now === self && owner === self && isAppError(err) && err.code === 'session_unavailable') return self;
     return now === owner ? undefined : now;
   }
 

@@ -41,12 +41,30 @@ export interface StoredMessage {
   createdAt: string;
 }
 
+/** SQL for `ts` (timestamptz) as `Date.prototype.toISOString` writes it. */
+const isoTime = (ts: string) => `to_char(${ts} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
 export const conversationQueries = {
   snapshot: 'SELECT snapshot FROM conversations WHERE key = $1',
-  exists: 'SELECT 1 FROM conversations WHERE key = $1',
-  /** Newest first: the history endpoint and the prompt's recent turns. */
-  page: `SELECT id, sender, direction, text, attachments, created_at FROM messages
-          WHERE conversation_key = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT $3`,
+  /**
+   * The history endpoint's whole answer for conversation $1 — its messages before $2, newest
+   * first, at most $3, and the cursor of the next page — as JSON text, built by PostgreSQL in
+   * one round trip; no row when there is no such conversation. The page is read through
+   * `messages_conversation_created_idx`; timestamps are written as JavaScript writes them
+   * (UTC, milliseconds), so a page's `next` is a valid `before`.
+   */
+  page: `SELECT json_build_object(
+                  'messages', coalesce(json_agg(json_build_object(
+                    'id', m.id, 'sender', m.sender, 'direction', m.direction, 'text', coalesce(m.text, ''),
+                    'attachments', m.attachments, 'createdAt', ${isoTime('m.created_at')}) ORDER BY m.created_at DESC)
+                    FILTER (WHERE m.id IS NOT NULL), '[]'),
+                  'next', CASE WHEN count(m.id) = $3 THEN ${isoTime('min(m.created_at)')} END)::text AS body
+            FROM conversations c
+            LEFT JOIN LATERAL (
+              SELECT id, sender, direction, text, attachments, created_at FROM messages
+               WHERE conversation_key = c.key AND created_at < $2 ORDER BY created_at DESC LIMIT $3) m ON true
+           WHERE c.key = $1
+           GROUP BY c.key`,
   /**
    * What answering a message needs, for several conversations in one round trip: per request
    * (conversation $1[n], limit $2[n], sender $3[n], persona $4[n]) its latest messages and the
@@ -281,21 +299,18 @@ export class ConversationRepository {
     return rows.length ? rows[0].snapshot : null;
   }
 
-  async exists(key: string): Promise<boolean> {
-    return (await query(this.pool, conversationQueries.exists, [key], { idempotent: true })).rowCount === 1;
-  }
-
-  /** Messages before `before`, newest first. */
-  async page(key: string, before: Date, limit: number): Promise<StoredMessage[]> {
-    const { rows } = await query<MessageRecord>(
+  /**
+   * The history endpoint's answer (`{"messages": [...], "next": ...}`, JSON text) for the
+   * messages before `before`, newest first; undefined when there is no such conversation.
+   */
+  async page(key: string, before: Date, limit: number): Promise<string | undefined> {
+    const { rows } = await query<{ body: string }>(
       this.pool,
       conversationQueries.page,
       [key, before.toISOString(), limit],
-      {
-        idempotent: true,
-      },
+      { idempotent: true },
     );
-    return rows.map(toStored);
+    return rows[0]?.body;
   }
 
   /** The latest `limit` messages (newest first) and the sender's relationship stage, in one round trip. */

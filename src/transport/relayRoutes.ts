@@ -92,16 +92,13 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
         throw new AppError('forbidden', 'only an admin or the person of a direct conversation may read it');
       }
       const q = parseWith(pageSchema, Object.fromEntries(req.query));
-      if (!(await conversations.exists(key))) throw new AppError('conversation_not_found', `no conversation ${key}`);
-      const messages = await conversations.page(
+      const body = await conversations.page(
         key,
         q.before ? new Date(q.before) : new Date(Date.now() + 60_000),
         q.limit,
       );
-      return {
-        status: 200,
-        body: { messages, next: messages.length === q.limit ? messages[messages.length - 1].createdAt : null },
-      };
+      if (body === undefined) throw new AppError('conversation_not_found', `no conversation ${key}`);
+      return { status: 200, raw: body, headers: { 'content-type': 'application/json' } };
     },
     { guard: (req: RequestHead) => authenticateRequest(verify, metrics, req.headers, ['admin', 'user']) },
   );

@@ -124,6 +124,91 @@ describe('the relay', () => {
   });
 });
 
+describe('message history', () => {
+  it('pages through a conversation newest first with `next` as the following `before`, every message once, in the documented shape', async () => {
+    const key = 'user_+15557000009_persona_sage';
+    await db.pool.query(
+      `INSERT INTO conversations (key, kind, persona, chat_guid) VALUES ($1, 'direct', 'sage', 'iMessage;-;+15557000009')`,
+      [key],
+    );
+    // 23 messages a second apart (milliseconds and a photo on some), and one with no text.
+    await db.pool.query(
+      `INSERT INTO messages (id, conversation_key, sender, direction, text, attachments, created_at)
+       SELECT 'hist_' || g, $1, CASE WHEN g % 2 = 0 THEN '+15557000009' ELSE 'sage' END,
+              CASE WHEN g % 2 = 0 THEN 'in' ELSE 'out' END, CASE WHEN g = 7 THEN NULL ELSE 'message "' || g || '" é' END,
+              CASE WHEN g % 5 = 0 THEN jsonb_build_array(jsonb_build_object('id', 'p' || g, 'mime', 'image/jpeg', 'description', 'a photo')) ELSE '[]' END,
+              timestamptz '2026-01-02 03:04:05.678+00' + g * interval '1.001 second'
+         FROM generate_series(1, 23) g`,
+      [key],
+    );
+    const admin = await token('ops', { role: 'admin' });
+    const pages: { messages: Record<string, unknown>[]; next: string | null }[] = [];
+    let before = '';
+    for (;;) {
+      const res = await api(server.url, 'GET', `/v1/conversations/${encodeURIComponent(key)}/messages?limit=5${before}`, {
+        token: admin,
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('application/json');
+      pages.push(res.body);
+      if (res.body.next === null) break;
+      before = `&before=${encodeURIComponent(res.body.next)}`;
+    }
+    expect(pages.map((p) => p.messages.length)).toEqual([5, 5, 5, 5, 3]);
+    const all = pages.flatMap((p) => p.messages);
+    expect(all.map((m) => m.id)).toEqual(Array.from({ length: 23 }, (_, i) => `hist_${23 - i}`));
+    // Each page's cursor is its last message's time, as JavaScript writes it.
+    for (const p of pages.slice(0, -1)) expect(p.next).toBe(p.messages.at(-1)?.createdAt);
+    const at = (g: number) => new Date(Date.parse('2026-01-02T03:04:05.678Z') + g * 1001).toISOString();
+    expect(all.find((m) => m.id === 'hist_10')).toEqual({
+      id: 'hist_10',
+      sender: '+15557000009',
+      direction: 'in',
+      text: 'message "10" é',
+      attachments: [{ id: 'p10', mime: 'image/jpeg', description: 'a photo' }],
+      createdAt: at(10),
+    });
+    expect(all.find((m) => m.id === 'hist_7')).toEqual({
+      id: 'hist_7',
+      sender: 'sage',
+      direction: 'out',
+      text: '',
+      attachments: [],
+      createdAt: at(7),
+    });
+    // A page that ends exactly at the oldest message still has a cursor; the page after it is empty.
+    const exact = await api(server.url, 'GET', `/v1/conversations/${encodeURIComponent(key)}/messages?limit=23`, {
+      token: admin,
+    });
+    expect(exact.body.next).toBe(at(1));
+    const after = await api(
+      server.url,
+      'GET',
+      `/v1/conversations/${encodeURIComponent(key)}/messages?before=${encodeURIComponent(at(1))}`,
+      { token: admin },
+    );
+    expect(after.body).toEqual({ messages: [], next: null });
+  });
+
+  it('answers an empty page for a conversation with no messages, 404 for none, and 400 for a bad cursor or limit', async () => {
+    const key = 'user_+15557000010_persona_sage';
+    await db.pool.query(
+      `INSERT INTO conversations (key, kind, persona, chat_guid) VALUES ($1, 'direct', 'sage', 'iMessage;-;+15557000010')`,
+      [key],
+    );
+    const admin = await token('ops', { role: 'admin' });
+    const get = (query: string, k = key) =>
+      api(server.url, 'GET', `/v1/conversations/${encodeURIComponent(k)}/messages${query}`, { token: admin });
+    expect((await get('')).body).toEqual({ messages: [], next: null });
+    const missing = await get('', 'user_+15557000011_persona_sage');
+    expect([missing.status, missing.body.error.code]).toEqual([404, Codes.conversation_not_found]);
+    for (const query of ['?before=yesterday', '?limit=0', '?limit=201', '?limit=abc']) {
+      const bad = await get(query);
+      expect([query, bad.status, bad.body.error.code]).toEqual([query, 400, Codes.validation_failed]);
+    }
+  });
+});
+
 describe('hostile input', () => {
   it('answers 413 to a body over MAX_BODY_BYTES and 400 to invalid UTF-8, storing nothing', async () => {
     const db2 = await createTestDatabase();

@@ -145,9 +145,14 @@ describe('message history', () => {
     const pages: { messages: Record<string, unknown>[]; next: string | null }[] = [];
     let before = '';
     for (;;) {
-      const res = await api(server.url, 'GET', `/v1/conversations/${encodeURIComponent(key)}/messages?limit=5${before}`, {
-        token: admin,
-      });
+      const res = await api(
+        server.url,
+        'GET',
+        `/v1/conversations/${encodeURIComponent(key)}/messages?limit=5${before}`,
+        {
+          token: admin,
+        },
+      );
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toBe('application/json');
       pages.push(res.body);

@@ -105,13 +105,14 @@ const everyOpen = new Set<WebSocket<BaseSocketData>>();
 /**
  * Completes an upgrade that waited for asynchronous work (the token's verification, the socket
  * caps), around two faults of uWebSockets.js 20.30, the version published on npm:
- * - `res.cork(() => res.upgrade(…))` after an await can close the new socket right after its
- *   `open`, without an error or a close frame (uWebSockets pull request 1929: after the upgrade
- *   reuses the response's memory in place, `cork` reads the socket as a finished HTTP response
- *   on `Connection: close` and closes it, depending on what the heap left there). Inside
- *   another open socket's cork, `res.cork` does not cork, so that path never runs; the response
- *   is still written from a cork callback, as uWebSockets.js requires. With no other socket
- *   open, the fault stays possible: it is logged, and the client reconnects.
+ * - `res.cork(() => res.upgrade(…))` after an await can close the new socket a few
+ *   milliseconds after its `open`, without an error or a close frame (uWebSockets pull request
+ *   1929: after the upgrade reuses the response's memory in place, `cork` reads the socket as a
+ *   finished HTTP response on `Connection: close` and closes it, depending on what the heap
+ *   left there; seen on a process's first upgrades, and on some later ones with no other socket
+ *   open). So the response is never corked by itself: inside another open socket's cork, which
+ *   corks the loop's writes; with no socket open, uncorked, as uWebSockets' author advises
+ *   (uWebSockets issue 1583) — uWebSockets.js then prints its "must be corked" warning, once.
  * - an upgrade made while uWebSockets.js parses another connection's request (a promise
  *   continuation can run at the end of any of its callbacks) is taken for that connection's:
  *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.
@@ -310,7 +311,8 @@ export function createSocketEndpoint<D extends BaseSocketData>(
         reqId,
         () => aborted,
         (data) => {
-          res.cork(() => res.upgrade(data, key, protocol, extensions, context));
+          // Never `res.cork` here (see `upgradeLater`).
+          res.upgrade(data, key, protocol, extensions, context);
           if (data.closed)
             log.warn({ conn }, 'a socket closed as it opened (a fault of uWebSockets.js); its client reconnects');
         },

@@ -98,9 +98,13 @@ process.once('exit', () => {
   for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-/** Runs `archety start` in a child process and waits for its summary line. */
-export async function spawnServer(env: Record<string, string>, args: string[] = ['start']): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, [path.join(repoRoot, 'bin/archety.js'), ...args], {
+/** Runs `archety start` (or `args`) in a child process, with `nodeFlags` for Node, and waits for its summary line. */
+export async function spawnServer(
+  env: Record<string, string>,
+  args: string[] = ['start'],
+  nodeFlags: string[] = [],
+): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, [...nodeFlags, path.join(repoRoot, 'bin/archety.js'), ...args], {
     cwd: repoRoot,
     // The summary line the helper waits for is logged at info.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env, LOG_LEVEL: 'info' },

@@ -296,7 +296,9 @@ export function createRoutedHost({ local, ownership, bus, log, failoverMs }: Rou
     },
 
     post(kind, id, event, rejected) {
-      if (local.has(kind, id)) return local.post(kind, id, event, rejected);
+      // Here, through `postTo` all the same: an activation under way may yet lose the lease to
+      // another process (a drain handing the actor over), and what waited for it goes there.
+      if (local.has(kind, id)) return postTo(self, kind, id, event, rejected, 1);
       ownerOf(kind, id).then(
         (owner) => postTo(owner, kind, id, event, rejected, 1),
         (err) => rejected(unavailable(err)),

@@ -5,6 +5,7 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createRoutedHost } from '../../src/cluster/routedHost.ts';
+import { AppError } from '../../src/errors.ts';
 import type { ActorHost } from '../../src/host/createActorHost.ts';
 import type { Ownership } from '../../src/host/Ownership.ts';
 import { memoryBus } from '../helpers/memoryBus.ts';
@@ -68,5 +69,43 @@ describe('the routed host', () => {
     });
     for (const n of ['1', '2', '3']) router.post('miniapp', 's1', post(n), () => {});
     await expect.poll(() => ownerHost.received).toEqual(['1', '2', '3']);
+  });
+
+  it('sends what waited for a local activation that lost the lease on to the process that took it', async () => {
+    // Nobody holds the actor: this process starts activating it, and a second post joins that
+    // activation; meanwhile another process takes the lease (a drain handed the actor over),
+    // so the activation fails both. Neither may reach its sender as an error.
+    const bus = memoryBus();
+    const winner = recordingHost();
+    createRoutedHost({ local: winner, ownership: leases('A'), bus: bus.join('A'), log, failoverMs: FAILOVER_MS });
+    const queued: ((err: Error) => void)[] = [];
+    let activating = false;
+    const loser: ActorHost = {
+      ...recordingHost(),
+      has: () => activating,
+      post: (_kind, _id, _event, rejected) => {
+        activating = true;
+        queued.push(rejected);
+      },
+    };
+    const lease = leases(null);
+    const router = createRoutedHost({
+      local: loser,
+      ownership: lease,
+      bus: bus.join('B'),
+      log,
+      failoverMs: FAILOVER_MS,
+    });
+    const refused: string[] = [];
+    for (const n of ['1', '2']) {
+      router.post('miniapp', 's1', post(n), (err) => refused.push(`${n}: ${err.message}`));
+      await expect.poll(() => queued.length).toBe(Number(n));
+    }
+    lease.holder = 'A';
+    activating = false;
+    for (const rejected of queued.splice(0))
+      rejected(new AppError('session_unavailable', 'miniapp:s1 is owned by another node'));
+    await expect.poll(() => winner.received).toEqual(['1', '2']);
+    expect(refused).toEqual([]);
   });
 });

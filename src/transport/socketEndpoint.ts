@@ -112,7 +112,8 @@ const everyOpen = new Set<WebSocket<BaseSocketData>>();
  *   left there; seen on a process's first upgrades, and on some later ones with no other socket
  *   open). So the response is never corked by itself: inside another open socket's cork, which
  *   corks the loop's writes; with no socket open, uncorked, as uWebSockets' author advises
- *   (uWebSockets issue 1583) — uWebSockets.js then prints its "must be corked" warning, once.
+ *   (uWebSockets issue 1583) — uWebSockets.js then prints its "must be corked" warning on
+ *   stderr, for each such upgrade.
  * - an upgrade made while uWebSockets.js parses another connection's request (a promise
  *   continuation can run at the end of any of its callbacks) is taken for that connection's:
  *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.

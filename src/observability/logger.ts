@@ -19,35 +19,64 @@ export interface LoggerOptions {
 /** The most log output held in memory while stdout is not read (16 MiB). */
 const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
-/** Paths that may hold secrets; their values never reach a log. */
-const redact = [
+/**
+ * Keys whose values never reach a log, wherever they are in a line down to `SECRET_DEPTH`
+ * levels (`token`, `err.token`, `headers.authorization`, `req.headers.authorization`).
+ * OAuth tokens never reach a log line by design; their names catch a mistake.
+ */
+const SECRET_KEYS = new Set([
   'token',
-  '*.token',
   'authorization',
-  '*.authorization',
-  'req.headers.authorization',
-  'headers.authorization',
-  'headers["sec-websocket-protocol"]',
+  'sec-websocket-protocol',
   'password',
-  '*.password',
   'secret',
-  '*.secret',
-  // OAuth tokens never reach a log line by design; these catch a mistake.
   'accessToken',
-  '*.accessToken',
   'refreshToken',
-  '*.refreshToken',
   'access_token',
-  '*.access_token',
   'refresh_token',
-  '*.refresh_token',
-];
+]);
+const SECRET_DEPTH = 3;
+const CENSOR = '[redacted]';
+
+/**
+ * `value` with the value of every secret key replaced by the censor, down to `depth` levels:
+ * `value` itself when it holds none (a line without secrets costs a look at its keys and
+ * allocates nothing), else a copy of each object on the way to one (an Error stays an Error,
+ * with its message and stack); what the caller passed is never changed.
+ *
+ * pino's own `redact` (`@pinojs/redact`) parsed every path again, character by character, for
+ * every key of every line: 10 % of the bytes the server allocated under relay load.
+ */
+export function censorSecrets(value: unknown, depth = SECRET_DEPTH): unknown {
+  if (depth === 0 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const next = censorSecrets(value[i], depth - 1);
+      if (next !== value[i]) (copy ??= [...value])[i] = next;
+    }
+    return copy ?? value;
+  }
+  let copy: Record<string, unknown> | undefined;
+  for (const key of Object.keys(value)) {
+    const v = (value as Record<string, unknown>)[key];
+    const next = SECRET_KEYS.has(key) ? CENSOR : censorSecrets(v, depth - 1);
+    if (next === v) continue;
+    copy ??= Object.create(Object.getPrototypeOf(value), Object.getOwnPropertyDescriptors(value)) as Record<
+      string,
+      unknown
+    >;
+    Object.defineProperty(copy, key, { value: next, enumerable: true, writable: true, configurable: true });
+  }
+  return copy ?? value;
+}
 
 export function createLogger(options: LoggerOptions): Logger {
   const settings: pino.LoggerOptions = {
     level: options.level,
     base: options.base ?? null,
-    redact: { paths: redact, censor: '[redacted]' },
+    // Secrets are censored here rather than by pino's `redact` (see `censorSecrets`).
+    formatters: { log: (line) => censorSecrets(line) as Record<string, unknown> },
     timestamp: pino.stdTimeFunctions.isoTime,
     mixin() {
       const ctx = currentContext();

@@ -48,7 +48,8 @@ const CENSOR = '[redacted]';
  * every key of every line: 10 % of the bytes the server allocated under relay load.
  */
 export function censorSecrets(value: unknown, depth = SECRET_DEPTH): unknown {
-  if (depth === 0 || value === null || typeof value !== 'object') return value;
+  // A buffer's keys are its bytes: nothing to look for there.
+  if (depth === 0 || value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return value;
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {

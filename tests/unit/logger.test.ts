@@ -66,6 +66,8 @@ describe('the logger', () => {
   it('returns a line without secrets as it is (nothing copied)', () => {
     const line = { method: 'POST', url: '/v1/relay/events', status: 202, ms: 1.2, err: new Error('x') };
     expect(censorSecrets(line)).toBe(line);
+    const bytes = { body: Buffer.alloc(1 << 20) };
+    expect(censorSecrets(bytes)).toBe(bytes);
   });
 
   it('never lets a secret value through, at any of the first three levels (property)', () => {

@@ -54,7 +54,9 @@ export function censorSecrets(value: unknown, depth = SECRET_DEPTH): unknown {
     let copy: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
       const next = censorSecrets(value[i], depth - 1);
-      if (next !== value[i]) (copy ??= [...value])[i] = next;
+      if (next === value[i]) continue;
+      copy ??= [...value];
+      copy[i] = next;
     }
     return copy ?? value;
   }

@@ -148,6 +148,8 @@ export class RelayIngest {
   constructor(private readonly deps: RelayIngestDeps) {
     // Sized by the estimate the backlog uses, not by serializing each event once more.
     deps.committer.register<InboxItem>(INBOX, deps.repo.writeInbox, {
+      ownLane: true,
+      oneStatement: true,
       sizeOf: (i) => sizeOf(i.payload as RelayEvent),
     });
     this.limit = deps.window;

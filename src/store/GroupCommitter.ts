@@ -4,7 +4,7 @@
  *
  * Writes go to one of `lanes` lanes (GROUP_COMMIT_LANES, one by default), each with its own
  * connection and one transaction in flight: an actor's writes always take the same lane (by
- * its key), unfenced writes the least busy one. With several lanes, transactions commit at
+ * its key), unfenced writes the least busy one, or their kind's own lane (see `register`). With several lanes, transactions commit at
  * once — PostgreSQL works on them in parallel and flushes their WAL together. A transaction
  * takes at most GROUP_COMMIT_MAX_BATCH writes and GROUP_COMMIT_MAX_BYTES of them (their JSON
  * size; a larger write goes alone).
@@ -72,6 +72,8 @@ interface Lane {
   client: PoolClient | null;
 }
 
+const newLane = (): Lane => ({ queue: [], running: false, client: null });
+
 /** A string's lane (FNV-1a): the same actor always takes the same one. */
 function laneOf(key: string, lanes: number): number {
   let h = 0x811c9dc5;
@@ -108,6 +110,13 @@ export class GroupCommitter {
   private readonly pinned = new Set<string>();
   /** Kinds whose writers size their own items (see `register`). */
   private readonly sizes = new Map<string, (item: unknown) => number>();
+  /** The lanes actors' writes and unpinned unfenced writes share. */
+  private readonly shared: Lane[];
+  /** Kinds whose writers make exactly one statement (see `register`). */
+  private readonly oneStatement = new Set<string>();
+  /** Lanes of kinds registered with a lane of their own (see `register`). */
+  private readonly own = new Map<string, Lane>();
+  /** Every lane, shared and own. */
   private readonly lanes: Lane[];
   /** `key#epoch` of actors whose writes failed: their later writes fail too. */
   private readonly failed = new Set<string>();
@@ -117,26 +126,33 @@ export class GroupCommitter {
     private readonly pool: Pool,
     private readonly options: GroupCommitterOptions,
   ) {
-    this.lanes = Array.from({ length: Math.max(1, options.lanes) }, () => ({
-      queue: [],
-      running: false,
-      client: null,
-    }));
+    this.shared = Array.from({ length: Math.max(1, options.lanes) }, newLane);
+    this.lanes = [...this.shared];
   }
 
   /**
    * `sizeOf`: the item's size in bytes, where the writer knows it without serializing the item
-   * (by default its JSON is measured). `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
+   * (by default its JSON is measured). `ownLane`: this kind's (unfenced) writes take a lane of
+   * their own, with its own connection, never behind other kinds' transactions (the relay
+   * inbox: acknowledging an event never waits for conversations' commits). `oneStatement`: the
+   * writer makes exactly one statement, so a batch of only this kind's unfenced writes runs
+   * without BEGIN and COMMIT (a statement is a transaction of its own). `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
    * busy one, so no two transactions in flight both write them (e.g. the lease epochs, which
    * the other lanes' fences lock: in one lane, no two transactions can wait on each other).
    */
   register<T>(
     kind: string,
     writer: BatchWriter<T>,
-    options: { pinned?: boolean; sizeOf?: (item: T) => number } = {},
+    options: { pinned?: boolean; ownLane?: boolean; oneStatement?: boolean; sizeOf?: (item: T) => number } = {},
   ): void {
     this.writers.set(kind, writer as BatchWriter<unknown>);
     if (options.pinned) this.pinned.add(kind);
+    if (options.oneStatement) this.oneStatement.add(kind);
+    if (options.ownLane && !this.own.has(kind)) {
+      const lane = newLane();
+      this.own.set(kind, lane);
+      this.lanes.push(lane);
+    }
     if (options.sizeOf) this.sizes.set(kind, options.sizeOf as (item: unknown) => number);
   }
 
@@ -179,10 +195,8 @@ export class GroupCommitter {
     }
     const lane =
       actorKey !== null
-        ? this.lanes[laneOf(actorKey, this.lanes.length)]
-        : this.pinned.has(kind)
-          ? this.lanes[0]
-          : this.leastBusy();
+        ? this.shared[laneOf(actorKey, this.shared.length)]
+        : (this.own.get(kind) ?? (this.pinned.has(kind) ? this.shared[0] : this.leastBusy()));
     lane.queue.push({ kind, actorKey, epoch, item, bytes, resolve, reject });
     if (!lane.running) {
       lane.running = true;
@@ -191,8 +205,8 @@ export class GroupCommitter {
   }
 
   private leastBusy(): Lane {
-    let best = this.lanes[0];
-    for (const lane of this.lanes) {
+    let best = this.shared[0];
+    for (const lane of this.shared) {
       if (!lane.running) return lane;
       if (lane.queue.length < best.queue.length) best = lane;
     }
@@ -298,10 +312,15 @@ export class GroupCommitter {
   private async transact(lane: Lane, batch: Pending[], careful: boolean): Promise<Outcome> {
     lane.client ??= await this.pool.connect();
     const client = lane.client;
+    const results = new Map<Pending, unknown>();
     try {
+      if (!careful && this.alone(batch)) {
+        // One statement of unfenced writes is a transaction of its own: one round trip, not three.
+        await this.write(client, batch[0].kind, batch, results);
+        return { fenced: new Set(), results, refused: new Map() };
+      }
       const fenced = await this.beginFenced(client, batch);
       const writable = batch.filter((p) => p.actorKey === null || !fenced.has(p.actorKey));
-      const results = new Map<Pending, unknown>();
       const refused = new Map<Pending, Error>();
       if (careful)
         await writeCarefully(
@@ -325,6 +344,14 @@ export class GroupCommitter {
       }
       throw err;
     }
+  }
+
+  /** The batch is unfenced writes of one kind whose writer makes one statement. */
+  private alone(batch: Pending[]): boolean {
+    const kind = batch[0].kind;
+    if (!this.oneStatement.has(kind)) return false;
+    for (const p of batch) if (p.kind !== kind || p.actorKey !== null) return false;
+    return true;
   }
 
   /**

@@ -2,7 +2,8 @@
  * The group committer against a real PostgreSQL: writes of many actors in lanes committed in
  * parallel, each actor's writes in submission order, the epoch fence, a failed write failing
  * the actor's later ones, batches capped by bytes, and code errors told from connection
- * errors. Poisoned writes failing alone: groupCommitterPoison.test.ts.
+ * errors, a kind with a lane of its own, one-statement batches without a transaction block.
+ * Poisoned writes failing alone: groupCommitterPoison.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
@@ -29,13 +30,21 @@ beforeAll(async () => {
     'CREATE TABLE gc_rows (actor text, seq int, backend int, pos bigserial, PRIMARY KEY (actor, seq))',
   );
   await db.pool.query('CREATE TABLE gc_bytes (seq int PRIMARY KEY, tx bigint)');
+  // `alone`: the row was written outside a transaction block (no BEGIN before its statement).
+  await db.pool.query(
+    'CREATE TABLE gc_own (v int PRIMARY KEY CHECK (v >= 0), alone boolean, backend int, pos bigserial)',
+  );
 });
+/** Every committer made here, closed at the end even when its test failed (else `pool.end` waits). */
+const made: GroupCommitter[] = [];
 afterAll(async () => {
+  for (const c of made) c.close();
   await pool.end();
 });
 
 function committer(lanes: number, maxBytes = 1 << 20): GroupCommitter {
   const c = new GroupCommitter(pool, { maxBatch: 50, maxBytes, attempts: 2, lanes, log });
+  made.push(c);
   c.register<Row>('row', async (client, items) => {
     await client.query(
       `INSERT INTO gc_rows (actor, seq, backend)
@@ -217,6 +226,96 @@ describe('the group committer', () => {
     );
     const { rows } = await db.pool.query("SELECT count(*) AS n FROM gc_rows WHERE actor = 'test:unfenced'");
     expect(Number(rows[0].n)).toBe(30);
+    c.close();
+  });
+
+  /**
+   * Registers `own`: one statement per batch, which records whether it ran outside a transaction
+   * block (the connection idle, 'I', as its last ready-for-query said: no BEGIN before it).
+   */
+  function withOwnKind(c: GroupCommitter, options: { ownLane?: boolean; oneStatement?: boolean }): void {
+    c.register<number>(
+      'own',
+      async (client, items) => {
+        await client.query(
+          `INSERT INTO gc_own (v, alone, backend)
+           SELECT v, $2, pg_backend_pid() FROM unnest($1::int[]) WITH ORDINALITY AS u(v, n) ORDER BY n`,
+          [items, client.getTransactionStatus() === 'I'],
+        );
+      },
+      options,
+    );
+  }
+
+  it('commits a kind with a lane of its own while the shared lane’s transaction waits on a lock', async () => {
+    const c = committer(1);
+    withOwnKind(c, { ownLane: true });
+    const locker = await db.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE gc_rows IN ACCESS EXCLUSIVE MODE');
+      let rowDone = false;
+      const row = c.submit<Row>('row', null, 0, { actor: 'test:own-lane', seq: 1 }).then(() => {
+        rowDone = true;
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      // Submitted after the blocked row, committed before it, in order among themselves.
+      await Promise.all([100, 101, 102].map((v) => c.submit('own', null, 0, v)));
+      expect(rowDone, 'the shared lane’s write, still waiting on the lock').toBe(false);
+      await locker.query('ROLLBACK');
+      await row;
+    } finally {
+      locker.release();
+    }
+    const { rows } = await db.pool.query('SELECT v FROM gc_own WHERE v BETWEEN 100 AND 102 ORDER BY pos');
+    expect(rows.map((r) => r.v)).toEqual([100, 101, 102]);
+    await c.flush();
+    c.close();
+  });
+
+  it('runs a one-statement kind’s batch without BEGIN and COMMIT, and in a transaction when other writes share it', async () => {
+    const c = committer(1);
+    withOwnKind(c, { oneStatement: true });
+    await Promise.all([200, 201].map((v) => c.submit('own', null, 0, v)));
+    // With another kind's write in the same batch, the batch is one transaction again.
+    await Promise.all([
+      c.submit('own', null, 0, 202),
+      c.submit<Row>('row', null, 0, { actor: 'test:one-statement', seq: 1 }),
+    ]);
+    const { rows } = await db.pool.query('SELECT v, alone FROM gc_own WHERE v BETWEEN 200 AND 202 ORDER BY v');
+    expect(rows).toEqual([
+      { v: 200, alone: true },
+      { v: 201, alone: true },
+      { v: 202, alone: false },
+    ]);
+    c.close();
+  });
+
+  it('finds the bad write of a one-statement batch, commits the others and keeps its lane’s connection', async () => {
+    const c = committer(1);
+    withOwnKind(c, { ownLane: true, oneStatement: true });
+    const results = await Promise.allSettled([300, -1, 301, 302].map((v) => c.submit('own', null, 0, v)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/check|constraint/i);
+    await c.submit('own', null, 0, 303);
+    const { rows } = await db.pool.query(
+      'SELECT array_agg(v ORDER BY v) AS vs, count(DISTINCT backend)::int AS backends FROM gc_own WHERE v BETWEEN 300 AND 303',
+    );
+    expect(rows[0]).toEqual({ vs: [300, 301, 302, 303], backends: 1 });
+    c.close();
+  });
+
+  it('retries a one-statement batch on a new connection when its lane’s connection was killed', async () => {
+    const c = committer(1);
+    withOwnKind(c, { ownLane: true, oneStatement: true });
+    await c.submit('own', null, 0, 400);
+    const first = await db.pool.query('SELECT backend FROM gc_own WHERE v = 400');
+    await db.pool.query('SELECT pg_terminate_backend($1)', [first.rows[0].backend]);
+    await new Promise((r) => setTimeout(r, 50));
+    await c.submit('own', null, 0, 401);
+    const { rows } = await db.pool.query('SELECT backend, alone FROM gc_own WHERE v = 401');
+    expect(rows[0].backend).not.toBe(first.rows[0].backend);
+    expect(rows[0].alone).toBe(true);
     c.close();
   });
 });

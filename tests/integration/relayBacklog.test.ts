@@ -1,7 +1,8 @@
 /**
  * Exactly once under backlog, and outbox delivery in windows (docs/protocol.md "Exactly once under
  * backlog"; README "Conversations and the relay"): a second processing of an event commits
- * nothing, sweeps never overlap, a relay returning to a large backlog gets all of it in order
+ * nothing, sweeps never overlap, new events are acknowledged while conversation commits are held
+ * up (the inbox's own group-commit lane), a relay returning to a large backlog gets all of it in order
  * per chat without being dropped, and memory stays bounded while no relay is connected.
  * The 100,000-send variant belongs to the longer hostile run; 20,000 here.
  */
@@ -155,6 +156,48 @@ describe('exactly once under backlog', () => {
       ingest.stop();
     } finally {
       vi.useRealTimers();
+    }
+  });
+});
+
+describe('acknowledging while processing is held up', () => {
+  it('acknowledges new events while every conversation commit waits on a lock, and answers them all once it is gone', async () => {
+    const server = await startTestServer(db.url);
+    const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const locker = await db.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      // Conversation commits (`WITH pending AS …`) write the outbox; acknowledging an event never touches it.
+      await locker.query('LOCK TABLE relay_outbox IN ACCESS EXCLUSIVE MODE');
+      const first = relayEvent({ sender: '+15556400101', text: 'first, held up' });
+      expect((await postEvents(server.url, relayToken, first)).status).toBe(202);
+      const waitingOnTheLock = async () =>
+        (
+          await db.pool.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'WITH pending AS%'",
+            [db.name],
+          )
+        ).rows[0].n;
+      await expect.poll(waitingOnTheLock, { timeout: 10_000 }).toBeGreaterThan(0);
+      // The group commit's transaction of conversations is stuck: new events are stored and
+      // acknowledged all the same, in their own lane.
+      const later = [2, 3, 4, 5].map((n) => relayEvent({ sender: `+1555640010${n}`, text: `number ${n}` }));
+      const started = Date.now();
+      const answers = await Promise.all(later.map((e) => postEvents(server.url, relayToken, e)));
+      expect(answers.map((a) => a.status)).toEqual([202, 202, 202, 202]);
+      expect(Date.now() - started, 'ms to acknowledge while commits are held up').toBeLessThan(5000);
+      const ours = new Set([first, ...later].map((e) => e.id));
+      expect(
+        relay.sends.filter((send) => ours.has(send.replyTo)),
+        'replies while commits are held up',
+      ).toEqual([]);
+      await locker.query('ROLLBACK');
+      for (const e of [first, ...later]) await relay.waitForSend((s) => s.replyTo === e.id);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      locker.release();
+      await relay.close();
+      await server.close();
     }
   });
 });

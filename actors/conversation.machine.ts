@@ -5,7 +5,7 @@
  * host's mailbox holds the next ones: a photo is always looked at before the message that
  * follows it is answered. All I/O is provided by the host.
  */
-import { type ActorRefFrom, type AnyActorRef, assign, fromPromise, setup } from 'xstate';
+import { type ActorRefFrom, type AnyActorRef, assign, setup } from 'xstate';
 import { parseConversationKey } from './conversationKey.ts';
 import { extractMemories, isForgetCommand, SAFETY_REPLIES, seenPhoto, shouldReply } from './conversationRules.ts';
 import type {
@@ -221,8 +221,8 @@ async function answer(ctx: ConversationContext, w: Work, steps: ConversationStep
 /**
  * One message from screening to its durable commit: moderation, then the attachments (when
  * there are any), then what the message asks for (`route`), then the commit. A catch-up (the
- * one answer owed to a throttled burst) is only answered. Plain sequential code inside one
- * invoked actor: a message costs the machine two transitions, not one per step.
+ * one answer owed to a throttled burst) is only answered. Plain sequential code started by
+ * one action (`workWith`): a message costs the machine two transitions, not one per step.
  */
 export async function processWork(
   ctx: ConversationContext,
@@ -271,35 +271,47 @@ export async function processWork(
   return { commit, replyKind: w.replyKind, applied };
 }
 
-/** What the `process` actor is given: the context, and the conversation actor it works for. */
-export interface ProcessInput {
-  context: ConversationContext;
-  conversation: AnyActorRef;
-}
+/** What the work on a message reports back to its conversation (events of its own, never from outside). */
+export type WorkEvent = { type: 'work.done'; output: Processed } | { type: 'work.failed'; error: unknown };
 
 /**
- * The `process` actor the host provides: `processWork` over the steps of the conversation
- * actor it works for. One machine serves every conversation (a machine per actor would build
- * its state nodes and transition tables again for each), so the steps are looked up per actor.
+ * The `work` action the host provides: `processWork` over the steps of the conversation actor
+ * it works for, started on entering `working`, its outcome sent back as `work.done` or
+ * `work.failed`. The work is aborted when the actor stops (fenced, or the process shutting
+ * down), so nothing of it is written after. One machine serves every conversation (a machine
+ * per actor would build its state nodes and transition tables again for each), so the steps
+ * are looked up per actor. An action rather than an invoked promise actor: an invoked actor
+ * is a child actor created, registered and stopped for every message: 14–29 µs of the
+ * machine's 55–90 µs per message (bench/README.md).
  */
-export const processWith = (stepsOf: (conversation: AnyActorRef) => ConversationSteps) =>
-  fromPromise<Processed, ProcessInput>(({ input, signal }) =>
-    processWork(input.context, stepsOf(input.conversation), signal),
-  );
+export const workWith =
+  (stepsOf: (conversation: AnyActorRef) => ConversationSteps) =>
+  ({ context, self }: { context: ConversationContext; self: AnyActorRef }) => {
+    const stop = new AbortController();
+    const watch = self.subscribe({ complete: () => stop.abort(), error: () => stop.abort() });
+    const report = (event: WorkEvent) => {
+      watch.unsubscribe();
+      if (self.getSnapshot().status === 'active') self.send(event);
+    };
+    Promise.resolve()
+      .then(() => processWork(context, stepsOf(self), stop.signal))
+      .then(
+        (output) => report({ type: 'work.done', output }),
+        (error) => report({ type: 'work.failed', error }),
+      );
+  };
 
 const base = setup({
   types: {
     context: {} as ConversationContext,
-    events: {} as ConversationEvent,
+    events: {} as ConversationEvent | WorkEvent,
     input: {} as ConversationInput,
     output: {} as ConversationOutput,
     tags: {} as 'busy',
   },
-  actors: {
-    /** Works one message through to its durable commit (`processWith(stepsOf)`). */
-    process: fromPromise<Processed, ProcessInput>(notProvided('process')),
-  },
   actions: {
+    /** Works one message through to its durable commit, then sends `work.done` or `work.failed` (`workWith(stepsOf)`). */
+    work: notProvided('work'),
     /** After the commit: hand the reply to the outbox, count the outcome. */
     committed: (_, _params: Processed) => {},
     /** An inbox row redelivered after it was processed here: nothing to do, but it is no longer in flight. */
@@ -351,17 +363,16 @@ export const conversationMachine = base.createMachine({
     },
     working: {
       tags: ['busy'],
-      invoke: {
-        src: 'process',
-        input: ({ context, self }) => ({ context, conversation: self }),
-        onDone: {
+      entry: 'work',
+      on: {
+        'work.done': {
           target: 'idle',
           actions: [
             { type: 'committed', params: ({ event }) => event.output },
             assign(({ event }) => event.output.commit.next),
           ],
         },
-        onError: {
+        'work.failed': {
           target: 'stopped',
           actions: assign({
             stop: ({ event }) => {

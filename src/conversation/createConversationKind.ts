@@ -9,9 +9,9 @@ import {
   conversationMachine,
   inboundId,
   persistedIdle,
-  processWith,
   type RecallInput,
   upgradeSnapshot,
+  workWith,
 } from '../../actors/conversation.machine.ts';
 import { isGroupKey } from '../../actors/conversationKey.ts';
 import { FORGOTTEN_REPLY, PHOTO_PENDING, PHOTO_UNSEEN } from '../../actors/conversationRules.ts';
@@ -219,17 +219,15 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
     );
   }
 
-  /** Each live conversation's steps: one machine serves them all (`processWith`). */
+  /** Each live conversation's steps: one machine serves them all (`workWith`). */
   const stepsOf = new WeakMap<AnyActorRef, ConversationSteps>();
   const machine = conversationMachine.provide({
-    actors: {
-      process: processWith((conversation) => {
+    actions: {
+      work: workWith((conversation) => {
         const steps = stepsOf.get(conversation);
         if (!steps) throw new Error('a conversation actor without its steps');
         return steps;
       }),
-    },
-    actions: {
       committed: (_, { commit, replyKind, applied }) => {
         // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
         metrics.conversationMessages.inc({

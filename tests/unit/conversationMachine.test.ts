@@ -6,7 +6,7 @@ import {
   conversationMachine,
   type Processed,
   persistedIdle,
-  processWith,
+  workWith,
 } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
 import type {
@@ -73,8 +73,8 @@ function harness(key: string, fakes: Fakes = {}) {
     think: [] as ConversationContext[],
   };
   const machine = conversationMachine.provide({
-    actors: {
-      process: processWith(() => ({
+    actions: {
+      work: workWith(() => ({
         async moderate(text) {
           calls.moderate.push(text);
           return fakes.moderate?.(text) ?? clean;
@@ -97,8 +97,6 @@ function harness(key: string, fakes: Fakes = {}) {
           return true;
         },
       })),
-    },
-    actions: {
       committed: (_, params) => {
         committed.push(params);
       },
@@ -760,8 +758,8 @@ describe('one machine for every conversation', () => {
   it('runs each conversation with the steps of its own actor', async () => {
     const commitsOf = new Map<AnyActorRef, ConversationCommit[]>();
     const machine = conversationMachine.provide({
-      actors: {
-        process: processWith((conversation) => {
+      actions: {
+        work: workWith((conversation) => {
           const commits = commitsOf.get(conversation);
           if (!commits) throw new Error('no steps for this actor');
           return {

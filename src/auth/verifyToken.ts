@@ -53,7 +53,14 @@ export interface VerifierOptions {
   clockToleranceS: number;
 }
 
-export type VerifyToken = (token: string | undefined) => Promise<Claims>;
+export interface VerifyToken {
+  (token: string | undefined): Promise<Claims>;
+  /**
+   * The claims of `token` when it was verified within the cache's time (a minute at most) and
+   * has not expired since; undefined otherwise (then only the call verifies it). Never throws.
+   */
+  known(token: string | undefined): Claims | undefined;
+}
 
 const claimsSchema = z.object({
   sub: z.string().min(1).max(200),
@@ -97,7 +104,12 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
   // known keys through a JWKS outage that short.)
   const verified = new Map<string, { claims: Claims; until: number }>();
 
-  return async (token) => {
+  const known = (token: string | undefined): Claims | undefined => {
+    const hit = token ? verified.get(token) : undefined;
+    return hit && Date.now() < hit.until ? hit.claims : undefined;
+  };
+
+  const verify = async (token: string | undefined): Promise<Claims> => {
     if (!token) throw new AuthError('missing', 'a bearer token is required');
     const hit = verified.get(token);
     if (hit) {
@@ -122,6 +134,7 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     verified.set(token, { claims: claims.data, until: Math.min(claims.data.exp * 1000, Date.now() + CACHE_MS) });
     return claims.data;
   };
+  return Object.assign(verify, { known });
 }
 
 function translateJoseError(err: unknown, remoteKeys: boolean): AuthError {

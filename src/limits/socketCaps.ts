@@ -17,6 +17,8 @@ export interface SocketCaps {
    * cap that is full (and nothing was counted).
    */
   admit<C extends CapLimit>(caps: readonly C[]): Promise<C | null>;
+  /** `admit` without waiting, where the counts are this process's own (single-node mode); absent otherwise. */
+  admitNow?<C extends CapLimit>(caps: readonly C[]): C | null;
   /** Uncounts one socket that `admit` counted against these keys. */
   release(keys: readonly string[]): void;
   /** Stops whatever runs in the background; the counts of this process are forgotten. */
@@ -63,6 +65,7 @@ export function createLocalSocketCaps(): SocketCaps {
   return {
     // Checked and counted in one synchronous step: concurrent upgrades cannot all slip under a cap.
     admit: async (caps) => counts.admit(caps),
+    admitNow: (caps) => counts.admit(caps),
     release: (keys) => counts.release(keys),
     close: async () => {},
   };

@@ -19,10 +19,18 @@ export interface MiniappAccessDeps {
   metrics: Metrics;
 }
 
-export type MiniappAccess = (sessionId: string, claims: Claims) => Promise<void>;
+export interface MiniappAccess {
+  (sessionId: string, claims: Claims): Promise<void>;
+  /** True when `claims` may open live session `sessionId`, told without waiting; false when only the call can tell. */
+  now(sessionId: string, claims: Claims): boolean;
+}
 
 export function createMiniappAccess({ host, repo, metrics }: MiniappAccessDeps): MiniappAccess {
-  return async (sessionId, claims) => {
+  const now = (sessionId: string, claims: Claims): boolean => {
+    const live = (host.peek(MINIAPP, sessionId)?.context as MiniappContext | undefined)?.participants;
+    return live !== undefined && (claims.sid !== undefined ? claims.sid === sessionId : live.includes(claims.sub));
+  };
+  const access = async (sessionId: string, claims: Claims): Promise<void> => {
     const live = (host.peek(MINIAPP, sessionId)?.context as MiniappContext | undefined)?.participants;
     const access = live
       ? { exists: true, participant: live.includes(claims.sub) }
@@ -39,4 +47,5 @@ export function createMiniappAccess({ host, repo, metrics }: MiniappAccessDeps):
       );
     }
   };
+  return Object.assign(access, { now });
 }

@@ -46,6 +46,19 @@ export async function authenticate(
 }
 
 /**
+ * The claims of a token verified moments ago (`VerifyToken.known`) with one of `roles`, without
+ * waiting; undefined when only `authenticate` can tell (refusals included: they are counted there).
+ */
+export function authenticateNow(
+  verify: VerifyToken,
+  token: string | undefined,
+  roles: readonly Role[],
+): Claims | undefined {
+  const claims = verify.known(token);
+  return claims && roles.includes(claims.role) ? claims : undefined;
+}
+
+/**
  * A token that carries `sid` (a share link) opens that one session and nothing else: refused
  * with 403 unless `session` names that same session. Every authenticated route and socket
  * calls it, so a route opts in (passes its session), never out.

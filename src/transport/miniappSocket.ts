@@ -8,7 +8,7 @@
 
 import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
-import type { VerifyToken } from '../auth/verifyToken.ts';
+import type { Claims, VerifyToken } from '../auth/verifyToken.ts';
 import type { Config } from '../config.ts';
 import { AppError, CloseCodes, Codes } from '../errors.ts';
 import type { SocketCaps } from '../limits/socketCaps.ts';
@@ -18,7 +18,7 @@ import { opFrameSchema, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
 import type { MiniappService } from '../miniapp/miniappService.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { authenticate } from './authenticate.ts';
+import { authenticate, authenticateNow } from './authenticate.ts';
 import { type BaseSocketData, createSocketEndpoint, type Endpoint } from './socketEndpoint.ts';
 import { describeIssue, excerpt } from './validate.ts';
 
@@ -111,6 +111,20 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
   const { config, verify, miniapps, metrics, log } = deps;
   const limits = config.limits;
 
+  /** A new socket's data, once its token opened the session. */
+  function socketData(claims: Claims, sessionId: string, conn: string): SocketData {
+    return {
+      conn,
+      user: claims.sub,
+      sessionId,
+      expiresAt: claims.exp * 1000,
+      ops: new TokenBucket(limits.maxOpsPerSecond, limits.maxOpsPerSecond),
+      opsSent: 0,
+      bad: [],
+      closed: false,
+    };
+  }
+
   /** Spends one of the socket's op budget; answers `rate_limited` when it is spent. */
   function takeOp(ws: WebSocket<SocketData>, message: string, ref?: string): boolean {
     if (ws.getUserData().ops.take()) return true;
@@ -124,16 +138,13 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
       if (!sessionId || sessionId.length > 200) throw new AppError('session_not_found', 'no such session');
       const claims = await authenticate(verify, metrics, token, ['user']);
       await miniapps.access(sessionId, claims);
-      return {
-        conn,
-        user: claims.sub,
-        sessionId,
-        expiresAt: claims.exp * 1000,
-        ops: new TokenBucket(limits.maxOpsPerSecond, limits.maxOpsPerSecond),
-        opsSent: 0,
-        bad: [],
-        closed: false,
-      };
+      return socketData(claims, sessionId, conn);
+    },
+
+    authorizeNow({ params: [sessionId], token, conn }) {
+      if (!sessionId || sessionId.length > 200) return undefined;
+      const claims = authenticateNow(verify, token, ['user']);
+      return claims && miniapps.access.now(sessionId, claims) ? socketData(claims, sessionId, conn) : undefined;
     },
 
     caps: (d) => [

@@ -58,6 +58,13 @@ export interface UpgradeRequest {
 export interface EndpointHandlers<D extends BaseSocketData> {
   /** Authenticates and authorizes the upgrade; throws a catalog error to refuse it. */
   authorize(req: UpgradeRequest): Promise<D>;
+  /**
+   * `authorize`'s answer where it is known without waiting (a token verified moments ago, a
+   * live session); undefined whenever only `authorize` can tell, refusals included. Such an
+   * upgrade completes inside uWebSockets.js' own callback (see `upgradeLater` for why that
+   * matters).
+   */
+  authorizeNow?(req: UpgradeRequest): D | undefined;
   /** The caps an authorized socket counts against; an upgrade past any of them is refused with 429. */
   caps?(data: D): SocketCap[];
   open(ws: WebSocket<D>): void;
@@ -99,9 +106,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 let nextConn = 0;
 
-/** Every open socket of every endpoint of this process: one of them lends its cork to upgrades. */
-const everyOpen = new Set<WebSocket<BaseSocketData>>();
-
 /**
  * Completes an upgrade that waited for asynchronous work (the token's verification, the socket
  * caps), around two faults of uWebSockets.js 20.30, the version published on npm:
@@ -110,10 +114,13 @@ const everyOpen = new Set<WebSocket<BaseSocketData>>();
  *   1929: after the upgrade reuses the response's memory in place, `cork` reads the socket as a
  *   finished HTTP response on `Connection: close` and closes it, depending on what the heap
  *   left there; seen on a process's first upgrades, and on some later ones with no other socket
- *   open). So the response is never corked by itself: inside another open socket's cork, which
- *   corks the loop's writes; with no socket open, uncorked, as uWebSockets' author advises
- *   (uWebSockets issue 1583) — uWebSockets.js then prints its "must be corked" warning on
- *   stderr, for each such upgrade.
+ *   open). So the response is not corked, as uWebSockets' author advises (uWebSockets issue
+ *   1583): uWebSockets.js prints its "must be corked" warning on stderr for each such upgrade,
+ *   and writes the response in pieces (24 `sendto` calls where a corked upgrade makes one,
+ *   under strace), which makes such an upgrade cost three to four times the CPU of one
+ *   completed inside uWebSockets.js' own callback (`authorizeNow`
+ *   avoids the wait where it can). Corking another open socket instead does not cork this
+ *   response: uWebSockets.js corks one socket at a time.
  * - an upgrade made while uWebSockets.js parses another connection's request (a promise
  *   continuation can run at the end of any of its callbacks) is taken for that connection's:
  *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.
@@ -123,9 +130,7 @@ function upgradeLater(upgrade: () => void): Promise<void> {
     setImmediate(() => {
       // A throw here would be nobody's to catch: it fails the upgrade instead.
       try {
-        const lender = everyOpen.values().next().value;
-        if (lender) lender.cork(upgrade);
-        else upgrade();
+        upgrade();
         resolve();
       } catch (err) {
         reject(err);
@@ -161,7 +166,16 @@ export function createSocketEndpoint<D extends BaseSocketData>(
   /** Counts `data` against its caps (those with a limit), or returns the refusal when one is full. */
   async function admit(data: D): Promise<AppError | null> {
     const limited = (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
-    const full = await caps.admit(limited);
+    return admitted(data, limited, await caps.admit(limited));
+  }
+
+  /** `admit` without waiting, with the caps' own `admitNow` (single-node mode). */
+  function admitNow(data: D, now: NonNullable<SocketCaps['admitNow']>): AppError | null {
+    const limited = (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
+    return admitted(data, limited, now(limited));
+  }
+
+  function admitted(data: D, limited: SocketCap[], full: SocketCap | null): AppError | null {
     if (full) {
       metrics.rateLimited.inc({ scope: full.scope });
       return new AppError('rate_limited', full.message, { retryAfter: CAP_RETRY_AFTER_S });
@@ -306,9 +320,21 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
       // Unique across processes and restarts (stored ops remember their socket); names its process.
       const conn = `${processId}.${(nextConn++).toString(36)}`;
+      const request = { params, token, client, conn };
+      // Decided at once: upgraded here, inside uWebSockets.js' callback, where uWebSockets.js
+      // corks the response itself. An upgrade completed later goes out uncorked, in 24 socket
+      // writes: three to four times the CPU (`upgradeLater`).
+      const capsNow = caps.admitNow;
+      const now = capsNow ? handlers.authorizeNow?.(request) : undefined;
+      if (now && capsNow) {
+        const full = admitNow(now, capsNow);
+        if (full) refuse(res, full, reqId);
+        else res.upgrade(now, key, protocol, extensions, context);
+        return;
+      }
       settleUpgrade(
         res,
-        { params, token, client, conn },
+        request,
         reqId,
         () => aborted,
         (data) => {
@@ -324,7 +350,6 @@ export function createSocketEndpoint<D extends BaseSocketData>(
 
     open(ws) {
       open.add(ws);
-      everyOpen.add(ws);
       armExpiry(ws);
       handlers.open(ws);
     },
@@ -364,7 +389,6 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const d = ws.getUserData();
       d.closed = true;
       open.delete(ws);
-      everyOpen.delete(ws);
       release(d);
       clearTimeout(d.expiry);
       handlers.close(ws, code);

@@ -46,15 +46,15 @@ export async function authenticate(
 }
 
 /**
- * The claims of a token verified moments ago (`VerifyToken.known`) with one of `roles`, without
- * waiting; undefined when only `authenticate` can tell (refusals included: they are counted there).
+ * The claims of a token with one of `roles`, told without waiting (`VerifyToken.now`);
+ * undefined when only `authenticate` can tell (refusals included: they are counted there).
  */
 export function authenticateNow(
   verify: VerifyToken,
   token: string | undefined,
   roles: readonly Role[],
 ): Claims | undefined {
-  const claims = verify.known(token);
+  const claims = verify.now(token);
   return claims && roles.includes(claims.role) ? claims : undefined;
 }
 

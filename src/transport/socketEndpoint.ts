@@ -59,7 +59,7 @@ export interface EndpointHandlers<D extends BaseSocketData> {
   /** Authenticates and authorizes the upgrade; throws a catalog error to refuse it. */
   authorize(req: UpgradeRequest): Promise<D>;
   /**
-   * `authorize`'s answer where it is known without waiting (a token verified moments ago, a
+   * `authorize`'s answer where it is known without waiting (a token that checks out at once, a
    * live session); undefined whenever only `authorize` can tell, refusals included. Such an
    * upgrade completes inside uWebSockets.js' own callback (see `upgradeLater` for why that
    * matters).

@@ -281,8 +281,8 @@ export type WorkEvent = { type: 'work.done'; output: Processed } | { type: 'work
  * down), so nothing of it is written after. One machine serves every conversation (a machine
  * per actor would build its state nodes and transition tables again for each), so the steps
  * are looked up per actor. An action rather than an invoked promise actor: an invoked actor
- * is a child actor created, registered and stopped for every message: 14–29 µs of the
- * machine's 55–90 µs per message (bench/README.md).
+ * is a child actor created, registered and stopped for every message: 11–29 µs of the
+ * machine's 59–91 µs per message (bench/README.md).
  */
 export const workWith =
   (stepsOf: (conversation: AnyActorRef) => ConversationSteps) =>

@@ -42,7 +42,7 @@ export function hs256Now(options: Hs256Options): (token: string) => Record<strin
     if (parts.length !== 3) return undefined;
     const [h, p, s] = parts;
     const header = objectOf(h);
-    if (!header || header.alg !== 'HS256') return undefined;
+    if (header?.alg !== 'HS256') return undefined;
     for (const k of Object.keys(header))
       if (k !== 'alg' && !(k === 'typ' && typeof header.typ === 'string')) return undefined;
     const expected = createHmac('sha256', secret).update(`${h}.${p}`).digest('base64url');

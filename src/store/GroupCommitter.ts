@@ -4,8 +4,9 @@
  *
  * Writes go to one of `lanes` lanes (GROUP_COMMIT_LANES, one by default), each with its own
  * connection and one transaction in flight: an actor's writes always take the same lane (by
- * its key), unfenced writes the least busy one, or their kind's own lane (see `register`). With several lanes, transactions commit at
- * once — PostgreSQL works on them in parallel and flushes their WAL together. A transaction
+ * its key), unfenced writes the least busy one, or their kind's own lane (see `register`).
+ * With several lanes, transactions commit at once — PostgreSQL works on them in parallel and
+ * flushes their WAL together. A transaction
  * takes at most GROUP_COMMIT_MAX_BATCH writes and GROUP_COMMIT_MAX_BYTES of them (their JSON
  * size; a larger write goes alone).
  *
@@ -136,9 +137,10 @@ export class GroupCommitter {
    * their own, with its own connection, never behind other kinds' transactions (the relay
    * inbox: acknowledging an event never waits for conversations' commits). `oneStatement`: the
    * writer makes exactly one statement, so a batch of only this kind's unfenced writes runs
-   * without BEGIN and COMMIT (a statement is a transaction of its own). `pinned`: this kind's (unfenced) writes always take the first lane instead of the least
-   * busy one, so no two transactions in flight both write them (e.g. the lease epochs, which
-   * the other lanes' fences lock: in one lane, no two transactions can wait on each other).
+   * without BEGIN and COMMIT (a statement is a transaction of its own). `pinned`: this kind's
+   * (unfenced) writes always take the first lane instead of the least busy one, so no two
+   * transactions in flight both write them (e.g. the lease epochs, which the other lanes'
+   * fences lock: in one lane, no two transactions can wait on each other).
    */
   register<T>(
     kind: string,

@@ -118,9 +118,9 @@ let nextConn = 0;
  *   1583): uWebSockets.js prints its "must be corked" warning on stderr for each such upgrade,
  *   and writes the response in pieces (24 `sendto` calls where a corked upgrade makes one,
  *   under strace), which makes such an upgrade cost three to four times the CPU of one
- *   completed inside uWebSockets.js' own callback (`authorizeNow`
- *   avoids the wait where it can). Corking another open socket instead does not cork this
- *   response: uWebSockets.js corks one socket at a time.
+ *   completed inside uWebSockets.js' own callback (`authorizeNow` avoids the wait where it
+ *   can). Corking another open socket instead does not cork this response: uWebSockets.js
+ *   corks one socket at a time.
  * - an upgrade made while uWebSockets.js parses another connection's request (a promise
  *   continuation can run at the end of any of its callbacks) is taken for that connection's:
  *   the upgrade runs in a task of its own (`setImmediate`), outside every callback.

@@ -164,20 +164,29 @@ describe('acknowledging while processing is held up', () => {
   it('acknowledges new events while every conversation commit waits on a lock, and answers them all once it is gone', async () => {
     const server = await startTestServer(db.url);
     const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    // One event answered first: the group commit's lanes hold their connections and the relay's
+    // backlog is delivered, so nothing below waits for a pool connection behind the lock.
+    const warm = relayEvent({ sender: '+15556400100', text: 'warming up' });
+    await postEvents(server.url, relayToken, warm);
+    await relay.waitForSend((s) => s.replyTo === warm.id);
     const locker = await db.pool.connect();
     try {
       await locker.query('BEGIN');
-      // Conversation commits (`WITH pending AS …`) write the outbox; acknowledging an event never touches it.
+      // Conversation commits write the outbox; acknowledging an event never touches it.
       await locker.query('LOCK TABLE relay_outbox IN ACCESS EXCLUSIVE MODE');
       const first = relayEvent({ sender: '+15556400101', text: 'first, held up' });
       expect((await postEvents(server.url, relayToken, first)).status).toBe(202);
       const waitingOnTheLock = async () =>
         (
           await db.pool.query<{ n: number }>(
-            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'WITH pending AS%'",
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = $1 AND wait_event_type = 'Lock'
+                AND (query LIKE 'WITH pending AS%' OR query LIKE 'UPDATE relay_outbox SET status%')`,
             [db.name],
           )
         ).rows[0].n;
+      // The shared lane's transaction waits on the lock: the conversation's commit, or the
+      // update of an acknowledged send (the outbox too) ahead of it in the same lane.
       await expect.poll(waitingOnTheLock, { timeout: 10_000 }).toBeGreaterThan(0);
       // The group commit's transaction of conversations is stuck: new events are stored and
       // acknowledged all the same, in their own lane.

@@ -51,13 +51,7 @@ export function hs256Now(options: Hs256Options): (token: string) => Record<strin
     if (!claims) return undefined;
     const { iss, aud, sub, exp, nbf, iat } = claims;
     if (iss !== options.issuer) return undefined;
-    if (
-      !(
-        aud === options.audience ||
-        (Array.isArray(aud) && aud.every((a) => typeof a === 'string') && aud.includes(options.audience))
-      )
-    )
-      return undefined;
+    if (!(aud === options.audience || (Array.isArray(aud) && aud.includes(options.audience)))) return undefined;
     if (!Object.hasOwn(claims, 'sub') || sub === undefined) return undefined;
     const now = Math.floor(Date.now() / 1000);
     const tolerance = options.clockToleranceS;

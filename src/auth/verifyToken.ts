@@ -112,12 +112,22 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
     verified.set(token, { claims, until: Math.min(claims.exp * 1000, Date.now() + CACHE_MS) });
   };
 
+  /** The claims of a token verified within the cache's time and not expired since; an expired entry goes. */
+  const cached = (token: string): Claims | undefined => {
+    const hit = verified.get(token);
+    if (!hit) return undefined;
+    if (Date.now() < hit.until) return hit.claims;
+    verified.delete(token);
+    return undefined;
+  };
+  const wellFormed = (token: string) => token.length <= 8192 && JWT_SHAPE.test(token);
+
   const checkNow = 'secret' in options.key ? hs256Now({ ...options, secret: options.key.secret }) : undefined;
   const now = (token: string | undefined): Claims | undefined => {
     if (!token) return undefined;
-    const hit = verified.get(token);
-    if (hit && Date.now() < hit.until) return hit.claims;
-    if (!checkNow || token.length > 8192 || !JWT_SHAPE.test(token)) return undefined;
+    const hit = cached(token);
+    if (hit) return hit;
+    if (!checkNow || !wellFormed(token)) return undefined;
     const payload = checkNow(token);
     const claims = payload && claimsSchema.safeParse(payload);
     if (!claims?.success) return undefined;
@@ -127,12 +137,9 @@ export function createVerifier(options: VerifierOptions): VerifyToken {
 
   const verify = async (token: string | undefined): Promise<Claims> => {
     if (!token) throw new AuthError('missing', 'a bearer token is required');
-    const hit = verified.get(token);
-    if (hit) {
-      if (Date.now() < hit.until) return hit.claims;
-      verified.delete(token);
-    }
-    if (token.length > 8192 || !JWT_SHAPE.test(token)) throw new AuthError('malformed', 'the token is not a JWT');
+    const hit = cached(token);
+    if (hit) return hit;
+    if (!wellFormed(token)) throw new AuthError('malformed', 'the token is not a JWT');
     let payload: JWTPayload;
     try {
       ({ payload } =

@@ -26,12 +26,19 @@ export interface MiniappAccess {
 }
 
 export function createMiniappAccess({ host, repo, metrics }: MiniappAccessDeps): MiniappAccess {
+  /** The participants of a live session, from its actor; undefined when it sleeps (or is none). */
+  const liveParticipants = (sessionId: string) =>
+    (host.peek(MINIAPP, sessionId)?.context as MiniappContext | undefined)?.participants;
+  /** The rule: a share link opens its own session, any other token one its holder takes part in. */
+  const opens = (sessionId: string, claims: Claims, participant: boolean) =>
+    claims.sid !== undefined ? claims.sid === sessionId : participant;
+
   const now = (sessionId: string, claims: Claims): boolean => {
-    const live = (host.peek(MINIAPP, sessionId)?.context as MiniappContext | undefined)?.participants;
-    return live !== undefined && (claims.sid !== undefined ? claims.sid === sessionId : live.includes(claims.sub));
+    const live = liveParticipants(sessionId);
+    return live !== undefined && opens(sessionId, claims, live.includes(claims.sub));
   };
   const access = async (sessionId: string, claims: Claims): Promise<void> => {
-    const live = (host.peek(MINIAPP, sessionId)?.context as MiniappContext | undefined)?.participants;
+    const live = liveParticipants(sessionId);
     const access = live
       ? { exists: true, participant: live.includes(claims.sub) }
       : await repo.access(sessionId, claims.sub);
@@ -39,7 +46,7 @@ export function createMiniappAccess({ host, repo, metrics }: MiniappAccessDeps):
       metrics.authFailures.inc({ reason: 'not_found' });
       throw new AppError('session_not_found', `no miniapp session ${sessionId}`);
     }
-    if (claims.sid !== undefined ? claims.sid !== sessionId : !access.participant) {
+    if (!opens(sessionId, claims, access.participant)) {
       metrics.authFailures.inc({ reason: 'forbidden' });
       throw new AppError(
         'forbidden',

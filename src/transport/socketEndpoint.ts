@@ -165,14 +165,13 @@ export function createSocketEndpoint<D extends BaseSocketData>(
 
   /** Counts `data` against its caps (those with a limit), or returns the refusal when one is full. */
   async function admit(data: D): Promise<AppError | null> {
-    const limited = (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
+    const limited = limitsOf(data);
     return admitted(data, limited, await caps.admit(limited));
   }
 
-  /** `admit` without waiting, with the caps' own `admitNow` (single-node mode). */
-  function admitNow(data: D, now: NonNullable<SocketCaps['admitNow']>): AppError | null {
-    const limited = (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
-    return admitted(data, limited, now(limited));
+  /** The caps `data` counts against that have a limit. */
+  function limitsOf(data: D): SocketCap[] {
+    return (handlers.caps?.(data) ?? []).filter((cap) => cap.max > 0);
   }
 
   function admitted(data: D, limited: SocketCap[], full: SocketCap | null): AppError | null {
@@ -324,10 +323,12 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       // Decided at once: upgraded here, inside uWebSockets.js' callback, where uWebSockets.js
       // corks the response itself. An upgrade completed later goes out uncorked, in 24 socket
       // writes: three to four times the CPU (`upgradeLater`).
-      const capsNow = caps.admitNow;
-      const now = capsNow ? handlers.authorizeNow?.(request) : undefined;
-      if (now && capsNow) {
-        const full = admitNow(now, capsNow);
+      // Only where the caps can count at once too (single-node mode: `admitNow`).
+      const admitNow = caps.admitNow;
+      const now = admitNow ? handlers.authorizeNow?.(request) : undefined;
+      if (now && admitNow) {
+        const limited = limitsOf(now);
+        const full = admitted(now, limited, admitNow(limited));
         if (full) refuse(res, full, reqId);
         else res.upgrade(now, key, protocol, extensions, context);
         return;

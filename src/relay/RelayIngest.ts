@@ -144,6 +144,8 @@ export class RelayIngest {
   private requests = 0;
   private storeMs = 0;
   private share: NodeJS.Timeout | undefined;
+  /** The event loop's utilization when the window was last adjusted. */
+  private loop = performance.eventLoopUtilization();
 
   constructor(private readonly deps: RelayIngestDeps) {
     // Sized by the estimate the backlog uses, not by serializing each event once more.
@@ -510,14 +512,18 @@ export class RelayIngest {
       if (this.waitingSeqs.size === 0) this.runSweep(every * SWEEP_AGE_FACTOR);
     }, every);
     this.sweeper.unref();
+    this.loop = performance.eventLoopUtilization();
     this.share = setInterval(() => {
+      const loop = performance.eventLoopUtilization();
       const limit = nextWindow({
         limit: this.limit,
         max: this.deps.window,
         storeMs: this.requests ? this.storeMs / this.requests : 0,
+        busy: performance.eventLoopUtilization(loop, this.loop).utilization,
         requests: this.requests,
         waiting: this.waitingSeqs.size,
       });
+      this.loop = loop;
       this.requests = 0;
       this.storeMs = 0;
       if (limit > this.limit) this.schedulePump();

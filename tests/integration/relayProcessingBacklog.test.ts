@@ -142,6 +142,70 @@ describe('a full backlog', () => {
   }, 60_000);
 });
 
+describe('processing gives way to ingest', () => {
+  let db: TestDatabase;
+  let fake: FakeOpenAI;
+  let server: RunningServer;
+  let relay: RelayClient;
+  afterAll(async () => {
+    await relay?.close();
+    await server?.close();
+    await fake?.close();
+  });
+
+  /** `archety_relay_processing_window` from /metrics. */
+  async function window(): Promise<number> {
+    const metrics = await api(server.url, 'GET', '/metrics');
+    return Number(/archety_relay_processing_window (\d+)/.exec(metrics.body)?.[1]);
+  }
+
+  it('shrinks the processing window while the event loop is busy and requests keep coming, and widens it again once the loop is calm', async () => {
+    db = await createTestDatabase();
+    // The model answers slowly: events wait for the window.
+    fake = await startFakeOpenAI({ chatDelayMs: 5000 });
+    server = await startTestServer(
+      db.url,
+      openAIEnv(fake, { RELAY_PROCESSING_WINDOW: '64', RELAY_BACKLOG_MAX: '10000', SENDER_BURST: '1000' }),
+    );
+    relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    const first = Array.from({ length: 100 }, (_, i) => relayEvent({ sender: sender(400 + i), text: 'hello' }));
+    expect((await postEvents(server.url, relayToken, { events: first })).status).toBe(202);
+    expect(await window()).toBe(64);
+
+    // The loop is kept busy in 2 ms slices (it still answers between them: storing an event stays
+    // far below processingShare's SLOW_MS, so only the loop's utilization can shrink the window),
+    // while a request comes in every 50 ms.
+    let busy = true;
+    const spin = () => {
+      const until = performance.now() + 2;
+      while (performance.now() < until) {}
+      if (busy) setImmediate(spin);
+    };
+    spin();
+    const answers: number[] = [];
+    let next = 0;
+    const posting = setInterval(() => {
+      const e = relayEvent({ sender: sender(500 + (next++ % 200)), text: 'while busy' });
+      void postEvents(server.url, relayToken, { events: [e] }).then((a) => answers.push(a.status));
+    }, 50);
+    try {
+      // Halved every 250 ms period: 64 → 2 (a 32nd) in five periods.
+      await expect.poll(window, { timeout: 10_000, interval: 100 }).toBe(2);
+    } finally {
+      busy = false;
+      clearInterval(posting);
+    }
+    // Every request made while the loop was busy was acknowledged.
+    await expect.poll(() => answers.length, { timeout: 10_000 }).toBe(next);
+    expect(answers.every((status) => status === 202)).toBe(true);
+    // Calm, with no request coming: the window doubles back to its maximum.
+    await expect.poll(window, { timeout: 10_000, interval: 100 }).toBe(64);
+
+    fake.behaviour.chatDelayMs = 0;
+    await relay.waitForSends(() => true, first.length + next, 30_000);
+  }, 60_000);
+});
+
 describe('after a restart', () => {
   it('refills a full backlog from the inbox as it drains, and processes every pending event in order per chat', async () => {
     const db = await createTestDatabase();

@@ -21,6 +21,7 @@
  * number is kept, and the payload is read back from the inbox when their turn comes.
  */
 
+import { performance } from 'node:perf_hooks';
 import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
 import { AppError, type ErrorCode, isAppError } from '../errors.ts';

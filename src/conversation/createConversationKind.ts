@@ -8,7 +8,7 @@ import {
   type ConversationSteps,
   conversationMachine,
   inboundId,
-  persistedIdle,
+  persistedResting,
   type RecallInput,
   upgradeSnapshot,
   workWith,
@@ -304,7 +304,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
             CONVERSATION,
             lane,
             epoch,
-            encodeWrite(commit, persistedIdle(commit.next)),
+            encodeWrite(commit, persistedResting(commit.next)),
           );
           const applied = result !== false;
           if (applied) remember(commit);

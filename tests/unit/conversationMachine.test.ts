@@ -5,7 +5,7 @@ import {
   buildCommit,
   conversationMachine,
   type Processed,
-  persistedIdle,
+  persistedResting,
   workWith,
 } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
@@ -128,12 +128,18 @@ function inbound(over: Partial<InboundMessage> & { seq?: number; throttled?: boo
   };
 }
 
-/** Waits until the actor has committed `n` messages in all and is idle again. */
+/** Waits until the actor has committed `n` messages in all and rests again (`idle`, or `owing` an answer). */
 async function settled(actor: AnyActorRef, commits: ConversationCommit[], n: number) {
   await vi.waitFor(() => {
     expect(commits).toHaveLength(n);
-    expect(actor.getSnapshot().value).toBe('idle');
+    expect(['idle', 'owing']).toContain(actor.getSnapshot().value);
   }, POLL);
+}
+
+/** Delayed events XState holds for `actor` (its system's scheduler). */
+function scheduled(actor: AnyActorRef): number {
+  const system = actor.system as unknown as { getSnapshot(): { _scheduledEvents: Record<string, unknown> } };
+  return Object.keys(system.getSnapshot()._scheduledEvents).length;
 }
 
 /** Every key anywhere in `value`. */
@@ -426,6 +432,9 @@ describe('the conversation machine, rate-limited senders', () => {
     expect(h.commits.map((c) => c.inboxSeq)).toEqual([101, 102, 103]);
     expect(h.commits[0].memories).toEqual([{ content: `${ALICE} lives in Oslo`, sourceMessageId: 'in_evt_t1' }]);
     expect(h.calls.think).toHaveLength(0);
+    // Resting with an answer owed: the one timer is set.
+    expect(actor.getSnapshot().value).toBe('owing');
+    expect(scheduled(actor)).toBe(1);
 
     await vi.advanceTimersByTimeAsync(14);
     expect(h.commits).toHaveLength(3);
@@ -442,6 +451,17 @@ describe('the conversation machine, rate-limited senders', () => {
     await vi.advanceTimersByTimeAsync(1_000);
     expect(h.commits).toHaveLength(4);
     expect(actor.getSnapshot().value).toBe('idle');
+    expect(scheduled(actor)).toBe(0);
+  });
+
+  it('sets no timer while nothing is owed: an ordinary message leaves none behind', async () => {
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    actor.send(inbound({ seq: 7 }));
+    await settled(actor, h.commits, 1);
+    expect(h.commits[0].send).not.toBeNull();
+    expect(actor.getSnapshot().value).toBe('idle');
+    expect(scheduled(actor)).toBe(0);
   });
 
   it('pays the owed answer with the next ordinary reply to that sender instead of a catch-up', async () => {
@@ -456,6 +476,8 @@ describe('the conversation machine, rate-limited senders', () => {
     expect(h.commits[1].next.owed).toEqual([]);
     await vi.advanceTimersByTimeAsync(1_000);
     expect(h.commits).toHaveLength(2);
+    expect(actor.getSnapshot().value).toBe('idle');
+    expect(scheduled(actor)).toBe(0);
   });
 });
 
@@ -727,7 +749,7 @@ describe('buildCommit', () => {
   });
 });
 
-describe('persistedIdle', () => {
+describe('persistedResting', () => {
   it("is XState's own persisted snapshot of the idle state, and restores to it", async () => {
     const h = harness(DIRECT_KEY);
     const first = h.start();
@@ -737,11 +759,33 @@ describe('persistedIdle', () => {
     const xstate = conversationMachine.getPersistedSnapshot(
       conversationMachine.resolveState({ value: 'idle', context }),
     );
-    expect(persistedIdle(context)).toStrictEqual(xstate);
-    expect(JSON.parse(JSON.stringify(persistedIdle(context)))).toEqual(JSON.parse(JSON.stringify(xstate)));
-    const restored = createActor(h.machine, { snapshot: persistedIdle(context), input: { key: DIRECT_KEY } }).start();
+    expect(persistedResting(context)).toStrictEqual(xstate);
+    expect(JSON.parse(JSON.stringify(persistedResting(context)))).toEqual(JSON.parse(JSON.stringify(xstate)));
+    const restored = createActor(h.machine, { snapshot: persistedResting(context), input: { key: DIRECT_KEY } }).start();
     expect(restored.getSnapshot().value).toBe('idle');
     expect(restored.getSnapshot().context).toEqual(context);
+  });
+
+  it("is XState's own persisted snapshot of the owing state while an answer is owed", async () => {
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 22, throttled: true }));
+    await settled(first, h.commits, 1);
+    first.stop();
+    const context = h.commits[0].next;
+    expect(context.owed).toHaveLength(1);
+    const xstate = conversationMachine.getPersistedSnapshot(
+      conversationMachine.resolveState({ value: 'owing', context }),
+    );
+    expect(persistedResting(context)).toStrictEqual(xstate);
+    const restored = createActor(h.machine, { snapshot: persistedResting(context), input: { key: DIRECT_KEY } }).start();
+    expect(restored.getSnapshot().value).toBe('owing');
+    // Its next message is answered, which pays what was owed.
+    restored.send(inbound({ seq: 23, eventId: 'evt_after_restore' }));
+    await settled(restored, h.commits, 2);
+    expect(h.commits[1].send?.id).toBe('out_evt_after_restore');
+    expect(h.commits[1].next.owed).toEqual([]);
+    expect(restored.getSnapshot().value).toBe('idle');
   });
 });
 

@@ -11,9 +11,9 @@
  * goes on, at a smaller share. Both signals are needed: storing slows when processing's commits
  * hold up PostgreSQL, the loop fills when processing takes the core (with the inbox on a commit
  * lane of its own, storing stays quick while the acknowledgements themselves wait for the core).
- * Once storing is quick again (under `QUICK_MS`) and the loop has room (under `CALM`), or no
- * request came in the last period, it doubles back, up to `max`. With no backlog nothing is
- * limited: the window is `max`.
+ * Once storing is quick again (under `QUICK_MS`) and the loop has room (under `CALM`), it
+ * doubles back, up to `max`; when no request came in the last period it is `max` at once. With
+ * no backlog nothing is limited: the window is `max`.
  */
 
 /** The mean time to store an event (ms) above which processing gives way to ingest. */
@@ -45,7 +45,9 @@ export interface ShareInput {
 /** The window for the next period. */
 export function nextWindow({ limit, max, storeMs, busy, requests, waiting }: ShareInput): number {
   const min = Math.max(1, Math.ceil(max / 32));
-  if (waiting === 0 || requests === 0) return Math.min(max, limit * 2);
+  // Nothing to give way to: the whole window at once (doubling back from a 32nd took five
+  // periods, with the core partly idle while a small window waited on its commits).
+  if (waiting === 0 || requests === 0) return max;
   if (storeMs > SLOW_MS || busy > BUSY) return Math.max(min, Math.floor(limit / 2));
   if (storeMs < QUICK_MS && busy < CALM) return Math.min(max, limit * 2);
   return limit;

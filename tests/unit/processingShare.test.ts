@@ -26,14 +26,17 @@ describe('the processing window (processingShare.ts)', () => {
     expect(nextWindow({ ...slow, max: 4, limit: 1 })).toBe(1);
   });
 
-  it('doubles back to the maximum once storing is quick and the loop has room, no request came, or nothing waits', () => {
+  it('doubles back while storing is quick and the loop has room', () => {
     expect(nextWindow({ ...slow, limit: 8, storeMs: QUICK_MS - 1 })).toBe(16);
     expect(nextWindow({ ...busy, limit: 8, busy: CALM - 0.01 })).toBe(16);
-    expect(nextWindow({ ...busy, limit: 8, requests: 0 })).toBe(16);
-    expect(nextWindow({ ...busy, limit: 8, waiting: 0 })).toBe(16);
-    expect(nextWindow({ ...slow, limit: 8, requests: 0 })).toBe(16);
-    expect(nextWindow({ ...slow, limit: 8, waiting: 0 })).toBe(16);
-    expect(nextWindow({ ...slow, limit: 200, waiting: 0 })).toBe(256);
+    expect(nextWindow({ ...busy, limit: 200, busy: CALM - 0.01 })).toBe(256);
+  });
+
+  it('takes the whole window at once when no request came or nothing waits', () => {
+    expect(nextWindow({ ...busy, limit: 8, requests: 0 })).toBe(256);
+    expect(nextWindow({ ...busy, limit: 8, waiting: 0 })).toBe(256);
+    expect(nextWindow({ ...slow, limit: 8, requests: 0 })).toBe(256);
+    expect(nextWindow({ ...slow, limit: 8, waiting: 0 })).toBe(256);
   });
 
   it('holds between the two thresholds', () => {

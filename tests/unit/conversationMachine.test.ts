@@ -761,7 +761,10 @@ describe('persistedResting', () => {
     );
     expect(persistedResting(context)).toStrictEqual(xstate);
     expect(JSON.parse(JSON.stringify(persistedResting(context)))).toEqual(JSON.parse(JSON.stringify(xstate)));
-    const restored = createActor(h.machine, { snapshot: persistedResting(context), input: { key: DIRECT_KEY } }).start();
+    const restored = createActor(h.machine, {
+      snapshot: persistedResting(context),
+      input: { key: DIRECT_KEY },
+    }).start();
     expect(restored.getSnapshot().value).toBe('idle');
     expect(restored.getSnapshot().context).toEqual(context);
   });
@@ -778,7 +781,10 @@ describe('persistedResting', () => {
       conversationMachine.resolveState({ value: 'owing', context }),
     );
     expect(persistedResting(context)).toStrictEqual(xstate);
-    const restored = createActor(h.machine, { snapshot: persistedResting(context), input: { key: DIRECT_KEY } }).start();
+    const restored = createActor(h.machine, {
+      snapshot: persistedResting(context),
+      input: { key: DIRECT_KEY },
+    }).start();
     expect(restored.getSnapshot().value).toBe('owing');
     // Its next message is answered, which pays what was owed.
     restored.send(inbound({ seq: 23, eventId: 'evt_after_restore' }));

@@ -439,8 +439,9 @@ function recallInput(context: ConversationContext, w: Work): RecallInput {
  * owed, else in `idle`): what `getPersistedSnapshot(resolveState({ value, context }))` gives (a
  * unit test holds the two equal), built directly, since every commit stores one and XState's way
  * resolves the whole state and deep-copies the context to get it. XState does not set a restored
- * state's timers again: a conversation restored in `owing` gives its owed answer with its next
- * message, as it did when `idle` held the timer.
+ * state's timers again: a conversation restored in `owing` (it is activated only to take a new
+ * event) sets its timer again when that event is committed, or pays the answer with it — as it
+ * did when `idle` held the timer.
  */
 export function persistedResting(context: ConversationContext) {
   return {

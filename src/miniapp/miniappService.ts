@@ -14,6 +14,7 @@
  * Cluster mode routes these same calls to the node that owns the session.
  */
 import { randomBytes } from 'node:crypto';
+import { decodeJwt } from 'jose';
 import { miniapps } from '../../actors/apps/index.ts';
 import type { MiniappEvent, MiniappView } from '../../actors/miniapp.machine.ts';
 import type { OpRequest } from '../../actors/miniappSession.ts';
@@ -186,7 +187,8 @@ export function createMiniappService(deps: MiniappServiceDeps): MiniappService {
         sid: sessionId,
         ttlS: SHARE_LINK_TTL_S,
       });
-      const expiresAt = new Date((Math.floor(Date.now() / 1000) + SHARE_LINK_TTL_S) * 1000).toISOString();
+      // The token's own expiry: computed again here, it was a second later when minting crossed one.
+      const expiresAt = new Date((decodeJwt(token).exp as number) * 1000).toISOString();
       return { token, expiresAt };
     },
 

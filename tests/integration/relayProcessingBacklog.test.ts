@@ -170,7 +170,8 @@ describe('processing gives way to ingest', () => {
     relay = await connectRelay(server.url, relayToken, { autoAck: true });
     const first = Array.from({ length: 100 }, (_, i) => relayEvent({ sender: sender(400 + i), text: 'hello' }));
     expect((await postEvents(server.url, relayToken, { events: first })).status).toBe(202);
-    expect(await window()).toBe(64);
+    // Whole while nothing presses (a slow first store may halve it for one period).
+    await expect.poll(window, { timeout: 5000, interval: 100 }).toBe(64);
 
     // The loop is kept busy in 2 ms slices (it still answers between them: storing an event stays
     // far below processingShare's SLOW_MS, so only the loop's utilization can shrink the window),

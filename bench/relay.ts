@@ -357,14 +357,15 @@ async function main(): Promise<void> {
     const warmup = Math.ceil(P.historyQueries / 10);
     // Over a keep-alive connection of the benchmark's own: undici's fetch added 0.3 ms to the
     // median and doubled the p99 (its allocations and this process's GC, on the core PostgreSQL shares).
-    const connection = new Connection(new URL(server.url));
+    const serverUrl = new URL(server.url);
+    const connection = new Connection(serverUrl);
+    const head = (key: string) =>
+      `GET /v1/conversations/${encodeURIComponent(key)}/messages?limit=50 HTTP/1.1\r\nhost: ${serverUrl.host}\r\nauthorization: Bearer ${adminToken}\r\n`;
     for (let i = 0; i < warmup + P.historyQueries; i++) {
       const k = keys[Math.floor(Math.random() * keys.length)];
+      const request = head(k);
       const t = performance.now();
-      const res = await connection.request(
-        `GET /v1/conversations/${encodeURIComponent(k)}/messages?limit=50 HTTP/1.1\r\nhost: ${new URL(server.url).host}\r\nauthorization: Bearer ${adminToken}\r\n`,
-        '',
-      );
+      const res = await connection.request(request, '');
       if (i >= warmup) latencies.push(performance.now() - t);
       if (res.status !== 200) throw new Error(`history answered ${res.status}`);
     }

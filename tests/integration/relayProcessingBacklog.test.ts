@@ -24,10 +24,24 @@ beforeAll(async () => {
   relayToken = await token('relay-processing-backlog', { role: 'relay' });
 });
 
-/** `archety_relay_backlog{state}` from /metrics. */
-async function backlog(server: RunningServer, state: 'waiting' | 'processing'): Promise<number> {
+/** The value of the /metrics line that starts with `series` (name and labels). */
+async function gauge(server: RunningServer, series: string): Promise<number> {
   const metrics = await api(server.url, 'GET', '/metrics');
-  return Number(new RegExp(`archety_relay_backlog\\{state="${state}"\\} (\\d+)`).exec(metrics.body)?.[1]);
+  const line = metrics.body.split('\n').find((l: string) => l.startsWith(`${series} `));
+  return Number(line?.slice(series.length + 1));
+}
+
+/** `archety_relay_backlog{state}` from /metrics. */
+const backlog = (server: RunningServer, state: 'waiting' | 'processing') =>
+  gauge(server, `archety_relay_backlog{state="${state}"}`);
+
+/** A server whose model answers after `chatDelayMs` (processing falls behind ingest), its relay connected. */
+async function slowServer(chatDelayMs: number, env: Record<string, string>) {
+  const db = await createTestDatabase();
+  const fake = await startFakeOpenAI({ chatDelayMs });
+  const server = await startTestServer(db.url, openAIEnv(fake, { SENDER_BURST: '1000', ...env }));
+  const relay = await connectRelay(server.url, relayToken, { autoAck: true });
+  return { db, fake, server, relay };
 }
 
 /** The ids each chat's replies answered, in the order the relay received them (first deliveries). */
@@ -97,17 +111,11 @@ describe('a full backlog', () => {
   afterAll(async () => {
     await relay?.close();
     await server?.close();
+    await fake?.close();
   });
 
   it('refuses a request that would pass RELAY_BACKLOG_MAX whole (429 relay_backlogged, Retry-After), storing nothing, and takes events again once processing caught up', async () => {
-    db = await createTestDatabase();
-    // The model answers slowly: processing falls behind the ingest.
-    fake = await startFakeOpenAI({ chatDelayMs: 3000 });
-    server = await startTestServer(
-      db.url,
-      openAIEnv(fake, { RELAY_PROCESSING_WINDOW: '1', RELAY_BACKLOG_MAX: '100', SENDER_BURST: '1000' }),
-    );
-    relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    ({ db, fake, server, relay } = await slowServer(3000, { RELAY_PROCESSING_WINDOW: '1', RELAY_BACKLOG_MAX: '100' }));
     const first = Array.from({ length: 100 }, (_, i) => relayEvent({ sender: sender(100 + i), text: 'hello' }));
     const full = await postEvents(server.url, relayToken, { events: first });
     expect(full.status).toBe(202);
@@ -143,7 +151,6 @@ describe('a full backlog', () => {
 });
 
 describe('processing gives way to ingest', () => {
-  let db: TestDatabase;
   let fake: FakeOpenAI;
   let server: RunningServer;
   let relay: RelayClient;
@@ -153,21 +160,14 @@ describe('processing gives way to ingest', () => {
     await fake?.close();
   });
 
-  /** `archety_relay_processing_window` from /metrics. */
-  async function window(): Promise<number> {
-    const metrics = await api(server.url, 'GET', '/metrics');
-    return Number(/archety_relay_processing_window (\d+)/.exec(metrics.body)?.[1]);
-  }
+  const window = () => gauge(server, 'archety_relay_processing_window');
 
   it('shrinks the processing window while the event loop is busy and requests keep coming, and widens it again once the loop is calm', async () => {
-    db = await createTestDatabase();
-    // The model answers slowly: events wait for the window.
-    fake = await startFakeOpenAI({ chatDelayMs: 5000 });
-    server = await startTestServer(
-      db.url,
-      openAIEnv(fake, { RELAY_PROCESSING_WINDOW: '64', RELAY_BACKLOG_MAX: '10000', SENDER_BURST: '1000' }),
-    );
-    relay = await connectRelay(server.url, relayToken, { autoAck: true });
+    // Events wait for the window.
+    ({ fake, server, relay } = await slowServer(5000, {
+      RELAY_PROCESSING_WINDOW: '64',
+      RELAY_BACKLOG_MAX: '10000',
+    }));
     const first = Array.from({ length: 100 }, (_, i) => relayEvent({ sender: sender(400 + i), text: 'hello' }));
     expect((await postEvents(server.url, relayToken, { events: first })).status).toBe(202);
     // Whole while nothing presses (a slow first store may halve it for one period).

@@ -64,8 +64,11 @@ export interface RouteOptions<A = undefined> {
   guard?: Guard<A>;
   /** Name of the route for metrics (defaults to the pattern). */
   name?: string;
-  /** Probes (`/health`, `/ready`, `/metrics`): their requests are logged at debug, not info. */
-  quiet?: boolean;
+  /**
+   * Requests logged at debug, not info: probes (`/health`, `/ready`, `/metrics`) always, or those
+   * answered with a status the function picks (relay pushes stored, thousands a second).
+   */
+  quiet?: boolean | ((status: number) => boolean);
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -125,11 +128,13 @@ export function clientOf(res: HttpResponse, forwardedFor: string | undefined, tr
   return clientKey(trusted ? trusted.clientAddress(peer, forwardedFor) : peer);
 }
 
+/** Strict UTF-8 (a malformed byte is an error); without `stream` a decode keeps no state, so one serves every body. */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
 function parseJsonObject(raw: Buffer): unknown {
-  const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
   let value: unknown;
   try {
-    value = JSON.parse(text.decode(raw));
+    value = JSON.parse(utf8.decode(raw));
   } catch {
     throw new AppError('invalid_json', 'the body is not valid UTF-8 JSON');
   }
@@ -227,19 +232,21 @@ export function createRouter(ctx: HttpContext) {
     logRequest(r, reply.status, performance.now(), reply.status === 429);
   }
 
-  /** One line per request: at info, except probes and refused floods (debug). Never a token or a phone number. */
-  function logRequest(r: RequestHead, status: number, started: number, quiet = false): void {
+  /**
+   * One line per request: at info, except those `quiet` picks and refused floods (debug). Never
+   * a token or a phone number. It carries the request's x-request-id like every other line of it.
+   */
+  function logRequest(r: RequestHead, status: number, started: number, quiet: RouteOptions<unknown>['quiet']): void {
+    const level = quiet === true || (typeof quiet === 'function' && quiet(status)) ? 'debug' : 'info';
+    if (!ctx.log.isLevelEnabled(level)) return;
     const line = {
+      reqId: r.reqId,
       method: r.method.toUpperCase(),
       url: maskPhones(r.url),
       status,
       ms: +(performance.now() - started).toFixed(2),
     };
-    // In the request's context: the line carries its x-request-id like every other line of it.
-    withContext({ reqId: r.reqId }, () => {
-      if (quiet) ctx.log.debug(line, 'request');
-      else ctx.log.info(line, 'request');
-    });
+    ctx.log[level](line, 'request');
   }
 
   /**

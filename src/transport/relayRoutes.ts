@@ -74,8 +74,13 @@ export function registerRelayRoutes(deps: RelayRoutesDeps): void {
       }
       return { status: 202, body: result };
     },
-    // Relay bodies may carry inline photos: MAX_BODY_BYTES, the router's default.
-    { guard: (req: RequestHead) => authenticateRequest(verify, metrics, req.headers, ['relay']) },
+    {
+      guard: (req: RequestHead) => authenticateRequest(verify, metrics, req.headers, ['relay']),
+      // Relay bodies may carry inline photos: MAX_BODY_BYTES, the router's default.
+      // Pushes stored (202) come thousands a second: their lines are debug (counted in
+      // archety_relay_events_total); refused or failed pushes stay at info.
+      quiet: (status) => status === 202,
+    },
   );
 
   router.get(

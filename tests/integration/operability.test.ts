@@ -44,6 +44,22 @@ describe('request logs', () => {
     expect(requests().filter((l) => l.url === '/health')).toEqual([expect.objectContaining({ level: DEBUG })]);
     expect(lines.join('\n')).not.toContain(alice);
   });
+
+  it('log relay pushes stored at debug and pushes refused at info, each with its x-request-id', async () => {
+    const db = await createTestDatabase();
+    const { server, lines } = await startLoggedServer(db.url);
+    const relayToken = await token('relay-request-lines', { role: 'relay' });
+    const push = (body: unknown, reqId: string) =>
+      api(server.url, 'POST', '/v1/relay/events', { token: relayToken, body, headers: { 'x-request-id': reqId } });
+    expect((await push(relayEvent({ sender: '+15557710005', text: 'hi' }), 'req-push-stored')).status).toBe(202);
+    expect((await push({ id: 'no-sender', type: 'message' }, 'req-push-invalid')).status).toBe(400);
+    const requests = () => lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
+    await expect.poll(() => requests().filter((l) => l.url === '/v1/relay/events').length).toBe(2);
+    const byId = (id: string) => requests().filter((l) => l.reqId === id);
+    expect(byId('req-push-stored')).toEqual([expect.objectContaining({ level: DEBUG, method: 'POST', status: 202 })]);
+    expect(byId('req-push-invalid')).toEqual([expect.objectContaining({ level: INFO, method: 'POST', status: 400 })]);
+    expect(lines.join('\n')).not.toContain(relayToken);
+  });
 });
 
 describe('METRICS_PORT', () => {

@@ -329,7 +329,7 @@ const base = setup({
   },
 });
 
-/** What both resting states (`idle`, `owing`) answer: an inbound event, and passivation. */
+/** What every resting state (`idle`, `owing`, `owed`) answers: an inbound event, and passivation. */
 const resting = base.createStateConfig({
   on: {
     inbound: [
@@ -358,7 +358,11 @@ export const conversationMachine = base.createMachine({
   initial: 'idle',
   output: ({ context }) => context.stop ?? { reason: 'failed', message: 'stopped without a reason' },
   states: {
-    idle: resting,
+    idle: {
+      ...resting,
+      // A snapshot stored before `owing` existed rests here with an answer owed (see `owed`).
+      on: { ...resting.on, resume: { guard: 'owesReply', target: 'owing' } },
+    },
     /**
      * Resting while a throttled sender is owed one answer, given after `burstQuiet` of quiet. A
      * state of its own, so the timer is set only while an answer is owed, not scheduled and
@@ -373,6 +377,16 @@ export const conversationMachine = base.createMachine({
           actions: assign({ work: ({ context }) => catchUpWork(context.owed[0]) }),
         },
       },
+    },
+    /**
+     * Owing an answer with no timer set: what a stored snapshot rests in while an answer is owed
+     * (`persistedResting`), since XState does not set a restored state's timers. `resume` (the
+     * relay's sweep sends it to conversations owing an answer for longer than the quiet time)
+     * enters `owing`, which sets it; a live conversation, in `owing` with its timer, ignores it.
+     */
+    owed: {
+      ...resting,
+      on: { ...resting.on, resume: { guard: 'owesReply', target: 'owing' } },
     },
     working: {
       tags: ['busy'],
@@ -435,20 +449,18 @@ function recallInput(context: ConversationContext, w: Work): RecallInput {
 }
 
 /**
- * The persisted snapshot of the machine resting with `context` (in `owing` while an answer is
+ * The persisted snapshot of the machine resting with `context` (in `owed` while an answer is
  * owed, else in `idle`): what `getPersistedSnapshot(resolveState({ value, context }))` gives (a
  * unit test holds the two equal), built directly, since every commit stores one and XState's way
- * resolves the whole state and deep-copies the context to get it. XState does not set a restored
- * state's timers again: a conversation restored in `owing` (it is activated only to take a new
- * event) sets its timer again when that event is committed, or pays the answer with it — as it
- * did when `idle` held the timer.
+ * resolves the whole state and deep-copies the context to get it. A restored conversation has
+ * no timer, so it rests in `owed`, not `owing`, until `resume` or its next message.
  */
 export function persistedResting(context: ConversationContext) {
   return {
     status: 'active' as const,
     output: undefined,
     error: undefined,
-    value: context.owed.length > 0 ? ('owing' as const) : ('idle' as const),
+    value: context.owed.length > 0 ? ('owed' as const) : ('idle' as const),
     historyValue: {},
     context,
     children: {},

@@ -121,7 +121,11 @@ export interface ConversationCommit {
   next: ConversationContext;
 }
 
-export type ConversationEvent = Inbound | { type: 'passivate' };
+/**
+ * `resume`: a conversation restored owing an answer sets its timer again (XState does not set a
+ * restored state's timers); sent by the relay's sweep to conversations owing one for too long.
+ */
+export type ConversationEvent = Inbound | { type: 'passivate' } | { type: 'resume' };
 
 export interface ConversationOutput {
   reason: 'passivated' | 'fenced' | 'failed';

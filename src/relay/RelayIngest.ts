@@ -64,6 +64,10 @@ export interface RelayIngestDeps {
   backlogMax: number;
   /** RELAY_BACKLOG_HELD_BYTES: bytes of waiting events' payloads held in memory; the rest are read back from the inbox. */
   heldBytesMax: number;
+  /** Conversations owing a throttled sender an answer for more than `olderThanMs`, at most `limit`. */
+  owing: (olderThanMs: number, limit: number) => Promise<string[]>;
+  /** BURST_QUIET_MS: a live conversation answers what it owes after this much quiet (ms). */
+  burstQuietMs: number;
 }
 
 /**
@@ -485,6 +489,25 @@ export class RelayIngest {
     }
   }
 
+  /**
+   * Sends `resume` to the conversations owing a throttled sender an answer for longer than the
+   * quiet time after which a live one answers, plus `olderThanMs`: they lost the timer that
+   * answers (a restart, a takeover; XState does not set a restored state's timers), and
+   * `resume` sets it again. One whose timer runs (live here in `owing`, or elsewhere) ignores it.
+   */
+  async resumeOwed(olderThanMs: number): Promise<number> {
+    const keys = await this.deps.owing(olderThanMs + this.deps.burstQuietMs, SWEEP_BATCH);
+    let resumed = 0;
+    for (const key of keys) {
+      if (this.deps.host.peek(CONVERSATION, key)?.value === 'owing') continue;
+      resumed++;
+      this.deps.host.post(CONVERSATION, key, { type: 'resume' }, (err) =>
+        this.deps.log.warn({ err }, 'could not resume a conversation owing an answer; the next sweep tries again'),
+      );
+    }
+    return resumed;
+  }
+
   private runSweep(age: number): void {
     if (this.sweeping || this.stopped) return;
     this.sweeping = this.sweep(age)
@@ -498,6 +521,11 @@ export class RelayIngest {
               : 'delivered unprocessed relay events',
           ),
         (err) => this.deps.log.warn({ err }, 'inbox sweep failed'),
+      )
+      .then(() => this.resumeOwed(age))
+      .then(
+        (n) => n && this.deps.log.info({ conversations: n }, 'resumed conversations owing an answer'),
+        (err) => this.deps.log.warn({ err }, 'sweep of conversations owing an answer failed'),
       )
       .finally(() => {
         this.sweeping = null;

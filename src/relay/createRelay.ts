@@ -103,6 +103,8 @@ export function createRelay({ config, pool, committer, host, metrics, log, clust
     window: config.relay.processingWindow,
     backlogMax: config.relay.backlogMax,
     heldBytesMax: config.relay.backlogHeldBytes,
+    owing: (olderThanMs, limit) => conversations.owing(olderThanMs, limit),
+    burstQuietMs: config.relay.burstQuietMs,
   });
   host.register(
     createConversationKind({

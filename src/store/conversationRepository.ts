@@ -78,6 +78,13 @@ export const conversationQueries = {
             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) WITH ORDINALITY AS q(key, lim, user_id, persona, n)
            ORDER BY q.n`,
   /**
+   * Conversations whose last commit left them owing a throttled sender an answer more than $1
+   * milliseconds ago, longest first, at most $2: their timer was lost (a restart, a takeover),
+   * since a live one answers after BURST_QUIET_MS. Through `conversations_owing_idx`.
+   */
+  owing: `SELECT key FROM conversations WHERE owing_since < now() - make_interval(secs => $1 / 1000.0)
+           ORDER BY owing_since LIMIT $2`,
+  /**
    * "forget that": the latest remembered message of the container ($1, also the conversation
    * key) loses every memory it yielded, its text and attachments in `messages` and its raw
    * event in `relay_inbox`. Sage's replies from that message on (the answer to it included, also
@@ -150,13 +157,14 @@ export const commitStatement = `WITH pending AS (
       WHERE i.seq = ANY($7::bigint[]) AND i.status NOT IN ('processed', 'failed')
         FOR UPDATE),
    conv AS (
-     INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot)
-     SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot
+     INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot, owing_since)
+     SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot, CASE WHEN r.owing THEN now() END
        FROM jsonb_to_recordset($1::jsonb)
-         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint)
+         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint,
+              owing boolean)
       WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
      ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
-            chat_guid = EXCLUDED.chat_guid, updated_at = now()
+            chat_guid = EXCLUDED.chat_guid, owing_since = EXCLUDED.owing_since, updated_at = now()
       WHERE conversations.version < EXCLUDED.version
      RETURNING key),
    msg AS (
@@ -236,6 +244,7 @@ export function encodeWrite(commit: ConversationCommit, snapshot: unknown): Conv
       version: c.version,
       snapshot,
       inbox_seq: c.inboxSeq,
+      owing: c.next.owed.length > 0,
     }),
     messages: [c.inbound, c.outbound]
       .filter((m): m is MessageRow => m !== null)
@@ -321,6 +330,14 @@ export class ConversationRepository {
     persona: string,
   ): Promise<{ messages: StoredMessage[]; stage: string }> {
     return this.turnsReads.get({ key, limit, userId, persona });
+  }
+
+  /** Conversations owing an answer for more than `olderThanMs` (see `conversationQueries.owing`). */
+  async owing(olderThanMs: number, limit: number): Promise<string[]> {
+    const { rows } = await query<{ key: string }>(this.pool, conversationQueries.owing, [olderThanMs, limit], {
+      idempotent: true,
+    });
+    return rows.map((r) => r.key);
   }
 
   /** Stores a photo's late description (see `latePhoto`); whether the message still waited for it. */

@@ -142,6 +142,52 @@ describe('conversation resilience', () => {
     await relay.close();
   });
 
+  it('answers a throttled burst after a crash that came before its quiet time was over', async () => {
+    const db = await createTestDatabase();
+    const env = baseEnv(db.url, {
+      SENDER_MESSAGES_PER_MINUTE: '6',
+      SENDER_BURST: '2',
+      BURST_QUIET_MS: '2000',
+      RELAY_INBOX_SWEEP_MS: '200',
+    });
+    const first = await spawnServer(env);
+    const relayToken = await token('relay-r5b', { role: 'relay' });
+    const burst = Array.from({ length: 4 }, (_, i) => relayEvent({ sender: BOB, text: `quick ${i}` }));
+    for (const e of burst) expect((await postEvents(first.url, relayToken, e)).status).toBe(202);
+    const key = `user_${BOB}_persona_sage`;
+    const owed = async () =>
+      (
+        await db.pool.query(
+          `SELECT jsonb_array_length(snapshot->'context'->'owed') AS owed, snapshot->>'value' AS value,
+                  owing_since IS NOT NULL AS flagged
+             FROM conversations WHERE key = $1 AND version = 4`,
+          [key],
+        )
+      ).rows[0];
+    await expect.poll(owed, { interval: 20, timeout: 10_000 }).toEqual({ owed: 1, value: 'owed', flagged: true });
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // Killed while the answer was owed: nothing of it was sent (else this test proves nothing).
+    const sent = await db.pool.query('SELECT id FROM relay_outbox ORDER BY seq');
+    expect(sent.rows.map((r) => r.id)).toEqual([`out_${burst[0].id}`, `out_${burst[1].id}`]);
+
+    // Nothing arrives for this conversation after the restart: only the sweep can answer it.
+    const second = await spawnServer(env);
+    const relay = await connectRelay(second.url, relayToken, { autoAck: true });
+    const answer = await relay.waitForSend((s) => s.id === `out_${burst[3].id}_burst`, 15_000);
+    expect(answer).toMatchObject({ replyTo: burst[3].id, to: BOB });
+    await expect.poll(owed, { timeout: 5000 }).toBeUndefined();
+    const after = await db.pool.query(
+      `SELECT jsonb_array_length(snapshot->'context'->'owed') AS owed, owing_since FROM conversations WHERE key = $1`,
+      [key],
+    );
+    expect(after.rows).toEqual([{ owed: 0, owing_since: null }]);
+    expect(relay.sends.filter((s) => s.id.endsWith('_burst'))).toHaveLength(1);
+    await relay.close();
+    second.child.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  });
+
   it('delivers the reply once after a crash between the acknowledgement and the reply', async () => {
     const db = await createTestDatabase();
     const fake = await startFakeOpenAI({ chatDelayMs: 4000 });

@@ -100,6 +100,7 @@ describe('query plans at 50k+ rows', () => {
       'relationship_state_pkey',
     ],
     ['messages by sender', 'SELECT id FROM messages WHERE sender = $1', ['+155542'], 'messages_sender_idx'],
+    ['conversations owing an answer (the sweep)', conversationQueries.owing, [3000, 500], 'conversations_owing_idx'],
     [
       'latest memories of a container',
       memoryQueries.recall,

@@ -52,7 +52,7 @@ function commitOf(id: string, seq: number, version: number): ConversationCommit 
     forget: false,
     relationship: { userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } },
     inboxSeq: seq,
-    next: {} as ConversationCommit['next'],
+    next: { owed: [] } as unknown as ConversationCommit['next'],
   };
 }
 
@@ -146,6 +146,8 @@ describe('exactly once under backlog', () => {
         window: 10,
         backlogMax: 100,
         heldBytesMax: 1 << 20,
+        owing: async () => [],
+        burstQuietMs: 100,
       });
       ingest.start();
       await vi.advanceTimersByTimeAsync(1000);

@@ -769,7 +769,7 @@ describe('persistedResting', () => {
     expect(restored.getSnapshot().context).toEqual(context);
   });
 
-  it("is XState's own persisted snapshot of the owing state while an answer is owed", async () => {
+  it("is XState's own persisted snapshot of the owed state while an answer is owed", async () => {
     const h = harness(DIRECT_KEY);
     const first = h.start();
     first.send(inbound({ seq: 22, throttled: true }));
@@ -778,19 +778,75 @@ describe('persistedResting', () => {
     const context = h.commits[0].next;
     expect(context.owed).toHaveLength(1);
     const xstate = conversationMachine.getPersistedSnapshot(
-      conversationMachine.resolveState({ value: 'owing', context }),
+      conversationMachine.resolveState({ value: 'owed', context }),
     );
     expect(persistedResting(context)).toStrictEqual(xstate);
     const restored = createActor(h.machine, {
       snapshot: persistedResting(context),
       input: { key: DIRECT_KEY },
     }).start();
-    expect(restored.getSnapshot().value).toBe('owing');
+    expect(restored.getSnapshot().value).toBe('owed');
     // Its next message is answered, which pays what was owed.
     restored.send(inbound({ seq: 23, eventId: 'evt_after_restore' }));
     await settled(restored, h.commits, 2);
     expect(h.commits[1].send?.id).toBe('out_evt_after_restore');
     expect(h.commits[1].next.owed).toEqual([]);
+    expect(restored.getSnapshot().value).toBe('idle');
+  });
+
+  it('restored owing an answer, rests in `owed` with no timer until `resume`, then pays it after the quiet time', async () => {
+    vi.useFakeTimers();
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 24, eventId: 'evt_owed', throttled: true }));
+    await vi.advanceTimersByTimeAsync(5);
+    expect(h.commits).toHaveLength(1);
+    first.stop();
+    const restored = createActor(h.machine, {
+      snapshot: persistedResting(h.commits[0].next),
+      input: { key: DIRECT_KEY },
+    }).start();
+    // XState does not set a restored state's timers: without `resume` the answer would wait forever.
+    expect(restored.getSnapshot().value).toBe('owed');
+    expect(scheduled(restored)).toBe(0);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.commits).toHaveLength(1);
+    restored.send({ type: 'resume' });
+    expect(restored.getSnapshot().value).toBe('owing');
+    expect(scheduled(restored)).toBe(1);
+    await vi.advanceTimersByTimeAsync(10);
+    // Resumed again while its timer runs (a sweep coming sooner than the quiet time): it runs on.
+    restored.send({ type: 'resume' });
+    expect(scheduled(restored)).toBe(1);
+    await vi.advanceTimersByTimeAsync(9);
+    expect(h.commits).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(h.commits).toHaveLength(2);
+    expect(h.commits[1].send).toMatchObject({ id: 'out_evt_owed_burst', replyTo: 'evt_owed' });
+    expect(h.commits[1].next.owed).toEqual([]);
+    expect(restored.getSnapshot().value).toBe('idle');
+    // Nothing owed any more: a `resume` changes nothing.
+    restored.send({ type: 'resume' });
+    expect(restored.getSnapshot().value).toBe('idle');
+    expect(scheduled(restored)).toBe(0);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.commits).toHaveLength(2);
+  });
+
+  it('resumes an answer owed in a snapshot stored before `owing` existed (resting in `idle`)', async () => {
+    vi.useFakeTimers();
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 25, eventId: 'evt_old_owed', throttled: true }));
+    await vi.advanceTimersByTimeAsync(5);
+    first.stop();
+    const old = { ...persistedResting(h.commits[0].next), value: 'idle' };
+    const restored = createActor(h.machine, { snapshot: old, input: { key: DIRECT_KEY } }).start();
+    expect(restored.getSnapshot().value).toBe('idle');
+    restored.send({ type: 'resume' });
+    expect(restored.getSnapshot().value).toBe('owing');
+    await vi.advanceTimersByTimeAsync(25);
+    expect(h.commits[1].send).toMatchObject({ id: 'out_evt_old_owed_burst' });
     expect(restored.getSnapshot().value).toBe('idle');
   });
 });

@@ -43,6 +43,12 @@ const envSchema = z.object({
   PG_MAX_LIFETIME_S: int(0).default(1800),
   PG_STATEMENT_TIMEOUT_MS: int(0).default(5000),
   /**
+   * How often each connection drops the plans of its prepared statements (`DISCARD PLANS`), so
+   * that a plan made while a table was small is made again as it grows: PostgreSQL makes it
+   * again after an ANALYZE of the table, which with autovacuum off nothing runs.
+   */
+  PG_PLAN_REFRESH_MS: int(100).default(60_000),
+  /**
    * `idle_in_transaction_session_timeout` of every connection (0: none). Unset: half of
    * ACTOR_LEASE_MS, at least 1 s: a process paused in the middle of a commit (SIGSTOP, a VM
    * frozen) would otherwise hold the session's row locks until it wakes, and the process that
@@ -385,6 +391,7 @@ function configFrom(e: z.output<typeof envSchema>) {
       idleTimeoutMillis: e.PG_IDLE_TIMEOUT_MS,
       maxLifetimeSeconds: e.PG_MAX_LIFETIME_S,
       statementTimeoutMs: e.PG_STATEMENT_TIMEOUT_MS,
+      planRefreshMs: e.PG_PLAN_REFRESH_MS,
       idleInTransactionTimeoutMs:
         e.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS ?? Math.max(1000, Math.floor(e.ACTOR_LEASE_MS / 2)),
       keepAliveInitialDelayMillis: e.PG_KEEPALIVE_DELAY_MS,

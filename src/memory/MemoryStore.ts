@@ -5,7 +5,7 @@
  * tag per request, and each request reads only its own container.
  */
 import { BatchedReads } from '../store/BatchedReads.ts';
-import { type Pool, query } from '../store/pool.ts';
+import { type Pool, prepared, query } from '../store/pool.ts';
 import { type ContainerTag, isContainerTag } from './containerTag.ts';
 
 export interface Memory {
@@ -43,6 +43,9 @@ export const memoryQueries = {
            ORDER BY q.n, m.half, m.score DESC, m.created_at DESC, m.id DESC`,
 } as const;
 
+/** Run for every message answered: prepared on each connection (`prepared`). */
+const recallStatement = prepared('memory_recall', memoryQueries.recall);
+
 interface RecallRequest {
   tag: ContainerTag;
   terms: string | null;
@@ -59,7 +62,7 @@ export class MemoryStore {
     this.recalls = new BatchedReads(async (requests) => {
       const { rows } = await query<{ n: string; id: string; content: string }>(
         pool,
-        memoryQueries.recall,
+        recallStatement,
         [requests.map((r) => r.tag), requests.map((r) => r.terms), 5],
         { idempotent: true },
       );

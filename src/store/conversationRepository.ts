@@ -8,7 +8,7 @@ import type { ConversationCommit, MessageRow } from '../../actors/conversationTy
 import { containerTagOf } from '../memory/containerTag.ts';
 import { BatchedReads } from './BatchedReads.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, query } from './pool.ts';
+import { type Pool, prepared, query, run } from './pool.ts';
 
 /**
  * A commit and the actor snapshot stored with it, as the group commit carries them: each row
@@ -203,6 +203,14 @@ export const commitStatement = `WITH pending AS (
       WHERE i.seq = r.seq AND i.status NOT IN ('processed', 'failed') AND r.key IN (SELECT key FROM conv))
    SELECT key FROM conv`;
 
+/** The statements run per message or per batch, prepared on each connection (`prepared`). */
+const statements = {
+  snapshot: prepared('conversation_snapshot', conversationQueries.snapshot),
+  page: prepared('conversation_page', conversationQueries.page),
+  turns: prepared('conversation_turns', conversationQueries.turns),
+  commit: prepared('conversation_commit', commitStatement),
+};
+
 interface MessageRecord {
   id: string;
   conversation_key: string;
@@ -288,7 +296,7 @@ export class ConversationRepository {
     this.turnsReads = new BatchedReads(async (requests) => {
       const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
         pool,
-        conversationQueries.turns,
+        statements.turns,
         [
           requests.map((r) => r.key),
           requests.map((r) => r.limit),
@@ -302,7 +310,7 @@ export class ConversationRepository {
   }
 
   async snapshot(key: string): Promise<unknown | null> {
-    const { rows } = await query<{ snapshot: unknown }>(this.pool, conversationQueries.snapshot, [key], {
+    const { rows } = await query<{ snapshot: unknown }>(this.pool, statements.snapshot, [key], {
       idempotent: true,
     });
     return rows.length ? rows[0].snapshot : null;
@@ -313,12 +321,9 @@ export class ConversationRepository {
    * messages before `before`, newest first; undefined when there is no such conversation.
    */
   async page(key: string, before: Date, limit: number): Promise<string | undefined> {
-    const { rows } = await query<{ body: string }>(
-      this.pool,
-      conversationQueries.page,
-      [key, before.toISOString(), limit],
-      { idempotent: true },
-    );
+    const { rows } = await query<{ body: string }>(this.pool, statements.page, [key, before.toISOString(), limit], {
+      idempotent: true,
+    });
     return rows[0]?.body;
   }
 
@@ -385,15 +390,17 @@ export class ConversationRepository {
       }
     }
     const list = (rows: string[]) => `[${rows.join(',')}]`;
-    const { rows } = await client.query<{ key: string }>(commitStatement, [
-      list(conversations),
-      list(messages),
-      list(memories),
-      list(relationships),
-      list(sends),
-      inboxKeys,
-      inboxSeqs,
-    ]);
+    const { rows } = await client.query<{ key: string }>(
+      run(statements.commit, [
+        list(conversations),
+        list(messages),
+        list(memories),
+        list(relationships),
+        list(sends),
+        inboxKeys,
+        inboxSeqs,
+      ]),
+    );
     const applied = new Set(rows.map((r) => r.key));
     for (const w of items) {
       if (w.forget !== null && applied.has(w.key))

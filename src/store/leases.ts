@@ -1,7 +1,16 @@
 /** The epoch fence of `actor_leases` (docs/architecture.md). */
 import type { BatchWriter, GroupCommitter } from './GroupCommitter.ts';
+import { prepared, run } from './pool.ts';
 
 const LEASE = 'lease';
+
+/** Run for every batch of activations: prepared on each connection (`prepared`). */
+const takeLeases = prepared(
+  'lease_take',
+  `INSERT INTO actor_leases (key, epoch, owner) SELECT k, 1, $2 FROM unnest($1::text[]) AS k
+   ON CONFLICT (key) DO UPDATE SET epoch = actor_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+   RETURNING key, epoch`,
+);
 
 /**
  * Makes `owner` the owner of the actors it is given and returns their new epochs, through
@@ -29,10 +38,7 @@ export function leaseEpochs(committer: GroupCommitter, owner: string): (key: str
       }
       pending = later;
       const { rows } = await client.query<{ key: string; epoch: string }>(
-        `INSERT INTO actor_leases (key, epoch, owner) SELECT k, 1, $2 FROM unnest($1::text[]) AS k
-         ON CONFLICT (key) DO UPDATE SET epoch = actor_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
-         RETURNING key, epoch`,
-        [now.map((p) => p.key), owner],
+        run(takeLeases, [now.map((p) => p.key), owner]),
       );
       const byKey = new Map(rows.map((r) => [r.key, Number(r.epoch)]));
       for (const p of now) epochs[p.i] = byKey.get(p.key) as number;

@@ -3,7 +3,7 @@ import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, query, transaction } from './pool.ts';
+import { type Pool, prepared, query, run, transaction } from './pool.ts';
 
 export interface NewSession {
   id: string;
@@ -54,6 +54,25 @@ export const miniappQueries = {
                 WHERE session_id = $1 AND version > $2 AND version < $3 ORDER BY version LIMIT ${MAX_STALE_VERSIONS}`,
 } as const;
 
+/** What every op, upgrade or checkpoint runs, prepared on each connection (`prepared`). */
+const statements = {
+  access: prepared('miniapp_access', miniappQueries.access),
+  insertOps: prepared(
+    'miniapp_insert_ops',
+    `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
+     SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
+       FROM jsonb_to_recordset($1::jsonb)
+         AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
+     ON CONFLICT (session_id, version) DO NOTHING`,
+  ),
+  checkpoint: prepared(
+    'miniapp_checkpoint',
+    `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
+       FROM jsonb_to_recordset($1::jsonb) AS r(id text, version bigint, state jsonb)
+      WHERE s.id = r.id AND s.version < r.version`,
+  ),
+};
+
 const toLogged = (r: OpRow): LoggedOp => ({
   version: Number(r.version),
   opId: r.op_id,
@@ -99,7 +118,7 @@ export class MiniappRepository {
 
   /** Whether the session exists and `user` takes part in it. */
   async access(id: string, user: string): Promise<{ exists: boolean; participant: boolean }> {
-    const { rows } = await query<{ participant: boolean }>(this.pool, miniappQueries.access, [id, user], {
+    const { rows } = await query<{ participant: boolean }>(this.pool, statements.access, [id, user], {
       idempotent: true,
     });
     return rows.length ? { exists: true, participant: rows[0].participant } : { exists: false, participant: false };
@@ -166,22 +185,10 @@ export class MiniappRepository {
       }
     }
     if (ops.length) {
-      await client.query(
-        `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
-         SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
-           FROM jsonb_to_recordset($1::jsonb)
-             AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
-         ON CONFLICT (session_id, version) DO NOTHING`,
-        [`[${ops.join(',')}]`],
-      );
+      await client.query(run(statements.insertOps, [`[${ops.join(',')}]`]));
     }
     if (checkpoints.size) {
-      await client.query(
-        `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
-           FROM jsonb_to_recordset($1::jsonb) AS r(id text, version bigint, state jsonb)
-          WHERE s.id = r.id AND s.version < r.version`,
-        [JSON.stringify([...checkpoints.values()])],
-      );
+      await client.query(run(statements.checkpoint, [JSON.stringify([...checkpoints.values()])]));
     }
     if (participants.length) {
       await client.query(

@@ -4,7 +4,7 @@
  */
 import type { SendFrame } from '../../actors/conversationTypes.ts';
 import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, query } from './pool.ts';
+import { type Pool, prepared, query, run } from './pool.ts';
 
 export interface InboxItem {
   eventId: string;
@@ -104,22 +104,31 @@ const pendingOf = (r: InboxRow): PendingInbox => ({
   receivedAt: r.received_at,
 });
 
+/** What every relay event or acknowledgement runs, prepared on each connection (`prepared`). */
+const statements = {
+  insertInbox: prepared(
+    'relay_insert_inbox',
+    `INSERT INTO relay_inbox (event_id, conversation_key, payload)
+     SELECT r.event_id, r.conversation_key, r.payload
+       FROM jsonb_to_recordset($1::jsonb) AS r(event_id text, conversation_key text, payload jsonb)
+     ON CONFLICT (event_id) DO NOTHING
+     RETURNING event_id, seq`,
+  ),
+  ack: prepared('relay_ack', relayQueries.ack),
+  pendingBySeq: prepared('relay_pending_by_seq', relayQueries.pendingBySeq),
+};
+
 export class RelayRepository {
   constructor(private readonly pool: Pool) {}
 
   /** Stores new events (a seen event id is a duplicate); results in item order. */
   readonly writeInbox: BatchWriter<InboxItem> = async (client, items) => {
     const { rows } = await client.query<{ event_id: string; seq: string }>(
-      `INSERT INTO relay_inbox (event_id, conversation_key, payload)
-       SELECT r.event_id, r.conversation_key, r.payload
-         FROM jsonb_to_recordset($1::jsonb) AS r(event_id text, conversation_key text, payload jsonb)
-       ON CONFLICT (event_id) DO NOTHING
-       RETURNING event_id, seq`,
-      [
+      run(statements.insertInbox, [
         JSON.stringify(
           items.map((i) => ({ event_id: i.eventId, conversation_key: i.conversationKey, payload: i.payload })),
         ),
-      ],
+      ]),
     );
     const inserted = new Map(rows.map((r) => [r.event_id, Number(r.seq)]));
     // The same id twice in one batch: the first is stored, the second is its duplicate.
@@ -133,7 +142,7 @@ export class RelayRepository {
 
   /** Marks sends acknowledged by the relay. */
   readonly writeAcks: BatchWriter<string> = async (client, ids) => {
-    await client.query(relayQueries.ack, [ids]);
+    await client.query(run(statements.ack, [ids]));
   };
 
   /** Unprocessed inbox rows received before `before`, in order, after `afterSeq`. */
@@ -146,7 +155,7 @@ export class RelayRepository {
 
   /** The rows of `seqs` that are still pending, in no particular order. */
   async pendingBySeq(seqs: number[]): Promise<PendingInbox[]> {
-    const { rows } = await query<InboxRow>(this.pool, relayQueries.pendingBySeq, [seqs], { idempotent: true });
+    const { rows } = await query<InboxRow>(this.pool, statements.pendingBySeq, [seqs], { idempotent: true });
     return rows.map(pendingOf);
   }
 

@@ -1,10 +1,15 @@
 /**
  * The hot queries use their indexes once the tables are large (the predecessor's slow
- * queries): each table gets 50k+ rows, then EXPLAIN must show the named index.
+ * queries): each table gets 50k+ rows, then EXPLAIN must show the named index — for the
+ * statements the server keeps prepared, in their generic plan too (the plan PostgreSQL settles
+ * on after a prepared statement's first five runs).
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
 import type { ContainerTag } from '../../src/memory/containerTag.ts';
 import { MemoryStore, memoryQueries, searchTerms } from '../../src/memory/MemoryStore.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import {
   ConversationRepository,
   commitStatement,
@@ -12,7 +17,7 @@ import {
 } from '../../src/store/conversationRepository.ts';
 import { fenceQuery } from '../../src/store/GroupCommitter.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
-import type { Pool } from '../../src/store/pool.ts';
+import { createPool, type Pool, prepared, query } from '../../src/store/pool.ts';
 import { relayQueries } from '../../src/store/relayRepository.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
@@ -62,6 +67,45 @@ async function indexesUsed(sql: string, params: unknown[] = []): Promise<string[
   walk(rows[0]['QUERY PLAN'][0].Plan);
   return names;
 }
+
+/** Index names in the generic plan of `sql` prepared (what a prepared statement runs after its first five runs). */
+async function genericIndexesUsed(sql: string, params: unknown[]): Promise<string[]> {
+  const client = await db.pool.connect();
+  try {
+    await client.query(`PREPARE generic_probe AS ${sql}`);
+    await client.query('SET plan_cache_mode = force_generic_plan');
+    // EXECUTE takes its arguments as literals (they are coerced to the statement's parameter types).
+    const literal = (v: unknown): string =>
+      v === null
+        ? 'NULL'
+        : Array.isArray(v)
+          ? client.escapeLiteral(`{${v.map((x) => (x === null ? 'NULL' : JSON.stringify(String(x)))).join(',')}}`)
+          : client.escapeLiteral(v instanceof Date ? v.toISOString() : String(v));
+    const { rows } = await client.query(
+      `EXPLAIN (FORMAT JSON) EXECUTE generic_probe(${params.map(literal).join(', ')})`,
+    );
+    const names: string[] = [];
+    const walk = (node: Record<string, unknown>) => {
+      if (typeof node['Index Name'] === 'string') names.push(node['Index Name']);
+      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+    };
+    walk(rows[0]['QUERY PLAN'][0].Plan);
+    return names;
+  } finally {
+    await client.query('DEALLOCATE generic_probe; RESET plan_cache_mode').catch(() => undefined);
+    client.release();
+  }
+}
+
+/** The texts of the statements the server prepares (`prepared` in src/store/pool.ts). */
+const PREPARED = new Set<string>([
+  miniappQueries.access,
+  conversationQueries.page,
+  conversationQueries.turns,
+  memoryQueries.recall,
+  relayQueries.ack,
+  commitStatement,
+]);
 
 describe('query plans at 50k+ rows', () => {
   const cases: [string, string, unknown[], string][] = [
@@ -160,7 +204,71 @@ describe('query plans at 50k+ rows', () => {
     it(`uses ${index} for ${what}`, async () => {
       expect(await indexesUsed(sql, params)).toContain(index);
     });
+    if (PREPARED.has(sql))
+      it(`uses ${index} for ${what} in its generic plan (the statement is prepared)`, async () => {
+        expect(await genericIndexesUsed(sql, params)).toContain(index);
+      });
   }
+
+  /** The server's pool with one connection (every run meets the statements it prepared). */
+  const oneConnection = (env: Record<string, string> = {}) => {
+    const pool = createPool(
+      db.url,
+      loadConfig({ PG_POOL_MAX: '3', ...env }).pg,
+      createLogger({ level: 'silent', format: 'json' }),
+    );
+    pool.options.max = 1;
+    return pool;
+  };
+
+  it('keeps its hot statements prepared on each connection, planned once they settle on a generic plan', async () => {
+    const pool = oneConnection();
+    try {
+      const repo = new ConversationRepository(pool);
+      for (let i = 0; i < 8; i++) expect(await repo.page('conv_7', new Date(), 50)).toContain('"messages"');
+      const { rows } = await pool.query<{ name: string; statement: string; generic_plans: string }>(
+        'SELECT name, statement, generic_plans FROM pg_prepared_statements',
+      );
+      expect(rows).toEqual([
+        { name: 'conversation_page', statement: conversationQueries.page, generic_plans: expect.any(String) },
+      ]);
+      expect(Number(rows[0].generic_plans)).toBeGreaterThanOrEqual(3);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('drops the plans of its prepared statements every PG_PLAN_REFRESH_MS, keeping the statements prepared', async () => {
+    const pool = oneConnection({ PG_PLAN_REFRESH_MS: '300' });
+    const discards: string[] = [];
+    // The pool's connections are node-postgres clients: what they send goes through this method.
+    const original = pg.Client.prototype.query;
+    const spy = vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (
+      this: pg.Client,
+      ...args: unknown[]
+    ) {
+      if (args[0] === 'DISCARD PLANS') discards.push(args[0]);
+      return (original as (...a: unknown[]) => unknown).apply(this, args) as never;
+    });
+    const statement = prepared('refresh_probe', 'SELECT count(*)::int AS n FROM conversations WHERE key = $1');
+    try {
+      for (let i = 0; i < 7; i++) expect((await query(pool, statement, ['conv_7'])).rows).toEqual([{ n: 1 }]);
+      expect(discards).toHaveLength(0);
+      await new Promise((r) => setTimeout(r, 350));
+      // Statements that are not prepared plan every run anyway: they never wait for a drop.
+      await pool.query('SELECT 1');
+      expect(discards).toHaveLength(0);
+      expect((await query(pool, statement, ['conv_8'])).rows).toEqual([{ n: 1 }]);
+      expect(discards).toHaveLength(1);
+      expect((await query(pool, statement, ['nobody'])).rows).toEqual([{ n: 0 }]);
+      expect(discards).toHaveLength(1);
+      const { rows } = await pool.query('SELECT name FROM pg_prepared_statements');
+      expect(rows).toEqual([{ name: 'refresh_probe' }]);
+    } finally {
+      spy.mockRestore();
+      await pool.end();
+    }
+  });
 
   it('searches the memories of one container only, through the container index (never a scan of every container)', async () => {
     const used = await indexesUsed(memoryQueries.recall, [['user_+155542_persona_sage'], ['topic5 | city'], 5]);

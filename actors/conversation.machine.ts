@@ -468,12 +468,15 @@ export function persistedResting(context: ConversationContext) {
 }
 
 /**
- * Brings a stored snapshot's context up to the current shape: snapshots written before
- * `owed` became a list held one message or null.
+ * Brings a stored snapshot up to the current shape: snapshots written before `owed` became a
+ * list held one message or null; those written before `owed` was a state rest in `owing`, which
+ * a restored actor never is (it has no timer), so they rest in `owed` and `resume` answers.
  */
 export function upgradeSnapshot<T>(snapshot: T): T {
-  const context = (snapshot as { context?: { owed?: unknown } }).context;
+  const s = snapshot as { value?: unknown; context?: { owed?: unknown } };
+  const context = s.context;
   if (context && !Array.isArray(context.owed)) context.owed = context.owed ? [context.owed] : [];
+  if (s.value === 'owing') s.value = 'owed';
   return snapshot;
 }
 

@@ -858,6 +858,22 @@ describe('upgradeSnapshot', () => {
     expect(upgradeSnapshot({ context: { owed: { eventId: 'e' } } })).toEqual({ context: { owed: [{ eventId: 'e' }] } });
     expect(upgradeSnapshot({ context: { owed: [] } })).toEqual({ context: { owed: [] } });
   });
+
+  it('restores a snapshot stored resting in `owing` (no timer after a restore) in `owed`, where `resume` answers', async () => {
+    vi.useFakeTimers();
+    const { upgradeSnapshot } = await import('../../actors/conversation.machine.ts');
+    const h = harness(DIRECT_KEY);
+    const first = h.start();
+    first.send(inbound({ seq: 26, eventId: 'evt_stored_owing', throttled: true }));
+    await vi.advanceTimersByTimeAsync(5);
+    first.stop();
+    const stored = { ...persistedResting(h.commits[0].next), value: 'owing' };
+    const restored = createActor(h.machine, { snapshot: upgradeSnapshot(stored), input: { key: DIRECT_KEY } }).start();
+    expect(restored.getSnapshot().value).toBe('owed');
+    restored.send({ type: 'resume' });
+    await vi.advanceTimersByTimeAsync(25);
+    expect(h.commits[1].send).toMatchObject({ id: 'out_evt_stored_owing_burst' });
+  });
 });
 
 describe('one machine for every conversation', () => {

@@ -56,9 +56,8 @@ beforeAll(async () => {
   await q('ANALYZE');
 }, 120_000);
 
-/** Index names in the plan of `sql`. */
-async function indexesUsed(sql: string, params: unknown[] = []): Promise<string[]> {
-  const { rows } = await db.pool.query(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+/** Index names in an `EXPLAIN (FORMAT JSON)` answer. */
+function indexNames(rows: { 'QUERY PLAN': { Plan: Record<string, unknown> }[] }[]): string[] {
   const names: string[] = [];
   const walk = (node: Record<string, unknown>) => {
     if (typeof node['Index Name'] === 'string') names.push(node['Index Name']);
@@ -66,6 +65,11 @@ async function indexesUsed(sql: string, params: unknown[] = []): Promise<string[
   };
   walk(rows[0]['QUERY PLAN'][0].Plan);
   return names;
+}
+
+/** Index names in the plan of `sql`. */
+async function indexesUsed(sql: string, params: unknown[] = []): Promise<string[]> {
+  return indexNames((await db.pool.query(`EXPLAIN (FORMAT JSON) ${sql}`, params)).rows);
 }
 
 /** Index names in the generic plan of `sql` prepared (what a prepared statement runs after its first five runs). */
@@ -81,16 +85,9 @@ async function genericIndexesUsed(sql: string, params: unknown[]): Promise<strin
         : Array.isArray(v)
           ? client.escapeLiteral(`{${v.map((x) => (x === null ? 'NULL' : JSON.stringify(String(x)))).join(',')}}`)
           : client.escapeLiteral(v instanceof Date ? v.toISOString() : String(v));
-    const { rows } = await client.query(
-      `EXPLAIN (FORMAT JSON) EXECUTE generic_probe(${params.map(literal).join(', ')})`,
+    return indexNames(
+      (await client.query(`EXPLAIN (FORMAT JSON) EXECUTE generic_probe(${params.map(literal).join(', ')})`)).rows,
     );
-    const names: string[] = [];
-    const walk = (node: Record<string, unknown>) => {
-      if (typeof node['Index Name'] === 'string') names.push(node['Index Name']);
-      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
-    };
-    walk(rows[0]['QUERY PLAN'][0].Plan);
-    return names;
   } finally {
     await client.query('DEALLOCATE generic_probe; RESET plan_cache_mode').catch(() => undefined);
     client.release();

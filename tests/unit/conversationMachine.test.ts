@@ -6,6 +6,7 @@ import {
   conversationMachine,
   type Processed,
   persistedResting,
+  upgradeSnapshot,
   workWith,
 } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING, PHOTO_UNSEEN, SAFETY_REPLIES } from '../../actors/conversationRules.ts';
@@ -749,6 +750,21 @@ describe('buildCommit', () => {
   });
 });
 
+/**
+ * A conversation that took one throttled message (`eventId`), stopped owing its answer, and was
+ * restored from what it stored — as `value` says it rested when that is given (older versions).
+ * Needs fake timers.
+ */
+async function restoredOwing(h: ReturnType<typeof harness>, seq: number, eventId: string, value?: string) {
+  const first = h.start();
+  first.send(inbound({ seq, eventId, throttled: true }));
+  await vi.advanceTimersByTimeAsync(5);
+  expect(h.commits).toHaveLength(1);
+  first.stop();
+  const stored = { ...persistedResting(h.commits[0].next), ...(value ? { value } : {}) };
+  return createActor(h.machine, { snapshot: upgradeSnapshot(stored), input: { key: DIRECT_KEY } }).start();
+}
+
 describe('persistedResting', () => {
   it("is XState's own persisted snapshot of the idle state, and restores to it", async () => {
     const h = harness(DIRECT_KEY);
@@ -797,15 +813,7 @@ describe('persistedResting', () => {
   it('restored owing an answer, rests in `owed` with no timer until `resume`, then pays it after the quiet time', async () => {
     vi.useFakeTimers();
     const h = harness(DIRECT_KEY);
-    const first = h.start();
-    first.send(inbound({ seq: 24, eventId: 'evt_owed', throttled: true }));
-    await vi.advanceTimersByTimeAsync(5);
-    expect(h.commits).toHaveLength(1);
-    first.stop();
-    const restored = createActor(h.machine, {
-      snapshot: persistedResting(h.commits[0].next),
-      input: { key: DIRECT_KEY },
-    }).start();
+    const restored = await restoredOwing(h, 24, 'evt_owed');
     // XState does not set a restored state's timers: without `resume` the answer would wait forever.
     expect(restored.getSnapshot().value).toBe('owed');
     expect(scheduled(restored)).toBe(0);
@@ -836,12 +844,7 @@ describe('persistedResting', () => {
   it('resumes an answer owed in a snapshot stored before `owing` existed (resting in `idle`)', async () => {
     vi.useFakeTimers();
     const h = harness(DIRECT_KEY);
-    const first = h.start();
-    first.send(inbound({ seq: 25, eventId: 'evt_old_owed', throttled: true }));
-    await vi.advanceTimersByTimeAsync(5);
-    first.stop();
-    const old = { ...persistedResting(h.commits[0].next), value: 'idle' };
-    const restored = createActor(h.machine, { snapshot: old, input: { key: DIRECT_KEY } }).start();
+    const restored = await restoredOwing(h, 25, 'evt_old_owed', 'idle');
     expect(restored.getSnapshot().value).toBe('idle');
     restored.send({ type: 'resume' });
     expect(restored.getSnapshot().value).toBe('owing');
@@ -853,7 +856,6 @@ describe('persistedResting', () => {
 
 describe('upgradeSnapshot', () => {
   it('turns the single owed message of older snapshots into a list', async () => {
-    const { upgradeSnapshot } = await import('../../actors/conversation.machine.ts');
     expect(upgradeSnapshot({ context: { owed: null } })).toEqual({ context: { owed: [] } });
     expect(upgradeSnapshot({ context: { owed: { eventId: 'e' } } })).toEqual({ context: { owed: [{ eventId: 'e' }] } });
     expect(upgradeSnapshot({ context: { owed: [] } })).toEqual({ context: { owed: [] } });
@@ -861,14 +863,8 @@ describe('upgradeSnapshot', () => {
 
   it('restores a snapshot stored resting in `owing` (no timer after a restore) in `owed`, where `resume` answers', async () => {
     vi.useFakeTimers();
-    const { upgradeSnapshot } = await import('../../actors/conversation.machine.ts');
     const h = harness(DIRECT_KEY);
-    const first = h.start();
-    first.send(inbound({ seq: 26, eventId: 'evt_stored_owing', throttled: true }));
-    await vi.advanceTimersByTimeAsync(5);
-    first.stop();
-    const stored = { ...persistedResting(h.commits[0].next), value: 'owing' };
-    const restored = createActor(h.machine, { snapshot: upgradeSnapshot(stored), input: { key: DIRECT_KEY } }).start();
+    const restored = await restoredOwing(h, 26, 'evt_stored_owing', 'owing');
     expect(restored.getSnapshot().value).toBe('owed');
     restored.send({ type: 'resume' });
     await vi.advanceTimersByTimeAsync(25);

@@ -224,9 +224,12 @@ export function createClusterChannel(
     const sessions = [...followed.values()].flat();
     Promise.all([bus.present([...followed.keys()]), options.holders(sessions)]).then(
       ([present, holders]) => {
+        // As things are now, not when the look began: a drained owner publishes its handover
+        // before its lease goes, but the handover may arrive while Redis is being asked.
         const lost = sessions.filter((sessionId, i) => {
-          const owner = owners.get(sessionId)?.process;
-          return owner !== undefined && (!present.has(owner) || holders[i] !== owner);
+          const owner = owners.get(sessionId);
+          if (owner === undefined || owner.handedOver || !watched.has(sessionId)) return false;
+          return !present.has(owner.process) || holders[i] !== owner.process;
         });
         if (!lost.length) return;
         log.info({ sessions: lost.length }, 'sessions followed here lost their owner: their sockets resume');

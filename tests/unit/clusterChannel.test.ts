@@ -214,4 +214,37 @@ describe('the cluster channel', () => {
     watcher.close();
     owner.close();
   });
+
+  it('leaves the sockets alone when the handover arrives while it asks who holds the lease (a drain)', async () => {
+    const bus = memoryBus();
+    const local = recording();
+    const owner = createClusterChannel(recording(), bus.join('A'), log, {
+      connGone: () => {},
+      ownerCheckMs: 60_000,
+      holders: async (ids: string[]) => ids.map(() => null),
+      handedOver: () => {},
+    });
+    let asked = 0;
+    const watcher = createClusterChannel(local, bus.join('W'), log, {
+      connGone: () => {},
+      ownerCheckMs: 20,
+      holders: async (ids: string[]) => {
+        asked++;
+        // The owner drains meanwhile: its handover, then its lease goes to the next owner.
+        owner.handOver('s1');
+        await turn();
+        await turn();
+        return ids.map(() => 'B');
+      },
+      handedOver: () => {},
+    });
+    await watcher.watch('s1');
+    owner.publish('s1', applied(1));
+    await turn();
+    await expect.poll(() => asked).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(local.calls.filter((c) => c.startsWith('close'))).toEqual([]);
+    watcher.close();
+    owner.close();
+  });
 });

@@ -119,7 +119,12 @@ const storedOf = (m: MessageRow): StoredMessage => ({
 
 export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
   const { repo, memory, brain, committer, metrics, log } = deps;
-  committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch, { sizeOf: (w) => w.bytes });
+  // A batch of commits without a forget is one self-fencing statement (one round trip).
+  committer.register<ConversationWrite>(CONVERSATION, repo.writeBatch, {
+    sizeOf: (w) => w.bytes,
+    oneStatement: (w) => w.forget === null,
+    fencesItself: true,
+  });
 
   const latePhotos = new LatePhotos(repo, deps.photoLateMs, log);
 

@@ -92,7 +92,12 @@ export class OutboxDispatcher {
     private readonly log: Logger,
     private readonly receiver: RelayReceiver = localRelayReceiver,
   ) {
-    committer.register<string>(OUTBOX_ACK, repo.writeAcks, { sizeOf: (id) => Buffer.byteLength(id) + 2 });
+    // One statement on a lane of its own: an acknowledgement never makes a conversations' commit a transaction.
+    committer.register<string>(OUTBOX_ACK, repo.writeAcks, {
+      ownLane: true,
+      oneStatement: true,
+      sizeOf: (id) => Buffer.byteLength(id) + 2,
+    });
     receiver.listen({ changed: () => this.restart(), rung: () => this.rung() });
     const every = Math.max(100, Math.min(5000, options.redeliverMs / 2));
     this.timer = setInterval(() => this.redeliverStale(), every);

@@ -7,7 +7,7 @@ import { FORGOTTEN_REPLY, SAFETY_REPLIES, STAGES } from '../../actors/conversati
 import type { ConversationCommit, MessageRow } from '../../actors/conversationTypes.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
 import { BatchedReads } from './BatchedReads.ts';
-import type { BatchWriter } from './GroupCommitter.ts';
+import { type BatchWriter, FENCED } from './GroupCommitter.ts';
 import { type Pool, prepared, query, run } from './pool.ts';
 
 /**
@@ -151,10 +151,33 @@ const merged = `jsonb_build_object(
  * failed" so the partial index of pending rows is no candidate: with a JSON list of unknown
  * length and stale statistics, the planner read every pending row instead, once per commit,
  * while a backlog waited (a third of the speed in some benchmark runs).
+ *
+ * `fenced`: the statement fences itself, for a batch committed without a transaction around
+ * it. $8 / $9 / $10 give each commit's conversation, `actor_leases` key and epoch; `held` locks
+ * the lease rows that still have those epochs `FOR SHARE`, as the group transaction's fence
+ * does (an activation elsewhere waits for this statement), and only conversations in it are
+ * written. It returns the conversations written (`applied`) and those held (`applied` false),
+ * so the writer tells a fenced commit from one that had nothing to write.
  */
-export const commitStatement = `WITH pending AS (
+function commitSql(fenced: boolean): string {
+  const held = fenced
+    ? `held AS (
+     SELECT f.key FROM unnest($8::text[], $9::text[], $10::bigint[]) AS f(key, lease, epoch)
+       JOIN actor_leases l ON l.key = f.lease AND l.epoch = f.epoch
+        FOR SHARE OF l),
+   `
+    : '';
+  const isHeld = fenced ? ' AND r.key IN (SELECT key FROM held)' : '';
+  const answer = fenced
+    ? 'SELECT key, true AS applied FROM conv UNION ALL SELECT key, false FROM held'
+    : 'SELECT key, true AS applied FROM conv';
+  // Fenced, the inbox rows locked are only those of held conversations, so leases are locked first, as in a transaction.
+  const seqs = fenced
+    ? 'SELECT r.seq FROM unnest($6::text[], $7::bigint[]) AS r(key, seq) WHERE r.key IN (SELECT key FROM held)'
+    : null;
+  return `WITH ${held}pending AS (
      SELECT i.seq FROM relay_inbox i
-      WHERE i.seq = ANY($7::bigint[]) AND i.status NOT IN ('processed', 'failed')
+      WHERE i.seq = ANY(${seqs ? `ARRAY(${seqs})` : '$7::bigint[]'}) AND i.status NOT IN ('processed', 'failed')
         FOR UPDATE),
    conv AS (
      INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot, owing_since)
@@ -162,7 +185,7 @@ export const commitStatement = `WITH pending AS (
        FROM jsonb_to_recordset($1::jsonb)
          AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint,
               owing boolean)
-      WHERE r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending)
+      WHERE (r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending))${isHeld}
      ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
             chat_guid = EXCLUDED.chat_guid, owing_since = EXCLUDED.owing_since, updated_at = now()
       WHERE conversations.version < EXCLUDED.version
@@ -201,7 +224,11 @@ export const commitStatement = `WITH pending AS (
      UPDATE relay_inbox i SET status = 'processed', processed_at = now()
        FROM unnest($6::text[], $7::bigint[]) AS r(key, seq)
       WHERE i.seq = r.seq AND i.status NOT IN ('processed', 'failed') AND r.key IN (SELECT key FROM conv))
-   SELECT key FROM conv`;
+   ${answer}`;
+}
+
+export const commitStatement = commitSql(false);
+export const fencedCommitStatement = commitSql(true);
 
 /** The statements run per message or per batch, prepared on each connection (`prepared`). */
 const statements = {
@@ -209,6 +236,7 @@ const statements = {
   page: prepared('conversation_page', conversationQueries.page),
   turns: prepared('conversation_turns', conversationQueries.turns),
   commit: prepared('conversation_commit', commitStatement),
+  fencedCommit: prepared('conversation_commit_fenced', fencedCommitStatement),
 };
 
 interface MessageRecord {
@@ -368,9 +396,11 @@ export class ConversationRepository {
    * and every other part of a commit is written only when its conversation did, so a retried
    * batch changes nothing. A commit of an inbox row applies only while that row is pending
    * (locked `FOR UPDATE`, so two processings of one event cannot both see it pending): a second
-   * processing commits nothing. Resolves, per item, whether it was applied.
+   * processing commits nothing. Resolves, per item, whether it was applied. Given a `fence`
+   * (the batch goes alone, as this one statement: no forget in it), the statement fences itself
+   * (`fencedCommitStatement`) and an item whose actor's epoch moved on is `FENCED`.
    */
-  readonly writeBatch: BatchWriter<ConversationWrite> = async (client, items) => {
+  readonly writeBatch: BatchWriter<ConversationWrite> = async (client, items, fence) => {
     const conversations: string[] = [];
     const messages: string[] = [];
     const memories: string[] = [];
@@ -378,7 +408,9 @@ export class ConversationRepository {
     const sends: string[] = [];
     const inboxKeys: string[] = [];
     const inboxSeqs: number[] = [];
+    const keys: string[] = [];
     for (const { key, rows: r, seq } of items) {
+      keys.push(key);
       conversations.push(r.conversation);
       messages.push(...r.messages);
       memories.push(...r.memories);
@@ -390,22 +422,26 @@ export class ConversationRepository {
       }
     }
     const list = (rows: string[]) => `[${rows.join(',')}]`;
-    const { rows } = await client.query<{ key: string }>(
-      run(statements.commit, [
-        list(conversations),
-        list(messages),
-        list(memories),
-        list(relationships),
-        list(sends),
-        inboxKeys,
-        inboxSeqs,
-      ]),
+    const values: unknown[] = [
+      list(conversations),
+      list(messages),
+      list(memories),
+      list(relationships),
+      list(sends),
+      inboxKeys,
+      inboxSeqs,
+    ];
+    if (fence) values.push(keys, fence.keys, fence.epochs);
+    const { rows } = await client.query<{ key: string; applied: boolean }>(
+      run(fence ? statements.fencedCommit : statements.commit, values),
     );
-    const applied = new Set(rows.map((r) => r.key));
+    const applied = new Set<string>();
+    const held = new Set<string>();
+    for (const r of rows) (r.applied ? applied : held).add(r.key);
     for (const w of items) {
       if (w.forget !== null && applied.has(w.key))
         await client.query(conversationQueries.forget, [w.forget, FORGOTTEN_REPLY, FIXED_REPLIES]);
     }
-    return items.map((w) => applied.has(w.key));
+    return items.map((w) => (fence && !held.has(w.key) ? FENCED : applied.has(w.key)));
   };
 }

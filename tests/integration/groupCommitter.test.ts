@@ -2,13 +2,14 @@
  * The group committer against a real PostgreSQL: writes of many actors in lanes committed in
  * parallel, each actor's writes in submission order, the epoch fence, a failed write failing
  * the actor's later ones, batches capped by bytes, and code errors told from connection
- * errors, a kind with a lane of its own, one-statement batches without a transaction block.
+ * errors, a kind with a lane of its own, one-statement batches without a transaction block,
+ * writers that fence themselves.
  * Poisoned writes failing alone: groupCommitterPoison.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { FencedError, GroupCommitter } from '../../src/store/GroupCommitter.ts';
+import { FENCED, FencedError, GroupCommitter } from '../../src/store/GroupCommitter.ts';
 import { leaseEpochs } from '../../src/store/leases.ts';
 import { createPool, type Pool } from '../../src/store/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -34,6 +35,8 @@ beforeAll(async () => {
   await db.pool.query(
     'CREATE TABLE gc_own (v int PRIMARY KEY CHECK (v >= 0), alone boolean, backend int, pos bigserial)',
   );
+  // `fence`: the writer was given a fence (it ran as one statement, fencing itself).
+  await db.pool.query('CREATE TABLE gc_self (actor text, v int, alone boolean, fence boolean, PRIMARY KEY (actor, v))');
 });
 /** Every committer made here, closed at the end even when its test failed (else `pool.end` waits). */
 const made: GroupCommitter[] = [];
@@ -302,6 +305,105 @@ describe('the group committer', () => {
       'SELECT array_agg(v ORDER BY v) AS vs, count(DISTINCT backend)::int AS backends FROM gc_own WHERE v BETWEEN 300 AND 303',
     );
     expect(rows[0]).toEqual({ vs: [300, 301, 302, 303], backends: 1 });
+    c.close();
+  });
+
+  /**
+   * Registers `self`: a writer fencing itself as the conversations' does (their leases locked
+   * `FOR SHARE`, nothing written for an actor whose epoch moved on, `FENCED` returned), one
+   * statement unless an item's `v` is negative.
+   */
+  function withSelfFencingKind(c: GroupCommitter): void {
+    c.register<{ actor: string; v: number }>(
+      'self',
+      async (client, items, fence) => {
+        const { rows } = await client.query<{ n: string }>(
+          `WITH held AS (
+             SELECT f.n FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS f(key, epoch, n)
+               JOIN actor_leases l ON l.key = f.key AND l.epoch = f.epoch FOR SHARE OF l),
+           ins AS (
+             INSERT INTO gc_self (actor, v, alone, fence)
+             SELECT e.i->>'actor', abs((e.i->>'v')::int), $4, $5 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(i, n)
+              WHERE NOT $5 OR e.n IN (SELECT n FROM held)
+             ON CONFLICT DO NOTHING)
+           SELECT n FROM held`,
+          [
+            JSON.stringify(items),
+            fence?.keys ?? [],
+            fence?.epochs ?? [],
+            client.getTransactionStatus() === 'I',
+            fence !== null,
+          ],
+        );
+        const held = new Set(rows.map((r) => Number(r.n) - 1));
+        return items.map((_, i) => (fence === null || held.has(i) ? true : FENCED));
+      },
+      { oneStatement: (item) => item.v >= 0, fencesItself: true },
+    );
+  }
+
+  it('commits a self-fencing kind’s batch as its one statement, fenced writes included, failing those of a moved-on epoch', async () => {
+    const c = committer(1);
+    withSelfFencingKind(c);
+    const actors = ['test:self-a', 'test:self-b', 'test:self-c'];
+    const epochs = await Promise.all(actors.map(leaseEpochs(c, 'here')));
+    await c.flush();
+    await Promise.all(actors.map((actor, i) => c.submit('self', actor, epochs[i], { actor, v: 1 })));
+    const other = committer(1);
+    await leaseEpochs(other, 'elsewhere')('test:self-b');
+    other.close();
+    const outcomes = await Promise.allSettled(
+      actors.map((actor, i) => c.submit('self', actor, epochs[i], { actor, v: 2 })),
+    );
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((outcomes[1] as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+    await expect(c.submit('self', 'test:self-b', epochs[1], { actor: 'test:self-b', v: 3 })).rejects.toThrow(
+      /earlier write/,
+    );
+    const { rows } = await db.pool.query(
+      "SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE 'test:self-%' ORDER BY actor, v",
+    );
+    expect(rows).toEqual([
+      { actor: 'test:self-a', v: 1, alone: true, fence: true },
+      { actor: 'test:self-a', v: 2, alone: true, fence: true },
+      { actor: 'test:self-b', v: 1, alone: true, fence: true },
+      { actor: 'test:self-c', v: 1, alone: true, fence: true },
+      { actor: 'test:self-c', v: 2, alone: true, fence: true },
+    ]);
+    c.close();
+  });
+
+  it('commits a self-fencing kind in the fenced transaction when its batch is not one statement', async () => {
+    const c = committer(1);
+    withSelfFencingKind(c);
+    const [a, b] = await Promise.all(['test:selftx-a', 'test:selftx-b'].map(leaseEpochs(c, 'here')));
+    // An item the writer makes more than one statement of, or another kind's write, in the batch.
+    await Promise.all([
+      c.submit('self', 'test:selftx-a', a, { actor: 'test:selftx-a', v: -1 }),
+      c.submit('self', 'test:selftx-b', b, { actor: 'test:selftx-b', v: 1 }),
+    ]);
+    await Promise.all([
+      c.submit('self', 'test:selftx-a', a, { actor: 'test:selftx-a', v: 2 }),
+      c.submit<Row>('row', 'test:selftx-b', b, { actor: 'test:selftx-b', seq: 1 }),
+    ]);
+    const other = committer(1);
+    await leaseEpochs(other, 'elsewhere')('test:selftx-a');
+    other.close();
+    const outcomes = await Promise.allSettled([
+      c.submit('self', 'test:selftx-a', a, { actor: 'test:selftx-a', v: -3 }),
+      c.submit('self', 'test:selftx-b', b, { actor: 'test:selftx-b', v: 3 }),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
+    expect((outcomes[0] as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+    const { rows } = await db.pool.query(
+      "SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE 'test:selftx-%' ORDER BY actor, v",
+    );
+    expect(rows).toEqual([
+      { actor: 'test:selftx-a', v: 1, alone: false, fence: false },
+      { actor: 'test:selftx-a', v: 2, alone: false, fence: false },
+      { actor: 'test:selftx-b', v: 1, alone: false, fence: false },
+      { actor: 'test:selftx-b', v: 3, alone: false, fence: false },
+    ]);
     c.close();
   });
 

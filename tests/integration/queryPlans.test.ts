@@ -14,6 +14,7 @@ import {
   ConversationRepository,
   commitStatement,
   conversationQueries,
+  fencedCommitStatement,
 } from '../../src/store/conversationRepository.ts';
 import { fenceQuery } from '../../src/store/GroupCommitter.ts';
 import { miniappQueries } from '../../src/store/miniappRepository.ts';
@@ -102,6 +103,7 @@ const PREPARED = new Set<string>([
   memoryQueries.recall,
   relayQueries.ack,
   commitStatement,
+  fencedCommitStatement,
 ]);
 
 describe('query plans at 50k+ rows', () => {
@@ -184,6 +186,23 @@ describe('query plans at 50k+ rows', () => {
       ['[]', '[]', '[]', '[]', '[]', ['conv_1', 'conv_1'], [5, 1000]],
       'relay_inbox_pkey',
     ],
+    ...(['relay_inbox_pkey', 'actor_leases_pkey'] as const).map((index): [string, string, unknown[], string] => [
+      'a batch of conversation commits fencing itself (its leases, then its inbox rows)',
+      fencedCommitStatement,
+      [
+        '[]',
+        '[]',
+        '[]',
+        '[]',
+        '[]',
+        ['conv_1', 'conv_2'],
+        [5, 1000],
+        ['conv_1', 'conv_2'],
+        ['miniapp:ms_1', 'miniapp:ms_2'],
+        [1, 1],
+      ],
+      index,
+    ]),
     [
       'the epoch fence of a group commit (200 actors)',
       fenceQuery(new Map(Array.from({ length: 200 }, (_, i) => [`miniapp:ms_${i * 97 + 1}`, 1]))),
@@ -211,7 +230,7 @@ describe('query plans at 50k+ rows', () => {
   const oneConnection = (env: Record<string, string> = {}) => {
     const pool = createPool(
       db.url,
-      loadConfig({ PG_POOL_MAX: '3', ...env }).pg,
+      loadConfig({ PG_POOL_MAX: '4', ...env }).pg,
       createLogger({ level: 'silent', format: 'json' }),
     );
     pool.options.max = 1;

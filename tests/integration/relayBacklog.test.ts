@@ -16,7 +16,7 @@ import { RelayIngest } from '../../src/relay/RelayIngest.ts';
 import type { RelayEventSchema } from '../../src/relay/relayEvent.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { ConversationRepository, encodeWrite } from '../../src/store/conversationRepository.ts';
-import type { GroupCommitter } from '../../src/store/GroupCommitter.ts';
+import { FENCED, type GroupCommitter } from '../../src/store/GroupCommitter.ts';
 import type { PendingInbox, RelayRepository } from '../../src/store/relayRepository.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
@@ -34,10 +34,10 @@ beforeAll(async () => {
   relayToken = await token('relay-backlog', { role: 'relay' });
 });
 
-/** A commit of event `id` (inbox row `seq`) for ALICE's direct conversation at `version`. */
-function commitOf(id: string, seq: number, version: number): ConversationCommit {
-  const key = `user_${ALICE}_persona_sage`;
-  const chat = { guid: `iMessage;-;${ALICE}`, group: false };
+/** A commit of event `id` (inbox row `seq`) for the direct conversation of `sender` (ALICE) at `version`. */
+function commitOf(id: string, seq: number, version: number, sender = ALICE): ConversationCommit {
+  const key = `user_${sender}_persona_sage`;
+  const chat = { guid: `iMessage;-;${sender}`, group: false };
   const at = Date.now();
   return {
     key,
@@ -45,12 +45,12 @@ function commitOf(id: string, seq: number, version: number): ConversationCommit 
     persona: 'sage',
     chatGuid: chat.guid,
     version,
-    inbound: { id: `in_${id}`, sender: ALICE, direction: 'in', text: 'I love durian', attachments: [], at },
+    inbound: { id: `in_${id}`, sender, direction: 'in', text: 'I love durian', attachments: [], at },
     outbound: { id: `out_${id}`, sender: 'sage', direction: 'out', text: 'again?', attachments: [], at },
-    send: { type: 'send', id: `out_${id}`, replyTo: id, chat, to: ALICE, text: 'again?' },
+    send: { type: 'send', id: `out_${id}`, replyTo: id, chat, to: sender, text: 'again?' },
     memories: [{ content: 'loves durian', sourceMessageId: `in_${id}` }],
     forget: false,
-    relationship: { userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } },
+    relationship: { userId: sender, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } },
     inboxSeq: seq,
     next: { owed: [] } as unknown as ConversationCommit['next'],
   };
@@ -85,7 +85,7 @@ describe('exactly once under backlog', () => {
       const client = await db.pool.connect();
       try {
         await client.query('BEGIN');
-        const result = await repo.writeBatch(client, [encodeWrite(commit, {})]);
+        const result = await repo.writeBatch(client, [encodeWrite(commit, {})], null);
         await client.query('COMMIT');
         return result;
       } finally {
@@ -113,6 +113,61 @@ describe('exactly once under backlog', () => {
       'processed',
     );
     await server.close();
+  });
+
+  it('fences a batch committed as one statement: nothing of a commit whose epoch moved on, its inbox row left pending', async () => {
+    const sender = '+15556400002';
+    const key = `user_${sender}_persona_sage`;
+    const lease = `conversation:${key}`;
+    await db.pool.query("INSERT INTO actor_leases (key, epoch, owner) VALUES ($1, 3, 'here')", [lease]);
+    const inbox = async (id: string) =>
+      Number(
+        (
+          await db.pool.query(
+            "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
+            [id, key],
+          )
+        ).rows[0].seq,
+      );
+    const repo = new ConversationRepository(db.pool);
+    // As the group committer runs it: no transaction around it, the fence given.
+    const write = async (commit: ConversationCommit, epoch: number) => {
+      const client = await db.pool.connect();
+      try {
+        const result = await repo.writeBatch(client, [encodeWrite(commit, {})], { keys: [lease], epochs: [epoch] });
+        expect(client.getTransactionStatus()).toBe('I');
+        return result;
+      } finally {
+        client.release();
+      }
+    };
+    const stored = async () =>
+      (
+        await db.pool.query(
+          `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
+                  (SELECT count(*) FROM messages WHERE conversation_key = $1)::int AS messages,
+                  (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
+                  (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends,
+                  (SELECT array_agg(status ORDER BY seq) FROM relay_inbox WHERE conversation_key = $1) AS inbox`,
+          [key],
+        )
+      ).rows[0];
+
+    const first = await inbox('evt_fenced_1');
+    expect(await write(commitOf('evt_fenced_1', first, 1, sender), 3)).toEqual([true]);
+    expect(await stored()).toEqual({ version: 1, messages: 2, memories: 1, sends: 1, inbox: ['processed'] });
+
+    // Another owner took the conversation (epoch 4): the commit of epoch 3 is fenced, whole.
+    await db.pool.query('UPDATE actor_leases SET epoch = 4 WHERE key = $1', [lease]);
+    const second = await inbox('evt_fenced_2');
+    expect(await write(commitOf('evt_fenced_2', second, 2, sender), 3)).toEqual([FENCED]);
+    expect(await stored()).toEqual({ version: 1, messages: 2, memories: 1, sends: 1, inbox: ['processed', 'pending'] });
+
+    // The new owner's commit of it goes through; the old one's again is still fenced, a repeat not applied.
+    expect(await write(commitOf('evt_fenced_2', second, 2, sender), 4)).toEqual([true]);
+    expect(await write(commitOf('evt_fenced_2', second, 3, sender), 3)).toEqual([FENCED]);
+    expect(await write(commitOf('evt_fenced_2', second, 3, sender), 4)).toEqual([false]);
+    expect(await stored()).toEqual({ version: 2, messages: 4, memories: 2, sends: 2, inbox: ['processed', 'processed'] });
   });
 
   it('never starts a sweep while the previous one is still running', async () => {

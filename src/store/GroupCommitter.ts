@@ -182,8 +182,7 @@ export class GroupCommitter {
   ): void {
     this.writers.set(kind, writer as BatchWriter<unknown>);
     if (options.pinned) this.pinned.add(kind);
-    if (options.oneStatement)
-      this.oneStatement.set(kind, options.oneStatement as true | ((item: unknown) => boolean));
+    if (options.oneStatement) this.oneStatement.set(kind, options.oneStatement as true | ((item: unknown) => boolean));
     if (options.fencesItself) this.fencesItself.add(kind);
     if (options.ownLane && !this.own.has(kind)) {
       const lane = newLane();

@@ -167,7 +167,13 @@ describe('exactly once under backlog', () => {
     expect(await write(commitOf('evt_fenced_2', second, 2, sender), 4)).toEqual([true]);
     expect(await write(commitOf('evt_fenced_2', second, 3, sender), 3)).toEqual([FENCED]);
     expect(await write(commitOf('evt_fenced_2', second, 3, sender), 4)).toEqual([false]);
-    expect(await stored()).toEqual({ version: 2, messages: 4, memories: 2, sends: 2, inbox: ['processed', 'processed'] });
+    expect(await stored()).toEqual({
+      version: 2,
+      messages: 4,
+      memories: 2,
+      sends: 2,
+      inbox: ['processed', 'processed'],
+    });
   });
 
   it('never starts a sweep while the previous one is still running', async () => {

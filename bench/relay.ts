@@ -16,6 +16,7 @@
  * so no phase measures the previous one's backlog. `--quick` is a small run (the smoke test).
  */
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
@@ -37,7 +38,50 @@ import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib
 import { fmt, median, percentile, spread } from './lib/stats.ts';
 import type { PostJob } from './relayWorker.ts';
 
-const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+const HELP = `Usage: npm run bench:relay [-- options]
+
+The relay path under load on this machine: durable acknowledgements against the single-row
+commit rate, processing, the ack latency at half of saturation, end-to-end replies over 10,000
+conversations, and the history query at 1,000,000 messages. About 5 minutes.
+
+Options:
+  --quick       a small run (seconds; the smoke test), never written to bench/README.md
+  --no-readme   do not add the results to bench/README.md
+  -h, --help    show this help
+
+Environment (experiments):
+  BENCH_SERVER_ENV='K=V K=V'      extra environment for the server, e.g. GROUP_COMMIT_LANES=2
+  BENCH_SERVER_NODE_FLAGS='...'   extra Node flags for the server, e.g. --cpu-prof --cpu-prof-dir=D
+  BENCH_SERVER_LOG=FILE           where the server's log goes
+  BENCH_QUICK=1                   same as --quick
+`;
+
+function parseRelayOptions(argv: string[]): { quick: boolean; readme: boolean } | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      quick: { type: 'boolean' },
+      'no-readme': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  return { quick: values.quick === true || process.env.BENCH_QUICK === '1', readme: values['no-readme'] !== true };
+}
+
+let parsed: ReturnType<typeof parseRelayOptions>;
+try {
+  parsed = parseRelayOptions(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`bench:relay: ${(err as Error).message}\n\n${HELP}`);
+  process.exit(2);
+}
+if (parsed === 'help') {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const { quick, readme } = parsed;
 const P = quick
   ? {
       rounds: 1,
@@ -437,7 +481,7 @@ async function main(): Promise<void> {
     const machineLine = `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${settings.version} (fsync ${settings.fsync}, synchronous_commit ${settings.synchronousCommit}), server on core 0, load on core 1${pinning ? '' : ' (unpinned: no taskset)'}`;
     console.log(`\n${table}\n\nCPU probe (M iterations/s, before→after each round, core 0): ${probes.join(', ')}`);
     console.log(`Machine: ${machineLine}\nCommand: ${command}\n`);
-    if (!quick) {
+    if (!quick && readme) {
       addResultsSection(
         path.join(repoRoot, 'bench/README.md'),
         README_TEMPLATE,

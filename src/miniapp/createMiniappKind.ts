@@ -69,7 +69,12 @@ interface Session {
 
 export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent> {
   const { repo, committer, channel, metrics, log } = deps;
-  committer.register<MiniappWrite>(MINIAPP, repo.writeBatch, { sizeOf: miniappWriteSize });
+  // A batch of only ops is one self-fencing statement (one round trip; checkpoints and participants go in a transaction).
+  committer.register<MiniappWrite>(MINIAPP, repo.writeBatch, {
+    sizeOf: miniappWriteSize,
+    oneStatement: (w) => w.t === 'op',
+    fencesItself: true,
+  });
 
   /**
    * Each live session's ties to the group commit under its epoch. One machine serves every

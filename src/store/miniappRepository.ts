@@ -2,8 +2,8 @@
 import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
-import type { BatchWriter } from './GroupCommitter.ts';
-import { type Pool, prepared, query, run, transaction } from './pool.ts';
+import { type BatchWriter, FENCED, type Fence } from './GroupCommitter.ts';
+import { type Pool, type PoolClient, prepared, query, run, transaction } from './pool.ts';
 
 export interface NewSession {
   id: string;
@@ -55,16 +55,34 @@ export const miniappQueries = {
 } as const;
 
 /** What every op, upgrade or checkpoint runs, prepared on each connection (`prepared`). */
-const statements = {
-  access: prepared('miniapp_access', miniappQueries.access),
-  insertOps: prepared(
-    'miniapp_insert_ops',
-    `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
+const insertOps = (where: string) =>
+  `INSERT INTO miniapp_ops (session_id, version, op_id, by_user, op, touched, conn)
      SELECT r.session_id, r.version, r.op_id, r.by_user, r.op, r.touched, r.conn
        FROM jsonb_to_recordset($1::jsonb)
-         AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)
-     ON CONFLICT (session_id, version) DO NOTHING`,
-  ),
+         AS r(session_id text, version bigint, op_id text, by_user text, op jsonb, touched jsonb, conn text)${where}
+     ON CONFLICT (session_id, version) DO NOTHING`;
+
+export const miniappStatements = {
+  insertOps: insertOps(''),
+  /**
+   * The ops of a batch committed as this one statement, fencing itself ($2 / $3 / $4: each
+   * session, its `actor_leases` key and epoch): the lease rows still at those epochs are locked
+   * `FOR SHARE` (`held`), as the group transaction's fence does, only those sessions' ops are
+   * written, and the sessions held are returned.
+   */
+  insertOpsFenced: `WITH held AS (
+     SELECT f.id FROM unnest($2::text[], $3::text[], $4::bigint[]) AS f(id, lease, epoch)
+       JOIN actor_leases l ON l.key = f.lease AND l.epoch = f.epoch
+        FOR SHARE OF l),
+   ops AS (
+     ${insertOps('\n      WHERE r.session_id IN (SELECT id FROM held)')})
+   SELECT id FROM held`,
+} as const;
+
+const statements = {
+  access: prepared('miniapp_access', miniappQueries.access),
+  insertOps: prepared('miniapp_insert_ops', miniappStatements.insertOps),
+  insertOpsFenced: prepared('miniapp_insert_ops_fenced', miniappStatements.insertOpsFenced),
   checkpoint: prepared(
     'miniapp_checkpoint',
     `UPDATE miniapp_sessions s SET state = r.state, version = r.version, updated_at = now()
@@ -99,6 +117,30 @@ export function opWrite(sessionId: string, e: LoggedOp): MiniappWrite {
 /** A write's size in bytes for GROUP_COMMIT_MAX_BYTES: an op's row as it is, anything else as JSON. */
 export const miniappWriteSize = (w: MiniappWrite): number =>
   Buffer.byteLength(w.t === 'op' ? w.row : JSON.stringify(w));
+
+/** A batch of ops as one statement that fences itself (see `MiniappRepository.writeBatch`). */
+async function writeOpsFenced(client: PoolClient, items: MiniappWrite[], fence: Fence): Promise<unknown[]> {
+  const rows: string[] = [];
+  // Each session once (a batch holds one epoch per actor).
+  const sessions = new Map<string, number>();
+  for (const [i, w] of items.entries()) {
+    if (w.t !== 'op') throw new Error(`a ${w.t} is not written by the fenced statement`);
+    rows.push(w.row);
+    if (!sessions.has(w.sessionId)) sessions.set(w.sessionId, i);
+  }
+  const ids = [...sessions.keys()];
+  const at = [...sessions.values()];
+  const { rows: held } = await client.query<{ id: string }>(
+    run(statements.insertOpsFenced, [
+      `[${rows.join(',')}]`,
+      ids,
+      at.map((i) => fence.keys[i]),
+      at.map((i) => fence.epochs[i]),
+    ]),
+  );
+  const kept = new Set(held.map((r) => r.id));
+  return items.map((w) => (kept.has(w.sessionId) ? undefined : FENCED));
+}
 
 export class MiniappRepository {
   constructor(private readonly pool: Pool) {}
@@ -169,8 +211,13 @@ export class MiniappRepository {
     return rowCount ?? 0;
   }
 
-  /** The group commit's writer: multi-row, idempotent statements. */
-  readonly writeBatch: BatchWriter<MiniappWrite> = async (client, items) => {
+  /**
+   * The group commit's writer: multi-row, idempotent statements. Given a `fence` (a batch of
+   * only ops, committed as one statement), it fences itself (`insertOpsFenced`): the ops of a
+   * session whose epoch moved on are not written and are `FENCED`.
+   */
+  readonly writeBatch: BatchWriter<MiniappWrite> = async (client, items, fence) => {
+    if (fence) return writeOpsFenced(client, items, fence);
     const ops: string[] = [];
     const checkpoints = new Map<string, { id: string; version: number; state: unknown }>();
     const participants: { session_id: string; user_id: string }[] = [];

@@ -17,7 +17,7 @@ import {
   fencedCommitStatement,
 } from '../../src/store/conversationRepository.ts';
 import { fenceQuery } from '../../src/store/GroupCommitter.ts';
-import { miniappQueries } from '../../src/store/miniappRepository.ts';
+import { miniappQueries, miniappStatements } from '../../src/store/miniappRepository.ts';
 import { createPool, type Pool, prepared, query } from '../../src/store/pool.ts';
 import { relayQueries } from '../../src/store/relayRepository.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -104,6 +104,7 @@ const PREPARED = new Set<string>([
   relayQueries.ack,
   commitStatement,
   fencedCommitStatement,
+  miniappStatements.insertOpsFenced,
 ]);
 
 describe('query plans at 50k+ rows', () => {
@@ -203,6 +204,12 @@ describe('query plans at 50k+ rows', () => {
       ],
       index,
     ]),
+    [
+      'a batch of miniapp ops fencing itself',
+      miniappStatements.insertOpsFenced,
+      ['[]', ['ms_1', 'ms_2'], ['miniapp:ms_1', 'miniapp:ms_2'], [1, 1]],
+      'actor_leases_pkey',
+    ],
     [
       'the epoch fence of a group commit (200 actors)',
       fenceQuery(new Map(Array.from({ length: 200 }, (_, i) => [`miniapp:ms_${i * 97 + 1}`, 1]))),

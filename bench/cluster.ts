@@ -177,7 +177,13 @@ async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; late
 }
 
 async function main(): Promise<number> {
-  const parsed = parseClusterOptions(process.argv.slice(2), process.env);
+  let parsed: ReturnType<typeof parseClusterOptions>;
+  try {
+    parsed = parseClusterOptions(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`bench:cluster: ${(err as Error).message}\n\n${CLUSTER_USAGE}\n`);
+    return 2;
+  }
   if (parsed === 'help') {
     process.stdout.write(`${CLUSTER_USAGE}\n`);
     return 0;

@@ -79,7 +79,13 @@ async function loadRound(
 }
 
 async function main(): Promise<number> {
-  const parsed = parseOptions(process.argv.slice(2), process.env);
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`bench:miniapp: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
   if (parsed === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return 0;

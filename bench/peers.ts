@@ -72,7 +72,13 @@ function roundDown(n: number): number {
 }
 
 async function main(): Promise<number> {
-  const parsed = parsePeersOptions(process.argv.slice(2), process.env);
+  let parsed: ReturnType<typeof parsePeersOptions>;
+  try {
+    parsed = parsePeersOptions(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`bench:peers: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
   if (parsed === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return 0;

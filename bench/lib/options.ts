@@ -127,10 +127,10 @@ export const USAGE = `Usage: npm run bench:miniapp [-- options]
   --quiet-s S          measured seconds of that phase (default 20)
   --no-readme          do not write bench/README.md
   --server-cpu-prof D  run the Archety server with --cpu-prof, profiles into D
-  --server-node-flags F  extra Node flags for the Archety server, e.g. "--trace-gc"
+  --server-node-flags=F  extra Node flags for the Archety server, e.g. --server-node-flags=--trace-gc
   --server-log FILE    write the Archety server's output to FILE
   --server-env K=V     extra environment for the Archety server (repeatable), e.g. PG_POOL_MAX=16
-  --worker-node-flags F  extra Node flags for the load generators, e.g. "--cpu-prof"
+  --worker-node-flags=F  extra Node flags for the load generators, e.g. --worker-node-flags=--cpu-prof
 
 Environment: BENCH_DATABASE_URL (use this database instead of creating one),
 BENCH_PG_ADMIN_URL (where to create it; default postgres://<os user>@127.0.0.1:5432/postgres).`;

@@ -3,7 +3,7 @@
  * The peers benchmark's packages are installed apart (bench/peers/package.json); its smoke test
  * installs them first when a fresh clone has not.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from './server.ts';
@@ -30,6 +30,23 @@ interface Finished {
 export function runQuickBench(script: string, env: Record<string, string>): Promise<Finished> {
   const args = ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick'];
   return run(process.execPath, args, { ...process.env, ...env }, QUICK_BENCH_HANG_MS);
+}
+
+/** Runs `bench/<script>` with `args` to its end (for options that end it at once: --help, mistakes). */
+export function runBenchOptions(
+  script: string,
+  ...args: string[]
+): { status: number | null; stdout: string; stderr: string } {
+  const { status, stdout, stderr } = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(repoRoot, 'bench', script), ...args],
+    {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
+  return { status, stdout, stderr };
 }
 
 /**

@@ -1,16 +1,6 @@
 /** `npm run bench:relay` in its quick mode: the benchmark itself must keep working. */
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { QUICK_BENCH_HANG_MS, runQuickBench } from '../helpers/bench.ts';
-import { repoRoot } from '../helpers/server.ts';
-
-const relayBench = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'bench/relay.ts'), ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+import { QUICK_BENCH_HANG_MS, runBenchOptions, runQuickBench } from '../helpers/bench.ts';
 
 describe('bench:relay --quick', () => {
   it(
@@ -32,12 +22,12 @@ describe('bench:relay --quick', () => {
   );
 
   it('prints its usage for --help and refuses an unknown option, running nothing', () => {
-    const help = relayBench('--help');
+    const help = runBenchOptions('relay.ts', '--help');
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/^Usage: npm run bench:relay/);
     expect(help.stdout).toContain('--no-readme');
     expect(help.stdout).not.toContain('[bench:relay]');
-    const wrong = relayBench('--rounds', '1');
+    const wrong = runBenchOptions('relay.ts', '--rounds', '1');
     expect(wrong.status).toBe(2);
     expect(wrong.stderr).toMatch(/Unknown option '--rounds'/);
     expect(wrong.stderr).toContain('Usage: npm run bench:relay');

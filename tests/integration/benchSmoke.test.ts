@@ -4,7 +4,7 @@
  * the benchmark still works, so `npm run bench:miniapp` does not rot between real runs.
  */
 import { describe, expect, it } from 'vitest';
-import { QUICK_BENCH_HANG_MS, runQuickBench } from '../helpers/bench.ts';
+import { QUICK_BENCH_HANG_MS, runBenchOptions, runQuickBench } from '../helpers/bench.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 
 describe('bench:miniapp --quick', () => {
@@ -25,4 +25,19 @@ describe('bench:miniapp --quick', () => {
     },
     QUICK_BENCH_HANG_MS + 10_000,
   );
+
+  it('refuses a mistaken option with what is wrong and the usage, exit 2, no stack trace (miniapp, cluster, peers)', () => {
+    for (const [script, args, message] of [
+      ['miniapp.ts', ['--rounds', 'zero'], /--rounds must be an integer/],
+      ['miniapp.ts', ['--server-node-flags', '--trace-gc'], /'--server-node-flags' argument is ambiguous/],
+      ['cluster.ts', ['--no-such-option'], /Unknown option '--no-such-option'/],
+      ['peers.ts', ['--no-such-option'], /Unknown option '--no-such-option'/],
+    ] as const) {
+      const run = runBenchOptions(script, ...args);
+      expect(run.status, `${script} ${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toMatch(message);
+      expect(run.stderr).toContain('Usage: npm run bench:');
+      expect(run.stderr).not.toMatch(/^\s+at /m);
+    }
+  });
 });

@@ -15,7 +15,8 @@
  * - Every transaction first checks each actor's epoch in `actor_leases` (`FOR SHARE`, so a
  *   concurrent activation waits for the commit); writes of an actor whose epoch moved on are
  *   not written and fail with `FencedError`. A kind whose writer fences itself in its one
- *   statement (the conversations') commits a batch of only its writes as that statement alone.
+ *   statement (the conversations', the miniapp ops') commits a batch of only its writes as that
+ *   statement alone.
  * - A bad write fails alone. When a writer's statement fails on what it was given (anything
  *   but a connection error), the transaction is rolled back and done again carefully: each
  *   kind under a savepoint, and a kind that fails on its data (SQLSTATE classes 22 and 23, or

@@ -409,7 +409,9 @@ export class ConversationRepository {
     const inboxKeys: string[] = [];
     const inboxSeqs: number[] = [];
     const keys: string[] = [];
-    for (const { key, rows: r, seq } of items) {
+    for (const { key, rows: r, seq, forget } of items) {
+      // A forget is a second statement: the group committer never gives a fence with one.
+      if (fence && forget !== null) throw new Error('a forget is not written by the fenced statement');
       keys.push(key);
       conversations.push(r.conversation);
       messages.push(...r.messages);

@@ -14,6 +14,7 @@
  * (PostgreSQL and Redis unpinned), so 2 and 3 processes share the one core 1 process had: they
  * cannot add throughput here, and the CPU per op is the figure that shows what they cost.
  */
+
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -45,6 +46,7 @@ import {
   type SizeFigures,
   sizeTable,
 } from './lib/clusterReport.ts';
+import { parsedOrExit } from './lib/commandLine.ts';
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
@@ -177,18 +179,7 @@ async function sizePhase(run: Run, n: number): Promise<{ size: SizeFigures; late
 }
 
 async function main(): Promise<number> {
-  let parsed: ReturnType<typeof parseClusterOptions>;
-  try {
-    parsed = parseClusterOptions(process.argv.slice(2), process.env);
-  } catch (err) {
-    process.stderr.write(`bench:cluster: ${(err as Error).message}\n\n${CLUSTER_USAGE}\n`);
-    return 2;
-  }
-  if (parsed === 'help') {
-    process.stdout.write(`${CLUSTER_USAGE}\n`);
-    return 0;
-  }
-  const o = parsed;
+  const o = parsedOrExit('bench:cluster', CLUSTER_USAGE, () => parseClusterOptions(process.argv.slice(2), process.env));
   const args = process.argv.slice(2).join(' ');
   const command = `npm run bench:cluster${args && !o.quick ? ` -- ${args}` : o.quick ? ':smoke' : ''}`;
   const { cleanups, cleanup, stopHeartbeat } = startRun(o.deadlineMs);

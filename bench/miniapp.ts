@@ -13,11 +13,13 @@
  * (`bench/loadWorker.ts`) to core 1, PostgreSQL unpinned (bench/README.md, BENCHMARKING.md).
  * Everything targets 127.0.0.1, is bounded in count and time, and stops by itself.
  */
+
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { balanced, describeAccount, emptyAccount } from './lib/accounting.ts';
 import { createSessions } from './lib/archetyApi.ts';
+import { parsedOrExit } from './lib/commandLine.ts';
 import { type Context, GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, type PgSettings, pgSettings, singleRowCommitRate, storedOps } from './lib/database.ts';
 import { connectAll, describeLoad, disconnectAll, runLoad } from './lib/loadPhase.ts';
@@ -79,18 +81,7 @@ async function loadRound(
 }
 
 async function main(): Promise<number> {
-  let parsed: ReturnType<typeof parseOptions>;
-  try {
-    parsed = parseOptions(process.argv.slice(2), process.env);
-  } catch (err) {
-    process.stderr.write(`bench:miniapp: ${(err as Error).message}\n\n${USAGE}\n`);
-    return 2;
-  }
-  if (parsed === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const o = parsed;
+  const o = parsedOrExit('bench:miniapp', USAGE, () => parseOptions(process.argv.slice(2), process.env));
   const args = process.argv.slice(2).join(' ');
   const script = process.env.npm_lifecycle_event;
   const command =

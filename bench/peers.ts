@@ -17,11 +17,13 @@
  * 127.0.0.1; bounded in count and time; a progress line at least every few seconds.
  * `--quick` is the smoke run (< 60 s). bench/README.md describes it in full.
  */
+
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { emptyAccount } from './lib/accounting.ts';
 import { createSessions } from './lib/archetyApi.ts';
+import { parsedOrExit } from './lib/commandLine.ts';
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
@@ -72,18 +74,9 @@ function roundDown(n: number): number {
 }
 
 async function main(): Promise<number> {
-  let parsed: ReturnType<typeof parsePeersOptions>;
-  try {
-    parsed = parsePeersOptions(process.argv.slice(2), process.env);
-  } catch (err) {
-    process.stderr.write(`bench:peers: ${(err as Error).message}\n\n${USAGE}\n`);
-    return 2;
-  }
-  if (parsed === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const o: PeersOptions = parsed;
+  const o: PeersOptions = parsedOrExit('bench:peers', USAGE, () =>
+    parsePeersOptions(process.argv.slice(2), process.env),
+  );
   const missing = missingPackages(o.servers);
   if (missing.length) {
     process.stderr.write(`bench:peers: ${missing.join(', ')} not installed; run: ${PEERS_INSTALL_COMMAND}\n`);

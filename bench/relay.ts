@@ -21,6 +21,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { conversationQueries } from '../src/store/conversationRepository.ts';
+import { parsedOrExit } from './lib/commandLine.ts';
 import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
 import { Connection } from './lib/httpConnection.ts';
 import {
@@ -70,18 +71,7 @@ function parseRelayOptions(argv: string[]): { quick: boolean; readme: boolean } 
   return { quick: values.quick === true || process.env.BENCH_QUICK === '1', readme: values['no-readme'] !== true };
 }
 
-let parsed: ReturnType<typeof parseRelayOptions>;
-try {
-  parsed = parseRelayOptions(process.argv.slice(2));
-} catch (err) {
-  process.stderr.write(`bench:relay: ${(err as Error).message}\n\n${HELP}`);
-  process.exit(2);
-}
-if (parsed === 'help') {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
-const { quick, readme } = parsed;
+const { quick, readme } = parsedOrExit('bench:relay', HELP, () => parseRelayOptions(process.argv.slice(2)));
 const P = quick
   ? {
       rounds: 1,

@@ -1,0 +1,18 @@
+/**
+ * The benchmarks' command lines: `parse` the arguments, or end the run — `--help` prints the
+ * usage (exit 0), a mistake prints what is wrong and the usage (exit 2), never a stack trace.
+ */
+export function parsedOrExit<T>(name: string, usage: string, parse: () => T | 'help'): T {
+  let parsed: T | 'help';
+  try {
+    parsed = parse();
+  } catch (err) {
+    process.stderr.write(`${name}: ${(err as Error).message}\n\n${usage.trimEnd()}\n`);
+    process.exit(2);
+  }
+  if (parsed === 'help') {
+    process.stdout.write(`${usage.trimEnd()}\n`);
+    process.exit(0);
+  }
+  return parsed;
+}

@@ -396,9 +396,9 @@ export class GroupCommitter {
   }
 
   /**
-   * The batch is writes of one kind whose writer makes one statement for each of them, all
-   * unfenced or the writer fencing itself, with one epoch per actor (a batch holding an actor's
-   * writes of two epochs is fenced by the transaction, per actor, as ever).
+   * The batch is writes of one kind whose writer makes one statement for each of them: all
+   * unfenced, or all of actors and the writer fencing itself, with one epoch per actor (a batch
+   * holding an actor's writes of two epochs is fenced by the transaction, per actor, as ever).
    */
   private alone(batch: Pending[]): boolean {
     const kind = batch[0].kind;
@@ -407,7 +407,11 @@ export class GroupCommitter {
     const epochs = this.fencesItself.has(kind) ? new Map<string, number>() : null;
     for (const p of batch) {
       if (p.kind !== kind || (one !== true && !one(p.item))) return false;
-      if (p.actorKey === null) continue;
+      // A self-fencing writer fences every item it is given: an unfenced write goes in a transaction.
+      if (p.actorKey === null) {
+        if (epochs !== null) return false;
+        continue;
+      }
       if (epochs === null || (epochs.get(p.actorKey) ?? p.epoch) !== p.epoch) return false;
       epochs.set(p.actorKey, p.epoch);
     }

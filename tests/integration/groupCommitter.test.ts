@@ -395,6 +395,8 @@ describe('the group committer', () => {
     ]);
     expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
     expect((outcomes[0] as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+    // A write of no actor is never given to the writer with a fence (it would be no actor's to hold).
+    await expect(c.submit('self', null, 0, { actor: 'test:unowned-self', v: 4 })).resolves.toBe(true);
     const { rows } = await db.pool.query(
       "SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE 'test:selftx-%' ORDER BY actor, v",
     );
@@ -404,6 +406,8 @@ describe('the group committer', () => {
       { actor: 'test:selftx-b', v: 1, alone: false, fence: false },
       { actor: 'test:selftx-b', v: 3, alone: false, fence: false },
     ]);
+    const none = await db.pool.query("SELECT alone, fence FROM gc_self WHERE actor = 'test:unowned-self'");
+    expect(none.rows).toEqual([{ alone: false, fence: false }]);
     c.close();
   });
 

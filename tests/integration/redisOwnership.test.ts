@@ -6,6 +6,7 @@
  * delivers them late).
  */
 import net from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { describe, expect, it, vi } from 'vitest';
@@ -95,13 +96,18 @@ describe.skipIf(!ok)('Redis ownership', () => {
     const a = node('proc-a', proxy.url);
     const b = node('proc-b');
     expect(await a.ownership.acquire('conversation:cut')).toBe(true);
+    // The deadline falls within the lease; the timer that acts on it runs as late as this
+    // process's event loop is (a suite sharing two cores delayed it by ~100 ms once).
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const cutAt = performance.now();
     proxy.cut();
     const takenAt = await takeOver(b, 'conversation:cut');
     await vi.waitFor(() => expect(a.lost).toHaveLength(1), { timeout: 2 * LEASE_MS });
+    loop.disable();
     const [lost] = a.lost;
     expect(lost.key).toBe('conversation:cut');
-    expect(lost.at - cutAt).toBeLessThanOrEqual(LEASE_MS);
+    expect(lost.at - cutAt).toBeLessThanOrEqual(LEASE_MS + loop.max / 1e6);
     expect(lost.at).toBeLessThanOrEqual(takenAt);
     expect(takenAt - cutAt).toBeLessThanOrEqual(2 * LEASE_MS);
     expect(await b.ownership.ownerOf('conversation:cut')).toBe('proc-b');

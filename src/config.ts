@@ -68,8 +68,8 @@ const envSchema = z.object({
   GROUP_COMMIT_ATTEMPTS: int(1, 10).default(4),
   /**
    * Group-commit transactions in flight at once, each on its own connection (an actor's writes
-   * keep to one lane); at most PG_POOL_MAX − 3 (the relay inbox and the relay's send
-   * acknowledgements have a lane each, and reads need a connection). One by default: on a 2-core machine a second lane
+   * keep to one lane); at most PG_POOL_MAX − 2 (the relay inbox has a lane of its own, and reads
+   * need a connection). One by default: on a 2-core machine a second lane
    * made each transaction smaller and PostgreSQL's work per op larger, for no more throughput.
    */
   GROUP_COMMIT_LANES: int(1, 32).default(1),
@@ -248,9 +248,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `invalid configuration: JWT_JWKS_URL=${JSON.stringify(redactValue('JWT_JWKS_URL', e.JWT_JWKS_URL))}: must be an https: URL (http: only on 127.0.0.1, ::1 or localhost): keys fetched in clear could be swapped on the way`,
     );
   }
-  if (e.GROUP_COMMIT_LANES + 2 >= e.PG_POOL_MAX) {
+  if (e.GROUP_COMMIT_LANES + 1 >= e.PG_POOL_MAX) {
     throw new ConfigError(
-      `invalid configuration: GROUP_COMMIT_LANES=${e.GROUP_COMMIT_LANES} must be at most PG_POOL_MAX − 3 (${e.PG_POOL_MAX - 3}): the lanes and the relay's two own lanes (its inbox, its send acknowledgements) each hold a connection, and reads need one too`,
+      `invalid configuration: GROUP_COMMIT_LANES=${e.GROUP_COMMIT_LANES} must be at most PG_POOL_MAX − 2 (${e.PG_POOL_MAX - 2}): the lanes and the relay inbox's own lane each hold a connection, and reads need one too`,
     );
   }
   if (e.DATABASE_URL && !/^postgres(ql)?:/.test(e.DATABASE_URL)) {

@@ -29,13 +29,6 @@ import { localRelayReceiver, type RelayReceiver } from './RelayReceiver.ts';
 
 export const OUTBOX_ACK = 'outboxAck';
 
-/**
- * How long acknowledgements gather before they are committed together. Until then the send
- * is known acknowledged here (`acking`); a crash in between delivers it again, as any send
- * whose acknowledgement did not commit.
- */
-const ACK_GATHER_MS = 50;
-
 /** A relay socket as the dispatcher sees it. */
 export interface RelayLink {
   readonly id: string;
@@ -99,13 +92,10 @@ export class OutboxDispatcher {
     private readonly log: Logger,
     private readonly receiver: RelayReceiver = localRelayReceiver,
   ) {
-    // One statement on a lane of its own (an acknowledgement never makes a batch of conversation
-    // commits a transaction), gathered for ACK_GATHER_MS: nothing waits for it, and one at a time
-    // each would be a commit of its own.
+    // In the shared lane: with conversation commits, one transaction (and one commit) for both;
+    // alone, one statement.
     committer.register<string>(OUTBOX_ACK, repo.writeAcks, {
-      ownLane: true,
       oneStatement: true,
-      gatherMs: ACK_GATHER_MS,
       sizeOf: (id) => Buffer.byteLength(id) + 2,
     });
     receiver.listen({ changed: () => this.restart(), rung: () => this.rung() });

@@ -86,8 +86,6 @@ export interface GroupCommitterOptions {
 interface Lane {
   queue: Pending[];
   running: boolean;
-  /** How long the lane waits, once a write arrives, before it commits (see `register`'s `gatherMs`). */
-  gatherMs: number;
   /**
    * The lane's own connection, kept between transactions: waiting for a pool connection
    * behind the actors' reads (a burst of activations) would stall every write of the lane,
@@ -96,7 +94,7 @@ interface Lane {
   client: PoolClient | null;
 }
 
-const newLane = (gatherMs = 0): Lane => ({ queue: [], running: false, gatherMs, client: null });
+const newLane = (): Lane => ({ queue: [], running: false, client: null });
 
 /** A string's lane (FNV-1a): the same actor always takes the same one. */
 function laneOf(key: string, lanes: number): number {
@@ -167,9 +165,7 @@ export class GroupCommitter {
    * items' actors to their epochs as the transaction's fence does (their `actor_leases` rows
    * locked `FOR SHARE`, nothing written for an actor whose epoch moved on, `FENCED` returned
    * for its items); with `oneStatement`, a batch of only this kind's writes is then one
-   * statement too, fenced writes included — one round trip instead of three. `gatherMs` (with
-   * `ownLane`): the lane waits this long after a write arrives before it commits, so writes no
-   * one waits for are committed in bulk even when they come one at a time. `pinned`: this kind's
+   * statement too, fenced writes included — one round trip instead of three. `pinned`: this kind's
    * (unfenced) writes always take the first lane instead of the least busy one, so no two
    * transactions in flight both write them (e.g. the lease epochs, which the other lanes'
    * fences lock: in one lane, no two transactions can wait on each other).
@@ -182,7 +178,6 @@ export class GroupCommitter {
       ownLane?: boolean;
       oneStatement?: boolean | ((item: T) => boolean);
       fencesItself?: boolean;
-      gatherMs?: number;
       sizeOf?: (item: T) => number;
     } = {},
   ): void {
@@ -191,7 +186,7 @@ export class GroupCommitter {
     if (options.oneStatement) this.oneStatement.set(kind, options.oneStatement as true | ((item: unknown) => boolean));
     if (options.fencesItself) this.fencesItself.add(kind);
     if (options.ownLane && !this.own.has(kind)) {
-      const lane = newLane(options.gatherMs);
+      const lane = newLane();
       this.own.set(kind, lane);
       this.lanes.push(lane);
     }
@@ -242,8 +237,7 @@ export class GroupCommitter {
     lane.queue.push({ kind, actorKey, epoch, item, bytes, resolve, reject });
     if (!lane.running) {
       lane.running = true;
-      if (lane.gatherMs > 0) setTimeout(() => void this.drain(lane), lane.gatherMs);
-      else setImmediate(() => void this.drain(lane));
+      setImmediate(() => void this.drain(lane));
     }
   }
 

@@ -411,29 +411,6 @@ describe('the group committer', () => {
     c.close();
   });
 
-  it('gathers a lane’s writes for gatherMs before committing them together', async () => {
-    const c = committer(1);
-    const batches: number[][] = [];
-    c.register<number>(
-      'gathered',
-      async (client, items) => {
-        batches.push(items);
-        await client.query('SELECT 1');
-      },
-      { ownLane: true, oneStatement: true, gatherMs: 150 },
-    );
-    const started = performance.now();
-    const writes: Promise<void>[] = [];
-    for (let v = 0; v < 4; v++) {
-      writes.push(c.submit('gathered', null, 0, v));
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    await Promise.all(writes);
-    expect(performance.now() - started).toBeGreaterThanOrEqual(140);
-    expect(batches).toEqual([[0, 1, 2, 3]]);
-    c.close();
-  });
-
   it('retries a one-statement batch on a new connection when its lane’s connection was killed', async () => {
     const c = committer(1);
     withOwnKind(c, { ownLane: true, oneStatement: true });

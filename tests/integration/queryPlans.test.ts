@@ -237,7 +237,7 @@ describe('query plans at 50k+ rows', () => {
   const oneConnection = (env: Record<string, string> = {}) => {
     const pool = createPool(
       db.url,
-      loadConfig({ PG_POOL_MAX: '4', ...env }).pg,
+      loadConfig({ PG_POOL_MAX: '3', ...env }).pg,
       createLogger({ level: 'silent', format: 'json' }),
     );
     pool.options.max = 1;

@@ -98,7 +98,7 @@ describe('resilience', () => {
   it('answers 503 db_unavailable quickly when the pool is exhausted, and recovers', async () => {
     const db = await createTestDatabase();
     const server = await startTestServer(db.url, {
-      PG_POOL_MAX: '4',
+      PG_POOL_MAX: '3',
       PG_CONNECTION_TIMEOUT_MS: '300',
       PG_STATEMENT_TIMEOUT_MS: '20000',
     });
@@ -107,10 +107,10 @@ describe('resilience', () => {
     await locker.connect();
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE miniapp_sessions IN ACCESS EXCLUSIVE MODE');
-    // Four creates take every connection and wait on the lock; the next ones find no connection.
+    // Three creates take every connection and wait on the lock; the next ones find no connection.
     let unblocked = false;
     const stuck = Promise.all(
-      [1, 2, 3, 4].map(() => api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } })),
+      [1, 2, 3].map(() => api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } })),
     ).finally(() => {
       unblocked = true;
     });
@@ -118,17 +118,17 @@ describe('resilience', () => {
       db.pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [
         db.name,
       ]);
-    await expect.poll(async () => (await waitingOnTheLock()).rows[0].n).toBe(4);
+    await expect.poll(async () => (await waitingOnTheLock()).rows[0].n).toBe(3);
     const refused = await api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } });
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe(Codes.db_unavailable);
     // Answered while the lock still holds every connection: it waited for a connection, not the lock.
     expect(unblocked).toBe(false);
     const ready = await api(server.url, 'GET', '/ready');
-    expect(ready.body.db).toMatchObject({ total: 4, waiting: expect.any(Number) });
+    expect(ready.body.db).toMatchObject({ total: 3, waiting: expect.any(Number) });
     await locker.query('ROLLBACK');
     await locker.end();
-    expect((await stuck).map((r) => r.status)).toEqual([201, 201, 201, 201]);
+    expect((await stuck).map((r) => r.status)).toEqual([201, 201, 201]);
     expect(
       (await api(server.url, 'POST', '/v1/miniapps', { token: alice, body: { app: 'trip-planner' } })).status,
     ).toBe(201);

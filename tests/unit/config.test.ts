@@ -12,13 +12,13 @@ describe('the configuration', () => {
     expect(loadConfig({ PG_POOL_MAX: '20', GROUP_COMMIT_LANES: '4' }).groupCommit.lanes).toBe(4);
   });
 
-  it('refuses group-commit lanes that leave no pool connection for the relay lanes and reads, naming the variable', () => {
-    expect(() => loadConfig({ PG_POOL_MAX: '5', GROUP_COMMIT_LANES: '3' })).toThrow(ConfigError);
-    expect(() => loadConfig({ PG_POOL_MAX: '5', GROUP_COMMIT_LANES: '3' })).toThrow(/GROUP_COMMIT_LANES=3/);
-    expect(loadConfig({ PG_POOL_MAX: '5', GROUP_COMMIT_LANES: '2' }).groupCommit.lanes).toBe(2);
+  it('refuses group-commit lanes that leave no pool connection for the inbox lane and reads, naming the variable', () => {
+    expect(() => loadConfig({ PG_POOL_MAX: '4', GROUP_COMMIT_LANES: '3' })).toThrow(ConfigError);
+    expect(() => loadConfig({ PG_POOL_MAX: '4', GROUP_COMMIT_LANES: '3' })).toThrow(/GROUP_COMMIT_LANES=3/);
+    expect(loadConfig({ PG_POOL_MAX: '4', GROUP_COMMIT_LANES: '2' }).groupCommit.lanes).toBe(2);
     expect(() => loadConfig({ GROUP_COMMIT_LANES: '0' })).toThrow(/GROUP_COMMIT_LANES/);
-    expect(() => loadConfig({ PG_POOL_MAX: '3' })).toThrow(/GROUP_COMMIT_LANES=1 must be at most PG_POOL_MAX − 3/);
-    expect(loadConfig({ PG_POOL_MAX: '4' }).pg.max).toBe(4);
+    expect(() => loadConfig({ PG_POOL_MAX: '2' })).toThrow(/GROUP_COMMIT_LANES=1 must be at most PG_POOL_MAX − 2/);
+    expect(loadConfig({ PG_POOL_MAX: '3' }).pg.max).toBe(3);
   });
 
   it('names the variable of a value that is not a number', () => {

@@ -61,6 +61,14 @@ function committer(lanes: number, maxBytes = 1 << 20): GroupCommitter {
   return c;
 }
 
+/** Another process activates `actor`: its epoch moves on; resolves with the new one. */
+async function takeOverElsewhere(actor: string): Promise<number> {
+  const other = committer(1);
+  const epoch = await leaseEpochs(other, 'elsewhere')(actor);
+  other.close();
+  return epoch;
+}
+
 describe('the group committer', () => {
   it('commits in parallel lanes, each actor’s writes in the order they were submitted', async () => {
     const c = committer(3);
@@ -110,9 +118,7 @@ describe('the group committer', () => {
     const actor = 'test:fenced';
     const epoch = await leaseEpochs(c, 'here')(actor);
     await c.submit<Row>('row', actor, epoch, { actor, seq: 1 });
-    const other = committer(1);
-    expect(await leaseEpochs(other, 'elsewhere')(actor)).toBe(epoch + 1);
-    other.close();
+    expect(await takeOverElsewhere(actor)).toBe(epoch + 1);
     await expect(c.submit<Row>('row', actor, epoch, { actor, seq: 2 })).rejects.toBeInstanceOf(FencedError);
     await expect(c.submit<Row>('row', actor, epoch, { actor, seq: 3 })).rejects.toThrow(/earlier write/);
     const { rows } = await db.pool.query('SELECT seq FROM gc_rows WHERE actor = $1 ORDER BY seq', [actor]);
@@ -126,9 +132,7 @@ describe('the group committer', () => {
     const epochs = await Promise.all(odd.map(leaseEpochs(c, 'here')));
     await Promise.all(odd.map((actor, i) => c.submit<Row>('row', actor, epochs[i], { actor, seq: 1 })));
     // One of them moves on: only its write is fenced; the others commit with it in one transaction.
-    const other = committer(1);
-    await leaseEpochs(other, 'elsewhere')(odd[2]);
-    other.close();
+    await takeOverElsewhere(odd[2]);
     const outcomes = await Promise.allSettled(
       odd.map((actor, i) => c.submit<Row>('row', actor, epochs[i], { actor, seq: 2 })),
     );
@@ -313,6 +317,11 @@ describe('the group committer', () => {
    * `FOR SHARE`, nothing written for an actor whose epoch moved on, `FENCED` returned), one
    * statement unless an item's `v` is negative.
    */
+  /** `gc_self` rows of actors matching `like`, as the self-fencing writer stored them. */
+  const selfRows = async (like: string) =>
+    (await db.pool.query('SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE $1 ORDER BY actor, v', [like]))
+      .rows;
+
   function withSelfFencingKind(c: GroupCommitter): void {
     c.register<{ actor: string; v: number }>(
       'self',
@@ -349,9 +358,7 @@ describe('the group committer', () => {
     const epochs = await Promise.all(actors.map(leaseEpochs(c, 'here')));
     await c.flush();
     await Promise.all(actors.map((actor, i) => c.submit('self', actor, epochs[i], { actor, v: 1 })));
-    const other = committer(1);
-    await leaseEpochs(other, 'elsewhere')('test:self-b');
-    other.close();
+    await takeOverElsewhere('test:self-b');
     const outcomes = await Promise.allSettled(
       actors.map((actor, i) => c.submit('self', actor, epochs[i], { actor, v: 2 })),
     );
@@ -360,10 +367,7 @@ describe('the group committer', () => {
     await expect(c.submit('self', 'test:self-b', epochs[1], { actor: 'test:self-b', v: 3 })).rejects.toThrow(
       /earlier write/,
     );
-    const { rows } = await db.pool.query(
-      "SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE 'test:self-%' ORDER BY actor, v",
-    );
-    expect(rows).toEqual([
+    expect(await selfRows('test:self-%')).toEqual([
       { actor: 'test:self-a', v: 1, alone: true, fence: true },
       { actor: 'test:self-a', v: 2, alone: true, fence: true },
       { actor: 'test:self-b', v: 1, alone: true, fence: true },
@@ -386,9 +390,7 @@ describe('the group committer', () => {
       c.submit('self', 'test:selftx-a', a, { actor: 'test:selftx-a', v: 2 }),
       c.submit<Row>('row', 'test:selftx-b', b, { actor: 'test:selftx-b', seq: 1 }),
     ]);
-    const other = committer(1);
-    await leaseEpochs(other, 'elsewhere')('test:selftx-a');
-    other.close();
+    await takeOverElsewhere('test:selftx-a');
     const outcomes = await Promise.allSettled([
       c.submit('self', 'test:selftx-a', a, { actor: 'test:selftx-a', v: -3 }),
       c.submit('self', 'test:selftx-b', b, { actor: 'test:selftx-b', v: 3 }),
@@ -397,17 +399,15 @@ describe('the group committer', () => {
     expect((outcomes[0] as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
     // A write of no actor is never given to the writer with a fence (it would be no actor's to hold).
     await expect(c.submit('self', null, 0, { actor: 'test:unowned-self', v: 4 })).resolves.toBe(true);
-    const { rows } = await db.pool.query(
-      "SELECT actor, v, alone, fence FROM gc_self WHERE actor LIKE 'test:selftx-%' ORDER BY actor, v",
-    );
-    expect(rows).toEqual([
+    expect(await selfRows('test:selftx-%')).toEqual([
       { actor: 'test:selftx-a', v: 1, alone: false, fence: false },
       { actor: 'test:selftx-a', v: 2, alone: false, fence: false },
       { actor: 'test:selftx-b', v: 1, alone: false, fence: false },
       { actor: 'test:selftx-b', v: 3, alone: false, fence: false },
     ]);
-    const none = await db.pool.query("SELECT alone, fence FROM gc_self WHERE actor = 'test:unowned-self'");
-    expect(none.rows).toEqual([{ alone: false, fence: false }]);
+    expect(await selfRows('test:unowned-self')).toEqual([
+      { actor: 'test:unowned-self', v: 4, alone: false, fence: false },
+    ]);
     c.close();
   });
 

@@ -79,6 +79,16 @@ export interface GroupCommitterOptions {
   attempts: number;
   /** Transactions that may be in flight at once (≥ 1). */
   lanes: number;
+  /**
+   * Least time between the starts of a lane's commits while writes keep coming, in ms (0:
+   * none). Under light load from many writers every write would otherwise be a commit of its
+   * own, each paying a round trip, a wake-up of PostgreSQL and a WAL flush: when writes arrived
+   * while the last commit ran, the next waits out the rest of the interval, gathering those
+   * that arrive meanwhile. A lane whose queue was empty when its commit came back (a lone
+   * writer waiting for its answer) commits the next write at once, and commits that take
+   * longer than the interval (a busy lane) never wait.
+   */
+  intervalMs?: number;
   log: Logger;
   metrics?: Metrics;
 }
@@ -92,9 +102,19 @@ interface Lane {
    * and fail them once PG_CONNECTION_TIMEOUT_MS passed.
    */
   client: PoolClient | null;
+  /** When (performance.now()) its last commit started. */
+  started: number;
+  /** Writes arrived while its last commit ran: the next waits out `intervalMs` (see the option). */
+  gather: boolean;
 }
 
-const newLane = (): Lane => ({ queue: [], running: false, client: null });
+const newLane = (): Lane => ({
+  queue: [],
+  running: false,
+  client: null,
+  started: Number.NEGATIVE_INFINITY,
+  gather: false,
+});
 
 /** A string's lane (FNV-1a): the same actor always takes the same one. */
 function laneOf(key: string, lanes: number): number {
@@ -266,7 +286,13 @@ export class GroupCommitter {
   }
 
   private async drain(lane: Lane): Promise<void> {
-    while (lane.queue.length) await this.commit(lane, this.nextBatch(lane));
+    const interval = this.options.intervalMs ?? 0;
+    while (lane.queue.length) {
+      const wait = lane.started + interval - performance.now();
+      if (lane.gather && wait >= 1) await new Promise((resolve) => setTimeout(resolve, wait));
+      lane.started = performance.now();
+      await this.commit(lane, this.nextBatch(lane));
+    }
     lane.running = false;
     if (!this.idle()) return;
     const waiters = this.idleWaiters;
@@ -335,6 +361,8 @@ export class GroupCommitter {
     }
     this.options.metrics?.groupCommits.observe((performance.now() - started) / 1000);
     this.options.metrics?.groupCommitSize.observe(batch.length);
+    // Read before the writers of this batch resume (they continue in microtasks after this returns).
+    lane.gather = lane.queue.length > 0;
   }
 
   private fail(p: Pending, err: Error): void {

@@ -31,6 +31,7 @@ beforeAll(async () => {
     'CREATE TABLE gc_rows (actor text, seq int, backend int, pos bigserial, PRIMARY KEY (actor, seq))',
   );
   await db.pool.query('CREATE TABLE gc_bytes (seq int PRIMARY KEY, tx bigint)');
+  await db.pool.query('CREATE TABLE gc_paced (seq int PRIMARY KEY, tx bigint, at timestamptz)');
   // `alone`: the row was written outside a transaction block (no BEGIN before its statement).
   await db.pool.query(
     'CREATE TABLE gc_own (v int PRIMARY KEY CHECK (v >= 0), alone boolean, backend int, pos bigserial)',
@@ -422,6 +423,58 @@ describe('the group committer', () => {
     const { rows } = await db.pool.query('SELECT backend, alone FROM gc_own WHERE v = 401');
     expect(rows[0].backend).not.toBe(first.rows[0].backend);
     expect(rows[0].alone).toBe(true);
+    c.close();
+  });
+
+  it('paces a lane’s commits by intervalMs while writes keep coming, never a lone writer’s', async () => {
+    const interval = 100;
+    const c = new GroupCommitter(pool, {
+      maxBatch: 50,
+      maxBytes: 1 << 20,
+      attempts: 2,
+      lanes: 1,
+      intervalMs: interval,
+      log,
+    });
+    made.push(c);
+    // A batch holding a write ≥ 100 takes 20 ms: writes 10 ms apart arrive while it commits.
+    c.register<number>('paced', async (client, items) => {
+      await client.query(
+        `WITH pause AS (SELECT pg_sleep(CASE WHEN max(s) >= 100 THEN 0.02 ELSE 0 END) FROM unnest($1::int[]) AS s)
+         INSERT INTO gc_paced (seq, tx, at) SELECT s, txid_current(), clock_timestamp() FROM unnest($1::int[]) AS s, pause`,
+        [items],
+      );
+    });
+    const txs = async (from: number, to: number) =>
+      (
+        await db.pool.query<{ n: string; at: Date }>(
+          'SELECT count(*) AS n, min(at) AS at FROM gc_paced WHERE seq BETWEEN $1 AND $2 GROUP BY tx ORDER BY min(at)',
+          [from, to],
+        )
+      ).rows;
+
+    // One writer waiting for each answer before its next write: each commits at once.
+    const started = performance.now();
+    for (let seq = 0; seq < 5; seq++) await c.submit('paced', null, 0, seq);
+    expect(performance.now() - started).toBeLessThan(interval);
+    expect((await txs(0, 4)).length).toBe(5);
+
+    // Ten writes 10 ms apart, each commit taking 20 ms: the first goes at once, the rest are
+    // gathered (one commit each, unpaced), the next commit starting an interval after it.
+    const writes: Promise<void>[] = [];
+    for (let seq = 100; seq < 110; seq++) {
+      writes.push(c.submit('paced', null, 0, seq));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Promise.all(writes);
+    const rows = await txs(100, 109);
+    expect(rows.reduce((n, r) => n + Number(r.n), 0)).toBe(10);
+    expect(rows.length).toBeGreaterThanOrEqual(2);
+    expect(rows.length).toBeLessThanOrEqual(3);
+    expect(Number(rows[0].n)).toBe(1);
+    // Timers may fire up to a millisecond early, and the statements' clocks are read after a round trip: 5 ms of slack.
+    for (let i = 1; i < rows.length; i++)
+      expect(rows[i].at.getTime() - rows[i - 1].at.getTime()).toBeGreaterThanOrEqual(interval - 5);
     c.close();
   });
 });

@@ -21,6 +21,16 @@ describe('the configuration', () => {
     expect(loadConfig({ PG_POOL_MAX: '3' }).pg.max).toBe(3);
   });
 
+  it('paces group commits 4 ms apart unless told otherwise (0: not at all), and refuses an interval that is not a whole number of ms up to 1,000', () => {
+    expect(loadConfig({}).groupCommit.intervalMs).toBe(4);
+    expect(loadConfig({ GROUP_COMMIT_INTERVAL_MS: '0' }).groupCommit.intervalMs).toBe(0);
+    expect(loadConfig({ GROUP_COMMIT_INTERVAL_MS: '4' }).groupCommit.intervalMs).toBe(4);
+    for (const bad of ['-1', '1001', '2.5', 'soon'])
+      expect(() => loadConfig({ GROUP_COMMIT_INTERVAL_MS: bad })).toThrow(
+        new RegExp(`invalid configuration: GROUP_COMMIT_INTERVAL_MS="${bad}"`),
+      );
+  });
+
   it('names the variable of a value that is not a number', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/invalid configuration: PORT="eighty"/);
   });

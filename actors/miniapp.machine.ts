@@ -14,20 +14,22 @@ import {
   setup,
 } from 'xstate';
 import { Codes } from '../src/errors.ts';
+import { Conns } from './Conns.ts';
 import type { ServerFrame } from './miniappFrames.ts';
 import {
   type Decision,
   decideCommitted,
+  decideJoin,
+  decideLeave,
   decideOps,
+  decideRejoin,
   decideResume,
   historyNeededAfter,
   LOG_WINDOW,
   MAX_STALE_VERSIONS,
   type MiniappContext,
   type OpsRequest,
-  onlineUsers,
   type ResumeRequest,
-  snapshotFrame,
 } from './miniappSession.ts';
 import { type LoggedOp, OpLog } from './OpLog.ts';
 
@@ -123,7 +125,8 @@ const base = setup({
 const apply = (decide: (args: { context: Context; event: MiniappEvent }) => Decision) =>
   base.enqueueActions(({ context, event, enqueue }) => {
     const decision = decide({ context, event });
-    enqueue.assign(decision.context);
+    // A decision that changes nothing (a join, a leave, a resume) costs no new context.
+    if (Object.keys(decision.context).length) enqueue.assign(decision.context);
     for (const effect of decision.effects) enqueue(effect);
   });
 
@@ -139,7 +142,7 @@ export const miniappMachine = base.createMachine({
     checkpointVersion: input.checkpointVersion,
     participants: input.participants,
     log: new OpLog(input.log, LOG_WINDOW),
-    conns: {},
+    conns: new Conns(),
     held: [],
     deferred: null,
     stop: null,
@@ -155,15 +158,7 @@ export const miniappMachine = base.createMachine({
       actions: assign({ stop: ({ event }) => ({ reason: event.reason, message: event.message }) }),
     },
     leave: {
-      actions: enqueueActions(({ context, event, enqueue }) => {
-        if (!(event.conn in context.conns)) return;
-        const { [event.conn]: _gone, ...conns } = context.conns;
-        enqueue.assign({ conns });
-        enqueue({ type: 'detach', params: { conn: event.conn } });
-        if (Object.keys(conns).length) {
-          enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
-        }
-      }),
+      actions: apply(({ context, event }) => decideLeave(context, (event as { conn: string }).conn)),
     },
     read: {
       actions: ({ context, event }) =>
@@ -180,24 +175,15 @@ export const miniappMachine = base.createMachine({
     active: {
       on: {
         join: {
-          actions: enqueueActions(({ context, event, enqueue }) => {
-            const conns = { ...context.conns, [event.conn]: event.user };
-            enqueue.assign({ conns });
-            enqueue({ type: 'attach', params: { conn: event.conn } });
-            enqueue({ type: 'send', params: { conn: event.conn, frame: snapshotFrame({ ...context, conns }) } });
-            enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
+          actions: apply(({ context, event }) => {
+            const { conn, user } = event as { conn: string; user: string };
+            return decideJoin(context, conn, user);
           }),
         },
         rejoin: {
-          actions: enqueueActions(({ context, event, enqueue }) => {
-            const back = event.conns.filter(({ conn }) => !(conn in context.conns));
-            if (!back.length) return;
-            const conns = { ...context.conns };
-            for (const { conn, user } of back) conns[conn] = user;
-            enqueue.assign({ conns });
-            for (const { conn } of back) enqueue({ type: 'attach', params: { conn } });
-            enqueue({ type: 'publish', params: { frame: { type: 'presence', online: onlineUsers(conns) } } });
-          }),
+          actions: apply(({ context, event }) =>
+            decideRejoin(context, (event as Extract<MiniappEvent, { type: 'rejoin' }>).conns),
+          ),
         },
         ops: [
           { guard: 'needsHistory', target: 'loadingHistory', actions: assign({ deferred: ({ event }) => event }) },

@@ -6,6 +6,7 @@
  */
 import { Codes } from '../src/errors.ts';
 import { miniapps } from './apps/index.ts';
+import type { Conns } from './Conns.ts';
 import type { AppliedOp, ServerFrame } from './miniappFrames.ts';
 import type { LoggedOp, OpLog } from './OpLog.ts';
 import { applyOp, claimedPath, type Op, overlaps } from './ops.ts';
@@ -24,8 +25,8 @@ export interface MiniappContext {
   participants: string[];
   /** The most recent ops, ascending and gap-free, ending at `version` (mutated in place). */
   log: OpLog;
-  /** Open sockets: connection id → user. */
-  conns: Record<string, string>;
+  /** Open sockets and their users (mutated in place). */
+  conns: Conns;
   /** Replies that mention versions not yet committed; sent once `after` is committed. */
   held: { after: number; conn: string; frame: ServerFrame }[];
   /** A request waiting for ops older than the log, loaded from the store. */
@@ -67,6 +68,9 @@ export interface OpsRequest {
 export type Effect =
   | { type: 'send'; params: { conn: string; frame: ServerFrame } }
   | { type: 'publish'; params: { frame: ServerFrame } }
+  /** The socket receives the session's published frames from now on. */
+  | { type: 'attach'; params: { conn: string } }
+  | { type: 'detach'; params: { conn: string } }
   | { type: 'persistOp'; params: { sessionId: string; entry: LoggedOp; receivedAt: number } }
   | { type: 'persistCheckpoint'; params: { sessionId: string; version: number; state: unknown } };
 
@@ -102,19 +106,51 @@ function errorFrame(code: string, message: string, ref?: string): ServerFrame {
   return ref === undefined ? { type: 'error', code, message } : { type: 'error', code, message, ref };
 }
 
-/** Distinct users online, sorted. */
-export function onlineUsers(conns: Record<string, string>): string[] {
-  return [...new Set(Object.values(conns))].sort();
-}
-
 export function snapshotFrame(ctx: MiniappContext): ServerFrame {
   return {
     type: 'snapshot',
     version: ctx.committedVersion,
     state: ctx.committedState,
     participants: ctx.participants,
-    online: onlineUsers(ctx.conns),
+    online: ctx.conns.onlineUsers(),
   };
+}
+
+const presence = (ctx: MiniappContext): Effect => ({
+  type: 'publish',
+  params: { frame: { type: 'presence', online: ctx.conns.onlineUsers() } },
+});
+
+/** A socket joins: it is attached, sent a snapshot, and everyone sees who is online. */
+export function decideJoin(ctx: MiniappContext, conn: string, user: string): Decision {
+  ctx.conns.add(conn, user);
+  return {
+    context: {},
+    effects: [
+      { type: 'attach', params: { conn } },
+      { type: 'send', params: { conn, frame: snapshotFrame(ctx) } },
+      presence(ctx),
+    ],
+  };
+}
+
+/**
+ * Sockets that joined this session while another process ran it, which handed it over (a
+ * drain): they have its state already, so they are attached without a snapshot.
+ */
+export function decideRejoin(ctx: MiniappContext, conns: { conn: string; user: string }[]): Decision {
+  const effects: Effect[] = [];
+  for (const { conn, user } of conns) if (ctx.conns.add(conn, user)) effects.push({ type: 'attach', params: { conn } });
+  if (effects.length) effects.push(presence(ctx));
+  return { context: {}, effects };
+}
+
+/** A socket leaves: detached, and whoever is still there sees who is online. */
+export function decideLeave(ctx: MiniappContext, conn: string): Decision {
+  if (!ctx.conns.delete(conn)) return { context: {}, effects: [] };
+  const effects: Effect[] = [{ type: 'detach', params: { conn } }];
+  if (ctx.conns.size) effects.push(presence(ctx));
+  return { context: {}, effects };
 }
 
 /** First version held in the log (or the next version when the log is empty). */

@@ -12,7 +12,7 @@ import {
   miniappMachine,
 } from '../../actors/miniapp.machine.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
-import { LOG_WINDOW } from '../../actors/miniappSession.ts';
+import { LOG_WINDOW, type MiniappContext } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import { applyOp } from '../../actors/ops.ts';
 import { CloseCodes } from '../errors.ts';
@@ -141,7 +141,7 @@ export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent
   return {
     name: MINIAPP,
     passivateEvent: { type: 'passivate' },
-    isIdle: (snapshot) => Object.keys((snapshot.context as { conns: object }).conns).length === 0,
+    isIdle: (snapshot) => (snapshot.context as MiniappContext).conns.size === 0,
 
     async activate(sessionId, epoch): Promise<AnyActorRef | null> {
       const stored = await repo.load(sessionId, LOG_WINDOW);

@@ -49,8 +49,6 @@ export interface UpgradeRequest {
   /** Route parameters (e.g. the session id). */
   params: string[];
   token: string | undefined;
-  /** What the upgrade is limited by: its IPv4 address or its IPv6 /64. */
-  client: string;
   /** A new connection id (process-unique). */
   conn: string;
 }
@@ -305,12 +303,12 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const params = Array.from({ length: paramCount }, (_, i) => req.getParameter(i) ?? '');
       const queryToken = req.getQuery('token') ?? '';
       const reqId = requestIdOf(req.getHeader('x-request-id') || undefined);
-      const client = clientOf(res, req.getHeader('x-forwarded-for') || undefined, trustedProxies);
+      // What the upgrade is limited by (its IPv4 address or IPv6 /64), when a limit is set.
+      const wait = upgrades?.take(clientOf(res, req.getHeader('x-forwarded-for') || undefined, trustedProxies)) ?? 0;
       let aborted = false;
       res.onAborted(() => {
         aborted = true;
       });
-      const wait = upgrades?.take(client) ?? 0;
       if (wait) {
         metrics.rateLimited.inc({ scope: 'upgrade' });
         refuse(res, new AppError('rate_limited', 'too many upgrades from this address', { retryAfter: wait }), reqId);
@@ -319,7 +317,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
       const { token, protocol } = upgradeToken(protocolHeader, queryToken);
       // Unique across processes and restarts (stored ops remember their socket); names its process.
       const conn = `${processId}.${(nextConn++).toString(36)}`;
-      const request = { params, token, client, conn };
+      const request = { params, token, conn };
       // Decided at once: upgraded here, inside uWebSockets.js' callback, where uWebSockets.js
       // corks the response itself. An upgrade completed later goes out uncorked, in 24 socket
       // writes: three to four times the CPU (`upgradeLater`).

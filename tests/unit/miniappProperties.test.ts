@@ -10,11 +10,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise } from 'xstate';
 import { tripPlannerSchema } from '../../actors/apps/tripPlanner.ts';
+import { Conns } from '../../actors/Conns.ts';
 import { type CheckpointInput, miniappMachine } from '../../actors/miniapp.machine.ts';
 import type { AppliedOp, ServerFrame } from '../../actors/miniappFrames.ts';
 import {
   type Decision,
   decideCommitted,
+  decideJoin,
+  decideLeave,
   decideOps,
   decideResume,
   historyNeededAfter,
@@ -22,8 +25,6 @@ import {
   type MiniappContext,
   needsHistory,
   type OpRequest,
-  onlineUsers,
-  snapshotFrame,
 } from '../../actors/miniappSession.ts';
 import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 import { applyOp, claimedPath, type Op, overlaps, type Path } from '../../actors/ops.ts';
@@ -67,7 +68,7 @@ function initialContext(initial: Trip): MiniappContext {
     checkpointVersion: 0,
     participants: ['u0', 'u1', 'u2'],
     log: new OpLog([], LOG_WINDOW),
-    conns: {},
+    conns: new Conns(),
     held: [],
     deferred: null,
   };
@@ -81,22 +82,18 @@ const pureDriver: Driver = (initial, sink) => {
     for (const e of d.effects) {
       if (e.type === 'send') sink.send(e.params.conn, e.params.frame);
       else if (e.type === 'publish') sink.publish(e.params.frame);
+      else if (e.type === 'attach') sink.attach(e.params.conn);
+      else if (e.type === 'detach') sink.detach(e.params.conn);
       else if (e.type === 'persistOp') sink.persistOp(e.params.entry);
     }
   };
   const history = (from: number) => sink.opsBetween(from, ctx.log.firstVersion(ctx.version + 1));
   return {
     join(conn, user) {
-      ctx = { ...ctx, conns: { ...ctx.conns, [conn]: user } };
-      sink.attach(conn);
-      sink.send(conn, snapshotFrame(ctx));
-      sink.publish({ type: 'presence', online: onlineUsers(ctx.conns) });
+      run(decideJoin(ctx, conn, user));
     },
     leave(conn) {
-      const { [conn]: _gone, ...conns } = ctx.conns;
-      ctx = { ...ctx, conns };
-      sink.detach(conn);
-      if (Object.keys(conns).length) sink.publish({ type: 'presence', online: onlineUsers(conns) });
+      run(decideLeave(ctx, conn));
     },
     ops(requests) {
       const req = { type: 'ops' as const, requests };

@@ -1,19 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { tripPlannerSchema } from '../../actors/apps/tripPlanner.ts';
+import { Conns } from '../../actors/Conns.ts';
 import type { ServerFrame } from '../../actors/miniappFrames.ts';
 import {
   appliedFrame,
   CHECKPOINT_EVERY,
   type Decision,
   decideCommitted,
+  decideJoin,
+  decideLeave,
   decideOp,
+  decideRejoin,
   decideResume,
   type Effect,
   LOG_WINDOW,
   type MiniappContext,
   needsHistory,
   type OpRequest,
-  onlineUsers,
   snapshotFrame,
 } from '../../actors/miniappSession.ts';
 import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
@@ -34,7 +37,11 @@ function start(
     checkpointVersion: 0,
     participants: ['ann', 'bob'],
     log: new OpLog([], LOG_WINDOW),
-    conns: { a1: 'ann', a2: 'ann', b1: 'bob' },
+    conns: new Conns([
+      ['a1', 'ann'],
+      ['a2', 'ann'],
+      ['b1', 'bob'],
+    ]),
     held: [],
     deferred: null,
   };
@@ -654,9 +661,66 @@ describe('decideResume', () => {
 });
 
 describe('snapshots and presence', () => {
-  it('lists distinct online users, sorted', () => {
-    expect(onlineUsers({ c1: 'zoe', c2: 'ann', c3: 'zoe' })).toEqual(['ann', 'zoe']);
-    expect(onlineUsers({})).toEqual([]);
+  it('lists distinct online users, sorted, a user online while any of their sockets is', () => {
+    const conns = new Conns([
+      ['c1', 'zoe'],
+      ['c2', 'ann'],
+      ['c3', 'zoe'],
+    ]);
+    expect(conns.onlineUsers()).toEqual(['ann', 'zoe']);
+    expect(conns.add('c1', 'ann')).toBe(false);
+    expect(conns.delete('c1')).toBe(true);
+    expect(conns.onlineUsers()).toEqual(['ann', 'zoe']);
+    expect(conns.delete('c3')).toBe(true);
+    expect(conns.delete('c3')).toBe(false);
+    expect(conns.onlineUsers()).toEqual(['ann']);
+    expect(conns.size).toBe(1);
+    expect(new Conns().onlineUsers()).toEqual([]);
+  });
+
+  it('never changes a list of online users it handed out', () => {
+    const conns = new Conns([['c1', 'bob']]);
+    const before = conns.onlineUsers();
+    conns.add('c2', 'ann');
+    conns.add('c3', 'bob');
+    expect(before).toEqual(['bob']);
+    expect(conns.onlineUsers()).toEqual(['ann', 'bob']);
+    conns.delete('c2');
+    expect(conns.onlineUsers()).toEqual(['bob']);
+  });
+
+  it('answers a join with attach, a snapshot and presence; a leave with detach and presence unless none is left', () => {
+    const ctx = { ...start(), conns: new Conns() };
+    expect(decideJoin(ctx, 'c1', 'bob').effects).toEqual([
+      { type: 'attach', params: { conn: 'c1' } },
+      { type: 'send', params: { conn: 'c1', frame: snapshotFrame(ctx) } },
+      { type: 'publish', params: { frame: { type: 'presence', online: ['bob'] } } },
+    ]);
+    expect(decideJoin(ctx, 'c2', 'ann').effects[2]).toEqual({
+      type: 'publish',
+      params: { frame: { type: 'presence', online: ['ann', 'bob'] } },
+    });
+    expect(decideLeave(ctx, 'c2').effects).toEqual([
+      { type: 'detach', params: { conn: 'c2' } },
+      { type: 'publish', params: { frame: { type: 'presence', online: ['bob'] } } },
+    ]);
+    expect(decideLeave(ctx, 'c2').effects).toEqual([]);
+    expect(decideLeave(ctx, 'c1').effects).toEqual([{ type: 'detach', params: { conn: 'c1' } }]);
+    expect(ctx.conns.size).toBe(0);
+  });
+
+  it('attaches rejoining sockets without a snapshot, skipping those already there', () => {
+    const ctx = { ...start(), conns: new Conns([['c1', 'bob']]) };
+    expect(
+      decideRejoin(ctx, [
+        { conn: 'c1', user: 'bob' },
+        { conn: 'c2', user: 'ann' },
+      ]).effects,
+    ).toEqual([
+      { type: 'attach', params: { conn: 'c2' } },
+      { type: 'publish', params: { frame: { type: 'presence', online: ['ann', 'bob'] } } },
+    ]);
+    expect(decideRejoin(ctx, [{ conn: 'c2', user: 'ann' }]).effects).toEqual([]);
   });
 
   it('shows the committed state and version, never the head', () => {
@@ -691,7 +755,7 @@ describe('stale ops', () => {
       checkpointVersion: version,
       participants: [],
       log: new OpLog([], 256),
-      conns: {},
+      conns: new Conns(),
       held: [],
       deferred: null,
     };

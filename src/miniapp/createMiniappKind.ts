@@ -70,8 +70,10 @@ interface Session {
 export function createMiniappKind(deps: MiniappKindDeps): ActorKind<MiniappEvent> {
   const { repo, committer, channel, metrics, log } = deps;
   // A batch of only ops is one self-fencing statement (one round trip; checkpoints and participants go in a transaction).
+  // Paced: edits come from people, each on their own (GROUP_COMMIT_INTERVAL_MS).
   committer.register<MiniappWrite>(MINIAPP, repo.writeBatch, {
     sizeOf: miniappWriteSize,
+    paced: true,
     oneStatement: (w) => w.t === 'op',
     fencesItself: true,
   });

@@ -6,10 +6,11 @@
  * writers that fence themselves.
  * Poisoned writes failing alone: groupCommitterPoison.test.ts.
  */
+import type { PoolClient } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { FENCED, FencedError, GroupCommitter } from '../../src/store/GroupCommitter.ts';
+import { FENCED, FencedError, GroupCommitter, PACE_BELOW } from '../../src/store/GroupCommitter.ts';
 import { leaseEpochs } from '../../src/store/leases.ts';
 import { createPool, type Pool } from '../../src/store/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -426,8 +427,8 @@ describe('the group committer', () => {
     c.close();
   });
 
-  it('paces a lane’s commits by intervalMs while writes keep coming, never a lone writer’s', async () => {
-    const interval = 100;
+  it('paces a lane’s commits of a paced kind by intervalMs while writes keep coming, never a lone writer’s nor another kind’s', async () => {
+    const interval = 200;
     const c = new GroupCommitter(pool, {
       maxBatch: 50,
       maxBytes: 1 << 20,
@@ -437,14 +438,16 @@ describe('the group committer', () => {
       log,
     });
     made.push(c);
-    // A batch holding a write ≥ 100 takes 20 ms: writes 10 ms apart arrive while it commits.
-    c.register<number>('paced', async (client, items) => {
+    // A batch holding a write ≥ 100 takes 50 ms: writes 10 ms apart arrive while it commits.
+    const writer = async (client: PoolClient, items: number[]) => {
       await client.query(
-        `WITH pause AS (SELECT pg_sleep(CASE WHEN max(s) >= 100 THEN 0.02 ELSE 0 END) FROM unnest($1::int[]) AS s)
+        `WITH pause AS (SELECT pg_sleep(CASE WHEN max(s) >= 100 THEN 0.05 ELSE 0 END) FROM unnest($1::int[]) AS s)
          INSERT INTO gc_paced (seq, tx, at) SELECT s, txid_current(), clock_timestamp() FROM unnest($1::int[]) AS s, pause`,
         [items],
       );
-    });
+    };
+    c.register<number>('paced', writer, { paced: true });
+    c.register<number>('brisk', writer);
     const txs = async (from: number, to: number) =>
       (
         await db.pool.query<{ n: string; at: Date }>(
@@ -452,6 +455,17 @@ describe('the group committer', () => {
           [from, to],
         )
       ).rows;
+    const burst = async (kind: string, from: number) => {
+      const writes: Promise<void>[] = [];
+      for (let seq = from; seq < from + 10; seq++) {
+        writes.push(c.submit(kind, null, 0, seq));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await Promise.all(writes);
+      const rows = await txs(from, from + 9);
+      expect(rows.reduce((n, r) => n + Number(r.n), 0)).toBe(10);
+      return rows;
+    };
 
     // One writer waiting for each answer before its next write: each commits at once.
     const started = performance.now();
@@ -459,22 +473,33 @@ describe('the group committer', () => {
     expect(performance.now() - started).toBeLessThan(interval);
     expect((await txs(0, 4)).length).toBe(5);
 
-    // Ten writes 10 ms apart, each commit taking 20 ms: the first goes at once, the rest are
+    // Ten writes 10 ms apart, each commit taking 50 ms: the first goes at once, the rest are
     // gathered (one commit each, unpaced), the next commit starting an interval after it.
-    const writes: Promise<void>[] = [];
-    for (let seq = 100; seq < 110; seq++) {
-      writes.push(c.submit('paced', null, 0, seq));
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    await Promise.all(writes);
-    const rows = await txs(100, 109);
-    expect(rows.reduce((n, r) => n + Number(r.n), 0)).toBe(10);
-    expect(rows.length).toBeGreaterThanOrEqual(2);
-    expect(rows.length).toBeLessThanOrEqual(3);
-    expect(Number(rows[0].n)).toBe(1);
+    const paced = await burst('paced', 100);
+    expect(paced.length).toBeGreaterThanOrEqual(2);
+    expect(paced.length).toBeLessThanOrEqual(3);
+    expect(Number(paced[0].n)).toBe(1);
     // Timers may fire up to a millisecond early, and the statements' clocks are read after a round trip: 5 ms of slack.
-    for (let i = 1; i < rows.length; i++)
-      expect(rows[i].at.getTime() - rows[i - 1].at.getTime()).toBeGreaterThanOrEqual(interval - 5);
+    for (let i = 1; i < paced.length; i++)
+      expect(paced[i].at.getTime() - paced[i - 1].at.getTime()).toBeGreaterThanOrEqual(interval - 5);
+
+    // The same burst of a kind not paced: each commit starts as soon as the last one is done.
+    const brisk = await burst('brisk', 200);
+    expect(brisk.length).toBeGreaterThanOrEqual(3);
+    const gaps = brisk.slice(1).map((r, i) => r.at.getTime() - brisk[i].at.getTime());
+    expect(Math.max(...gaps)).toBeLessThan(interval / 2);
+
+    // A paced commit of PACE_BELOW writes or more: the next one is not paced.
+    const first = c.submit('paced', null, 0, 300);
+    await new Promise((r) => setTimeout(r, 5));
+    const many = Array.from({ length: PACE_BELOW }, (_, k) => c.submit('paced', null, 0, 301 + k));
+    await new Promise((r) => setTimeout(r, interval + 5));
+    const last = c.submit('paced', null, 0, 301 + PACE_BELOW);
+    await Promise.all([first, ...many, last]);
+    const big = await txs(300, 301 + PACE_BELOW);
+    expect(big.map((r) => Number(r.n))).toEqual([1, PACE_BELOW, 1]);
+    expect(big[1].at.getTime() - big[0].at.getTime()).toBeGreaterThanOrEqual(interval - 5);
+    expect(big[2].at.getTime() - big[1].at.getTime()).toBeLessThan(interval / 2);
     c.close();
   });
 });

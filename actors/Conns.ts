@@ -20,10 +20,6 @@ export class Conns {
     return this.users.size;
   }
 
-  has(conn: string): boolean {
-    return this.users.has(conn);
-  }
-
   /** False when `conn` was already open. */
   add(conn: string, user: string): boolean {
     if (this.users.has(conn)) return false;

@@ -149,6 +149,18 @@ export function fenceQuery(epochs: Map<string, number>): string {
           FOR SHARE OF l`;
 }
 
+/**
+ * The CTE `held` a self-fencing statement starts with: of the ids in `$first` (as `column`),
+ * with their `actor_leases` keys in `$first+1` and epochs in `$first+2`, those whose lease still
+ * has that epoch, the lease rows locked `FOR SHARE` as the transaction's fence locks them.
+ */
+export function heldLeases(column: string, first: number): string {
+  return `held AS (
+     SELECT f.${column} FROM unnest($${first}::text[], $${first + 1}::text[], $${first + 2}::bigint[]) AS f(${column}, lease, epoch)
+       JOIN actor_leases l ON l.key = f.lease AND l.epoch = f.epoch
+        FOR SHARE OF l)`;
+}
+
 interface Outcome {
   fenced: Set<string>;
   results: Map<Pending, unknown>;

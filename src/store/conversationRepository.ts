@@ -7,7 +7,7 @@ import { FORGOTTEN_REPLY, SAFETY_REPLIES, STAGES } from '../../actors/conversati
 import type { ConversationCommit, MessageRow } from '../../actors/conversationTypes.ts';
 import { containerTagOf } from '../memory/containerTag.ts';
 import { BatchedReads } from './BatchedReads.ts';
-import { type BatchWriter, FENCED } from './GroupCommitter.ts';
+import { type BatchWriter, FENCED, heldLeases } from './GroupCommitter.ts';
 import { type Pool, prepared, query, run } from './pool.ts';
 
 /**
@@ -161,10 +161,7 @@ const merged = `jsonb_build_object(
  */
 function commitSql(fenced: boolean): string {
   const held = fenced
-    ? `held AS (
-     SELECT f.key FROM unnest($8::text[], $9::text[], $10::bigint[]) AS f(key, lease, epoch)
-       JOIN actor_leases l ON l.key = f.lease AND l.epoch = f.epoch
-        FOR SHARE OF l),
+    ? `${heldLeases('key', 8)},
    `
     : '';
   const isHeld = fenced ? ' AND r.key IN (SELECT key FROM held)' : '';

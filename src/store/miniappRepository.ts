@@ -2,7 +2,7 @@
 import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
 import type { Op, Path } from '../../actors/ops.ts';
-import { type BatchWriter, FENCED, type Fence } from './GroupCommitter.ts';
+import { type BatchWriter, FENCED, type Fence, heldLeases } from './GroupCommitter.ts';
 import { type Pool, type PoolClient, prepared, query, run, transaction } from './pool.ts';
 
 export interface NewSession {
@@ -70,10 +70,7 @@ export const miniappStatements = {
    * `FOR SHARE` (`held`), as the group transaction's fence does, only those sessions' ops are
    * written, and the sessions held are returned.
    */
-  insertOpsFenced: `WITH held AS (
-     SELECT f.id FROM unnest($2::text[], $3::text[], $4::bigint[]) AS f(id, lease, epoch)
-       JOIN actor_leases l ON l.key = f.lease AND l.epoch = f.epoch
-        FOR SHARE OF l),
+  insertOpsFenced: `WITH ${heldLeases('id', 2)},
    ops AS (
      ${insertOps('\n      WHERE r.session_id IN (SELECT id FROM held)')})
    SELECT id FROM held`,

@@ -20,7 +20,11 @@ export interface LoggedOp extends AppliedOp {
 }
 
 export class OpLog {
-  private entries: LoggedOp[];
+  /**
+   * Held entries are those from `head` on; a slot before `head` is emptied when its entry is
+   * forgotten, so the array (compacted only now and then) keeps no forgotten op alive.
+   */
+  private entries: (LoggedOp | undefined)[];
   private head = 0;
   /** user → opId → entry: nested maps, so a lookup builds no key string. */
   private readonly byUser = new Map<string, Map<string, LoggedOp>>();
@@ -31,7 +35,7 @@ export class OpLog {
     private window: number,
   ) {
     this.entries = entries.slice();
-    for (const e of this.entries) this.index(e);
+    for (const e of entries) this.index(e);
   }
 
   get length(): number {
@@ -40,13 +44,13 @@ export class OpLog {
 
   /** The first version held, or `next` when empty. */
   firstVersion(next: number): number {
-    return this.length ? this.entries[this.head].version : next;
+    return this.length ? this.first.version : next;
   }
 
   /** The entry of `version`, if held. */
   at(version: number): LoggedOp | undefined {
     if (!this.length) return undefined;
-    const first = this.entries[this.head].version;
+    const first = this.first.version;
     if (version < first || version >= first + this.length) return undefined;
     return this.entries[this.head + version - first];
   }
@@ -74,8 +78,8 @@ export class OpLog {
   /** Entries with versions > `version`, ascending. */
   after(version: number): LoggedOp[] {
     if (!this.length) return [];
-    const from = Math.max(this.head, this.head + version + 1 - this.entries[this.head].version);
-    return this.entries.slice(from);
+    const from = Math.max(this.head, this.head + version + 1 - this.first.version);
+    return this.entries.slice(from) as LoggedOp[];
   }
 
   /**
@@ -84,7 +88,7 @@ export class OpLog {
    */
   prepend(older: LoggedOp[], maxWindow: number): void {
     if (!this.length) return;
-    const first = this.entries[this.head].version;
+    const first = this.first.version;
     const run: LoggedOp[] = [];
     for (let i = older.length - 1, want = first - 1; i >= 0 && older[i].version <= want; i--) {
       if (older[i].version !== want) continue;
@@ -92,7 +96,7 @@ export class OpLog {
       want--;
     }
     if (!run.length) return;
-    this.entries = [...run, ...this.entries.slice(this.head)];
+    this.entries = [...run, ...this.toArray()];
     this.head = 0;
     for (const e of run) if (!this.find(e.by, e.opId)) this.index(e);
     this.window = Math.min(maxWindow, Math.max(this.window, this.length));
@@ -105,8 +109,9 @@ export class OpLog {
 
   /** Forgets committed entries beyond the window (uncommitted ones always stay). */
   trim(committedVersion: number): void {
-    while (this.length > this.window && this.entries[this.head].version <= committedVersion) {
-      this.unindex(this.entries[this.head++]);
+    while (this.length > this.window && this.first.version <= committedVersion) {
+      this.unindex(this.first);
+      this.entries[this.head++] = undefined;
     }
     if (this.head > 1024) {
       this.entries = this.entries.slice(this.head);
@@ -115,6 +120,11 @@ export class OpLog {
   }
 
   toArray(): LoggedOp[] {
-    return this.entries.slice(this.head);
+    return this.entries.slice(this.head) as LoggedOp[];
+  }
+
+  /** The oldest entry held (only read when the log is not empty). */
+  private get first(): LoggedOp {
+    return this.entries[this.head] as LoggedOp;
   }
 }

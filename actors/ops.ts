@@ -162,6 +162,14 @@ function assertUniqueId(schema: ArraySchema, arr: unknown[], value: unknown, exc
   }
 }
 
+/**
+ * `path` and one more segment, at its exact size: a touched path is kept as long as its op is
+ * logged, and an array spread (`[...path, seg]`) leaves room to grow, over twice the memory.
+ */
+function extended(path: Path, seg: PathSegment): Path {
+  return path.concat([seg]);
+}
+
 function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknown; touched: Path } {
   // Before anything else: a bad path segment or object key would otherwise be echoed in a message.
   if (!isWellFormedJson(op.path)) fail(`every path segment ${TEXT_RULE}`);
@@ -181,7 +189,7 @@ function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknow
     const next = target.slice();
     next.splice(index, 0, op.value);
     const arrayPath = steps.map((s) => s.stable);
-    const touched = targetSchema.keyed ? [...arrayPath, { id: keyOf(op.value) as string }] : arrayPath;
+    const touched = targetSchema.keyed ? extended(arrayPath, { id: keyOf(op.value) as string }) : arrayPath;
     const newState = replaceAlong(steps, next);
     checkRefinements(newState, schema, op.path);
     return { state: newState, touched };
@@ -212,20 +220,20 @@ function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknow
       assertUniqueId(parentSchema, arr, op.value, s.at as number);
     }
     newParent = withChild(parent, s.at, op.value);
-    touched = [...stableParent, s.stable];
+    touched = extended(stableParent, s.stable);
   } else {
     if (parentSchema.kind === 'object') {
       if (!s.optional) fail(`${describe(op.path)} is required and cannot be removed`);
       const copy = { ...(parent as Record<string, unknown>) };
       delete copy[s.at as string];
       newParent = copy;
-      touched = [...stableParent, s.stable];
+      touched = extended(stableParent, s.stable);
     } else {
       const copy = (parent as unknown[]).slice();
       copy.splice(s.at as number, 1);
       newParent = copy;
       // Removing a plain value shifts every later index: the whole array is touched.
-      touched = (parentSchema as ArraySchema).keyed ? [...stableParent, s.stable] : stableParent;
+      touched = (parentSchema as ArraySchema).keyed ? extended(stableParent, s.stable) : stableParent;
     }
   }
   const newState = replaceAlong(parentSteps, newParent);

@@ -1,3 +1,5 @@
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 
@@ -78,6 +80,24 @@ describe('OpLog', () => {
     expect(versions(log.after(4998))).toEqual([4999, 5000]);
     expect(log.find('ann', 'o4997')).toBeUndefined();
     expect(log.find('ann', 'o5000')?.version).toBe(5000);
+  });
+
+  it('keeps no trimmed entry alive (a session’s memory is its window, not its backing array)', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const log = new OpLog([], 3);
+    const refs: WeakRef<LoggedOp>[] = [];
+    for (let v = 1; v <= 50; v++) {
+      const e = entry(v);
+      refs.push(new WeakRef(e));
+      log.append(e);
+      log.trim(v);
+    }
+    // Weak references are cleared only after the job that made them.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    gc();
+    const alive = refs.filter((r) => r.deref() !== undefined).map((r) => (r.deref() as LoggedOp).version);
+    expect(alive).toEqual([48, 49, 50]);
   });
 
   // Documents a latent bug: `at` reads below `head`, returning entries that were trimmed.

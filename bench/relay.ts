@@ -5,7 +5,8 @@
  *   closed loop) against the same PostgreSQL's single-row-commit rate measured in the same run,
  *   at the start and before each round (their median; goal ≥ 2×: inbox writes share the group
  *   commit).
- * - p50/p99 acknowledgement latency at half of that rate, open loop (goal p99 ≤ 50 ms).
+ * - p50/p99 acknowledgement latency at half of the sustained rate (the lower of that rate and
+ *   the rate events are processed at), open loop (goal p99 ≤ 50 ms).
  * - End-to-end replies/s with the offline brain over 10,000 conversations (event → its reply
  *   committed → `send` on the relay socket → ack).
  * - The message history query at 1,000,000 stored messages through
@@ -330,12 +331,16 @@ async function main(): Promise<void> {
     }
     const saturation = median(rates);
     const commitRate = median(commitRates);
+    // What the server sustains is the lower of the two: offered more than it processes, the
+    // backlog fills to its high-water mark whatever the load, and the latency measured is the
+    // backlog's. Half of the sustained rate is what "half saturation" means for a user.
+    const sustained = Math.min(saturation, median(processedRates));
 
-    log(`half of saturation (${fmt(saturation / 2)} events/s), open loop…`);
+    log(`half of the sustained rate (${fmt(sustained / 2)} events/s), open loop…`);
     const half = await round({
       mode: 'open',
       concurrency: 0,
-      rate: saturation / 2 / P.workers,
+      rate: sustained / 2 / P.workers,
       durationMs: P.measureMs,
       batch: 1,
       senders: perWorker,
@@ -434,7 +439,7 @@ async function main(): Promise<void> {
         met: median(cpuPerEvent) <= 150,
       },
       {
-        metric: `ack latency p50 / p99 at half saturation (${fmt(half.eventsPerSecond)}/s)`,
+        metric: `ack latency p50 / p99 at half the sustained rate (${fmt(half.eventsPerSecond)}/s: the lower of acknowledged and processed, halved)`,
         archety: `${p50.toFixed(1)} / ${p99.toFixed(1)} ms`,
         peer: '',
         ratio: '',

@@ -43,7 +43,7 @@ import type { PostJob } from './relayWorker.ts';
 const HELP = `Usage: npm run bench:relay [-- options]
 
 The relay path under load on this machine: durable acknowledgements against the single-row
-commit rate, processing, the ack latency at half of saturation, end-to-end replies over 10,000
+commit rate, processing, the ack latency at half of the sustained rate, end-to-end replies over 10,000
 conversations, and the history query at 1,000,000 messages. About 5 minutes.
 
 Options:

@@ -76,7 +76,8 @@ function step(container: unknown, schema: Schema, seg: PathSegment, mustExist: b
       fail(`expected an index or {id}, got ${JSON.stringify(seg)}`);
     }
     const child = arr[index];
-    const stable: PathSegment = schema.keyed ? { id: keyOf(child) as string } : index;
+    // An item addressed by its id keeps the op's own segment (a logged op holds one, not two).
+    const stable: PathSegment = schema.keyed ? (typeof seg === 'object' ? seg : { id: keyOf(child) as string }) : index;
     return { container, schema, at: index, stable, child, childSchema: schema.items, optional: false };
   }
   fail(`cannot go inside a ${schema.kind}`);
@@ -170,6 +171,16 @@ function extended(path: Path, seg: PathSegment): Path {
   return path.concat([seg]);
 }
 
+/**
+ * The op's own `path` when `touched` names the very same segments (fields, items addressed by
+ * id: the usual edit), so that a logged op keeps one array and not two equal ones.
+ */
+function sharedWith(path: Path, touched: Path): Path {
+  if (touched.length !== path.length) return touched;
+  for (let i = 0; i < path.length; i++) if (touched[i] !== path[i]) return touched;
+  return path;
+}
+
 function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknown; touched: Path } {
   // Before anything else: a bad path segment or object key would otherwise be echoed in a message.
   if (!isWellFormedJson(op.path)) fail(`every path segment ${TEXT_RULE}`);
@@ -238,7 +249,7 @@ function applyUnchecked(schema: Schema, state: unknown, op: Op): { state: unknow
   }
   const newState = replaceAlong(parentSteps, newParent);
   checkRefinements(newState, schema, op.path.slice(0, -1));
-  return { state: newState, touched };
+  return { state: newState, touched: sharedWith(op.path, touched) };
 }
 
 /**

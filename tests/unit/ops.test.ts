@@ -43,6 +43,18 @@ describe('applyOp: set', () => {
     expect(touched).toEqual(['days', { id: 'd1' }, 'items', { id: 'i2' }, 'title']);
   });
 
+  it('reports the op’s own path as touched when it names the same segments (a logged op keeps one array)', () => {
+    const path = ['days', { id: 'd1' }, 'items', { id: 'i2' }, 'title'];
+    expect(ok(base(), { kind: 'set', path, value: 'Dinner' }).touched).toBe(path);
+    const removed = ['days', { id: 'd2' }];
+    expect(ok(base(), { kind: 'remove', path: removed }).touched).toBe(removed);
+    // An index translated to an id is a path of its own; the op's stays as it was sent.
+    const byIndex = ['days', 1, 'date'];
+    const { touched } = ok(base(), { kind: 'set', path: byIndex, value: '2026-05-02' });
+    expect(touched).not.toBe(byIndex);
+    expect(byIndex).toEqual(['days', 1, 'date']);
+  });
+
   it('translates indexes into keyed arrays to ids in the touched path', () => {
     const { state, touched } = ok(base(), { kind: 'set', path: ['days', 1, 'date'], value: '2026-05-02' });
     expect(state.days[1]).toEqual({ id: 'd2', items: [], date: '2026-05-02' });

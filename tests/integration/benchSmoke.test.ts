@@ -26,12 +26,13 @@ describe('bench:miniapp --quick', () => {
     QUICK_BENCH_HANG_MS + 10_000,
   );
 
-  it('refuses a mistaken option with what is wrong and the usage, exit 2, no stack trace (miniapp, cluster, peers)', () => {
+  it('refuses a mistaken option with what is wrong and the usage, exit 2, no stack trace (miniapp, cluster, peers, sessions)', () => {
     for (const [script, args, message] of [
       ['miniapp.ts', ['--rounds', 'zero'], /--rounds must be an integer/],
       ['miniapp.ts', ['--server-node-flags', '--trace-gc'], /'--server-node-flags' argument is ambiguous/],
       ['cluster.ts', ['--no-such-option'], /Unknown option '--no-such-option'/],
       ['peers.ts', ['--no-such-option'], /Unknown option '--no-such-option'/],
+      ['sessions.ts', ['--sessions', '0'], /--sessions must be an integer ≥ 1/],
     ] as const) {
       const run = runBenchOptions(script, ...args);
       expect(run.status, `${script} ${args.join(' ')}: ${run.stderr}`).toBe(2);
@@ -39,5 +40,16 @@ describe('bench:miniapp --quick', () => {
       expect(run.stderr).toContain('Usage: npm run bench:');
       expect(run.stderr).not.toMatch(/^\s+at /m);
     }
+  });
+});
+
+describe('bench:sessions --quick', () => {
+  it('drives the session machine in memory, exits 0 and prints its CPU per op and live heap', () => {
+    const run = runBenchOptions('sessions.ts', '--quick');
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/\| CPU per op \(`ops` \+ `committed` transitions; [\d,]+ ops measured\) \| [\d.]+ µs/);
+    expect(run.stdout).toMatch(/\| heap live after a full GC \| [\d.]+ MiB \|/);
+    // Every session's log holds its window, no more.
+    expect(run.stdout).toContain('| logged ops held | 25,600 (256 per session) |');
   });
 });

@@ -172,12 +172,17 @@ function extended(path: Path, seg: PathSegment): Path {
 }
 
 /**
- * The op's own `path` when `touched` names the very same segments (fields, items addressed by
- * id: the usual edit), so that a logged op keeps one array and not two equal ones.
+ * The op's own `path` when `touched` names the same segments (fields, items addressed by id:
+ * the usual edit), so that a logged op keeps one array and not two equal ones; otherwise
+ * `touched`. Also for ops read back from the store, whose two paths are parsed apart.
  */
-function sharedWith(path: Path, touched: Path): Path {
+export function sharedWith(path: Path, touched: Path): Path {
   if (touched.length !== path.length) return touched;
-  for (let i = 0; i < path.length; i++) if (touched[i] !== path[i]) return touched;
+  for (let i = 0; i < path.length; i++) {
+    const a = path[i];
+    const b = touched[i];
+    if (a !== b && !(typeof a === 'object' && typeof b === 'object' && a.id === b.id)) return touched;
+  }
   return path;
 }
 

@@ -1,7 +1,7 @@
 /** Miniapp sessions, participants and ops in PostgreSQL. */
 import { MAX_STALE_VERSIONS } from '../../actors/miniappSession.ts';
 import type { LoggedOp } from '../../actors/OpLog.ts';
-import type { Op, Path } from '../../actors/ops.ts';
+import { type Op, type Path, sharedWith } from '../../actors/ops.ts';
 import { type BatchWriter, FENCED, type Fence, heldLeases } from './GroupCommitter.ts';
 import { type Pool, type PoolClient, prepared, query, run, transaction } from './pool.ts';
 
@@ -93,7 +93,8 @@ const toLogged = (r: OpRow): LoggedOp => ({
   opId: r.op_id,
   by: r.by_user,
   op: r.op,
-  touched: r.touched,
+  // One array when both name the same segments, as for an op applied here (`sharedWith`).
+  touched: sharedWith(r.op.path, r.touched),
   ...(r.conn ? { conn: r.conn } : {}),
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { tripPlannerSchema as schema } from '../../actors/apps/tripPlanner.ts';
-import { applyOp, claimedPath, type Op, overlaps, type Path, schemaAt } from '../../actors/ops.ts';
+import { applyOp, claimedPath, type Op, overlaps, type Path, schemaAt, sharedWith } from '../../actors/ops.ts';
 import { validate } from '../../actors/schema.ts';
 import { day, deepFreeze, item, type Trip, trip } from './tripPlannerArbitraries.ts';
 
@@ -53,6 +53,14 @@ describe('applyOp: set', () => {
     const { touched } = ok(base(), { kind: 'set', path: byIndex, value: '2026-05-02' });
     expect(touched).not.toBe(byIndex);
     expect(byIndex).toEqual(['days', 1, 'date']);
+  });
+
+  it('shares an op’s path with a touched path equal to it by value, as read back from the store', () => {
+    const path = ['days', { id: 'd1' }, 'title'];
+    expect(sharedWith(path, ['days', { id: 'd1' }, 'title'])).toBe(path);
+    for (const other of [['days', { id: 'd2' }, 'title'], ['days', 0, 'title'], ['days', { id: 'd1' }], ['days']]) {
+      expect(sharedWith(path, other)).toBe(other);
+    }
   });
 
   it('translates indexes into keyed arrays to ids in the touched path', () => {

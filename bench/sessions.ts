@@ -20,7 +20,7 @@ import { tripPlanner } from '../actors/apps/tripPlanner.ts';
 import { type MiniappActor, miniappMachine } from '../actors/miniapp.machine.ts';
 import type { MiniappContext } from '../actors/miniappSession.ts';
 import { applyOp, type Op } from '../actors/ops.ts';
-import { parsedOrExit } from './lib/commandLine.ts';
+import { integerOption, parsedOrExit } from './lib/commandLine.ts';
 import { fmt } from './lib/stats.ts';
 
 const USAGE = `Usage: npm run bench:sessions [-- options]
@@ -59,18 +59,12 @@ function parse(argv: string[]): Options | 'help' {
     },
   });
   if (values.help) return 'help';
-  const count = (name: string, raw: string | undefined, fallback: number, min: number) => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, not "${raw}"`);
-    return n;
-  };
   const quick = values.quick === true;
   return {
-    sessions: count('sessions', values.sessions, quick ? 100 : 1000, 1),
-    sockets: count('sockets', values.sockets, 10, 1),
-    ops: count('ops', values.ops, quick ? 300 : 1200, 1),
-    stale: count('stale', values.stale, 0, 0),
+    sessions: integerOption('sessions', values.sessions, 1) ?? (quick ? 100 : 1000),
+    sockets: integerOption('sockets', values.sockets, 1) ?? 10,
+    ops: integerOption('ops', values.ops, 1) ?? (quick ? 300 : 1200),
+    stale: integerOption('stale', values.stale, 0) ?? 0,
     quick,
   };
 }

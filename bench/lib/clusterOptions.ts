@@ -4,6 +4,7 @@
  * each overridable from the command line.
  */
 import { parseArgs } from 'node:util';
+import { integerOption } from './commandLine.ts';
 
 export interface ClusterBenchOptions {
   quick: boolean;
@@ -108,13 +109,6 @@ export const CLUSTER_USAGE = `Usage: npm run bench:cluster [-- options]
 Needs PostgreSQL (as bench:miniapp) and Redis: BENCH_REDIS_URL (default redis://127.0.0.1:6379).
 Environment: BENCH_DATABASE_URL, BENCH_PG_ADMIN_URL (see bench/README.md).`;
 
-function positiveInt(name: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got "${v}"`);
-  return n;
-}
-
 export function parseClusterOptions(argv: string[], env: NodeJS.ProcessEnv): ClusterBenchOptions | 'help' {
   const { values } = parseArgs({
     args: argv,
@@ -134,13 +128,13 @@ export function parseClusterOptions(argv: string[], env: NodeJS.ProcessEnv): Clu
   if (values.help) return 'help';
   const quick = values.quick === true || env.BENCH_QUICK === '1';
   const o: ClusterBenchOptions = { ...DEFAULTS, ...(quick ? QUICK : {}) };
-  o.rooms = positiveInt('rooms', values.rooms, 1) ?? o.rooms;
-  o.fanout = positiveInt('fanout', values.fanout, 1) ?? o.fanout;
-  o.window = positiveInt('window', values.window, 1) ?? o.window;
-  const measureS = positiveInt('measure-s', values['measure-s'], 1);
+  o.rooms = integerOption('rooms', values.rooms, 1) ?? o.rooms;
+  o.fanout = integerOption('fanout', values.fanout, 1) ?? o.fanout;
+  o.window = integerOption('window', values.window, 1) ?? o.window;
+  const measureS = integerOption('measure-s', values['measure-s'], 1);
   if (measureS) o.measureMs = measureS * 1000;
-  o.kills = positiveInt('kills', values.kills, 1) ?? o.kills;
-  o.leaseMs = positiveInt('lease-ms', values['lease-ms'], 1000) ?? o.leaseMs;
+  o.kills = integerOption('kills', values.kills, 1) ?? o.kills;
+  o.leaseMs = integerOption('lease-ms', values['lease-ms'], 1000) ?? o.leaseMs;
   if (values['no-readme']) o.readme = false;
   o.serverLogDir = values['server-log-dir'];
   return o;

@@ -16,3 +16,11 @@ export function parsedOrExit<T>(name: string, usage: string, parse: () => T | 'h
   }
   return parsed;
 }
+
+/** The value of `--name` as an integer ≥ `min`, or undefined when it was not given. */
+export function integerOption(name: string, raw: string | undefined, min: number): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
+  return n;
+}

@@ -3,6 +3,7 @@
  * one (`--quick` or BENCH_QUICK=1: a few sockets, seconds, under 30 s), each overridable.
  */
 import { parseArgs } from 'node:util';
+import { integerOption } from './commandLine.ts';
 
 export interface BenchOptions {
   quick: boolean;
@@ -163,24 +164,18 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   if (values.help) return 'help';
   const quick = values.quick === true || env.BENCH_QUICK === '1';
   const o: BenchOptions = { ...DEFAULTS, ...(quick ? QUICK : {}) };
-  const int = (name: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
-    return n;
-  };
-  o.rounds = int('rounds', values.rounds, 1) ?? o.rounds;
-  o.workers = int('workers', values.workers, 1) ?? o.workers;
-  o.rooms = int('rooms', values.rooms, 1) ?? o.rooms;
-  o.fanout = int('fanout', values.fanout, 1) ?? o.fanout;
-  o.window = int('window', values.window, 1) ?? o.window;
-  const measureS = int('measure-s', values['measure-s'], 1);
+  o.rounds = integerOption('rounds', values.rounds, 1) ?? o.rounds;
+  o.workers = integerOption('workers', values.workers, 1) ?? o.workers;
+  o.rooms = integerOption('rooms', values.rooms, 1) ?? o.rooms;
+  o.fanout = integerOption('fanout', values.fanout, 1) ?? o.fanout;
+  o.window = integerOption('window', values.window, 1) ?? o.window;
+  const measureS = integerOption('measure-s', values['measure-s'], 1);
   if (measureS) o.measureMs = measureS * 1000;
-  o.sessions = int('sessions', values.sessions, 1) ?? o.sessions;
-  o.holdSockets = int('sockets', values.sockets, 1) ?? o.holdSockets;
-  o.burstSockets = int('burst', values.burst, 1) ?? o.burstSockets;
-  o.quietRate = int('quiet-rate', values['quiet-rate'], 0) ?? o.quietRate;
-  const quietS = int('quiet-s', values['quiet-s'], 1);
+  o.sessions = integerOption('sessions', values.sessions, 1) ?? o.sessions;
+  o.holdSockets = integerOption('sockets', values.sockets, 1) ?? o.holdSockets;
+  o.burstSockets = integerOption('burst', values.burst, 1) ?? o.burstSockets;
+  o.quietRate = integerOption('quiet-rate', values['quiet-rate'], 0) ?? o.quietRate;
+  const quietS = integerOption('quiet-s', values['quiet-s'], 1);
   if (quietS) o.quietMeasureMs = quietS * 1000;
   if (values['no-readme']) o.readme = false;
   o.serverCpuProf = values['server-cpu-prof'];

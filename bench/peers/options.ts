@@ -4,6 +4,7 @@
  * round, under a minute), each overridable.
  */
 import { parseArgs } from 'node:util';
+import { integerOption } from '../lib/commandLine.ts';
 import type { PeerName } from './protocol.ts';
 
 export const ALL_PEERS: PeerName[] = ['archety', 'raw', 'socketio', 'colyseus', 'hocuspocus'];
@@ -140,20 +141,14 @@ export function parsePeersOptions(argv: string[], env: NodeJS.ProcessEnv): Peers
   if (values.help) return 'help';
   const quick = values.quick === true || env.BENCH_QUICK === '1';
   const o: PeersOptions = { ...DEFAULTS, ...(quick ? QUICK : {}) };
-  const int = (name: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
-    return n;
-  };
-  o.rooms = int('rooms', values.rooms, 1) ?? o.rooms;
-  o.clients = int('clients', values.clients, 2) ?? o.clients;
-  o.workers = int('workers', values.workers, 1) ?? o.workers;
-  o.rounds = int('rounds', values.rounds, 1) ?? o.rounds;
-  o.window = int('window', values.window, 1) ?? o.window;
-  const measureS = int('measure-s', values['measure-s'], 1);
+  o.rooms = integerOption('rooms', values.rooms, 1) ?? o.rooms;
+  o.clients = integerOption('clients', values.clients, 2) ?? o.clients;
+  o.workers = integerOption('workers', values.workers, 1) ?? o.workers;
+  o.rounds = integerOption('rounds', values.rounds, 1) ?? o.rounds;
+  o.window = integerOption('window', values.window, 1) ?? o.window;
+  const measureS = integerOption('measure-s', values['measure-s'], 1);
   if (measureS) o.measureMs = measureS * 1000;
-  o.ladderSteps = int('ladder-steps', values['ladder-steps'], 1) ?? o.ladderSteps;
+  o.ladderSteps = integerOption('ladder-steps', values['ladder-steps'], 1) ?? o.ladderSteps;
   if (values.servers) {
     const names = values.servers.split(',').map((s) => s.trim());
     for (const n of names) if (!ALL_PEERS.includes(n as PeerName)) throw new Error(`unknown server "${n}"`);

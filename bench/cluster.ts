@@ -50,7 +50,7 @@ import { parsedOrExit } from './lib/commandLine.ts';
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
-import { MINIAPP_BENCH_SERVER_ENV, repoRoot, startWorkers } from './lib/processes.ts';
+import { MINIAPP_BENCH_SERVER_ENV, oneCoreNote, repoRoot, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import type { RoomSpec } from './lib/protocol.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
@@ -321,7 +321,7 @@ async function main(): Promise<number> {
       `Miniapp op accounting (load phases): ${describeAccount(total)}.`,
       `Redis ${redisVersion}: PUBLISH counted exactly on the run's channels (a pattern subscription to its prefix); every other command from the server-wide INFO commandstats over each measured window, less its rate while one process idled for ${fmt(bg.windowMs / 1000, 1)} s (${fmt(totalCalls([...bg.perSecond]), 1)} calls/s in all): anything else using this Redis meanwhile still counts, so run it alone.`,
       `CPU probe (M iterations/s, ${pinned ? `core ${SERVER_CORE} / core ${GENERATOR_CORE}` : 'unpinned'}) before → after each size: ${sizes.map((s) => `${s.processes}: ${s.probeBefore.map((p) => fmt(p)).join('/')} → ${s.probeAfter.map((p) => fmt(p)).join('/')}`).join('; ')}.`,
-      `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${pgInfo.version} (fsync ${pgInfo.fsync}, synchronous_commit ${pgInfo.synchronousCommit}); ${pinned ? `every server process pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE}` : 'nothing pinned (no taskset)'}, PostgreSQL and Redis unpinned. Load average (1, 5, 15 min) before ${loadBefore}, after ${loadAfter}.`,
+      `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${pgInfo.version} (fsync ${pgInfo.fsync}, synchronous_commit ${pgInfo.synchronousCommit}); ${pinned ? `every server process pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE}${oneCoreNote(true)}` : 'nothing pinned (no taskset)'}, PostgreSQL and Redis unpinned. Load average (1, 5, 15 min) before ${loadBefore}, after ${loadAfter}.`,
       `Sizes: ${o.rooms} rooms × ${o.fanout} sockets per cluster size, ${o.window} ops outstanding per socket, ${o.workers} miniapp generators; saturation ${o.warmMs / 1000} s + ${o.measureMs / 1000} s, latency ${o.latencyWarmMs / 1000} s + ${o.latencyMeasureMs / 1000} s at each rate; relay ${o.relayWorkers} generators × ${o.relayConcurrency} in flight over ${fmt(o.relayConversations)} fresh conversations per size, ${o.relayWarmMs / 1000} s + ${o.relayMeasureMs / 1000} s; one round each.`,
     ].join('\n');
     process.stdout.write(`\n## cluster benchmark — ${when}\n\n${lines}\nCommand: \`${command}\`\n\n`);

@@ -25,7 +25,7 @@ import { openBenchDatabase, type PgSettings, pgSettings, singleRowCommitRate, st
 import { connectAll, describeLoad, disconnectAll, runLoad } from './lib/loadPhase.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
 import { parseOptions, USAGE } from './lib/options.ts';
-import { MINIAPP_BENCH_SERVER_ENV, repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
+import { MINIAPP_BENCH_SERVER_ENV, oneCoreNote, repoRoot, startServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { quietPhase } from './lib/quietPhase.ts';
 import { addResultsSection, README_TEMPLATE, renderTable } from './lib/report.ts';
@@ -104,7 +104,7 @@ async function main(): Promise<number> {
     if (pinned) pin(process.pid, GENERATOR_CORE);
     const machine = machineInfo();
     const pinning = pinned
-      ? `server and raw relay pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned`
+      ? `server and raw relay pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote(true)}`
       : 'taskset not found: nothing pinned';
     const limitNote = `open files: ulimit -n ${files.granted}${files.granted < files.wanted ? ` (${files.wanted} refused: hard limit ${files.hard})` : ''}`;
     progress(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; ${pinning}; ${limitNote}`);

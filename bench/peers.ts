@@ -27,7 +27,7 @@ import { parsedOrExit } from './lib/commandLine.ts';
 import { GENERATOR_CORE, SERVER_CORE } from './lib/context.ts';
 import { openBenchDatabase, pgSettings } from './lib/database.ts';
 import { cpuProbes, fileLimit, hasTaskset, machineInfo, pin } from './lib/machine.ts';
-import { repoRoot, type ServerProcess, startWorkers } from './lib/processes.ts';
+import { oneCoreNote, repoRoot, type ServerProcess, startWorkers } from './lib/processes.ts';
 import { currentPhaseName, phase, progress, sleep, startRun } from './lib/progress.ts';
 import { addResultsSection, README_TEMPLATE } from './lib/report.ts';
 import { fmt } from './lib/stats.ts';
@@ -109,7 +109,7 @@ async function main(): Promise<number> {
     if (pinned) pin(process.pid, GENERATOR_CORE);
     const machine = machineInfo();
     const pinning = pinned
-      ? `server under test pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned`
+      ? `server under test pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote(true)}`
       : 'taskset not found: nothing pinned';
     progress(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; ${pinning}`);
     for (const v of versions) progress(`  ${v}`);

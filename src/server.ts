@@ -22,6 +22,7 @@ import { createIntegrations, type Integrations } from './integrations/createInte
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
 import { MINIAPP } from './miniapp/createMiniappKind.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
+import { gcAdvice, gcThreads } from './observability/gcThreads.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
@@ -379,9 +380,12 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
         brain: actors.relay.brainMode,
         metrics: metricsUrl,
         integrations: integrations.summary,
+        gc: gcThreads(),
       },
-      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl}, integrations ${integrations.summary})`,
+      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl}, integrations ${integrations.summary}, gc ${gcThreads()})`,
     );
+    const advice = gcAdvice();
+    if (advice) log.warn(advice);
 
     const running = actors;
     const runningIntegrations = integrations;

@@ -22,8 +22,28 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `command` (pinned to `core` unless null, with `fileLimit` open files) and waits for
- * the line matching `ready` (its first group is the URL).
+ * The Node flags of a server pinned to one core, as docs/operations.md ("On one core")
+ * recommends: `--single-threaded-gc`, since V8's background GC threads would only take that
+ * core from the event loop. Every Node server a benchmark pins gets them — Archety, the raw
+ * relay, the peers — so none is measured with a setting the others lack.
+ * `BENCH_GC_THREADS=background` leaves the background threads on (to measure what the flag does).
+ */
+export function oneCoreNodeFlags(core: number | null, env: NodeJS.ProcessEnv = process.env): string[] {
+  return core !== null && env.BENCH_GC_THREADS !== 'background' ? ['--single-threaded-gc'] : [];
+}
+
+/** How the pinned servers were started, for a benchmark's machine line ('' when nothing is pinned). */
+export function oneCoreNote(pinned: boolean): string {
+  if (!pinned) return '';
+  return oneCoreNodeFlags(0).length
+    ? '; pinned Node servers run with --single-threaded-gc'
+    : "; pinned Node servers keep V8's background GC threads (BENCH_GC_THREADS=background)";
+}
+
+/**
+ * Starts `command` (pinned to `core` unless null, with `fileLimit` open files; a Node command
+ * pinned to a core gets `oneCoreNodeFlags`) and waits for the line matching `ready` (its first
+ * group is the URL).
  */
 export function startServerProcess(o: {
   name: string;
@@ -36,7 +56,9 @@ export function startServerProcess(o: {
   /** Also write its output to this file. */
   logFile?: string;
 }): Promise<ServerProcess> {
-  const { file, args } = pinnedCommand(o.core, o.fileLimit, o.command);
+  const [program, ...rest] = o.command;
+  const flags = program === process.execPath ? oneCoreNodeFlags(o.core).filter((f) => !rest.includes(f)) : [];
+  const { file, args } = pinnedCommand(o.core, o.fileLimit, [program, ...flags, ...rest]);
   const child = spawn(file, args, { cwd: repoRoot, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   if (o.logFile) {

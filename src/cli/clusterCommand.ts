@@ -16,6 +16,7 @@ import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactValue } from '../config.ts';
+import { gcThreads } from '../observability/gcThreads.ts';
 import { options } from './args.ts';
 import { EXIT_MARGIN_MS } from './startCommand.ts';
 
@@ -230,7 +231,9 @@ interface Child {
  * `archety start`: the launcher prints its own line for each node instead.
  */
 function runChild(prefix: string, args: string[], env: Record<string, string>): Child {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The nodes collect garbage as the launcher does (`node --single-threaded-gc bin/archety.js cluster`).
+  const gc = gcThreads() === 'single-threaded' ? ['--single-threaded-gc'] : [];
+  const child = spawn(process.execPath, [...gc, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const onLine = (line: string, out: Writable) => {
     if (!LISTENING.test(line)) out.write(`${prefix} | ${line}\n`);
   };

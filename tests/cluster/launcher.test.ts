@@ -3,6 +3,7 @@
  * database and Redis.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { consecutiveFreePorts } from '../helpers/cluster.ts';
@@ -23,8 +24,12 @@ interface Launcher {
  * `npm run --silent cluster -- <args>` in a process group of its own, so that the cleanup
  * after a failed test reaches npm, the launcher and every node at once.
  */
-function runLauncher(args: string[], env: Record<string, string> = {}): Launcher {
-  const child = spawn('npm', ['run', '--silent', 'cluster', '--', ...args], {
+function runLauncher(args: string[], env: Record<string, string> = {}, nodeFlags: string[] = []): Launcher {
+  // With Node flags, `node <flags> bin/archety.js cluster` (npm run cannot pass them to node).
+  const [file, argv] = nodeFlags.length
+    ? [process.execPath, [...nodeFlags, 'bin/archety.js', 'cluster', ...args]]
+    : ['npm', ['run', '--silent', 'cluster', '--', ...args]];
+  const child = spawn(file, argv, {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -91,6 +96,10 @@ describe.skipIf(!ok)('npm run cluster -- --nodes 2', () => {
     }
   });
 
+  it('starts its nodes with V8’s default garbage collector threads, as it was started', () => {
+    for (const node of nodes) expect(commandLine(node.pid), node.id).not.toContain('--single-threaded-gc');
+  });
+
   it('stops every node and exits 0 on SIGTERM', async () => {
     const pid = /archety cluster \(pid (\d+)\)/.exec(launcher.output())?.[1];
     expect(pid, launcher.output()).toBeDefined();
@@ -98,6 +107,33 @@ describe.skipIf(!ok)('npm run cluster -- --nodes 2', () => {
     expect(await launcher.exited, launcher.output()).toEqual({ code: 0, signal: null });
     expect(launcher.output()).toMatch(/archety cluster: SIGTERM: stopping 2 processes/);
     for (const node of nodes) expect(processAlive(node.pid), node.id).toBe(false);
+  });
+});
+
+/** The arguments a running process was started with. */
+const commandLine = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+
+describe.skipIf(!ok)('node --single-threaded-gc bin/archety.js cluster --nodes 1', () => {
+  it('starts its node with the same garbage collector flag', async () => {
+    const db = await createTestDatabase();
+    const port = await consecutiveFreePorts(1);
+    const launcher = runLauncher(
+      ['--nodes', '1', '--port', String(port)],
+      baseEnv(db.url, { REDIS_URL, REDIS_PREFIX: testPrefix() }),
+      ['--single-threaded-gc'],
+    );
+    await vi.waitFor(
+      () => {
+        if (!/archety cluster: 1 node(s)? listening/.test(launcher.output())) {
+          throw new Error(`the node is not listening yet:\n${launcher.output()}`);
+        }
+      },
+      { timeout: 45_000, interval: 100 },
+    );
+    const pid = Number(/^node-1 listening on \S+ \(pid (\d+)/m.exec(launcher.output())?.[1]);
+    expect(commandLine(pid)).toContain('--single-threaded-gc');
+    launcher.child.kill('SIGTERM');
+    expect(await launcher.exited, launcher.output()).toEqual({ code: 0, signal: null });
   });
 });
 

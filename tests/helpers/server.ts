@@ -98,13 +98,18 @@ process.once('exit', () => {
   for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-/** Runs `archety start` (or `args`) in a child process, with `nodeFlags` for Node, and waits for its summary line. */
+/**
+ * Runs `archety start` (or `args`) in a child process, with `nodeFlags` for Node, through
+ * `wrapper` when given (e.g. `['taskset', '-c', '0']`), and waits for its summary line.
+ */
 export async function spawnServer(
   env: Record<string, string>,
   args: string[] = ['start'],
   nodeFlags: string[] = [],
+  wrapper: string[] = [],
 ): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, [...nodeFlags, path.join(repoRoot, 'bin/archety.js'), ...args], {
+  const [file, ...argv] = [...wrapper, process.execPath, ...nodeFlags, path.join(repoRoot, 'bin/archety.js'), ...args];
+  const child = spawn(file, argv, {
     cwd: repoRoot,
     // The summary line the helper waits for is logged at info.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env, LOG_LEVEL: 'info' },

@@ -6,9 +6,10 @@
  * run on one core only (pinned with `taskset` or a cpuset, or a one-vCPU machine) gains
  * nothing from them: they take the event loop's own core, a scheduler slice at a time, and
  * every op that arrives meanwhile waits. Started as `node --single-threaded-gc`, V8 does the
- * same work on the main thread, in small incremental steps between messages. On one core the
- * many-quiet-sessions p99 went from 51–85 ms to 9–15 ms and the CPU per op at saturation fell
- * ~10% (bench/README.md, "eleventh part").
+ * same work on the main thread, in small incremental steps between messages. Measured on one
+ * core (bench/README.md, "eleventh part"): the event loop waited for its core 14–20 % of the
+ * time at saturation instead of 22–30 %, and the many-quiet-sessions p99 was 9–19 ms in five runs
+ * of six (114 ms in one) against 9–54 ms without the flag.
  *
  * The flag can only be given on node's command line: V8 refuses it in NODE_OPTIONS, and
  * turning background marking off in a running process aborts it at its next collection.

@@ -104,7 +104,7 @@ async function main(): Promise<number> {
     if (pinned) pin(process.pid, GENERATOR_CORE);
     const machine = machineInfo();
     const pinning = pinned
-      ? `server and raw relay pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote(true)}`
+      ? `server and raw relay pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote()}`
       : 'taskset not found: nothing pinned';
     const limitNote = `open files: ulimit -n ${files.granted}${files.granted < files.wanted ? ` (${files.wanted} refused: hard limit ${files.hard})` : ''}`;
     progress(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; ${pinning}; ${limitNote}`);

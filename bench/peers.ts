@@ -109,7 +109,7 @@ async function main(): Promise<number> {
     if (pinned) pin(process.pid, GENERATOR_CORE);
     const machine = machineInfo();
     const pinning = pinned
-      ? `server under test pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote(true)}`
+      ? `server under test pinned to core ${SERVER_CORE}, load generators and this process to core ${GENERATOR_CORE} (taskset), PostgreSQL unpinned${oneCoreNote()}`
       : 'taskset not found: nothing pinned';
     progress(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; ${pinning}`);
     for (const v of versions) progress(`  ${v}`);

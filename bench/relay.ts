@@ -473,7 +473,7 @@ async function main(): Promise<void> {
     ];
     const table = renderTable(rows);
     const command = `npm run bench:relay${quick ? ' -- --quick' : ''}`;
-    const machineLine = `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${settings.version} (fsync ${settings.fsync}, synchronous_commit ${settings.synchronousCommit}), server on core 0, load on core 1${pinning ? oneCoreNote(true) : ' (unpinned: no taskset)'}`;
+    const machineLine = `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, PostgreSQL ${settings.version} (fsync ${settings.fsync}, synchronous_commit ${settings.synchronousCommit}), server on core 0, load on core 1${pinning ? oneCoreNote() : ' (unpinned: no taskset)'}`;
     console.log(`\n${table}\n\nCPU probe (M iterations/s, before→after each round, core 0): ${probes.join(', ')}`);
     console.log(`Machine: ${machineLine}\nCommand: ${command}\n`);
     if (!quick && readme) {

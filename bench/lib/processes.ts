@@ -28,16 +28,17 @@ export interface ServerProcess {
  * relay, the peers — so none is measured with a setting the others lack.
  * `BENCH_GC_THREADS=background` leaves the background threads on (to measure what the flag does).
  */
-export function oneCoreNodeFlags(core: number | null, env: NodeJS.ProcessEnv = process.env): string[] {
-  return core !== null && env.BENCH_GC_THREADS !== 'background' ? ['--single-threaded-gc'] : [];
+export function oneCoreNodeFlags(core: number | null): string[] {
+  return core !== null && !backgroundGc() ? ['--single-threaded-gc'] : [];
 }
 
-/** How the pinned servers were started, for a benchmark's machine line ('' when nothing is pinned). */
-export function oneCoreNote(pinned: boolean): string {
-  if (!pinned) return '';
-  return oneCoreNodeFlags(0).length
-    ? '; pinned Node servers run with --single-threaded-gc'
-    : "; pinned Node servers keep V8's background GC threads (BENCH_GC_THREADS=background)";
+const backgroundGc = () => process.env.BENCH_GC_THREADS === 'background';
+
+/** How the pinned servers are started, for a benchmark's machine line (said only when it pins). */
+export function oneCoreNote(): string {
+  return backgroundGc()
+    ? "; pinned Node servers keep V8's background GC threads (BENCH_GC_THREADS=background)"
+    : '; pinned Node servers run with --single-threaded-gc';
 }
 
 /**

@@ -213,9 +213,11 @@ async function answer(ctx: ConversationContext, w: Work, steps: ConversationStep
     return { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' };
   }
   const screened = await orElse(() => steps.moderate(reply, signal), null);
+  // What was recalled is not kept: nothing after the model reads it, and while the commit is
+  // awaited, hundreds of messages' recalls would outlive young-generation collections.
   return screened?.flagged
-    ? { ...w, recall, reply: SAFETY_REPLIES.replacedOutput, replyKind: 'safety' }
-    : { ...w, recall, reply, replyKind: 'model' };
+    ? { ...w, reply: SAFETY_REPLIES.replacedOutput, replyKind: 'safety' }
+    : { ...w, reply, replyKind: 'model' };
 }
 
 /**

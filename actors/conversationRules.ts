@@ -100,7 +100,9 @@ export function extractMemories(who: string, text: string | undefined): string[]
     for (const [pattern, note] of PATTERNS) {
       const m = sentence.match(pattern);
       if (m) {
-        found.push(Array.from(note(m, who)).slice(0, 300).join(''));
+        // At most 300 characters: counted by code point only when it may matter.
+        const n = note(m, who);
+        found.push(n.length <= 300 ? n : Array.from(n).slice(0, 300).join(''));
         break;
       }
     }

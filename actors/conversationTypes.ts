@@ -60,6 +60,7 @@ export interface Work {
   moderation: Moderation | null;
   /** Descriptions of this message's attachments, by attachment id. */
   described: Record<string, string>;
+  /** What was recalled for the model, set only while it is asked (the commit does not keep it). */
   recall: Recall | null;
   reply: string | null;
   replyKind: ReplyKind;

@@ -82,30 +82,50 @@ export interface ConversationKindDeps {
   log: Logger;
 }
 
-/** What the model is shown, from the latest messages (newest first) of the conversation. */
-function recallFrom(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string): Recall {
-  const turns = page
-    .filter((m) => m.id !== excludeMessageId)
-    .slice(0, HISTORY_TURNS)
-    .reverse();
-  return {
-    // Blanked messages and replies replaced by "forget that" are left out: nothing of them is shown.
-    history: turns
-      .filter((m) => m.text && m.text !== FORGOTTEN_REPLY)
-      .map((m) =>
-        m.direction === 'out'
-          ? { role: 'assistant' as const, text: m.text }
-          : { role: 'user' as const, sender: m.sender, text: m.text },
-      ),
-    memories,
-    photos: page
-      .flatMap((m) =>
-        m.attachments.filter((a) => a.description && IMAGE_TYPES.has(a.mime)).map((a) => a.description as string),
-      )
-      .slice(0, PHOTOS_IN_VIEW)
-      .reverse(),
-    stage,
-  };
+/**
+ * What the model is shown, from the latest messages (newest first) of the conversation: the
+ * last HISTORY_TURNS of them but `excludeMessageId` (blanked messages and replies replaced by
+ * "forget that" left out: nothing of them is shown), and the last PHOTOS_IN_VIEW photos
+ * described, both oldest first. Plain loops: it runs for every message answered, and the
+ * chain of filters and maps it was allocated two arrays per message of the page.
+ */
+export function recallFrom(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string): Recall {
+  const history: Recall['history'] = [];
+  let turns = 0;
+  for (const m of page) {
+    if (turns === HISTORY_TURNS) break;
+    if (m.id === excludeMessageId) continue;
+    turns++;
+    if (!m.text || m.text === FORGOTTEN_REPLY) continue;
+    history.push(
+      m.direction === 'out' ? { role: 'assistant', text: m.text } : { role: 'user', sender: m.sender, text: m.text },
+    );
+  }
+  const photos: string[] = [];
+  for (const m of page) {
+    for (const a of m.attachments) {
+      if (photos.length < PHOTOS_IN_VIEW && a.description && IMAGE_TYPES.has(a.mime)) photos.push(a.description);
+    }
+    if (photos.length === PHOTOS_IN_VIEW) break;
+  }
+  return { history: history.reverse(), memories, photos: photos.reverse(), stage };
+}
+
+/**
+ * The photos the model is shown with a message: those in view, then the message's own (its
+ * attachments described, images only). Most messages have none: `inView` itself then, no copy.
+ */
+export function photosInView(
+  inView: string[],
+  described: Record<string, string>,
+  attachments: readonly { id: string; mime: string }[],
+): string[] {
+  let photos = inView;
+  for (const id in described) {
+    const mime = attachments.find((a) => a.id === id)?.mime;
+    if (mime !== undefined && IMAGE_TYPES.has(mime)) photos = [...photos, described[id]];
+  }
+  return photos;
 }
 
 const storedOf = (m: MessageRow): StoredMessage => ({
@@ -206,9 +226,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
   function think(context: ConversationContext, signal: AbortSignal): Promise<string> {
     const work = context.work;
     if (!work?.recall) throw new Error('nothing to answer');
-    const ownPhotos = Object.entries(work.described)
-      .filter(([id]) => IMAGE_TYPES.has(work.message.attachments.find((a) => a.id === id)?.mime ?? ''))
-      .map(([, d]) => d);
+    const photos = photosInView(work.recall.photos, work.described, work.message.attachments);
     return brain.reply(
       {
         persona: context.persona,
@@ -217,7 +235,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         text: work.message.text,
         history: work.recall.history,
         memories: work.recall.memories,
-        photos: [...work.recall.photos, ...ownPhotos],
+        photos,
         stage: work.recall.stage,
       },
       signal,
@@ -239,15 +257,18 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
         });
         if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
-        log.debug(
-          {
-            conversation: commit.kind,
-            sender: maskId(commit.relationship.userId),
-            reply: replyKind,
-            memories: commit.memories.length,
-          },
-          'message processed',
-        );
+        // Thousands a second: the line's fields (a masked id among them) are built only when it is written.
+        if (log.isLevelEnabled('debug')) {
+          log.debug(
+            {
+              conversation: commit.kind,
+              sender: maskId(commit.relationship.userId),
+              reply: replyKind,
+              memories: commit.memories.length,
+            },
+            'message processed',
+          );
+        }
         deps.onCommitted(commit, applied);
       },
       skipped: (_, { seq }) => deps.onSkipped(seq),

@@ -125,7 +125,7 @@ export const USAGE = `Usage: npm run bench:miniapp [-- options]
   --sockets N          sockets held in the memory phase (default 10000)
   --burst N            sockets per upgrade burst (default 5000)
   --quiet-rate N       ops/s in all in the many-quiet-sessions phase, over every session (default 2000; 0 skips it)
-  --quiet-s S          measured seconds of that phase (default 20)
+  --quiet-s S          measured seconds of that phase (default 20; 0 skips it too)
   --no-readme          do not write bench/README.md
   --server-cpu-prof D  run the Archety server with --cpu-prof, profiles into D
   --server-node-flags=F  extra Node flags for the Archety server, e.g. --server-node-flags=--trace-gc
@@ -175,8 +175,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   o.holdSockets = integerOption('sockets', values.sockets, 1) ?? o.holdSockets;
   o.burstSockets = integerOption('burst', values.burst, 1) ?? o.burstSockets;
   o.quietRate = integerOption('quiet-rate', values['quiet-rate'], 0) ?? o.quietRate;
-  const quietS = integerOption('quiet-s', values['quiet-s'], 1);
-  if (quietS) o.quietMeasureMs = quietS * 1000;
+  const quietS = integerOption('quiet-s', values['quiet-s'], 0);
+  // No measured seconds: no phase, as with --quiet-rate 0.
+  if (quietS === 0) o.quietRate = 0;
+  else if (quietS) o.quietMeasureMs = quietS * 1000;
   if (values['no-readme']) o.readme = false;
   o.serverCpuProf = values['server-cpu-prof'];
   o.serverNodeFlags = (values['server-node-flags'] ?? '').split(/\s+/).filter(Boolean);

@@ -22,7 +22,7 @@ import { createIntegrations, type Integrations } from './integrations/createInte
 import { createRedisSocketCaps } from './limits/createRedisSocketCaps.ts';
 import { MINIAPP } from './miniapp/createMiniappKind.ts';
 import { createMiniappService } from './miniapp/miniappService.ts';
-import { gcAdvice, gcThreads } from './observability/gcThreads.ts';
+import { gcAdvice, gcThreads, semiSpaceMiB } from './observability/gcThreads.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createRelay } from './relay/createRelay.ts';
@@ -381,8 +381,9 @@ export async function startServer(config: Readonly<Config>, options: { log?: Log
         metrics: metricsUrl,
         integrations: integrations.summary,
         gc: gcThreads(),
+        semiSpaceMiB: semiSpaceMiB(),
       },
-      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl}, integrations ${integrations.summary}, gc ${gcThreads()})`,
+      `archety listening on ${url} (mode ${mode}, database ${database}, redis ${redis}, brain ${actors.relay.brainMode}, metrics ${metricsUrl}, integrations ${integrations.summary}, gc ${gcThreads()}, semi-space ${semiSpaceMiB()} MiB)`,
     );
     const advice = gcAdvice();
     if (advice) log.warn(advice);

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SEMI_SPACE_MIB } from '../../src/observability/gcThreads.ts';
 import { pinnedCommand } from './machine.ts';
 import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
@@ -22,28 +23,39 @@ export interface ServerProcess {
 }
 
 /**
- * The Node flags of a server pinned to one core, as docs/operations.md ("On one core")
- * recommends: `--single-threaded-gc`, since V8's background GC threads would only take that
- * core from the event loop. Every Node server a benchmark pins gets them — Archety, the raw
- * relay, the peers — so none is measured with a setting the others lack.
- * `BENCH_GC_THREADS=background` leaves the background threads on (to measure what the flag does).
+ * The Node flags every Node server a benchmark starts gets — Archety, the raw relay, the peers,
+ * the cluster's nodes alike, so none is measured with a setting the others lack: the young
+ * generation Archety is started with (`--max-semi-space-size=32`, docs/operations.md "Young
+ * generation"; `BENCH_SEMI_SPACE_MIB=16` gives V8's default, to measure what it does), and, on a
+ * server pinned to one core, `--single-threaded-gc` ("On one core": V8's background GC threads
+ * would only take that core from the event loop; `BENCH_GC_THREADS=background` leaves them on).
  */
-export function oneCoreNodeFlags(core: number | null): string[] {
-  return core !== null && !backgroundGc() ? ['--single-threaded-gc'] : [];
+export function serverNodeFlags(core: number | null): string[] {
+  return [
+    ...(core !== null && !backgroundGc() ? ['--single-threaded-gc'] : []),
+    `--max-semi-space-size=${semiSpace()}`,
+  ];
 }
 
 const backgroundGc = () => process.env.BENCH_GC_THREADS === 'background';
+function semiSpace(): number {
+  const raw = process.env.BENCH_SEMI_SPACE_MIB;
+  if (raw === undefined) return SEMI_SPACE_MIB;
+  const mib = Number(raw);
+  if (!Number.isInteger(mib) || mib < 1)
+    throw new Error(`BENCH_SEMI_SPACE_MIB must be an integer ≥ 1 (MiB), got "${raw}"`);
+  return mib;
+}
 
 /** How the pinned servers are started, for a benchmark's machine line (said only when it pins). */
 export function oneCoreNote(): string {
-  return backgroundGc()
-    ? "; pinned Node servers keep V8's background GC threads (BENCH_GC_THREADS=background)"
-    : '; pinned Node servers run with --single-threaded-gc';
+  const gc = backgroundGc() ? "V8's background GC threads (BENCH_GC_THREADS=background)" : '--single-threaded-gc';
+  return `; pinned Node servers run with ${gc} and --max-semi-space-size=${semiSpace()}`;
 }
 
 /**
  * Starts `command` (pinned to `core` unless null, with `fileLimit` open files; a Node command
- * pinned to a core gets `oneCoreNodeFlags`) and waits for the line matching `ready` (its first
+ * gets `serverNodeFlags`) and waits for the line matching `ready` (its first
  * group is the URL).
  */
 export function startServerProcess(o: {
@@ -58,7 +70,9 @@ export function startServerProcess(o: {
   logFile?: string;
 }): Promise<ServerProcess> {
   const [program, ...rest] = o.command;
-  const flags = program === process.execPath ? oneCoreNodeFlags(o.core).filter((f) => !rest.includes(f)) : [];
+  // A flag the command gives itself (e.g. `--server-node-flags=--max-semi-space-size=64`) wins.
+  const given = (flag: string) => rest.some((r) => r.split('=')[0] === flag.split('=')[0]);
+  const flags = program === process.execPath ? serverNodeFlags(o.core).filter((f) => !given(f)) : [];
   const { file, args } = pinnedCommand(o.core, o.fileLimit, [program, ...flags, ...rest]);
   const child = spawn(file, args, { cwd: repoRoot, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

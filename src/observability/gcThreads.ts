@@ -13,6 +13,16 @@
  *
  * The flag can only be given on node's command line: V8 refuses it in NODE_OPTIONS, and
  * turning background marking off in a running process aborts it at its next collection.
+ *
+ * And how large V8's young generation may grow (its semi-space, `--max-semi-space-size`, in
+ * MiB; 16 by default in Node 20). A young-generation collection (a scavenge) costs what
+ * survives it: every object still in use is copied. A server has a steady set of work in
+ * flight — relay events waiting for their commit, their replies for the relay's ack — that
+ * outlives every scavenge it meets; with twice the semi-space there are half the scavenges,
+ * each copying about the same. Measured under `npm run bench:relay` (bench/README.md, "twelfth
+ * part"): 88 µs of scavenges per relay event with 16 MiB, 44 with 32, 35 with 64. So the server
+ * is started with 32 (`npm start`, `npm run cluster`, the `archety` command itself), which the
+ * summary line states; the young generation then takes up to 64 MiB more memory than V8's default.
  */
 import os from 'node:os';
 
@@ -25,6 +35,33 @@ const SINGLE_THREADED = new Set([
 ]);
 
 export type GcThreads = 'single-threaded' | 'background';
+
+/** V8's largest semi-space in Node 20 on 64-bit, in MiB (the young generation is twice that). */
+export const DEFAULT_SEMI_SPACE_MIB = 16;
+/** What `npm start`, `npm run cluster` and the `archety` command start the server with. */
+export const SEMI_SPACE_MIB = 32;
+
+const SEMI_SPACE = /^--max[-_]semi[-_]space[-_]size(?:=(.*))?$/;
+
+/**
+ * The largest semi-space of this process (MiB): the last `--max-semi-space-size` of
+ * `NODE_OPTIONS`, then of node's command line (which wins), else V8's default.
+ */
+export function semiSpaceMiB(
+  execArgv: readonly string[] = process.execArgv,
+  nodeOptions: string = process.env.NODE_OPTIONS ?? '',
+): number {
+  let mib = DEFAULT_SEMI_SPACE_MIB;
+  for (const args of [nodeOptions.split(/\s+/).filter(Boolean), execArgv]) {
+    args.forEach((arg, i) => {
+      const m = SEMI_SPACE.exec(arg);
+      if (!m) return;
+      const n = Number(m[1] ?? args[i + 1]);
+      if (Number.isInteger(n) && n > 0) mib = n;
+    });
+  }
+  return mib;
+}
 
 /** How this process's collector runs, from node's command line. */
 export function gcThreads(execArgv: readonly string[] = process.execArgv): GcThreads {

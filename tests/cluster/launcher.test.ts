@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { SEMI_SPACE_MIB } from '../../src/observability/gcThreads.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { consecutiveFreePorts } from '../helpers/cluster.ts';
 import { createTestDatabase } from '../helpers/db.ts';
@@ -96,8 +97,11 @@ describe.skipIf(!ok)('npm run cluster -- --nodes 2', () => {
     }
   });
 
-  it('starts its nodes with V8’s default garbage collector threads, as it was started', () => {
-    for (const node of nodes) expect(commandLine(node.pid), node.id).not.toContain('--single-threaded-gc');
+  it('starts its nodes with V8’s default garbage collector threads and the young generation of `npm run cluster`', () => {
+    for (const node of nodes) {
+      expect(commandLine(node.pid), node.id).not.toContain('--single-threaded-gc');
+      expect(commandLine(node.pid), node.id).toContain(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
+    }
   });
 
   it('stops every node and exits 0 on SIGTERM', async () => {
@@ -132,6 +136,8 @@ describe.skipIf(!ok)('node --single-threaded-gc bin/archety.js cluster --nodes 1
     );
     const pid = Number(/^node-1 listening on \S+ \(pid (\d+)/m.exec(launcher.output())?.[1]);
     expect(commandLine(pid)).toContain('--single-threaded-gc');
+    // Started without one, it gives its node no young-generation size: V8's default, as its own.
+    expect(commandLine(pid).some((a) => a.startsWith('--max-semi-space-size'))).toBe(false);
     launcher.child.kill('SIGTERM');
     expect(await launcher.exited, launcher.output()).toEqual({ code: 0, signal: null });
   });

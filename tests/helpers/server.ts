@@ -99,16 +99,18 @@ process.once('exit', () => {
 });
 
 /**
- * Runs `archety start` (or `args`) in a child process, with `nodeFlags` for Node, through
- * `wrapper` when given (e.g. `['taskset', '-c', '0']`), and waits for its summary line.
+ * Runs `archety start` (or `args`) in a child process, with `nodeFlags` for Node (null: the
+ * file run as a command, with the flags of its `#!` line), through `wrapper` when given (e.g.
+ * `['taskset', '-c', '0']`), and waits for its summary line.
  */
 export async function spawnServer(
   env: Record<string, string>,
   args: string[] = ['start'],
-  nodeFlags: string[] = [],
+  nodeFlags: string[] | null = [],
   wrapper: string[] = [],
 ): Promise<SpawnedServer> {
-  const [file, ...argv] = [...wrapper, process.execPath, ...nodeFlags, path.join(repoRoot, 'bin/archety.js'), ...args];
+  const node = nodeFlags === null ? [] : [process.execPath, ...nodeFlags];
+  const [file, ...argv] = [...wrapper, ...node, path.join(repoRoot, 'bin/archety.js'), ...args];
   const child = spawn(file, argv, {
     cwd: repoRoot,
     // The summary line the helper waits for is logged at info.

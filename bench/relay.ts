@@ -147,12 +147,35 @@ async function explainPage(url: string, key: string): Promise<string> {
   }
 }
 
+/**
+ * What a run started and must undo, newest first: at its end, when it fails, and on SIGINT or
+ * SIGTERM (a Ctrl+C left the server running and the benchmark database behind).
+ */
+const cleanups: (() => unknown)[] = [];
+async function cleanUp(): Promise<void> {
+  for (const fn of cleanups.splice(0).reverse()) {
+    await Promise.resolve()
+      .then(fn)
+      .catch((err) => log(`cleanup: ${String(err)}`));
+  }
+}
+/** Set once a signal stopped the run: it exits 130 when cleaned up, whatever the run does meanwhile. */
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true;
+    log(`${signal}: stopping the server and dropping the benchmark database`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+}
+
 async function main(): Promise<void> {
   const machine = machineInfo();
   log(
     `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; pinning ${pinning ? 'on' : 'off (no taskset)'}`,
   );
   const db = await openBenchDatabase(process.env);
+  cleanups.push(() => db.drop());
   const settings = await pgSettings(db.url);
   const server = await startServerProcess({
     name: 'archety',
@@ -193,7 +216,12 @@ async function main(): Promise<void> {
     // e.g. BENCH_SERVER_LOG=/tmp/server.log to read what the server logged.
     ...(process.env.BENCH_SERVER_LOG ? { logFile: process.env.BENCH_SERVER_LOG } : {}),
   });
+  cleanups.push(() => server.stop());
+  log(`server ${server.url} (pid ${server.pid}), database ${new URL(db.url).pathname.slice(1)}`);
   const workers = startRelayWorkers(P.workers, core(1), fileLimit().granted);
+  cleanups.push(() => {
+    for (const w of workers) w.child.kill();
+  });
   const key = new TextEncoder().encode(SECRET);
   const mint = (sub: string, role: 'relay' | 'admin') =>
     mintToken({ secret: key, issuer: 'archety', audience: 'archety', sub, role, ttlS: 7200 });
@@ -210,6 +238,7 @@ async function main(): Promise<void> {
       relay.send(JSON.stringify({ type: 'ack', id: f.id }));
     }
   });
+  cleanups.push(() => relay.close());
   await new Promise((resolve, reject) => {
     relay.once('open', resolve);
     relay.once('error', reject);
@@ -220,6 +249,7 @@ async function main(): Promise<void> {
     relayClosed = code;
   });
   const pending = new pg.Client({ connectionString: db.url });
+  cleanups.push(() => pending.end());
   await pending.connect();
   /** Waits until every accepted event was answered on the relay socket. */
   const drain = async (what: string) => {
@@ -485,18 +515,17 @@ async function main(): Promise<void> {
       log('results added to bench/README.md');
     }
   } finally {
-    relay.close();
-    await pending.end().catch(() => {});
-    for (const w of workers) w.child.kill();
-    await server.stop();
-    await db.drop();
+    await cleanUp();
   }
 }
 
 main().then(
-  () => process.exit(0),
+  () => {
+    if (!interrupted) process.exit(0);
+  },
   (err) => {
+    if (interrupted) return;
     console.error(err);
-    process.exit(1);
+    void cleanUp().finally(() => process.exit(1));
   },
 );

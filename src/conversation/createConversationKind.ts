@@ -87,7 +87,7 @@ export interface ConversationKindDeps {
  * last HISTORY_TURNS of them but `excludeMessageId` (blanked messages and replies replaced by
  * "forget that" left out: nothing of them is shown), and the last PHOTOS_IN_VIEW photos
  * described, both oldest first. Plain loops: it runs for every message answered, and the
- * chain of filters and maps it was allocated two arrays per message of the page.
+ * chain of filters and maps it replaced allocated two arrays per message of the page.
  */
 export function recallFrom(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string): Recall {
   const history: Recall['history'] = [];

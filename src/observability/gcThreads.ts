@@ -22,7 +22,7 @@
  * each copying about the same. Measured under `npm run bench:relay` (bench/README.md, "twelfth
  * part"): 88 µs of scavenges per relay event with 16 MiB, 44 with 32, 35 with 64. So the server
  * is started with 32 (`npm start`, `npm run cluster`, the `archety` command itself), which the
- * summary line states; the young generation then takes up to 64 MiB more memory than V8's default.
+ * summary line states; the young generation (two semi-spaces) then takes up to 64 MiB, not 32.
  */
 import os from 'node:os';
 

@@ -35,6 +35,7 @@ import {
   machineInfo,
 } from './lib/machine.ts';
 import { oneCoreNote, repoRoot, startServerProcess } from './lib/processes.ts';
+import { cleanupOnSignals } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
 import { fmt, median, percentile, spread } from './lib/stats.ts';
@@ -147,27 +148,8 @@ async function explainPage(url: string, key: string): Promise<string> {
   }
 }
 
-/**
- * What a run started and must undo, newest first: at its end, when it fails, and on SIGINT or
- * SIGTERM (a Ctrl+C left the server running and the benchmark database behind).
- */
-const cleanups: (() => unknown)[] = [];
-async function cleanUp(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) {
-    await Promise.resolve()
-      .then(fn)
-      .catch((err) => log(`cleanup: ${String(err)}`));
-  }
-}
-/** Set once a signal stopped the run: it exits 130 when cleaned up, whatever the run does meanwhile. */
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    interrupted = true;
-    log(`${signal}: stopping the server and dropping the benchmark database`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+/** What a run started and must undo: at its end, when it fails, and on SIGINT or SIGTERM. */
+const { cleanups, cleanup } = cleanupOnSignals(log, 'stopping the server and dropping the benchmark database');
 
 async function main(): Promise<void> {
   const machine = machineInfo();
@@ -515,17 +497,14 @@ async function main(): Promise<void> {
       log('results added to bench/README.md');
     }
   } finally {
-    await cleanUp();
+    await cleanup();
   }
 }
 
 main().then(
-  () => {
-    if (!interrupted) process.exit(0);
-  },
+  () => process.exit(0),
   (err) => {
-    if (interrupted) return;
     console.error(err);
-    void cleanUp().finally(() => process.exit(1));
+    void cleanup().finally(() => process.exit(1));
   },
 );

@@ -34,31 +34,55 @@ export function at<T>(epochMs: number, fn: () => T): Promise<T> {
 }
 
 /**
+ * What a run started and must undo, last-registered first, however it ends: `cleanup` runs them
+ * once (a second call waits for the first), and SIGINT or SIGTERM runs it and exits 130 —
+ * before whatever the interrupted run does next, since the signal's wait was registered first.
+ */
+export function cleanupOnSignals(
+  say: (message: string) => void,
+  stopping = 'stopping',
+): {
+  cleanups: (() => unknown)[];
+  cleanup: () => Promise<void>;
+} {
+  const cleanups: (() => unknown)[] = [];
+  let running: Promise<void> | null = null;
+  const cleanup = () => {
+    running ??= (async () => {
+      for (const fn of cleanups.splice(0).reverse()) {
+        await Promise.resolve()
+          .then(fn)
+          .catch((err) => say(`cleanup: ${String(err)}`));
+      }
+    })();
+    return running;
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      say(`${signal}: ${stopping}`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  return { cleanups, cleanup };
+}
+
+/**
  * What every benchmark run has around it: cleanups (run last-registered first, on the way out
  * however it ends), a deadline that aborts a stuck run, SIGINT/SIGTERM, and a line every few
  * seconds while a phase prints nothing.
  */
 export function startRun(deadlineMs: number): {
-  cleanups: (() => Promise<unknown>)[];
+  cleanups: (() => unknown)[];
   cleanup: () => Promise<void>;
   /** Stops the heartbeat (the deadline and signal handlers end with the process). */
   stopHeartbeat: () => void;
 } {
-  const cleanups: (() => Promise<unknown>)[] = [];
-  const cleanup = async () => {
-    for (const fn of cleanups.splice(0).reverse()) await fn().catch((err) => progress(`cleanup: ${String(err)}`));
-  };
+  const { cleanups, cleanup } = cleanupOnSignals(progress);
   const deadline = setTimeout(() => {
     progress(`deadline of ${deadlineMs / 1000} s reached during "${currentPhaseName()}": aborting`);
     void cleanup().finally(() => process.exit(1));
   }, deadlineMs);
   deadline.unref();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      progress(`${signal}: stopping`);
-      void cleanup().finally(() => process.exit(130));
-    });
-  }
   const heartbeat = setInterval(() => {
     if (sinceLastLine() > 4000) progress(`  … ${currentPhaseName()}`);
   }, 1000);

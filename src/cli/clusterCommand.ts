@@ -16,7 +16,7 @@ import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactValue } from '../config.ts';
-import { DEFAULT_SEMI_SPACE_MIB, gcThreads, semiSpaceMiB } from '../observability/gcThreads.ts';
+import { collectorFlags } from '../observability/gcThreads.ts';
 import { options } from './args.ts';
 import { EXIT_MARGIN_MS } from './startCommand.ts';
 
@@ -233,12 +233,10 @@ interface Child {
 function runChild(prefix: string, args: string[], env: Record<string, string>): Child {
   // The nodes collect garbage as the launcher does (`node --single-threaded-gc bin/archety.js cluster`),
   // with its young generation (`npm run cluster` gives it --max-semi-space-size).
-  const semiSpace = semiSpaceMiB();
-  const gc = [
-    ...(gcThreads() === 'single-threaded' ? ['--single-threaded-gc'] : []),
-    ...(semiSpace !== DEFAULT_SEMI_SPACE_MIB ? [`--max-semi-space-size=${semiSpace}`] : []),
-  ];
-  const child = spawn(process.execPath, [...gc, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...collectorFlags(), BIN, ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const onLine = (line: string, out: Writable) => {
     if (!LISTENING.test(line)) out.write(`${prefix} | ${line}\n`);
   };

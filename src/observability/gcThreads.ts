@@ -69,6 +69,21 @@ export function gcThreads(execArgv: readonly string[] = process.execArgv): GcThr
 }
 
 /**
+ * The flags that make a child process collect garbage as this one does: its collector mode, and
+ * its semi-space when not V8's default (what `archety cluster` gives its nodes).
+ */
+export function collectorFlags(
+  execArgv: readonly string[] = process.execArgv,
+  nodeOptions: string = process.env.NODE_OPTIONS ?? '',
+): string[] {
+  const mib = semiSpaceMiB(execArgv, nodeOptions);
+  return [
+    ...(gcThreads(execArgv) === 'single-threaded' ? ['--single-threaded-gc'] : []),
+    ...(mib !== DEFAULT_SEMI_SPACE_MIB ? [`--max-semi-space-size=${mib}`] : []),
+  ];
+}
+
+/**
  * The advice to log at startup, or null: when the process may use one core only and its
  * collector still runs background threads.
  */

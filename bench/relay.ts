@@ -18,12 +18,11 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { conversationQueries } from '../src/store/conversationRepository.ts';
 import { parsedOrExit } from './lib/commandLine.ts';
-import { openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
+import { benchClient, openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
 import { Connection } from './lib/httpConnection.ts';
 import {
   cpuProbe,
@@ -106,7 +105,7 @@ type Job = Omit<PostJob, 'id' | 'cmd' | 'url' | 'token' | 'senderFrom' | 'prefix
 
 /** Stores `count` messages over `conversations` direct conversations, straight into the tables. */
 async function fillHistory(url: string, count: number, conversations: number): Promise<string[]> {
-  const client = new pg.Client({ connectionString: url });
+  const client = benchClient(url);
   await client.connect();
   try {
     await client.query('SET statement_timeout = 0');
@@ -134,7 +133,7 @@ async function fillHistory(url: string, count: number, conversations: number): P
 }
 
 async function explainPage(url: string, key: string): Promise<string> {
-  const client = new pg.Client({ connectionString: url });
+  const client = benchClient(url);
   await client.connect();
   try {
     const { rows } = await client.query(`EXPLAIN ${conversationQueries.page}`, [
@@ -230,7 +229,7 @@ async function main(): Promise<void> {
   relay.on('close', (code) => {
     relayClosed = code;
   });
-  const pending = new pg.Client({ connectionString: db.url });
+  const pending = benchClient(db.url);
   cleanups.push(() => pending.end());
   await pending.connect();
   /** Waits until every accepted event was answered on the relay socket. */

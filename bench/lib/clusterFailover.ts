@@ -12,12 +12,13 @@
  * Afterwards, every acknowledged op (an `applied` a client got for its own edit) must be stored
  * at the version announced, and no version may have been announced with two different ops.
  */
-import pg from 'pg';
+
 import { MiniappClient } from '../../src/client/MiniappClient.ts';
 import { Balancer, balancedSocketClass } from './balancedSocket.ts';
 import { type BenchNode, nodeOf } from './clusterNodes.ts';
 import type { ClusterBenchOptions } from './clusterOptions.ts';
 import type { RedisProbe } from './clusterRedis.ts';
+import { benchClient } from './database.ts';
 import { progress, sleep } from './progress.ts';
 import { fmt } from './stats.ts';
 
@@ -210,7 +211,7 @@ async function account(
   clients: EditingClient[],
   kills: { killed: string; at: number; leaseMovedMs: number }[],
 ): Promise<Omit<FailoverResult, 'unanswered' | 'conflicts' | 'errors'>> {
-  const db = new pg.Client({ connectionString: dbUrl });
+  const db = benchClient(dbUrl);
   await db.connect();
   let rows: { version: string; op_id: string; at_ms: string }[];
   try {

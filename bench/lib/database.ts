@@ -25,8 +25,20 @@ export function defaultAdminUrl(env: NodeJS.ProcessEnv): string {
   return env.BENCH_PG_ADMIN_URL ?? `postgres://${encodeURIComponent(os.userInfo().username)}@127.0.0.1:5432/postgres`;
 }
 
-async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+/**
+ * A client of the benchmark's own. An idle client whose connection the server ends (the
+ * benchmark's database dropped `WITH (FORCE)` by an interrupted run's cleanup) emits `error`,
+ * which with no listener ends the process before its cleanup is done; its next query fails
+ * with its own error anyway.
+ */
+export function benchClient(url: string): pg.Client {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  client.on('error', () => {});
+  return client;
+}
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = benchClient(url);
   await client.connect();
   try {
     return await fn(client);
@@ -99,7 +111,7 @@ export async function singleRowCommitRate(
   );
   const conns = await Promise.all(
     Array.from({ length: clients }, async () => {
-      const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+      const c = benchClient(url);
       await c.connect();
       return c;
     }),

@@ -16,6 +16,7 @@ import type {
   ConversationOutput,
   Inbound,
   InboundAttachment,
+  InboundItem,
   InboundMessage,
   MessageRow,
   Moderation,
@@ -29,6 +30,13 @@ const KEEP_PROCESSED = 200;
 const KEEP_OUR_IDS = 50;
 /** Throttled senders owed an answer at once (a flood of senders is answered in part). */
 const MAX_OWED = 20;
+/**
+ * A batch (an event and those that waited behind it) is committed once its work has taken this
+ * long (RELAY_BATCH_COMMIT_MS), and the rest follow in a batch of their own: with a model that
+ * answers in seconds, each message is committed, and its reply sent, as soon as it is answered;
+ * with quick answers, a batch of messages costs one commit.
+ */
+export const BATCH_COMMIT_MS = 20;
 export const inboundId = (eventId: string) => `in_${eventId}`;
 const outboundId = (m: InboundMessage, catchUp: boolean) => `out_${m.eventId}${catchUp ? '_burst' : ''}`;
 
@@ -37,7 +45,7 @@ function withoutData(m: InboundMessage): InboundMessage {
   return { ...m, attachments: m.attachments.map((a) => ({ id: a.id, mime: a.mime })) };
 }
 
-function newWork(e: Inbound): Work {
+function newWork(e: InboundItem): Work {
   return {
     seq: e.seq,
     message: e.message,
@@ -53,7 +61,14 @@ function newWork(e: Inbound): Work {
 }
 
 function catchUpWork(owed: InboundMessage): Work {
-  return { ...newWork({ type: 'inbound', seq: 0, message: owed, throttled: false }), seq: null, catchUp: true };
+  return { ...newWork({ seq: 0, message: owed, throttled: false }), seq: null, catchUp: true };
+}
+
+/** The events of an `inbound` not processed yet (a sweep may deliver again what was processed), in order. */
+export function freshItems(ctx: ConversationContext, event: Inbound): InboundItem[] {
+  const fresh: InboundItem[] = ctx.processed.includes(event.seq) ? [] : [event];
+  for (const item of event.more ?? []) if (!ctx.processed.includes(item.seq)) fresh.push(item);
+  return fresh;
 }
 
 /** What the message asks of Sage, decided once screening and photos are done. */
@@ -175,15 +190,20 @@ export interface ConversationSteps {
     input: { eventId: string; attachments: InboundAttachment[] },
     signal: AbortSignal,
   ): Promise<Record<string, string>>;
-  /** This conversation's recent turns, its memories relevant to `text`, photos in view, the stage. */
-  recall(input: RecallInput, signal: AbortSignal): Promise<Recall>;
+  /**
+   * This conversation's recent turns, its memories relevant to `text`, photos in view, the
+   * stage. `unwritten`: the commits of the batch worked through before this message, not yet
+   * written, whose messages and memories the recall includes.
+   */
+  recall(input: RecallInput, signal: AbortSignal, unwritten: readonly ConversationCommit[]): Promise<Recall>;
   /** The model's reply; `context.work` holds the message, its screening, photos and recall. */
   think(context: ConversationContext, signal: AbortSignal): Promise<string>;
   /**
-   * Commits everything the message changed; resolves once durable, with whether it was applied
-   * (false: the database found its inbox row already processed, so nothing was written).
+   * Commits everything a batch of messages changed, in one write; resolves once durable, with
+   * whether it was applied (false: the database found its inbox rows already processed, so
+   * nothing was written).
    */
-  commit(commit: ConversationCommit): Promise<boolean>;
+  commit(commits: readonly ConversationCommit[]): Promise<boolean>;
 }
 
 /** A message worked through: its commit, durable, and what kind of reply it carried. */
@@ -191,6 +211,12 @@ export interface Processed {
   commit: ConversationCommit;
   replyKind: ReplyKind;
   applied: boolean;
+}
+
+/** A batch worked through: its messages, committed in order, and those left for the next batch. */
+export interface Worked {
+  processed: Processed[];
+  rest: InboundItem[];
 }
 
 /** What a step resolves to, or `fallback` when it fails. */
@@ -203,11 +229,17 @@ const orElse = async <T>(step: () => Promise<T>, fallback: T): Promise<T> => {
 };
 
 /** Recalls, asks the model and screens its reply: the part of a message the model answers. */
-async function answer(ctx: ConversationContext, w: Work, steps: ConversationSteps, signal: AbortSignal): Promise<Work> {
+async function answer(
+  ctx: ConversationContext,
+  w: Work,
+  steps: ConversationSteps,
+  signal: AbortSignal,
+  unwritten: readonly ConversationCommit[],
+): Promise<Work> {
   let recall: Recall;
   let reply: string;
   try {
-    recall = await steps.recall(recallInput(ctx, w), signal);
+    recall = await steps.recall(recallInput(ctx, w), signal, unwritten);
     reply = await steps.think({ ...ctx, work: { ...w, recall } }, signal);
   } catch {
     return { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' };
@@ -221,60 +253,91 @@ async function answer(ctx: ConversationContext, w: Work, steps: ConversationStep
 }
 
 /**
- * One message from screening to its durable commit: moderation, then the attachments (when
- * there are any), then what the message asks for (`route`), then the commit. A catch-up (the
- * one answer owed to a throttled burst) is only answered. Plain sequential code started by
- * one action (`workWith`): a message costs the machine two transitions, not one per step.
+ * One message through screening, the attachments (when there are any) and what it asks for
+ * (`route`), to the work the commit is built from. A catch-up (the one answer owed to a
+ * throttled burst) is only answered.
+ */
+async function workThrough(
+  ctx: ConversationContext,
+  steps: ConversationSteps,
+  signal: AbortSignal,
+  unwritten: readonly ConversationCommit[],
+): Promise<Work> {
+  let w = ctx.work as Work;
+  if (w.catchUp) return answer(ctx, w, steps, signal, unwritten);
+  w = { ...w, moderation: await orElse(() => steps.moderate(w.message.text, signal), null) };
+  if (w.message.attachments.length > 0) {
+    const input = { eventId: w.message.eventId, attachments: w.message.attachments };
+    w = { ...w, described: await orElse(() => steps.describeAttachments(input, signal), {}) };
+  }
+  switch (route(ctx, w)) {
+    case 'safety':
+      return { ...w, reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused, replyKind: 'safety' };
+    case 'forget': {
+      const recall = await orElse(() => steps.recall(recallInput(ctx, w), signal, unwritten), null);
+      return recall === null
+        ? { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' }
+        : recall.memories.length
+          ? { ...w, reply: SAFETY_REPLIES.forgotten, replyKind: 'forget' }
+          : { ...w, reply: SAFETY_REPLIES.nothingToForget, replyKind: 'none' };
+    }
+    case 'throttled':
+      return { ...w, owe: true };
+    case 'silent':
+      return w;
+    case 'answer':
+      return answer(ctx, w, steps, signal, unwritten);
+  }
+}
+
+/**
+ * A batch of messages (`ctx.work`, then `queued`) worked through one after the other, each
+ * from the context the one before left, and committed together: one write, durable before
+ * anything of it is reported. The batch ends early, leaving the rest (`Worked.rest`) for a
+ * batch of its own, once its work has taken BATCH_COMMIT_MS, and after a forget (which the
+ * store writes apart). Plain sequential code started by one action (`workWith`): a batch
+ * costs the machine two transitions, not one per step or per message.
  */
 export async function processWork(
   ctx: ConversationContext,
   steps: ConversationSteps,
   signal: AbortSignal,
-): Promise<Processed> {
-  let w = ctx.work as Work;
-  if (w.catchUp) w = await answer(ctx, w, steps, signal);
-  else {
-    w = { ...w, moderation: await orElse(() => steps.moderate(w.message.text, signal), null) };
-    if (w.message.attachments.length > 0) {
-      const input = { eventId: w.message.eventId, attachments: w.message.attachments };
-      w = { ...w, described: await orElse(() => steps.describeAttachments(input, signal), {}) };
-    }
-    switch (route(ctx, w)) {
-      case 'safety':
-        w = {
-          ...w,
-          reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused,
-          replyKind: 'safety',
-        };
-        break;
-      case 'forget': {
-        const recall = await orElse(() => steps.recall(recallInput(ctx, w), signal), null);
-        w =
-          recall === null
-            ? { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' }
-            : recall.memories.length
-              ? { ...w, reply: SAFETY_REPLIES.forgotten, replyKind: 'forget' }
-              : { ...w, reply: SAFETY_REPLIES.nothingToForget, replyKind: 'none' };
-        break;
-      }
-      case 'throttled':
-        w = { ...w, owe: true };
-        break;
-      case 'silent':
-        break;
-      case 'answer':
-        w = await answer(ctx, w, steps, signal);
-    }
+  queued: readonly InboundItem[] = [],
+  batchCommitMs = BATCH_COMMIT_MS,
+): Promise<Worked> {
+  const started = performance.now();
+  const commits: ConversationCommit[] = [];
+  const kinds: ReplyKind[] = [];
+  let c = ctx;
+  let taken = 0;
+  for (;;) {
+    const w = await workThrough(c, steps, signal, commits);
+    // Stopped meanwhile (fenced, or the process shutting down): nothing of it is written.
+    signal.throwIfAborted();
+    const commit = buildCommit({ ...c, work: w });
+    commits.push(commit);
+    kinds.push(w.replyKind);
+    if (commit.forget || taken === queued.length || performance.now() - started >= batchCommitMs) break;
+    c = { ...commit.next, work: newWork(queued[taken++]) };
   }
-  // Stopped meanwhile (fenced, or the process shutting down): nothing of it is written.
-  signal.throwIfAborted();
-  const commit = buildCommit({ ...ctx, work: w });
-  const applied = await steps.commit(commit);
-  return { commit, replyKind: w.replyKind, applied };
+  const applied = await steps.commit(commits);
+  return {
+    processed: commits.map((commit, i) => ({ commit, replyKind: kinds[i], applied })),
+    rest: queued.slice(taken),
+  };
 }
 
-/** What the work on a message reports back to its conversation (events of its own, never from outside). */
-export type WorkEvent = { type: 'work.done'; output: Processed } | { type: 'work.failed'; error: unknown };
+const lastCommit = (worked: Worked): ConversationCommit => worked.processed[worked.processed.length - 1].commit;
+
+/** What the work on a batch reports back to its conversation (events of its own, never from outside). */
+export type WorkEvent = { type: 'work.done'; output: Worked } | { type: 'work.failed'; error: unknown };
+
+/** What follows the message `working` starts with in its batch (`ctx.work`): the rest of the batch. */
+function queuedAfter(ctx: ConversationContext, event: { type: string }): InboundItem[] {
+  if (event.type === 'inbound') return freshItems(ctx, event as Inbound).slice(1);
+  if (event.type === 'work.done') return (event as Extract<WorkEvent, { type: 'work.done' }>).output.rest.slice(1);
+  return [];
+}
 
 /**
  * The `work` action the host provides: `processWork` over the steps of the conversation actor
@@ -287,8 +350,8 @@ export type WorkEvent = { type: 'work.done'; output: Processed } | { type: 'work
  * machine's 59–91 µs per message (bench/README.md).
  */
 export const workWith =
-  (stepsOf: (conversation: AnyActorRef) => ConversationSteps) =>
-  ({ context, self }: { context: ConversationContext; self: AnyActorRef }) => {
+  (stepsOf: (conversation: AnyActorRef) => ConversationSteps, batchCommitMs = BATCH_COMMIT_MS) =>
+  ({ context, event, self }: { context: ConversationContext; event: { type: string }; self: AnyActorRef }) => {
     const stop = new AbortController();
     const watch = self.subscribe({ complete: () => stop.abort(), error: () => stop.abort() });
     const report = (event: WorkEvent) => {
@@ -296,7 +359,7 @@ export const workWith =
       if (self.getSnapshot().status === 'active') self.send(event);
     };
     Promise.resolve()
-      .then(() => processWork(context, stepsOf(self), stop.signal))
+      .then(() => processWork(context, stepsOf(self), stop.signal, queuedAfter(context, event), batchCommitMs))
       .then(
         (output) => report({ type: 'work.done', output }),
         (error) => report({ type: 'work.failed', error }),
@@ -312,18 +375,21 @@ const base = setup({
     tags: {} as 'busy',
   },
   actions: {
-    /** Works one message through to its durable commit, then sends `work.done` or `work.failed` (`workWith(stepsOf)`). */
+    /** Works a batch of messages through to its durable commit, then sends `work.done` or `work.failed` (`workWith(stepsOf)`). */
     work: notProvided('work'),
-    /** After the commit: hand the reply to the outbox, count the outcome. */
-    committed: (_, _params: Processed) => {},
-    /** An inbox row redelivered after it was processed here: nothing to do, but it is no longer in flight. */
-    skipped: (_, _params: { seq: number }) => {},
+    /** After the commit of a batch, for each of its messages in order: hand the reply to the outbox, count the outcome. */
+    committed: (_, _params: Processed[]) => {},
+    /** Inbox rows redelivered after they were processed here: nothing to do, but they are no longer in flight. */
+    skipped: (_, _params: number[]) => {},
   },
   guards: {
-    alreadyProcessed: ({ context, event }) => event.type === 'inbound' && context.processed.includes(event.seq),
+    /** Every event of the `inbound` was processed here already (delivered again by a sweep). */
+    alreadyProcessed: ({ context, event }) => event.type === 'inbound' && freshItems(context, event).length === 0,
     owesReply: ({ context }) => context.owed.length > 0,
+    /** The batch ended before all of its messages: the rest is worked through next. */
+    leavesRest: ({ event }) => event.type === 'work.done' && event.output.rest.length > 0,
     /** The committed work leaves a throttled sender owed an answer. */
-    leavesAnswerOwed: ({ event }) => event.type === 'work.done' && event.output.commit.next.owed.length > 0,
+    leavesAnswerOwed: ({ event }) => event.type === 'work.done' && lastCommit(event.output).next.owed.length > 0,
   },
   delays: {
     /** How long a throttled sender must be quiet before the one answer to their burst. */
@@ -331,15 +397,28 @@ const base = setup({
   },
 });
 
+/** The inbox rows of an `inbound` that were processed here already. */
+function skippedSeqs({ context, event }: { context: ConversationContext; event: { type: string } }): number[] {
+  const seqs: number[] = [];
+  if (event.type !== 'inbound') return seqs;
+  const e = event as Inbound;
+  if (context.processed.includes(e.seq)) seqs.push(e.seq);
+  for (const item of e.more ?? []) if (context.processed.includes(item.seq)) seqs.push(item.seq);
+  return seqs;
+}
+
 /** What every resting state (`idle`, `owing`, `owed`) answers: an inbound event, and passivation. */
 const resting = base.createStateConfig({
   on: {
     inbound: [
+      { guard: 'alreadyProcessed', actions: { type: 'skipped', params: skippedSeqs } },
       {
-        guard: 'alreadyProcessed',
-        actions: { type: 'skipped', params: ({ event }) => ({ seq: (event as Inbound).seq }) },
+        target: 'working',
+        actions: [
+          { type: 'skipped', params: skippedSeqs },
+          base.assign({ work: ({ context, event }) => newWork(freshItems(context, event as Inbound)[0]) }),
+        ],
       },
-      { target: 'working', actions: base.assign({ work: ({ event }) => newWork(event as Inbound) }) },
     ],
     passivate: { target: 'stopped', actions: base.assign({ stop: { reason: 'passivated' } }) },
   },
@@ -394,24 +473,25 @@ export const conversationMachine = base.createMachine({
       tags: ['busy'],
       entry: 'work',
       on: {
-        // Committed: `committed`, then the commit's context is the actor's; it rests `owing` while a
-        // throttled sender waits for an answer, else `idle`.
+        // Committed: `committed` for each message, then the last commit's context is the actor's;
+        // it works through the rest of the batch, if any, else rests `owing` while a throttled
+        // sender waits for an answer, or `idle`.
         'work.done': [
+          {
+            guard: 'leavesRest',
+            target: 'working',
+            reenter: true,
+            actions: [
+              { type: 'committed', params: ({ event }) => event.output.processed },
+              assign(({ event }) => ({ ...lastCommit(event.output).next, work: newWork(event.output.rest[0]) })),
+            ],
+          },
           {
             guard: 'leavesAnswerOwed',
             target: 'owing',
-            actions: [
-              { type: 'committed', params: ({ event }) => event.output },
-              assign(({ event }) => event.output.commit.next),
-            ],
+            actions: [{ type: 'committed', params: ({ event }) => event.output.processed }, assign(({ event }) => lastCommit(event.output).next)],
           },
-          {
-            target: 'idle',
-            actions: [
-              { type: 'committed', params: ({ event }) => event.output },
-              assign(({ event }) => event.output.commit.next),
-            ],
-          },
+          { target: 'idle', actions: [{ type: 'committed', params: ({ event }) => event.output.processed }, assign(({ event }) => lastCommit(event.output).next)] },
         ],
         'work.failed': {
           target: 'stopped',

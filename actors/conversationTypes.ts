@@ -25,13 +25,22 @@ export interface InboundMessage {
   receivedAt: number;
 }
 
-export interface Inbound {
-  type: 'inbound';
+/** One relay event for a conversation: its inbox row and its message. */
+export interface InboundItem {
   /** The relay_inbox row. */
   seq: number;
   message: InboundMessage;
   /** The sender is over their rate limit: store, remember, but do not answer now. */
   throttled: boolean;
+}
+
+/**
+ * A relay event, and `more`: the conversation's events that waited behind it, in order. They
+ * are worked through one after the other and committed together (`processWork`).
+ */
+export interface Inbound extends InboundItem {
+  type: 'inbound';
+  more?: InboundItem[];
 }
 
 export interface Moderation {

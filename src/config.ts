@@ -170,8 +170,12 @@ const envSchema = z.object({
   RELAY_MAX_ATTEMPTS: int(1, 100).default(5),
   /** Wait after an event's first failed attempt; doubles with each further one (ms). */
   RELAY_RETRY_BACKOFF_MS: int(0).default(10_000),
-  /** Conversations processing a relay event at once, per process (one event each); other events wait their turn. */
+  /** Conversations processing relay events at once, per process; other events wait their turn. */
   RELAY_PROCESSING_WINDOW: int(1, 1_000_000).default(256),
+  /** A conversation's waiting relay events handed to it at once, at most: worked through in order, committed together. */
+  RELAY_BATCH_EVENTS: int(1, 1000).default(16),
+  /** A batch of a conversation's events is committed once its work has taken this long (ms); the rest follow. */
+  RELAY_BATCH_COMMIT_MS: int(0, 60_000).default(20),
   /** Relay events accepted and not yet processed, per process, above which ingest answers 429 `relay_backlogged`. */
   RELAY_BACKLOG_MAX: int(100, 100_000_000).default(100_000),
   /** Bytes of waiting relay events' payloads held in memory, per process; past it they are read back from the inbox. */
@@ -466,6 +470,8 @@ function configFrom(e: z.output<typeof envSchema>) {
       retryBackoffMs: e.RELAY_RETRY_BACKOFF_MS,
       sendWindow: e.RELAY_SEND_WINDOW,
       processingWindow: e.RELAY_PROCESSING_WINDOW,
+      batchEvents: e.RELAY_BATCH_EVENTS,
+      batchCommitMs: e.RELAY_BATCH_COMMIT_MS,
       backlogMax: e.RELAY_BACKLOG_MAX,
       backlogHeldBytes: e.RELAY_BACKLOG_HELD_BYTES,
       inboxRetentionHours: e.INBOX_RETENTION_HOURS,

@@ -48,6 +48,8 @@ export const CONVERSATION = 'conversation';
 /** Photos the vision model is shown; other files are stored and named, never opened. */
 export const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
 const HISTORY_TURNS = 20;
+/** Memories the model is shown with a message (`MemoryStore.recall`'s limit). */
+const MEMORIES_IN_VIEW = 8;
 const PHOTOS_IN_VIEW = 3;
 const STAGE_REFRESH = 25;
 
@@ -78,6 +80,8 @@ export interface ConversationKindDeps {
    */
   onFailed: (key: string, blame: boolean) => void;
   burstQuietMs: number;
+  /** RELAY_BATCH_COMMIT_MS: a batch of messages is committed once its work has taken this long. */
+  batchCommitMs: number;
   metrics: Metrics;
   log: Logger;
 }
@@ -250,28 +254,36 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         const steps = stepsOf.get(conversation);
         if (!steps) throw new Error('a conversation actor without its steps');
         return steps;
-      }),
-      committed: (_, { commit, replyKind, applied }) => {
-        // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
-        metrics.conversationMessages.inc({
-          outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
-        });
-        if (commit.inbound) metrics.eventLatency.observe((Date.now() - commit.inbound.at) / 1000);
-        // Thousands a second: the line's fields (a masked id among them) are built only when it is written.
-        if (log.isLevelEnabled('debug')) {
-          log.debug(
-            {
-              conversation: commit.kind,
-              sender: maskId(commit.relationship.userId),
-              reply: replyKind,
-              memories: commit.memories.length,
-            },
-            'message processed',
-          );
+      }, deps.batchCommitMs),
+      committed: (_, processed) => {
+        const now = Date.now();
+        const debug = log.isLevelEnabled('debug');
+        metrics.conversationCommitMessages.observe(processed.length);
+        for (const { commit, replyKind, applied } of processed) {
+          // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
+          metrics.conversationMessages.inc({
+            outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
+          });
+          if (commit.inbound) metrics.eventLatency.observe((now - commit.inbound.at) / 1000);
+          // Thousands a second: the line's fields (a masked id among them) are built only when it is written.
+          if (debug) {
+            log.debug(
+              {
+                conversation: commit.kind,
+                sender: maskId(commit.relationship.userId),
+                reply: replyKind,
+                memories: commit.memories.length,
+                batch: processed.length,
+              },
+              'message processed',
+            );
+          }
+          deps.onCommitted(commit, applied);
         }
-        deps.onCommitted(commit, applied);
       },
-      skipped: (_, { seq }) => deps.onSkipped(seq),
+      skipped: (_, seqs) => {
+        for (const seq of seqs) deps.onSkipped(seq);
+      },
     },
     delays: { burstQuiet: deps.burstQuietMs },
   });
@@ -292,7 +304,11 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
        */
       let cachedTurns: StoredMessage[] | null = null;
       const stages = new Map<string, { stage: string; uses: number }>();
-      const recall = async (input: RecallInput): Promise<Recall> => {
+      const recall = async (
+        input: RecallInput,
+        _signal: AbortSignal,
+        unwritten: readonly ConversationCommit[],
+      ): Promise<Recall> => {
         const tag = containerTagOf({ key: input.key });
         const known = stages.get(input.sender);
         const fresh = cachedTurns !== null && known !== undefined && known.uses++ < STAGE_REFRESH;
@@ -300,19 +316,34 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           fresh
             ? { messages: cachedTurns as StoredMessage[], stage: (known as { stage: string }).stage }
             : repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
-          memory.recall(tag, input.text),
+          memory.recall(tag, input.text, MEMORIES_IN_VIEW),
         ]);
         if (!fresh) {
           cachedTurns = turns.messages;
           stages.set(input.sender, { stage: turns.stage, uses: 0 });
         }
-        return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
+        if (unwritten.length === 0) return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
+        // Earlier messages of the batch, not written yet: the newest turns and memories.
+        const added: StoredMessage[] = [];
+        const noted: string[] = [];
+        for (const c of unwritten) {
+          if (c.inbound) added.push(storedOf(c.inbound));
+          if (c.outbound) added.push(storedOf(c.outbound));
+          for (const m of c.memories) noted.push(m.content);
+        }
+        const recent = [...new Set([...noted.reverse(), ...memories])].slice(0, MEMORIES_IN_VIEW);
+        return recallFrom([...added.reverse(), ...turns.messages], turns.stage, recent, input.excludeMessageId);
       };
       /** Keeps the cache exact after a commit. */
-      const remember = (commit: ConversationCommit) => {
-        if (commit.forget) cachedTurns = null;
+      const remember = (commits: readonly ConversationCommit[]) => {
+        if (commits.some((c) => c.forget)) cachedTurns = null;
         if (cachedTurns === null) return;
-        const added = [commit.outbound, commit.inbound].filter((m): m is MessageRow => m !== null).map(storedOf);
+        const added: StoredMessage[] = [];
+        for (let i = commits.length - 1; i >= 0; i--) {
+          const c = commits[i];
+          if (c.outbound) added.push(storedOf(c.outbound));
+          if (c.inbound) added.push(storedOf(c.inbound));
+        }
         cachedTurns = [...added, ...cachedTurns].slice(0, HISTORY_TURNS + 1);
       };
 
@@ -325,16 +356,17 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
             cachedTurns = null;
           }),
-        async commit(commit) {
+        async commit(commits) {
+          const last = commits[commits.length - 1];
           const result = await committer.submit<ConversationWrite, boolean>(
             CONVERSATION,
             lane,
             epoch,
-            encodeWrite(commit, persistedResting(commit.next)),
+            encodeWrite(commits, persistedResting(last.next)),
           );
           const applied = result !== false;
-          if (applied) remember(commit);
-          if (commit.inbound) latePhotos.committed(commit.inbound.id);
+          if (applied) remember(commits);
+          for (const c of commits) if (c.inbound) latePhotos.committed(c.inbound.id);
           return applied;
         },
       };

@@ -15,6 +15,7 @@ export interface Metrics {
   eventLatency: client.Histogram;
   relayEvents: client.Counter<'outcome'>;
   conversationMessages: client.Counter<'outcome'>;
+  conversationCommitMessages: client.Histogram;
   sendsDelivered: client.Counter;
   relayAttemptsFailed: client.Counter;
   relayEventsFailed: client.Counter;
@@ -222,6 +223,12 @@ export function createMetrics(sources: GaugeSources): Metrics {
       name: 'archety_conversation_messages_total',
       help: 'Messages processed by conversations, by reply kind (model, offline: the offline brain without OPENAI_API_KEY, fallback, safety, forget, none).',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    conversationCommitMessages: new client.Histogram({
+      name: 'archety_conversation_commit_messages',
+      help: "Messages per conversation commit: a conversation's relay events that waited behind each other are worked through and committed together.",
+      buckets: [1, 2, 4, 8, 16],
       registers: [registry],
     }),
     sendsDelivered: new client.Counter({

@@ -22,7 +22,7 @@
  */
 
 import { performance } from 'node:perf_hooks';
-import type { Inbound, InboundMessage } from '../../actors/conversationTypes.ts';
+import type { Inbound, InboundItem, InboundMessage } from '../../actors/conversationTypes.ts';
 import { CONVERSATION } from '../conversation/createConversationKind.ts';
 import { AppError, type ErrorCode, isAppError } from '../errors.ts';
 import type { ActorHost } from '../host/createActorHost.ts';
@@ -60,6 +60,11 @@ export interface RelayIngestDeps {
   retryBackoffMs: number;
   /** RELAY_PROCESSING_WINDOW: conversations processing an event here at once, at most (one event each). */
   window: number;
+  /**
+   * RELAY_BATCH_EVENTS: a conversation's waiting events handed to it at once, at most; it works
+   * them through one after the other and commits them together (`processWork`).
+   */
+  batchEvents: number;
   /** RELAY_BACKLOG_MAX: accepted events not yet processed here (waiting or in the window), at most. */
   backlogMax: number;
   /** RELAY_BACKLOG_HELD_BYTES: bytes of waiting events' payloads held in memory; the rest are read back from the inbox. */
@@ -96,6 +101,14 @@ function sizeOf(event: RelayEvent): number {
   let bytes = 512 + 2 * (event.text?.length ?? 0);
   for (const a of event.attachments) bytes += 2 * ((a.data?.length ?? 0) + (a.url?.length ?? 0));
   return bytes;
+}
+
+/** A stored event on its way to its conversation. */
+interface Delivery {
+  seq: number;
+  event: RelayEvent;
+  receivedAt: number;
+  throttled: boolean;
 }
 
 /** An accepted event waiting for its turn. */
@@ -289,7 +302,7 @@ export class RelayIngest {
     const key = conversationKeyOf(event);
     let queue = this.queues.get(key);
     if (!queue && !this.active.has(key) && this.active.size < this.limit) {
-      void this.deliver(seq, event, receivedAt, throttled);
+      void this.deliver(key, [{ seq, event, receivedAt, throttled }]);
       return;
     }
     const bytes = sizeOf(event);
@@ -313,24 +326,31 @@ export class RelayIngest {
     setImmediate(() => this.pump());
   }
 
-  /** Hands ready conversations their next event while the window has room; reads back payloads not held. */
+  /**
+   * Hands ready conversations their next events (up to RELAY_BATCH_EVENTS of those held in
+   * memory, in order) while the window has room; reads back payloads not held.
+   */
   private pump(): void {
     this.pumpScheduled = false;
     while (!this.reading && this.readyHead < this.ready.length && this.active.size < this.limit) {
       const key = this.ready[this.readyHead];
       const queue = this.queues.get(key) as Waiting[];
-      const w = queue[0];
-      if (w.event === undefined) {
+      if (queue[0].event === undefined) {
         this.readBack();
         break;
       }
       this.readyHead++;
-      queue.shift();
+      const batch: Delivery[] = [];
+      while (queue.length && batch.length < this.deps.batchEvents && queue[0].event !== undefined) {
+        const w = queue.shift() as Waiting;
+        this.waitingSeqs.delete(w.seq);
+        this.heldBytes -= w.bytes;
+        // null: no longer pending (processed elsewhere), nothing to deliver.
+        if (w.event !== null) batch.push(w as Delivery);
+      }
       if (!queue.length) this.queues.delete(key);
-      this.waitingSeqs.delete(w.seq);
-      this.heldBytes -= w.bytes;
-      if (w.event !== null) void this.deliver(w.seq, w.event, w.receivedAt, w.throttled);
-      // No longer pending (processed elsewhere): the conversation's next event is ready.
+      if (batch.length) void this.deliver(key, batch);
+      // Nothing left to deliver of what was taken: the conversation's next event is ready.
       else if (queue.length) this.ready.push(key);
     }
     if (this.readyHead > 1024 && this.readyHead * 2 > this.ready.length) {
@@ -372,22 +392,31 @@ export class RelayIngest {
     );
   }
 
-  /** Hands a stored event to its conversation. */
-  private async deliver(seq: number, event: RelayEvent, receivedAt: number, throttled: boolean): Promise<void> {
-    const key = conversationKeyOf(event);
-    this.inFlight.set(seq, key);
-    this.active.set(key, (this.active.get(key) ?? 0) + 1);
-    const message: Inbound = { type: 'inbound', seq, message: toInbound(event, receivedAt), throttled };
+  /** Hands stored events of conversation `key` to it, in order, as one `inbound`. */
+  private async deliver(key: string, batch: Delivery[]): Promise<void> {
+    for (const d of batch) this.inFlight.set(d.seq, key);
+    this.active.set(key, (this.active.get(key) ?? 0) + batch.length);
+    const item = (d: Delivery): InboundItem => ({
+      seq: d.seq,
+      message: toInbound(d.event, d.receivedAt),
+      throttled: d.throttled,
+    });
+    const message: Inbound = { type: 'inbound', ...item(batch[0]) };
+    if (batch.length > 1) message.more = batch.slice(1).map(item);
+    const first = batch[0].event.id;
     try {
-      // The event id is the correlation id of everything done for it, end to end.
-      await withContext({ reqId: event.id }, () => this.deps.host.send(CONVERSATION, key, message));
+      // The (first) event id is the correlation id of everything done for it, end to end.
+      await withContext({ reqId: first }, () => this.deps.host.send(CONVERSATION, key, message));
       // In a cluster the conversation may run on another process, whose commit (or failure)
-      // is never heard here: the row is that process's to track, and a sweep's if it is lost.
-      if (!this.deps.host.has(CONVERSATION, key)) this.settled(seq);
+      // is never heard here: the rows are that process's to track, and a sweep's if one is lost.
+      if (!this.deps.host.has(CONVERSATION, key)) for (const d of batch) this.settled(d.seq);
     } catch (err) {
-      this.settled(seq);
+      for (const d of batch) this.settled(d.seq);
       const level = isAppError(err) && err.code === 'shutting_down' ? 'debug' : 'warn';
-      this.deps.log[level]({ err, event: event.id }, 'could not hand an event to its conversation; it will be retried');
+      this.deps.log[level](
+        { err, event: first, events: batch.length },
+        'could not hand events to their conversation; they will be retried',
+      );
     }
   }
 

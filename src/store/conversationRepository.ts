@@ -23,11 +23,12 @@ export interface ConversationWrite {
     conversation: string;
     messages: string[];
     memories: string[];
-    relationship: string;
-    send: string | null;
+    /** One per message: the statement sums them per person. */
+    relationships: string[];
+    sends: string[];
   };
-  /** The inbox row it processes, if any. */
-  seq: number | null;
+  /** The inbox rows it processes (none for a catch-up answer). */
+  seqs: number[];
   /** The rows' JSON size in bytes (GROUP_COMMIT_MAX_BYTES). */
   bytes: number;
 }
@@ -146,7 +147,9 @@ const merged = `jsonb_build_object(
 /**
  * Everything of a batch of commits in one statement ($1 conversations, $2 messages, $3 memories,
  * $4 relationship deltas, $5 sends, each a JSON array; $6 / $7 the conversation and seq of each
- * inbox row processed); see `writeBatch`. Inbox rows are reached by their primary key from
+ * inbox row processed); see `writeBatch`. A conversation is written (and with it everything else
+ * of its commit) only while every inbox row its commit processes is pending: a batch of its
+ * messages is written whole or not at all. Inbox rows are reached by their primary key from
  * arrays, whose length the planner knows, and "pending" is written as "neither processed nor
  * failed" so the partial index of pending rows is no candidate: with a JSON list of unknown
  * length and stale statistics, the planner read every pending row instead, once per commit,
@@ -180,9 +183,9 @@ function commitSql(fenced: boolean): string {
      INSERT INTO conversations (key, kind, persona, chat_guid, version, snapshot, owing_since)
      SELECT r.key, r.kind, r.persona, r.chat_guid, r.version, r.snapshot, CASE WHEN r.owing THEN now() END
        FROM jsonb_to_recordset($1::jsonb)
-         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seq bigint,
+         AS r(key text, kind text, persona text, chat_guid text, version bigint, snapshot jsonb, inbox_seqs bigint[],
               owing boolean)
-      WHERE (r.inbox_seq IS NULL OR r.inbox_seq IN (SELECT seq FROM pending))${isHeld}
+      WHERE r.inbox_seqs <@ ARRAY(SELECT seq FROM pending)${isHeld}
      ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, snapshot = EXCLUDED.snapshot,
             chat_guid = EXCLUDED.chat_guid, owing_since = EXCLUDED.owing_since, updated_at = now()
       WHERE conversations.version < EXCLUDED.version
@@ -265,41 +268,51 @@ const toStored = (r: MessageRecord): StoredMessage => ({
   createdAt: new Date(r.created_at).toISOString(),
 });
 
-/** `commit` and `snapshot` as the rows `writeBatch` writes (see `ConversationWrite`). */
-export function encodeWrite(commit: ConversationCommit, snapshot: unknown): ConversationWrite {
-  const c = commit;
-  const rows: ConversationWrite['rows'] = {
-    conversation: JSON.stringify({
-      key: c.key,
-      kind: c.kind,
-      persona: c.persona,
-      chat_guid: c.chatGuid,
-      version: c.version,
-      snapshot,
-      inbox_seq: c.inboxSeq,
-      owing: c.next.owed.length > 0,
-    }),
-    messages: [c.inbound, c.outbound]
-      .filter((m): m is MessageRow => m !== null)
-      .map((m) => JSON.stringify(toRecord(c.key, m))),
-    memories: c.memories.map((m) =>
-      JSON.stringify({ container_tag: containerTagOf(c), content: m.content, source_message_id: m.sourceMessageId }),
-    ),
-    relationship: JSON.stringify({
-      key: c.key,
-      user_id: c.relationship.userId,
-      persona_id: c.relationship.persona,
-      c: c.relationship.delta,
-    }),
-    send: c.send
-      ? JSON.stringify({ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send })
-      : null,
+/**
+ * A conversation's commits (a batch of its messages, in order; `snapshot` the actor resting
+ * after the last) as the rows `writeBatch` writes (see `ConversationWrite`). Only the last
+ * commit may forget (a forget ends a batch).
+ */
+export function encodeWrite(commits: readonly ConversationCommit[], snapshot: unknown): ConversationWrite {
+  const last = commits[commits.length - 1];
+  const tag = containerTagOf(last);
+  const seqs: number[] = [];
+  const messages: string[] = [];
+  const memories: string[] = [];
+  const relationships: string[] = [];
+  const sends: string[] = [];
+  for (const c of commits) {
+    if (c.forget && c !== last) throw new Error('only the last commit of a batch may forget');
+    if (c.inboxSeq !== null) seqs.push(c.inboxSeq);
+    if (c.inbound) messages.push(JSON.stringify(toRecord(c.key, c.inbound)));
+    if (c.outbound) messages.push(JSON.stringify(toRecord(c.key, c.outbound)));
+    for (const m of c.memories)
+      memories.push(JSON.stringify({ container_tag: tag, content: m.content, source_message_id: m.sourceMessageId }));
+    relationships.push(
+      JSON.stringify({ key: c.key, user_id: c.relationship.userId, persona_id: c.relationship.persona, c: c.relationship.delta }),
+    );
+    if (c.send)
+      sends.push(JSON.stringify({ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }));
+  }
+  const conversation = JSON.stringify({
+    key: last.key,
+    kind: last.kind,
+    persona: last.persona,
+    chat_guid: last.chatGuid,
+    version: last.version,
+    snapshot,
+    inbox_seqs: seqs,
+    owing: last.next.owed.length > 0,
+  });
+  let bytes = Buffer.byteLength(conversation);
+  for (const rows of [messages, memories, relationships, sends]) for (const r of rows) bytes += Buffer.byteLength(r);
+  return {
+    key: last.key,
+    forget: last.forget ? tag : null,
+    rows: { conversation, messages, memories, relationships, sends },
+    seqs,
+    bytes,
   };
-  let bytes = Buffer.byteLength(rows.conversation) + Buffer.byteLength(rows.relationship);
-  for (const m of rows.messages) bytes += Buffer.byteLength(m);
-  for (const m of rows.memories) bytes += Buffer.byteLength(m);
-  if (rows.send !== null) bytes += Buffer.byteLength(rows.send);
-  return { key: c.key, forget: c.forget ? containerTagOf(c) : null, rows, seq: c.inboxSeq, bytes };
 }
 
 interface TurnsRequest {
@@ -391,9 +404,9 @@ export class ConversationRepository {
    * The group commit's writer: everything of every commit in one statement (the forgets, rare,
    * follow in the same transaction). Idempotent: a conversation changes only to a newer version,
    * and every other part of a commit is written only when its conversation did, so a retried
-   * batch changes nothing. A commit of an inbox row applies only while that row is pending
-   * (locked `FOR UPDATE`, so two processings of one event cannot both see it pending): a second
-   * processing commits nothing. Resolves, per item, whether it was applied. Given a `fence`
+   * batch changes nothing. A conversation's write applies only while every inbox row it processes
+   * is pending (locked `FOR UPDATE`, so two processings of one event cannot both see it
+   * pending): a second processing commits nothing. Resolves, per item, whether it was applied. Given a `fence`
    * (the batch goes alone, as this one statement: no forget in it), the statement fences itself
    * (`fencedCommitStatement`) and an item whose actor's epoch moved on is `FENCED`.
    */
@@ -406,16 +419,16 @@ export class ConversationRepository {
     const inboxKeys: string[] = [];
     const inboxSeqs: number[] = [];
     const keys: string[] = [];
-    for (const { key, rows: r, seq, forget } of items) {
+    for (const { key, rows: r, seqs, forget } of items) {
       // A forget is a second statement: the group committer never gives a fence with one.
       if (fence && forget !== null) throw new Error('a forget is not written by the fenced statement');
       keys.push(key);
       conversations.push(r.conversation);
       messages.push(...r.messages);
       memories.push(...r.memories);
-      relationships.push(r.relationship);
-      if (r.send !== null) sends.push(r.send);
-      if (seq !== null) {
+      relationships.push(...r.relationships);
+      sends.push(...r.sends);
+      for (const seq of seqs) {
         inboxKeys.push(key);
         inboxSeqs.push(seq);
       }

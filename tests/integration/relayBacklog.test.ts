@@ -85,7 +85,7 @@ describe('exactly once under backlog', () => {
       const client = await db.pool.connect();
       try {
         await client.query('BEGIN');
-        const result = await repo.writeBatch(client, [encodeWrite(commit, {})], null);
+        const result = await repo.writeBatch(client, [encodeWrite([commit], {})], null);
         await client.query('COMMIT');
         return result;
       } finally {
@@ -134,7 +134,7 @@ describe('exactly once under backlog', () => {
     const write = async (commit: ConversationCommit, epoch: number) => {
       const client = await db.pool.connect();
       try {
-        const result = await repo.writeBatch(client, [encodeWrite(commit, {})], { keys: [lease], epochs: [epoch] });
+        const result = await repo.writeBatch(client, [encodeWrite([commit], {})], { keys: [lease], epochs: [epoch] });
         expect(client.getTransactionStatus()).toBe('I');
         return result;
       } finally {
@@ -205,6 +205,7 @@ describe('exactly once under backlog', () => {
         maxAttempts: 5,
         retryBackoffMs: 100,
         window: 10,
+        batchEvents: 16,
         backlogMax: 100,
         heldBytesMax: 1 << 20,
         owing: async () => [],

@@ -31,6 +31,22 @@ describe('the configuration', () => {
       );
   });
 
+  it("batches a conversation's waiting relay events by 16, committed after 20 ms of work; 1 event and 0 ms are allowed, less or other values refused", () => {
+    expect(loadConfig({}).relay).toMatchObject({ batchEvents: 16, batchCommitMs: 20 });
+    expect(loadConfig({ RELAY_BATCH_EVENTS: '1', RELAY_BATCH_COMMIT_MS: '0' }).relay).toMatchObject({
+      batchEvents: 1,
+      batchCommitMs: 0,
+    });
+    for (const bad of ['0', '-3', '1001', '2.5', 'many'])
+      expect(() => loadConfig({ RELAY_BATCH_EVENTS: bad })).toThrow(
+        new RegExp(`invalid configuration: RELAY_BATCH_EVENTS="${bad}"`),
+      );
+    for (const bad of ['-1', '60001', '0.5'])
+      expect(() => loadConfig({ RELAY_BATCH_COMMIT_MS: bad })).toThrow(
+        new RegExp(`invalid configuration: RELAY_BATCH_COMMIT_MS="${bad}"`),
+      );
+  });
+
   it('names the variable of a value that is not a number', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/invalid configuration: PORT="eighty"/);
   });

@@ -67,6 +67,8 @@ function harness(key: string, fakes: Fakes = {}) {
   const commits: ConversationCommit[] = [];
   const committed: Processed[] = [];
   const skipped: number[] = [];
+  /** Messages per commit call. */
+  const batches: number[] = [];
   const calls = {
     moderate: [] as string[],
     describe: 0,
@@ -92,22 +94,25 @@ function harness(key: string, fakes: Fakes = {}) {
           calls.think.push(context);
           return fakes.think ? fakes.think(context) : `model reply to "${context.work?.message.text}"`;
         },
-        async commit(commit) {
-          commits.push(commit);
-          fakes.commit?.(commit);
+        async commit(batch) {
+          batches.push(batch.length);
+          for (const commit of batch) {
+            commits.push(commit);
+            fakes.commit?.(commit);
+          }
           return true;
         },
       })),
       committed: (_, params) => {
-        committed.push(params);
+        committed.push(...params);
       },
-      skipped: (_, { seq }) => {
-        skipped.push(seq);
+      skipped: (_, seqs) => {
+        skipped.push(...seqs);
       },
     },
     delays: { burstQuiet: 20 },
   });
-  return { machine, commits, committed, skipped, calls, start: () => createActor(machine, { input: { key } }).start() };
+  return { machine, commits, batches, committed, skipped, calls, start: () => createActor(machine, { input: { key } }).start() };
 }
 
 let seq = 0;
@@ -885,8 +890,8 @@ describe('one machine for every conversation', () => {
             describeAttachments: async () => ({}),
             recall: async () => noRecall,
             think: async (context) => `reply in ${context.key}`,
-            async commit(commit) {
-              commits.push(commit);
+            async commit(batch) {
+              commits.push(...batch);
               return true;
             },
           };

@@ -196,6 +196,11 @@ export interface ConversationSteps {
    * written, whose messages and memories the recall includes.
    */
   recall(input: RecallInput, signal: AbortSignal, unwritten: readonly ConversationCommit[]): Promise<Recall>;
+  /**
+   * The texts of a batch's messages, said before the first is worked on: what `recall` will
+   * read for each of them may be read now, together, rather than one read after the other.
+   */
+  lookAhead(texts: string[]): void;
   /** The model's reply; `context.work` holds the message, its screening, photos and recall. */
   think(context: ConversationContext, signal: AbortSignal): Promise<string>;
   /**
@@ -306,6 +311,7 @@ export async function processWork(
   batchCommitMs = BATCH_COMMIT_MS,
 ): Promise<Worked> {
   const started = performance.now();
+  if (queued.length > 0) steps.lookAhead([(ctx.work as Work).message.text, ...queued.map((q) => q.message.text)]);
   const commits: ConversationCommit[] = [];
   const kinds: ReplyKind[] = [];
   let c = ctx;

@@ -304,19 +304,33 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
        */
       let cachedTurns: StoredMessage[] | null = null;
       const stages = new Map<string, { stage: string; uses: number }>();
+      const tag = containerTagOf({ key });
+      /**
+       * Memories of the batch being worked on, read ahead by text (`lookAhead`): one read for
+       * the batch instead of one per message, each waited for in turn. Dropped with the batch.
+       */
+      const ahead = new Map<string, Promise<string[]>>();
+      const lookAhead = (texts: string[]) => {
+        for (const text of texts) {
+          if (ahead.has(text)) continue;
+          const read = memory.recall(tag, text, MEMORIES_IN_VIEW);
+          // Not every message of a batch is answered: a read no one waits for must not fail unheard.
+          read.catch(() => {});
+          ahead.set(text, read);
+        }
+      };
       const recall = async (
         input: RecallInput,
         _signal: AbortSignal,
         unwritten: readonly ConversationCommit[],
       ): Promise<Recall> => {
-        const tag = containerTagOf({ key: input.key });
         const known = stages.get(input.sender);
         const fresh = cachedTurns !== null && known !== undefined && known.uses++ < STAGE_REFRESH;
         const [turns, memories] = await Promise.all([
           fresh
             ? { messages: cachedTurns as StoredMessage[], stage: (known as { stage: string }).stage }
             : repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
-          memory.recall(tag, input.text, MEMORIES_IN_VIEW),
+          ahead.get(input.text) ?? memory.recall(tag, input.text, MEMORIES_IN_VIEW),
         ]);
         if (!fresh) {
           cachedTurns = turns.messages;
@@ -356,7 +370,9 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
             cachedTurns = null;
           }),
+        lookAhead,
         async commit(commits) {
+          ahead.clear();
           const last = commits[commits.length - 1];
           const result = await committer.submit<ConversationWrite, boolean>(
             CONVERSATION,

@@ -176,6 +176,67 @@ describe('exactly once under backlog', () => {
     });
   });
 
+  it("writes a conversation's batch of commits whole, and only while every inbox row of it is pending", async () => {
+    const sender = '+15556400003';
+    const key = `user_${sender}_persona_sage`;
+    const lease = `conversation:${key}`;
+    await db.pool.query("INSERT INTO actor_leases (key, epoch, owner) VALUES ($1, 1, 'here')", [lease]);
+    const inbox = async (id: string) =>
+      Number(
+        (
+          await db.pool.query(
+            "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
+            [id, key],
+          )
+        ).rows[0].seq,
+      );
+    const repo = new ConversationRepository(db.pool);
+    // Both statements: in a transaction without a fence, and fencing itself.
+    const write = async (commits: ConversationCommit[], fenced: boolean) => {
+      const client = await db.pool.connect();
+      try {
+        const fence = fenced ? { keys: [lease], epochs: [1] } : null;
+        return await repo.writeBatch(client, [encodeWrite(commits, {})], fence);
+      } finally {
+        client.release();
+      }
+    };
+    const stored = async () =>
+      (
+        await db.pool.query(
+          `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
+                  (SELECT count(*) FROM messages WHERE conversation_key = $1)::int AS messages,
+                  (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
+                  (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends,
+                  (SELECT counters FROM relationship_state WHERE user_id = $2) AS counters,
+                  (SELECT array_agg(status ORDER BY seq) FROM relay_inbox WHERE conversation_key = $1) AS inbox`,
+          [key, sender],
+        )
+      ).rows[0];
+    for (const fenced of [false, true]) {
+      const tag = fenced ? 'f' : 'u';
+      const base = (await stored()).version ?? 0;
+      const seqs = [await inbox(`evt_b${tag}1`), await inbox(`evt_b${tag}2`), await inbox(`evt_b${tag}3`)];
+      const batch = seqs.map((seq, i) => commitOf(`evt_b${tag}${i + 1}`, seq, base + i + 1, sender));
+      expect(await write(batch.slice(0, 1), fenced)).toEqual([true]);
+      const before = await stored();
+      // Its first row was processed already (a redelivery): nothing of the batch is written.
+      expect(await write(batch, fenced)).toEqual([false]);
+      expect(await stored()).toEqual(before);
+      // The rest, as a batch: all of it, one relationship row counting both messages.
+      expect(await write(batch.slice(1), fenced)).toEqual([true]);
+      const after = await stored();
+      expect(after).toMatchObject({
+        version: base + 3,
+        messages: before.messages + 4,
+        memories: before.memories + 2,
+        sends: before.sends + 2,
+      });
+      expect(after.counters.messages).toBe(before.counters.messages + 2);
+      expect(after.inbox.slice(-3)).toEqual(['processed', 'processed', 'processed']);
+    }
+  });
+
   it('never starts a sweep while the previous one is still running', async () => {
     vi.useFakeTimers();
     try {

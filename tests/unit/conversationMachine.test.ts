@@ -56,10 +56,19 @@ interface Fakes {
     eventId: string;
     attachments: InboundAttachment[];
   }) => Promise<Record<string, string>>;
-  recall?: () => Recall | Promise<Recall>;
+  /** `unwritten`: the batch's commits before this message; `written`: every commit so far. */
+  recall?: (
+    input: RecallInput,
+    unwritten: readonly ConversationCommit[],
+    written: readonly ConversationCommit[],
+  ) => Recall | Promise<Recall>;
   think?: (context: ConversationContext) => string | Promise<string>;
   /** Called with each commit after it was recorded; throw to fail it. */
   commit?: (commit: ConversationCommit) => void;
+  /** RELAY_BATCH_COMMIT_MS (the machine's default otherwise). */
+  batchCommitMs?: number;
+  /** BURST_QUIET_MS: 20 unless given. */
+  burstQuietMs?: number;
 }
 
 /** The conversation machine with every side effect faked, and a record of what reached them. */
@@ -73,36 +82,46 @@ function harness(key: string, fakes: Fakes = {}) {
     moderate: [] as string[],
     describe: 0,
     recall: [] as RecallInput[],
+    /** Per recall, the inbox rows of the batch's commits before it. */
+    unwritten: [] as (number | null)[][],
+    lookAhead: [] as string[][],
     think: [] as ConversationContext[],
   };
   const machine = conversationMachine.provide({
     actions: {
-      work: workWith(() => ({
-        async moderate(text) {
-          calls.moderate.push(text);
-          return fakes.moderate?.(text) ?? clean;
-        },
-        async describeAttachments(input) {
-          calls.describe++;
-          return fakes.describeAttachments ? fakes.describeAttachments(input) : {};
-        },
-        async recall(input) {
-          calls.recall.push(input);
-          return fakes.recall ? fakes.recall() : noRecall;
-        },
-        async think(context) {
-          calls.think.push(context);
-          return fakes.think ? fakes.think(context) : `model reply to "${context.work?.message.text}"`;
-        },
-        async commit(batch) {
-          batches.push(batch.length);
-          for (const commit of batch) {
-            commits.push(commit);
-            fakes.commit?.(commit);
-          }
-          return true;
-        },
-      })),
+      work: workWith(
+        () => ({
+          async moderate(text) {
+            calls.moderate.push(text);
+            return fakes.moderate?.(text) ?? clean;
+          },
+          async describeAttachments(input) {
+            calls.describe++;
+            return fakes.describeAttachments ? fakes.describeAttachments(input) : {};
+          },
+          async recall(input, _signal, unwritten) {
+            calls.recall.push(input);
+            calls.unwritten.push(unwritten.map((c) => c.inboxSeq));
+            return fakes.recall ? fakes.recall(input, unwritten, commits) : noRecall;
+          },
+          lookAhead(texts) {
+            calls.lookAhead.push(texts);
+          },
+          async think(context) {
+            calls.think.push(context);
+            return fakes.think ? fakes.think(context) : `model reply to "${context.work?.message.text}"`;
+          },
+          async commit(batch) {
+            batches.push(batch.length);
+            for (const commit of batch) {
+              commits.push(commit);
+              fakes.commit?.(commit);
+            }
+            return true;
+          },
+        }),
+        fakes.batchCommitMs,
+      ),
       committed: (_, params) => {
         committed.push(...params);
       },
@@ -110,9 +129,17 @@ function harness(key: string, fakes: Fakes = {}) {
         skipped.push(...seqs);
       },
     },
-    delays: { burstQuiet: 20 },
+    delays: { burstQuiet: fakes.burstQuietMs ?? 20 },
   });
-  return { machine, commits, batches, committed, skipped, calls, start: () => createActor(machine, { input: { key } }).start() };
+  return {
+    machine,
+    commits,
+    batches,
+    committed,
+    skipped,
+    calls,
+    start: () => createActor(machine, { input: { key } }).start(),
+  };
 }
 
 let seq = 0;
@@ -613,6 +640,196 @@ describe('the conversation machine, stopping', () => {
   });
 });
 
+/** An `inbound` carrying `items[0]` with the rest of `items` behind it (as the relay's ingest hands them over). */
+function batchOf(items: ReturnType<typeof inbound>[]) {
+  const [first, ...rest] = items;
+  return { ...first, more: rest.map(({ seq: s, message, throttled }) => ({ seq: s, message, throttled })) };
+}
+
+/**
+ * The store as the machine sees it through `recall`: the turns and memories of every commit
+ * written so far, then those of the batch not yet written (newest first). The fake model's reply
+ * names what it was shown, so a message answered with less than it would have seen alone
+ * answers differently.
+ */
+function storeModel(
+  _input: RecallInput,
+  unwritten: readonly ConversationCommit[],
+  written: readonly ConversationCommit[],
+): Recall {
+  const all = [...written, ...unwritten];
+  const history = all.flatMap((c) =>
+    [c.inbound, c.outbound]
+      .filter((m) => m !== null)
+      .map((m) => ({ role: m.direction === 'in' ? ('user' as const) : ('assistant' as const), text: m.text })),
+  );
+  const memories = all.flatMap((c) => c.memories.map((m) => m.content)).reverse();
+  return { history: history.slice(-20), memories, photos: [], stage: 'new' };
+}
+
+const namesWhatItSaw = (context: ConversationContext) =>
+  `re "${context.work?.message.text}" after ${context.work?.recall?.history.length} turns, ${context.work?.recall?.memories.length} memories`;
+
+describe('the conversation machine, a batch of events', () => {
+  it('works the events behind an inbound through in order, each seeing the ones before, and commits them in one write', async () => {
+    const h = harness(DIRECT_KEY, { recall: storeModel, think: namesWhatItSaw });
+    const actor = h.start();
+    actor.send(
+      batchOf([
+        inbound({ seq: 41, text: "I'm vegan" }),
+        inbound({ seq: 42, text: 'I live in Lisbon' }),
+        inbound({ seq: 43, text: 'dinner ideas?' }),
+      ]),
+    );
+    await settled(actor, h.commits, 3);
+    expect(h.batches).toEqual([3]);
+    expect(h.commits.map((c) => [c.inboxSeq, c.version])).toEqual([
+      [41, 1],
+      [42, 2],
+      [43, 3],
+    ]);
+    expect(h.calls.unwritten).toEqual([[], [41], [41, 42]]);
+    expect(h.calls.lookAhead).toEqual([["I'm vegan", 'I live in Lisbon', 'dinner ideas?']]);
+    expect(h.commits.map((c) => c.send?.text)).toEqual([
+      `re "I'm vegan" after 0 turns, 0 memories`,
+      `re "I live in Lisbon" after 2 turns, 1 memories`,
+      `re "dinner ideas?" after 4 turns, 2 memories`,
+    ]);
+    expect(h.committed.map((p) => p.commit)).toEqual(h.commits);
+    expect(actor.getSnapshot().context).toEqual({ ...h.commits[2].next, work: null });
+    expect(actor.getSnapshot().context.processed).toEqual([41, 42, 43]);
+  });
+
+  it('skips the events of a batch it has processed already and works the rest; a batch of processed events only is skipped whole', async () => {
+    const h = harness(DIRECT_KEY);
+    const actor = h.start();
+    actor.send(inbound({ seq: 51 }));
+    await settled(actor, h.commits, 1);
+    actor.send(batchOf([inbound({ seq: 51 }), inbound({ seq: 52 }), inbound({ seq: 51 }), inbound({ seq: 53 })]));
+    await settled(actor, h.commits, 3);
+    expect(h.commits.map((c) => c.inboxSeq)).toEqual([51, 52, 53]);
+    expect(h.batches).toEqual([1, 2]);
+    expect(h.skipped).toEqual([51, 51]);
+    actor.send(batchOf([inbound({ seq: 52 }), inbound({ seq: 53 })]));
+    await vi.waitFor(() => expect(h.skipped).toEqual([51, 51, 52, 53]), POLL);
+    expect(actor.getSnapshot().value).toBe('idle');
+    expect(h.commits).toHaveLength(3);
+  });
+
+  it('ends a batch at a forget (written apart by the store): the rest follow in a batch of their own', async () => {
+    const h = harness(DIRECT_KEY, { recall: storeModel });
+    const actor = h.start();
+    actor.send(
+      batchOf([
+        inbound({ seq: 61, text: 'I love sailing' }),
+        inbound({ seq: 62, text: 'forget that' }),
+        inbound({ seq: 63, text: 'hello again' }),
+      ]),
+    );
+    await settled(actor, h.commits, 3);
+    expect(h.batches).toEqual([2, 1]);
+    expect(h.commits.map((c) => c.forget)).toEqual([false, true, false]);
+    expect(h.commits[1].send?.text).toBe(SAFETY_REPLIES.forgotten);
+    expect(h.commits.map((c) => c.version)).toEqual([1, 2, 3]);
+  });
+
+  it('commits a batch once its work has taken RELAY_BATCH_COMMIT_MS, the rest following in batches of their own', async () => {
+    const slow = harness(DIRECT_KEY, {
+      batchCommitMs: 15,
+      think: async () => {
+        await new Promise((r) => setTimeout(r, 20));
+        return 'slowly';
+      },
+    });
+    const a = slow.start();
+    a.send(batchOf([inbound({ seq: 71 }), inbound({ seq: 72 }), inbound({ seq: 73 })]));
+    await vi.waitFor(() => expect(slow.commits).toHaveLength(3), { interval: 5, timeout: 3000 });
+    expect(slow.batches).toEqual([1, 1, 1]);
+    const each = harness(DIRECT_KEY, { batchCommitMs: 0 });
+    const b = each.start();
+    b.send(batchOf([inbound({ seq: 74 }), inbound({ seq: 75 })]));
+    await settled(b, each.commits, 2);
+    expect(each.batches).toEqual([1, 1]);
+    expect(each.commits.map((c) => c.inboxSeq)).toEqual([74, 75]);
+  });
+
+  it('stops without committing any of a batch whose one write fails', async () => {
+    const h = harness(DIRECT_KEY, {
+      commit: () => {
+        throw new Error('connection reset');
+      },
+    });
+    const actor = h.start();
+    actor.send(batchOf([inbound({ seq: 81 }), inbound({ seq: 82 })]));
+    await expect(toPromise(actor)).resolves.toMatchObject({ reason: 'failed' });
+    expect(h.batches).toEqual([2]);
+    expect(h.committed).toEqual([]);
+  });
+
+  it('commits the same, message for message, whether the events come one at a time or in one batch (property)', async () => {
+    const texts = [
+      'hello',
+      "I'm vegan",
+      'I live in Lisbon',
+      'forget that',
+      'sage, any ideas?',
+      'kill me now',
+      'ok',
+      '',
+    ];
+    const message = fc.record({
+      text: fc.constantFrom(...texts),
+      sender: fc.constantFrom(ALICE, BOB),
+      throttled: fc.boolean(),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(DIRECT_KEY, GROUP_KEY),
+        fc.array(message, { minLength: 1, maxLength: 12 }),
+        async (key, messages) => {
+          const events = messages.map((m, i) =>
+            inbound({
+              seq: 1000 + i,
+              eventId: `evt_p${i}`,
+              chatGuid: key === GROUP_KEY ? GUID : 'iMessage;-;+15551234567',
+              ...m,
+            }),
+          );
+          const fakes: Fakes = {
+            recall: storeModel,
+            think: namesWhatItSaw,
+            moderate: (text) =>
+              text.includes('kill') ? { flagged: true, selfHarm: true, categories: ['self-harm'] } : clean,
+            // No catch-up answer between messages sent one at a time: the two runs see the same events.
+            burstQuietMs: 60_000,
+          };
+          const one = harness(key, fakes);
+          const a = one.start();
+          for (const [i, e] of events.entries()) {
+            a.send(e);
+            await vi.waitFor(() => {
+              expect(one.commits).toHaveLength(i + 1);
+              expect(a.getSnapshot().hasTag('busy')).toBe(false);
+            }, POLL);
+          }
+          const together = harness(key, fakes);
+          const b = together.start();
+          b.send(batchOf(events));
+          await vi.waitFor(() => {
+            expect(together.commits).toHaveLength(events.length);
+            expect(b.getSnapshot().hasTag('busy')).toBe(false);
+          }, POLL);
+          expect(together.commits).toEqual(one.commits);
+          expect(b.getSnapshot().value).toBe(a.getSnapshot().value);
+          a.stop();
+          b.stop();
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+});
+
 describe('buildCommit', () => {
   type Work = NonNullable<ConversationContext['work']>;
 
@@ -889,6 +1106,7 @@ describe('one machine for every conversation', () => {
             moderate: async () => clean,
             describeAttachments: async () => ({}),
             recall: async () => noRecall,
+            lookAhead: () => {},
             think: async (context) => `reply in ${context.key}`,
             async commit(batch) {
               commits.push(...batch);

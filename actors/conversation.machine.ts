@@ -277,7 +277,11 @@ async function workThrough(
   }
   switch (route(ctx, w)) {
     case 'safety':
-      return { ...w, reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused, replyKind: 'safety' };
+      return {
+        ...w,
+        reply: w.moderation?.selfHarm ? SAFETY_REPLIES.crisis : SAFETY_REPLIES.refused,
+        replyKind: 'safety',
+      };
     case 'forget': {
       const recall = await orElse(() => steps.recall(recallInput(ctx, w), signal, unwritten), null);
       return recall === null
@@ -495,9 +499,18 @@ export const conversationMachine = base.createMachine({
           {
             guard: 'leavesAnswerOwed',
             target: 'owing',
-            actions: [{ type: 'committed', params: ({ event }) => event.output.processed }, assign(({ event }) => lastCommit(event.output).next)],
+            actions: [
+              { type: 'committed', params: ({ event }) => event.output.processed },
+              assign(({ event }) => lastCommit(event.output).next),
+            ],
           },
-          { target: 'idle', actions: [{ type: 'committed', params: ({ event }) => event.output.processed }, assign(({ event }) => lastCommit(event.output).next)] },
+          {
+            target: 'idle',
+            actions: [
+              { type: 'committed', params: ({ event }) => event.output.processed },
+              assign(({ event }) => lastCommit(event.output).next),
+            ],
+          },
         ],
         'work.failed': {
           target: 'stopped',

@@ -289,7 +289,12 @@ export function encodeWrite(commits: readonly ConversationCommit[], snapshot: un
     for (const m of c.memories)
       memories.push(JSON.stringify({ container_tag: tag, content: m.content, source_message_id: m.sourceMessageId }));
     relationships.push(
-      JSON.stringify({ key: c.key, user_id: c.relationship.userId, persona_id: c.relationship.persona, c: c.relationship.delta }),
+      JSON.stringify({
+        key: c.key,
+        user_id: c.relationship.userId,
+        persona_id: c.relationship.persona,
+        c: c.relationship.delta,
+      }),
     );
     if (c.send)
       sends.push(JSON.stringify({ id: c.send.id, chat: c.send.chat.guid, conversation_key: c.key, payload: c.send }));

@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { mintToken } from '../src/auth/mintToken.ts';
 import { conversationQueries } from '../src/store/conversationRepository.ts';
+import { messagesPerCommit, processedMessages, readMetrics } from './lib/archetyApi.ts';
 import { parsedOrExit } from './lib/commandLine.ts';
 import { benchClient, openBenchDatabase, pgSettings, singleRowCommitRate } from './lib/database.ts';
 import { Connection } from './lib/httpConnection.ts';
@@ -308,6 +309,8 @@ async function main(): Promise<void> {
     const processedRates: number[] = [];
     const cpuPerEvent: number[] = [];
     const pgPerEvent: number[] = [];
+    const processingAlone: number[] = [];
+    const messagesPerCommits: number[] = [];
     const probes: string[] = [];
     for (let r = 0; r < P.rounds; r++) {
       const commits = await singleRowCommitRate(db.url, 8, P.warmMs / 4, P.measureMs / 4);
@@ -316,6 +319,7 @@ async function main(): Promise<void> {
       const cpu0 = cpuTimeMs(server.pid);
       const pg0 = cpuTimeByCommand('postgres');
       const t0 = performance.now();
+      const m0 = await readMetrics(server.url);
       const s = await round({
         mode: 'closed',
         concurrency: P.concurrency,
@@ -324,9 +328,21 @@ async function main(): Promise<void> {
         batch: 1,
         senders: perWorker,
       });
+      // Processing alone: what the server spends per event while it works off the backlog
+      // once the burst is over (no ingest any more), and how many messages each conversation
+      // commit carried over the round.
+      const m1 = await readMetrics(server.url);
+      const cpu1 = cpuTimeMs(server.pid);
       // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
       // event count until every event it acknowledged was answered.
       await drain(`round ${r + 1}`);
+      const m2 = await readMetrics(server.url);
+      const cpu2 = cpuTimeMs(server.pid);
+      const drained = processedMessages(m2) - processedMessages(m1);
+      const aloneUs = drained > 0 ? ((cpu2 - cpu1) * 1000) / drained : Number.NaN;
+      const perCommit = messagesPerCommit(m0, m2);
+      processingAlone.push(aloneUs);
+      messagesPerCommits.push(perCommit);
       const cpuUs = ((cpuTimeMs(server.pid) - cpu0) * 1000) / Math.max(1, s.accepted);
       const pgUs = (cpuTimeSpent(pg0, cpuTimeByCommand('postgres')) * 1000) / Math.max(1, s.accepted);
       const processedPerSecond = (s.accepted * 1000) / (performance.now() - t0);
@@ -337,7 +353,7 @@ async function main(): Promise<void> {
       cpuPerEvent.push(cpuUs);
       pgPerEvent.push(pgUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
       );
     }
     const saturation = median(rates);
@@ -448,6 +464,14 @@ async function main(): Promise<void> {
         ratio: '',
         goal: '≤ 150 µs',
         met: median(cpuPerEvent) <= 150,
+      },
+      {
+        metric: 'server CPU per event, processing alone (the drain after each burst); messages per conversation commit',
+        archety: `${fmt(median(processingAlone))} µs; ${median(messagesPerCommits).toFixed(2)}`,
+        peer: '',
+        ratio: '',
+        goal: '',
+        met: null,
       },
       {
         metric: `ack latency p50 / p99 at half the sustained rate (${fmt(half.eventsPerSecond)}/s: the lower of acknowledged and processed, halved)`,

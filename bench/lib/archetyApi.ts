@@ -43,6 +43,20 @@ export async function readMetrics(baseUrl: string): Promise<Map<string, number>>
   return out;
 }
 
+/** Relay messages the server's conversations processed (`archety_conversation_messages_total`, every outcome). */
+export function processedMessages(m: Map<string, number>): number {
+  let n = 0;
+  for (const [k, v] of m) if (k.startsWith('archety_conversation_messages_total')) n += v;
+  return n;
+}
+
+/** Mean messages per conversation commit between two readings (`archety_conversation_commit_messages`). */
+export function messagesPerCommit(before: Map<string, number>, after: Map<string, number>): number {
+  const d = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+  const commits = d('archety_conversation_commit_messages_count');
+  return commits > 0 ? d('archety_conversation_commit_messages_sum') / commits : Number.NaN;
+}
+
 /** Mean writes per group-commit transaction between two metric readings. */
 export function meanCommitBatch(before: Map<string, number>, after: Map<string, number>): number {
   const d = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);

@@ -32,7 +32,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import type { FailedInbox, InboxItem, InboxResult, RelayRepository } from '../store/relayRepository.ts';
-import { nextWindow, SHARE_EVERY_MS } from './processingShare.ts';
+import { batchFor, nextWindow, SHARE_EVERY_MS } from './processingShare.ts';
 import { conversationKeyOf, parseRelayEvent, type RelayEvent, type RelayEventSchema } from './relayEvent.ts';
 
 export const INBOX = 'inbox';
@@ -328,7 +328,8 @@ export class RelayIngest {
 
   /**
    * Hands ready conversations their next events (up to RELAY_BATCH_EVENTS of those held in
-   * memory, in order) while the window has room; reads back payloads not held.
+   * memory, in order, fewer while the window is shrunk: `batchFor`) while the window has room;
+   * reads back payloads not held.
    */
   private pump(): void {
     this.pumpScheduled = false;
@@ -341,7 +342,8 @@ export class RelayIngest {
       }
       this.readyHead++;
       const batch: Delivery[] = [];
-      while (queue.length && batch.length < this.deps.batchEvents && queue[0].event !== undefined) {
+      const most = batchFor(this.deps.batchEvents, this.limit, this.deps.window);
+      while (queue.length && batch.length < most && queue[0].event !== undefined) {
         const w = queue.shift() as Waiting;
         this.waitingSeqs.delete(w.seq);
         this.heldBytes -= w.bytes;

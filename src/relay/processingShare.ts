@@ -42,6 +42,17 @@ export interface ShareInput {
   waiting: number;
 }
 
+/**
+ * The events a conversation is handed at once (RELAY_BATCH_EVENTS, `most`) shrink with the
+ * window: a batch of sixteen processes sixteen events, so a window shrunk to give ingest the
+ * core, still handing out whole batches, would take back most of what it gave (each batch is
+ * cheaper per event, but far more work per conversation slot). Whole batches again once the
+ * window is whole: when requests stop, the backlog is worked off in batches.
+ */
+export function batchFor(most: number, limit: number, max: number): number {
+  return Math.max(1, Math.floor((most * limit) / max));
+}
+
 /** The window for the next period. */
 export function nextWindow({ limit, max, storeMs, busy, requests, waiting }: ShareInput): number {
   const min = Math.max(1, Math.ceil(max / 32));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BUSY, CALM, nextWindow, QUICK_MS, SLOW_MS } from '../../src/relay/processingShare.ts';
+import { BUSY, batchFor, CALM, nextWindow, QUICK_MS, SLOW_MS } from '../../src/relay/processingShare.ts';
 
 const slow = { max: 256, storeMs: SLOW_MS + 5, busy: 0.5, requests: 10, waiting: 100 };
 const busy = { max: 256, storeMs: 1, busy: BUSY + 0.05, requests: 10, waiting: 100 };
@@ -49,5 +49,24 @@ describe('the processing window (processingShare.ts)', () => {
 
   it('leaves the full window alone without a backlog, however slow storing is', () => {
     expect(nextWindow({ ...slow, limit: 256, waiting: 0, storeMs: 1000, busy: 1 })).toBe(256);
+  });
+
+  it('hands whole batches with the whole window, smaller ones as it shrinks, never less than one event', () => {
+    expect(batchFor(16, 256, 256)).toBe(16);
+    expect(batchFor(16, 128, 256)).toBe(8);
+    expect(batchFor(16, 32, 256)).toBe(2);
+    expect(batchFor(16, 8, 256)).toBe(1);
+    expect(batchFor(1, 256, 256)).toBe(1);
+    expect(batchFor(16, 1, 1)).toBe(16);
+    // Halving and doubling back: the batch follows the window both ways.
+    let limit = 256;
+    const sizes: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      limit = nextWindow({ ...busy, limit });
+      sizes.push(batchFor(16, limit, 256));
+    }
+    limit = nextWindow({ ...busy, limit, requests: 0 });
+    sizes.push(batchFor(16, limit, 256));
+    expect(sizes).toEqual([8, 4, 2, 1, 1, 1, 16]);
   });
 });

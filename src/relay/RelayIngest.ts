@@ -11,7 +11,9 @@
  * Ingest does not wait for processing. An event is handed to its conversation when the
  * conversation has no other event being processed here and at most RELAY_PROCESSING_WINDOW
  * conversations do; otherwise it waits, behind its conversation's earlier events (their order
- * holds), and conversations take turns in the order they became ready. So a burst is
+ * holds), and conversations take turns in the order they became ready. A conversation whose
+ * turn comes is handed up to RELAY_BATCH_EVENTS of its waiting events at once (fewer while the
+ * window is shrunk), which it works through in order and commits together. So a burst is
  * acknowledged as fast as it can be stored while processing runs behind, and a conversation
  * with many waiting events never holds up the others (a window of events in arrival order
  * would fill with one busy conversation's messages, processed one at a time). The backlog (waiting + in the window) is bounded: a
@@ -58,7 +60,7 @@ export interface RelayIngestDeps {
   maxAttempts: number;
   /** RELAY_RETRY_BACKOFF_MS: wait after the first failed attempt (ms), doubled after each further one. */
   retryBackoffMs: number;
-  /** RELAY_PROCESSING_WINDOW: conversations processing an event here at once, at most (one event each). */
+  /** RELAY_PROCESSING_WINDOW: conversations processing events here at once, at most. */
   window: number;
   /**
    * RELAY_BATCH_EVENTS: a conversation's waiting events handed to it at once, at most; it works

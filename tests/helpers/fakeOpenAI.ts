@@ -54,6 +54,8 @@ export interface FakeOpenAI {
   count(kind: RequestKind): number;
   /** The text of every system + user + assistant message of a text chat request, joined. */
   promptTexts(): string[];
+  /** The whole prompt (system and every turn) of the reply to the message containing `marker`; throws when there is none. */
+  promptFor(marker: string): string;
   close(): Promise<void>;
 }
 
@@ -77,6 +79,11 @@ export async function startFakeOpenAI(behaviour: FakeBehaviour = {}): Promise<Fa
       chats
         .filter((c) => !isImageRequest(c))
         .map((c) => c.messages.map((m) => (typeof m.content === 'string' ? m.content : '')).join('\n')),
+    promptFor: (marker) => {
+      const prompt = fake.promptTexts().find((p) => p.slice(p.lastIndexOf('\n') + 1).includes(marker));
+      if (prompt === undefined) throw new Error(`no prompt answering "${marker}"`);
+      return prompt;
+    },
     close: async () => {},
   };
   const json = (res: http.ServerResponse, status: number, body: unknown) => {

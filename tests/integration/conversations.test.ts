@@ -46,12 +46,7 @@ async function say(o: EventOptions, expectReply: boolean): Promise<string | null
   return null;
 }
 
-/** The prompt (all message texts) sent to the model for the reply to the message containing `marker`. */
-function promptFor(marker: string): string {
-  const prompt = fake.promptTexts().find((p) => p.slice(p.lastIndexOf('\n') + 1).includes(marker));
-  expect(prompt, `a prompt answering "${marker}"`).toBeDefined();
-  return prompt as string;
-}
+const promptFor = (marker: string) => fake.promptFor(marker);
 
 describe('privacy between containers', () => {
   it('does not show a group memory in a direct chat', async () => {

@@ -90,12 +90,7 @@ describe('"forget that" with the model', () => {
     chat = await startChat(openAIEnv(fake));
   });
 
-  /** The whole prompt (system and every turn) of the reply to the message containing `marker`. */
-  function promptFor(marker: string): string {
-    const prompt = fake.promptTexts().find((p) => p.slice(p.lastIndexOf('\n') + 1).includes(marker));
-    expect(prompt, `a prompt answering "${marker}"`).toBeDefined();
-    return prompt as string;
-  }
+  const promptFor = (marker: string) => fake.promptFor(marker);
 
   it('forgets the whole message: no trace of it in a later prompt, the history, the inbox or the memories', async () => {
     const key = `user_${ALICE}_persona_sage`;

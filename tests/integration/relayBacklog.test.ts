@@ -56,6 +56,15 @@ function commitOf(id: string, seq: number, version: number, sender = ALICE): Con
   };
 }
 
+/** A pending inbox row for conversation `key`, as ingest stores one; its seq. */
+async function pendingInboxRow(id: string, key: string): Promise<number> {
+  const { rows } = await db.pool.query(
+    "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
+    [id, key],
+  );
+  return Number(rows[0].seq);
+}
+
 describe('exactly once under backlog', () => {
   it('commits nothing for an event whose inbox row is no longer pending, and reports it not applied', async () => {
     const server = await startTestServer(db.url);
@@ -120,15 +129,7 @@ describe('exactly once under backlog', () => {
     const key = `user_${sender}_persona_sage`;
     const lease = `conversation:${key}`;
     await db.pool.query("INSERT INTO actor_leases (key, epoch, owner) VALUES ($1, 3, 'here')", [lease]);
-    const inbox = async (id: string) =>
-      Number(
-        (
-          await db.pool.query(
-            "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
-            [id, key],
-          )
-        ).rows[0].seq,
-      );
+    const inbox = (id: string) => pendingInboxRow(id, key);
     const repo = new ConversationRepository(db.pool);
     // As the group committer runs it: no transaction around it, the fence given.
     const write = async (commit: ConversationCommit, epoch: number) => {
@@ -181,15 +182,7 @@ describe('exactly once under backlog', () => {
     const key = `user_${sender}_persona_sage`;
     const lease = `conversation:${key}`;
     await db.pool.query("INSERT INTO actor_leases (key, epoch, owner) VALUES ($1, 1, 'here')", [lease]);
-    const inbox = async (id: string) =>
-      Number(
-        (
-          await db.pool.query(
-            "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
-            [id, key],
-          )
-        ).rows[0].seq,
-      );
+    const inbox = (id: string) => pendingInboxRow(id, key);
     const repo = new ConversationRepository(db.pool);
     // Both statements: in a transaction without a fence, and fencing itself.
     const write = async (commits: ConversationCommit[], fenced: boolean) => {

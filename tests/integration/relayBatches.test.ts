@@ -34,13 +34,6 @@ beforeAll(async () => {
   relay = await connectRelay(server.url, relayToken, { autoAck: true });
 });
 
-/** The prompt (all message texts) sent to the model for the reply to the message containing `marker`. */
-function promptFor(marker: string): string {
-  const prompt = fake.promptTexts().find((p) => p.slice(p.lastIndexOf('\n') + 1).includes(marker));
-  expect(prompt, `a prompt answering "${marker}"`).toBeDefined();
-  return prompt as string;
-}
-
 describe("a conversation's events that waited behind each other", () => {
   it('are answered in order, each seeing the ones before, and committed together', async () => {
     // One request: the first event goes to its conversation at once, the other three wait
@@ -59,7 +52,7 @@ describe("a conversation's events that waited behind each other", () => {
 
     // The last message's prompt: the memory of the first batch (written), the memory and the
     // turns of the messages before it in its own batch (not written yet when it was answered).
-    const last = promptFor('q-batch-last');
+    const last = fake.promptFor('q-batch-last');
     expect(last).toMatch(/loves sailing/);
     expect(last).toMatch(/lives in Lisbon/);
     expect(last).toContain('Tell me something about the tides');

@@ -56,6 +56,19 @@ function commitOf(id: string, seq: number, version: number, sender = ALICE): Con
   };
 }
 
+/** What conversation `key` has stored: its version, its rows' counts, its inbox rows' statuses in order. */
+async function conversationRows(key: string) {
+  const { rows } = await db.pool.query(
+    `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
+            (SELECT count(*) FROM messages WHERE conversation_key = $1)::int AS messages,
+            (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
+            (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends,
+            (SELECT array_agg(status ORDER BY seq) FROM relay_inbox WHERE conversation_key = $1) AS inbox`,
+    [key],
+  );
+  return rows[0];
+}
+
 /** A pending inbox row for conversation `key`, as ingest stores one; its seq. */
 async function pendingInboxRow(id: string, key: string): Promise<number> {
   const { rows } = await db.pool.query(
@@ -142,17 +155,7 @@ describe('exactly once under backlog', () => {
         client.release();
       }
     };
-    const stored = async () =>
-      (
-        await db.pool.query(
-          `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
-                  (SELECT count(*) FROM messages WHERE conversation_key = $1)::int AS messages,
-                  (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
-                  (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends,
-                  (SELECT array_agg(status ORDER BY seq) FROM relay_inbox WHERE conversation_key = $1) AS inbox`,
-          [key],
-        )
-      ).rows[0];
+    const stored = () => conversationRows(key);
 
     const first = await inbox('evt_fenced_1');
     expect(await write(commitOf('evt_fenced_1', first, 1, sender), 3)).toEqual([true]);
@@ -194,18 +197,11 @@ describe('exactly once under backlog', () => {
         client.release();
       }
     };
-    const stored = async () =>
-      (
-        await db.pool.query(
-          `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
-                  (SELECT count(*) FROM messages WHERE conversation_key = $1)::int AS messages,
-                  (SELECT count(*) FROM memories WHERE container_tag = $1)::int AS memories,
-                  (SELECT count(*) FROM relay_outbox WHERE conversation_key = $1)::int AS sends,
-                  (SELECT counters FROM relationship_state WHERE user_id = $2) AS counters,
-                  (SELECT array_agg(status ORDER BY seq) FROM relay_inbox WHERE conversation_key = $1) AS inbox`,
-          [key, sender],
-        )
-      ).rows[0];
+    const stored = async () => ({
+      ...(await conversationRows(key)),
+      counters: (await db.pool.query('SELECT counters FROM relationship_state WHERE user_id = $1', [sender])).rows[0]
+        ?.counters,
+    });
     for (const fenced of [false, true]) {
       const tag = fenced ? 'f' : 'u';
       const base = (await stored()).version ?? 0;

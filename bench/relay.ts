@@ -333,6 +333,9 @@ async function main(): Promise<void> {
       // commit carried over the round.
       const m1 = await readMetrics(server.url);
       const cpu1 = cpuTimeMs(server.pid);
+      // How busy the server's core was while the burst lasted: below 100 %, acknowledging is
+      // bound by something else than the server's CPU (the generators, the inbox commits).
+      const burstBusy = (cpu1 - cpu0) / (performance.now() - t0);
       // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
       // event count until every event it acknowledged was answered.
       await drain(`round ${r + 1}`);
@@ -353,7 +356,7 @@ async function main(): Promise<void> {
       cpuPerEvent.push(cpuUs);
       pgPerEvent.push(pgUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms, server busy ${(100 * burstBusy).toFixed(0)} % during the burst; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
       );
     }
     const saturation = median(rates);

@@ -32,6 +32,7 @@ import {
   cpuTimeSpent,
   fileLimit,
   hasTaskset,
+  machineCpuMs,
   machineInfo,
 } from './lib/machine.ts';
 import { oneCoreNote, repoRoot, startServerProcess } from './lib/processes.ts';
@@ -318,6 +319,7 @@ async function main(): Promise<void> {
       const before = await cpuProbe(core(0), quick);
       const cpu0 = cpuTimeMs(server.pid);
       const pg0 = cpuTimeByCommand('postgres');
+      const machine0 = machineCpuMs();
       const t0 = performance.now();
       const m0 = await readMetrics(server.url);
       const s = await round({
@@ -336,6 +338,9 @@ async function main(): Promise<void> {
       // How busy the server's core was while the burst lasted: below 100 %, acknowledging is
       // bound by something else than the server's CPU (the generators, the inbox commits).
       const burstBusy = (cpu1 - cpu0) / (performance.now() - t0);
+      // And the whole machine's cores (the server, PostgreSQL, the load generators, the rest).
+      const machine1 = machineCpuMs();
+      const machineBusy = (machine1.busy - machine0.busy) / Math.max(1, machine1.all - machine0.all);
       // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
       // event count until every event it acknowledged was answered.
       await drain(`round ${r + 1}`);
@@ -356,7 +361,7 @@ async function main(): Promise<void> {
       cpuPerEvent.push(cpuUs);
       pgPerEvent.push(pgUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms, server busy ${(100 * burstBusy).toFixed(0)} % during the burst; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms, server busy ${(100 * burstBusy).toFixed(0)} % of its core during the burst, the machine ${(100 * machineBusy).toFixed(0)} % of all its cores; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
       );
     }
     const saturation = median(rates);

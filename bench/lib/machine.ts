@@ -151,3 +151,16 @@ export function cpuTimeSpent(before: Map<number, number>, after: Map<number, num
   for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);
   return ms;
 }
+
+/**
+ * The whole machine's CPU time so far (/proc/stat, every core), ms: busy (user, nice, system,
+ * irq, softirq, steal) and all (busy + idle + iowait). Two readings give how busy the machine
+ * was between them, as a share of all its cores.
+ */
+export function machineCpuMs(): { busy: number; all: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  const busy = user + nice + system + irq + softirq + (steal || 0);
+  const ms = 1000 / ticksPerSecond();
+  return { busy: busy * ms, all: (busy + idle + iowait) * ms };
+}

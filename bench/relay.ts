@@ -28,6 +28,7 @@ import { Connection } from './lib/httpConnection.ts';
 import {
   cpuProbe,
   cpuTimeByCommand,
+  cpuTimeByCommandLine,
   cpuTimeMs,
   cpuTimeSpent,
   fileLimit,
@@ -320,6 +321,7 @@ async function main(): Promise<void> {
       const cpu0 = cpuTimeMs(server.pid);
       const pg0 = cpuTimeByCommand('postgres');
       const machine0 = machineCpuMs();
+      const generators0 = cpuTimeByCommandLine('relayWorker.ts');
       const t0 = performance.now();
       const m0 = await readMetrics(server.url);
       const s = await round({
@@ -340,6 +342,9 @@ async function main(): Promise<void> {
       const burstBusy = (cpu1 - cpu0) / (performance.now() - t0);
       // And the whole machine's cores (the server, PostgreSQL, the load generators, the rest).
       const machine1 = machineCpuMs();
+      const burstMs = performance.now() - t0;
+      const generatorsCores = cpuTimeSpent(generators0, cpuTimeByCommandLine('relayWorker.ts')) / burstMs;
+      const pgCores = cpuTimeSpent(pg0, cpuTimeByCommand('postgres')) / burstMs;
       const machineBusy = (machine1.busy - machine0.busy) / Math.max(1, machine1.all - machine0.all);
       // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
       // event count until every event it acknowledged was answered.
@@ -361,7 +366,7 @@ async function main(): Promise<void> {
       cpuPerEvent.push(cpuUs);
       pgPerEvent.push(pgUs);
       log(
-        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms, server busy ${(100 * burstBusy).toFixed(0)} % of its core during the burst, the machine ${(100 * machineBusy).toFixed(0)} % of all its cores; processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
+        `  round ${r + 1}/${P.rounds}: ${fmt(s.eventsPerSecond)} events/s acknowledged (${s.failed} failed; single-row commits just before: ${fmt(commits.txPerSecond)}/s), ${fmt(processedPerSecond)} events/s processed (until the last reply), server ${cpuUs.toFixed(0)} µs/event (PostgreSQL ${pgUs.toFixed(0)} µs), generator loop p99 ${s.loopDelay.toFixed(1)} ms, server busy ${(100 * burstBusy).toFixed(0)} % of its core during the burst, the machine ${(100 * machineBusy).toFixed(0)} % of all its cores (PostgreSQL ${pgCores.toFixed(2)} cores, the load generators ${generatorsCores.toFixed(2)}); processing alone (the drain after the burst, ${fmt(drained)} events) ${aloneUs.toFixed(0)} µs/event, ${perCommit.toFixed(2)} messages per conversation commit`,
       );
     }
     const saturation = median(rates);

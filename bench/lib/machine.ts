@@ -145,6 +145,21 @@ export function cpuTimeByCommand(comm: string): Map<number, number> {
   return out;
 }
 
+/** `cpuTimeByCommand` for processes whose command line contains `part` (e.g. a script's name). */
+export function cpuTimeByCommandLine(part: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(part)) out.set(pid, cpuTimeMs(pid));
+    } catch {
+      // It ended in between.
+    }
+  }
+  return out;
+}
+
 /** CPU time (ms) spent between two `cpuTimeByCommand` readings; a process new in `after` counts from 0. */
 export function cpuTimeSpent(before: Map<number, number>, after: Map<number, number>): number {
   let ms = 0;

@@ -332,20 +332,20 @@ async function main(): Promise<void> {
         batch: 1,
         senders: perWorker,
       });
+      // Where the CPU went while the burst lasted: the server's core (below 100 %, acknowledging
+      // is bound by something else than the server's CPU), PostgreSQL's and the load
+      // generators' cores, and the whole machine's (all its cores).
+      const burstMs = performance.now() - t0;
+      const cpu1 = cpuTimeMs(server.pid);
+      const machine1 = machineCpuMs();
+      const burstBusy = (cpu1 - cpu0) / burstMs;
+      const generatorsCores = cpuTimeSpent(generators0, cpuTimeByCommandLine('relayWorker.ts')) / burstMs;
+      const pgCores = cpuTimeSpent(pg0, cpuTimeByCommand('postgres')) / burstMs;
+      const machineBusy = (machine1.busy - machine0.busy) / Math.max(1, machine1.all - machine0.all);
       // Processing alone: what the server spends per event while it works off the backlog
       // once the burst is over (no ingest any more), and how many messages each conversation
       // commit carried over the round.
       const m1 = await readMetrics(server.url);
-      const cpu1 = cpuTimeMs(server.pid);
-      // How busy the server's core was while the burst lasted: below 100 %, acknowledging is
-      // bound by something else than the server's CPU (the generators, the inbox commits).
-      const burstBusy = (cpu1 - cpu0) / (performance.now() - t0);
-      // And the whole machine's cores (the server, PostgreSQL, the load generators, the rest).
-      const machine1 = machineCpuMs();
-      const burstMs = performance.now() - t0;
-      const generatorsCores = cpuTimeSpent(generators0, cpuTimeByCommandLine('relayWorker.ts')) / burstMs;
-      const pgCores = cpuTimeSpent(pg0, cpuTimeByCommand('postgres')) / burstMs;
-      const machineBusy = (machine1.busy - machine0.busy) / Math.max(1, machine1.all - machine0.all);
       // Acknowledging may run ahead of processing (a backlog): the round's CPU and time per
       // event count until every event it acknowledged was answered.
       await drain(`round ${r + 1}`);

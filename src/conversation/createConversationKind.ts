@@ -367,7 +367,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         think,
         recall,
         describeAttachments: (input, signal) =>
-          describeAttachments(input.attachments, inboundId(input.eventId), containerTagOf({ key }), signal, () => {
+          describeAttachments(input.attachments, inboundId(input.eventId), tag, signal, () => {
             cachedTurns = null;
           }),
         lookAhead,

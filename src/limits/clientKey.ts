@@ -46,3 +46,18 @@ function ipv6Groups(address: string): number[] | null {
       : [...split(head), ...Array(8 - split(head).length - split(tail).length).fill('0'), ...split(tail)];
   return groups.map((g) => Number.parseInt(g, 16));
 }
+
+/**
+ * `clientKey` of an address in binary (4 or 16 bytes, as uWebSockets.js' `getRemoteAddress`
+ * gives it): the same key, without formatting the address as text and parsing it back.
+ */
+export function clientKeyOfBytes(address: ArrayBuffer): string {
+  const b = new Uint8Array(address);
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (b.length !== 16) return '';
+  let mapped = b[10] === 0xff && b[11] === 0xff;
+  for (let i = 0; mapped && i < 10; i++) mapped = b[i] === 0;
+  if (mapped) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const group = (i: number) => ((b[i] << 8) | b[i + 1]).toString(16);
+  return `${group(0)}:${group(2)}:${group(4)}:${group(6)}::/64`;
+}

@@ -11,7 +11,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { AppError, isAppError } from '../errors.ts';
-import { clientKey } from '../limits/clientKey.ts';
+import { clientKey, clientKeyOfBytes } from '../limits/clientKey.ts';
 import { InFlightLimiter } from '../limits/InFlightLimiter.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import { type TrustedProxies, trustedProxiesOf } from '../limits/trustedProxies.ts';
@@ -29,7 +29,10 @@ export interface RequestHead {
   params: string[];
   query: URLSearchParams;
   reqId: string;
-  /** What the request is limited by: its IPv4 address or its IPv6 /64 (`clientKey`). */
+  /**
+   * What the request is limited by: its IPv4 address or its IPv6 /64 (`clientKey`). Empty while
+   * no per-address limit is on: asking the socket for its peer is a system call a request.
+   */
   client: string;
 }
 
@@ -124,8 +127,10 @@ export interface HttpContext {
  * `X-Forwarded-For` names.
  */
 export function clientOf(res: HttpResponse, forwardedFor: string | undefined, trusted: TrustedProxies | null): string {
+  // Every request asks: without proxies to believe, from the address's bytes (no text to parse).
+  if (!trusted) return clientKeyOfBytes(res.getRemoteAddress());
   const peer = Buffer.from(res.getRemoteAddressAsText()).toString();
-  return clientKey(trusted ? trusted.clientAddress(peer, forwardedFor) : peer);
+  return clientKey(trusted.clientAddress(peer, forwardedFor));
 }
 
 /** Strict UTF-8 (a malformed byte is an error); without `stream` a decode keeps no state, so one serves every body. */
@@ -171,8 +176,8 @@ export function writeReply(
     res.writeStatus(statusLine(reply.status));
     res.writeHeader('x-request-id', reqId);
     if (reply.raw === undefined && reply.body !== undefined) res.writeHeader('content-type', 'application/json');
-    for (const [k, v] of Object.entries(extra ?? {})) res.writeHeader(k, v);
-    for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
+    for (const k in extra) res.writeHeader(k, extra[k]);
+    for (const k in reply.headers) res.writeHeader(k, reply.headers[k]);
     res.end(payload, closeConnection);
   });
 }
@@ -183,6 +188,7 @@ export function copyRequest(
   res: HttpResponse,
   paramCount: number,
   trusted: TrustedProxies | null,
+  keyed = true,
 ): RequestHead {
   const headers: Record<string, string> = {};
   req.forEach((k, v) => {
@@ -195,7 +201,7 @@ export function copyRequest(
     params: Array.from({ length: paramCount }, (_, i) => req.getParameter(i)),
     query: new URLSearchParams(req.getQuery()),
     reqId: requestIdOf(headers['x-request-id']),
-    client: clientOf(res, headers['x-forwarded-for'], trusted),
+    client: keyed ? clientOf(res, headers['x-forwarded-for'], trusted) : '',
   };
 }
 
@@ -214,6 +220,8 @@ export function createRouter(ctx: HttpContext) {
       : null;
   const bodies = new InFlightLimiter(limits?.bodiesInFlightPerIp ?? 0);
   const trusted = trustedProxiesOf(ctx.trustedProxies ?? []);
+  /** A per-address limit is on: requests need their client's key. */
+  const keyed = requests !== null || (limits?.bodiesInFlightPerIp ?? 0) > 0;
 
   /** Spends one request of the address's rate; the error to answer when it is spent. */
   function overRate(client: string): AppError | undefined {
@@ -284,7 +292,7 @@ export function createRouter(ctx: HttpContext) {
       methods.set(pattern, methodsOfPattern);
       // Registered once per pattern; specific methods take precedence over `any`.
       ctx.app.any(pattern, (res, req) => {
-        const r = copyRequest(req, res, 0, trusted);
+        const r = copyRequest(req, res, 0, trusted, keyed);
         const refusal =
           overRate(r.client) ?? new AppError('method_not_allowed', `${r.method.toUpperCase()} is not allowed here`);
         answerNow(res, r, refusal, { allow: [...methodsOfPattern].join(', ').toUpperCase() });
@@ -300,13 +308,13 @@ export function createRouter(ctx: HttpContext) {
 
     const register = method === 'get' ? ctx.app.get : method === 'post' ? ctx.app.post : ctx.app.del;
     register.call(ctx.app, pattern, (res: HttpResponse, req: HttpRequest) => {
-      const r = copyRequest(req, res, paramCount, trusted);
+      const r = copyRequest(req, res, paramCount, trusted, keyed);
       const limited = overRate(r.client);
       if (limited) return answerNow(res, r, limited);
       const started = performance.now();
       let aborted = false;
       // Attached before returning: uWebSockets.js drops body bytes that find no data handler.
-      const body = options.body ? new BodyReader(res, limit) : undefined;
+      const body = options.body ? new BodyReader(res, limit, r.headers['content-length']) : undefined;
       res.onAborted(() => {
         aborted = true;
         body?.abort();
@@ -337,7 +345,7 @@ export function createRouter(ctx: HttpContext) {
     /** Answers 404 for everything no route matched. */
     fallback(): void {
       ctx.app.any('/*', (res, req) => {
-        const r = copyRequest(req, res, 0, trusted);
+        const r = copyRequest(req, res, 0, trusted, keyed);
         answerNow(res, r, overRate(r.client) ?? new AppError('not_found', `no route for ${r.url}`));
       });
     },

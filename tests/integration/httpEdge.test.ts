@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { Codes } from '../../src/errors.ts';
+import { UNPAUSED_BODY_MAX } from '../../src/transport/BodyReader.ts';
 import type { RunningServer } from '../../src/server.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -158,6 +159,43 @@ describe('authentication before the body', () => {
     const res = await conn.response;
     expect(res.status).toBe(403);
     expect(codeOf(res)).toBe(Codes.forbidden);
+  });
+
+  // A body announced as at most UNPAUSED_BODY_MAX bytes is received while the headers are
+  // checked (pausing the socket costs two system calls); a larger one only once they pass.
+  it('answers an unauthenticated POST announcing one byte over the unpaused size 401 before the body is sent', async () => {
+    const conn = await connect(server.url);
+    conn.write(`${postHead('/v1/relay/events', UNPAUSED_BODY_MAX + 1)}{"id":`);
+    const res = await conn.response;
+    expect(res.status).toBe(401);
+    expect(codeOf(res)).toBe(Codes.unauthorized);
+  });
+
+  it('answers an unauthenticated POST announcing a small body it has not sent 401, and closes the connection', async () => {
+    const conn = await connect(server.url);
+    conn.write(`${postHead('/v1/relay/events', 200)}{"id":`);
+    const res = await conn.response;
+    expect(res.status).toBe(401);
+    // What follows on the connection would be read as the rest of that body: it is closed.
+    await expect(conn.nth(1)).rejects.toThrow(/closed/);
+  });
+
+  it('reads a body of exactly the unpaused size that arrives in pieces, and one a byte larger', async () => {
+    const conn = await connect(server.url);
+    for (const [n, size] of [UNPAUSED_BODY_MAX, UNPAUSED_BODY_MAX + 1].entries()) {
+      const event = relayEvent({ sender: ALICE, text: `sized ${size}` });
+      const json = JSON.stringify(event);
+      const body = json + ' '.repeat(size - Buffer.byteLength(json));
+      expect(Buffer.byteLength(body)).toBe(size);
+      conn.write(postHead('/v1/relay/events', size, relay) + body.slice(0, 100));
+      await new Promise((resolve) => setImmediate(resolve));
+      conn.write(body.slice(100, 9000));
+      await new Promise((resolve) => setImmediate(resolve));
+      conn.write(body.slice(9000));
+      const res = await conn.nth(n);
+      expect(res.status).toBe(202);
+      expect(JSON.parse(res.body).accepted).toEqual([event.id]);
+    }
   });
 
   it('still reads a body that arrives in pieces after the headers', async () => {

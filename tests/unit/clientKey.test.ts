@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { clientKey } from '../../src/limits/clientKey.ts';
+import { clientKey, clientKeyOfBytes } from '../../src/limits/clientKey.ts';
 
 const group = fc.integer({ min: 0, max: 0xffff });
 const ipv6 = fc.array(group, { minLength: 8, maxLength: 8 });
@@ -50,5 +50,30 @@ describe('clientKey', () => {
 
   it('leaves what is not an address as it is', () => {
     expect(clientKey('unknown')).toBe('unknown');
+  });
+});
+
+describe('clientKeyOfBytes', () => {
+  const bytesOf = (g: number[]) => new Uint8Array(g.flatMap((x) => [x >> 8, x & 255])).buffer;
+
+  it('gives the key clientKey gives the same address as text, IPv4, IPv4-mapped and IPv6', () => {
+    const octets = fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 });
+    fc.assert(
+      fc.property(octets, (o) => {
+        expect(clientKeyOfBytes(new Uint8Array(o).buffer)).toBe(clientKey(o.join('.')));
+        const mapped = [0, 0, 0, 0, 0, 0xffff, (o[0] << 8) | o[1], (o[2] << 8) | o[3]];
+        expect(clientKeyOfBytes(bytesOf(mapped))).toBe(clientKey(full(mapped)));
+      }),
+    );
+    fc.assert(
+      fc.property(ipv6, (g) => {
+        expect(clientKeyOfBytes(bytesOf(g))).toBe(clientKey(full(g)));
+      }),
+    );
+    expect(clientKeyOfBytes(bytesOf([0, 0, 0, 0, 0, 0, 0, 1]))).toBe(clientKey('::1'));
+  });
+
+  it('gives an empty key for no address (as uWS reports a socket without a peer)', () => {
+    expect(clientKeyOfBytes(new ArrayBuffer(0))).toBe('');
   });
 });

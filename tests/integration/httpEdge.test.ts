@@ -12,8 +12,8 @@
 import net from 'node:net';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { Codes } from '../../src/errors.ts';
-import { UNPAUSED_BODY_MAX } from '../../src/transport/BodyReader.ts';
 import type { RunningServer } from '../../src/server.ts';
+import { UNPAUSED_BODY_MAX } from '../../src/transport/BodyReader.ts';
 import { onCleanup } from '../helpers/cleanup.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api, createTrip } from '../helpers/http.ts';

@@ -1,4 +1,4 @@
-/** `npm run bench:relay` in its quick mode: the benchmark itself must keep working. */
+/** `npm run bench:relay` and `bench:relay:ab` in their quick modes: the benchmarks themselves must keep working. */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import pg from 'pg';
@@ -77,4 +77,36 @@ describe('bench:relay interrupted', () => {
     },
     QUICK_BENCH_HANG_MS,
   );
+});
+
+describe('bench:relay:ab --quick', () => {
+  it(
+    'measures this checkout against itself in alternating rounds, exits 0 and prints the comparison',
+    async () => {
+      const { code, output } = await runQuickBench('relayAb.ts', {});
+      expect(code, output.slice(-3000)).toBe(0);
+      expect(output).toContain('| build | server CPU µs per request, median (rounds) | requests/s, median | p50 ms |');
+      expect(output).toMatch(/\| base: this checkout \(again\) \| \d+\.\d \(/);
+      expect(output).toMatch(/This checkout ÷ base: CPU per request \d+\.\d\d×, requests\/s \d+\.\d\d×/);
+      // Both builds were measured in both rounds, on duplicates only (a new event would end the run).
+      expect(output.match(/µs of server CPU per request/g)).toHaveLength(4);
+      expect(output).not.toContain('were new in a round of duplicates');
+    },
+    QUICK_BENCH_HANG_MS,
+  );
+
+  it('prints its usage for --help, and refuses a --base that is neither a checkout nor a revision', () => {
+    const help = runBenchOptions('relayAb.ts', '--help');
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: npm run bench:relay:ab/);
+    const wrong = runBenchOptions('relayAb.ts', '--base', 'no-such-revision-anywhere');
+    expect(wrong.status).toBe(2);
+    expect(wrong.stderr).toContain(
+      '--base no-such-revision-anywhere: neither a directory holding a checkout nor a git revision',
+    );
+    expect(wrong.stdout).not.toContain('[bench:relay:ab]');
+    const rounds = runBenchOptions('relayAb.ts', '--rounds', '0');
+    expect(rounds.status).toBe(2);
+    expect(rounds.stderr).toContain('--rounds must be an integer ≥ 1');
+  });
 });

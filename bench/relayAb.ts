@@ -13,6 +13,9 @@
  * Per round and build: the server's CPU time per request, requests per second (closed loop,
  * 96 in flight), the median request latency; and the CPU probe before each round.
  *
+ * With `--processing` every round posts new events instead (over 1,000 conversations) and is
+ * measured until every reply is delivered: the whole path per event.
+ *
  * Without `--base` the checkout is compared with itself: the noise floor of the comparison.
  */
 import { spawnSync } from 'node:child_process';
@@ -43,6 +46,9 @@ Options:
                   packages; default: this checkout itself (the comparison's noise floor)
   --rounds N      rounds, each measuring both builds (default 6)
   --count N       requests per generator per round (default 15000; 2 generators)
+  --processing    the whole path instead: new events every round, each measured from the
+                  first post until every reply is delivered (stored, processed, replied,
+                  acknowledged), over 1,000 conversations
   --quick         a small run (seconds; the smoke test)
   -h, --help      show this help
 
@@ -57,6 +63,7 @@ interface AbOptions {
   base: Base;
   rounds: number;
   count: number;
+  processing: boolean;
   quick: boolean;
 }
 
@@ -68,6 +75,7 @@ function parseAbOptions(argv: string[]): AbOptions | 'help' {
       base: { type: 'string' },
       rounds: { type: 'string' },
       count: { type: 'string' },
+      processing: { type: 'boolean' },
       quick: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -78,6 +86,7 @@ function parseAbOptions(argv: string[]): AbOptions | 'help' {
     base: resolveBase(values.base),
     rounds: integerOption('rounds', values.rounds, 1) ?? (quick ? 2 : 6),
     count: integerOption('count', values.count, 100) ?? (quick ? 500 : 15_000),
+    processing: values.processing === true,
     quick,
   };
 }
@@ -101,7 +110,8 @@ function resolveBase(given: string | undefined): Base {
 
 const options = parsedOrExit('bench:relay:ab', HELP, () => parseAbOptions(process.argv.slice(2)));
 const SECRET = 'bench-relay-ab-secret-bench-relay-ab-secret';
-const CONVERSATIONS = 50;
+/** Conversations per generator: few for duplicates (the fill is quick), more for processing (as many as a burst meets). */
+const conversations = options.processing ? 500 : 50;
 const CONCURRENCY = 48;
 const pinning = hasTaskset();
 const core = (n: number) => (pinning ? n : null);
@@ -220,8 +230,20 @@ async function main(): Promise<void> {
     });
   }
 
-  /** Posts the run's events (the same ids every time) to `build`; its CPU per request when `measured`. */
-  const post = async (build: Build, measured: boolean) => {
+  const drained = async (b: Build) => {
+    const started = Date.now();
+    while (b.sends < b.accepted) {
+      if (Date.now() - started > 300_000) throw new Error(`${b.label}: replies still missing after 5 minutes`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  /**
+   * Posts `--count` events per generator to `build`, under `prefix` (the same prefix: the same
+   * ids), and measures it when `measured`: duplicates, or with `--processing` new events, until
+   * every reply is delivered.
+   */
+  const post = async (build: Build, prefix: string, measured: boolean) => {
     const cpu0 = cpuTimeMs(build.pid);
     const started = performance.now();
     const results = await Promise.all(
@@ -234,46 +256,51 @@ async function main(): Promise<void> {
           rate: 0,
           durationMs: 600_000,
           batch: 1,
-          senderFrom: i * CONVERSATIONS,
-          senders: CONVERSATIONS,
-          prefix: `ab-${i}`,
+          senderFrom: i * conversations,
+          senders: conversations,
+          prefix: `${prefix}-${i}`,
           count: options.count,
         }),
       ),
     );
-    const ms = performance.now() - started;
-    const cpu = cpuTimeMs(build.pid) - cpu0;
+    const posted = performance.now() - started;
     const requests = results.reduce((n, r) => n + r.requests, 0);
     const accepted = results.reduce((n, r) => n + r.accepted, 0);
     const failed = results.reduce((n, r) => n + r.failed, 0);
     build.accepted += accepted;
     if (failed) throw new Error(`${build.label}: ${failed} requests failed`);
     if (!measured) return `${fmt(accepted)} events stored`;
-    if (accepted) throw new Error(`${build.label}: ${accepted} events were new in a round of duplicates`);
+    if (options.processing && accepted !== requests)
+      throw new Error(`${build.label}: ${requests - accepted} events were not new`);
+    if (!options.processing && accepted)
+      throw new Error(`${build.label}: ${accepted} events were new in a round of duplicates`);
+    if (options.processing) await drained(build);
+    const ms = performance.now() - started;
+    const cpu = cpuTimeMs(build.pid) - cpu0;
     const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
     build.usPerRequest.push((cpu * 1000) / requests);
     build.perSecond.push((requests * 1000) / ms);
     build.p50.push(latencies[latencies.length >> 1] ?? Number.NaN);
     const last = (a: number[]) => a[a.length - 1];
-    return `${last(build.usPerRequest).toFixed(1)} µs of server CPU per request, ${fmt(last(build.perSecond))} requests/s, p50 ${last(build.p50).toFixed(1)} ms (server busy ${((cpu / ms) * 100).toFixed(0)} %)`;
+    const what = options.processing
+      ? `µs of server CPU per event (stored, processed, replied), ${fmt(last(build.perSecond))} events/s to the last reply (acknowledged at ${fmt((requests * 1000) / posted)}/s)`
+      : `µs of server CPU per request, ${fmt(last(build.perSecond))} requests/s`;
+    return `${last(build.usPerRequest).toFixed(1)} ${what}, p50 ${last(build.p50).toFixed(1)} ms (server busy ${((cpu / ms) * 100).toFixed(0)} %)`;
   };
 
   try {
     for (const b of builds) {
-      log(`${b.label}: storing ${fmt(2 * options.count)} events over ${2 * CONVERSATIONS} conversations…`);
-      log(`  ${await post(b, false)}`);
-      const started = Date.now();
-      while (b.sends < b.accepted) {
-        if (Date.now() - started > 300_000) throw new Error(`${b.label}: replies still missing after 5 minutes`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      log(`${b.label}: storing ${fmt(2 * options.count)} events over ${fmt(2 * conversations)} conversations…`);
+      log(`  ${await post(b, 'ab', false)}`);
+      await drained(b);
     }
     const probes: number[] = [];
     for (let r = 0; r < options.rounds; r++) {
       probes.push(await cpuProbe(core(0), options.quick));
       log(`round ${r + 1}/${options.rounds} (CPU probe ${probes[r].toFixed(0)} M iterations/s on core 0)`);
       // Alternating order: neither build always measures right after the other's round.
-      for (const b of r % 2 ? [...builds].reverse() : builds) log(`  ${b.label}: ${await post(b, true)}`);
+      for (const b of r % 2 ? [...builds].reverse() : builds)
+        log(`  ${b.label}: ${await post(b, options.processing ? `r${r}` : 'ab', true)}`);
     }
     const [before, after] = builds;
     const row = (b: Build) =>
@@ -281,13 +308,15 @@ async function main(): Promise<void> {
     console.log(
       [
         '',
-        `| build | server CPU µs per request, median (rounds) | requests/s, median | p50 ms |`,
+        options.processing
+          ? '| build | server CPU µs per event, stored to replied, median (rounds) | events/s to the last reply, median | ack p50 ms |'
+          : '| build | server CPU µs per request, median (rounds) | requests/s, median | p50 ms |',
         '|---|---:|---:|---:|',
         row(before),
         row(after),
         '',
-        `This checkout ÷ base: CPU per request ${(median(after.usPerRequest) / median(before.usPerRequest)).toFixed(2)}×, requests/s ${(median(after.perSecond) / median(before.perSecond)).toFixed(2)}×`,
-        `Rounds: ${options.rounds}, ${fmt(2 * options.count)} duplicate events per build per round, ${2 * CONCURRENCY} requests in flight; CPU probe ${probes.map((p) => p.toFixed(0)).join(', ')}`,
+        `This checkout ÷ base: CPU per ${options.processing ? 'event' : 'request'} ${(median(after.usPerRequest) / median(before.usPerRequest)).toFixed(2)}×, ${options.processing ? 'events' : 'requests'}/s ${(median(after.perSecond) / median(before.perSecond)).toFixed(2)}×`,
+        `Rounds: ${options.rounds}, ${fmt(2 * options.count)} ${options.processing ? 'new' : 'duplicate'} events per build per round over ${fmt(2 * conversations)} conversations, ${2 * CONCURRENCY} requests in flight; CPU probe ${probes.map((p) => p.toFixed(0)).join(', ')}`,
         `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; servers on core 0, generators on core 1${pinning ? '' : ' (unpinned: no taskset)'}`,
         '',
       ].join('\n'),

@@ -24,11 +24,11 @@ interface Finished {
 }
 
 /**
- * Runs `bench/<script>` with `--quick` (and `env` added) and resolves with its exit code and
- * everything it printed; rejects when it has not finished within QUICK_BENCH_HANG_MS.
+ * Runs `bench/<script>` with `--quick` and `extra` arguments (and `env` added) and resolves with
+ * its exit code and everything it printed; rejects when it has not finished within QUICK_BENCH_HANG_MS.
  */
-export function runQuickBench(script: string, env: Record<string, string>): Promise<Finished> {
-  const args = ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick'];
+export function runQuickBench(script: string, env: Record<string, string>, ...extra: string[]): Promise<Finished> {
+  const args = ['--import', 'tsx', path.join(repoRoot, 'bench', script), '--quick', ...extra];
   return run(process.execPath, args, { ...process.env, ...env }, QUICK_BENCH_HANG_MS);
 }
 

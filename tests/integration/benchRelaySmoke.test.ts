@@ -95,6 +95,20 @@ describe('bench:relay:ab --quick', () => {
     QUICK_BENCH_HANG_MS,
   );
 
+  it(
+    'with --processing measures new events until every reply is delivered',
+    async () => {
+      const { code, output } = await runQuickBench('relayAb.ts', {}, '--processing', '--rounds', '1');
+      expect(code, output.slice(-3000)).toBe(0);
+      expect(output).toContain(
+        '| build | server CPU µs per event, stored to replied, median (rounds) | events/s to the last reply, median | ack p50 ms |',
+      );
+      expect(output.match(/µs of server CPU per event \(stored, processed, replied\)/g)).toHaveLength(2);
+      expect(output).toMatch(/1,000 new events per build per round over 1,000 conversations/);
+    },
+    QUICK_BENCH_HANG_MS,
+  );
+
   it('prints its usage for --help, and refuses a --base that is neither a checkout nor a revision', () => {
     const help = runBenchOptions('relayAb.ts', '--help');
     expect(help.status).toBe(0);

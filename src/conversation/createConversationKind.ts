@@ -50,6 +50,8 @@ export const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'ima
 const HISTORY_TURNS = 20;
 /** Memories the model is shown with a message (`MemoryStore.recall`'s limit). */
 const MEMORIES_IN_VIEW = 8;
+/** Memory reads kept ahead of a conversation's batches, and commits since one, at most (`lookAhead`). */
+const AHEAD_MAX = 64;
 const PHOTOS_IN_VIEW = 3;
 const STAGE_REFRESH = 25;
 
@@ -307,16 +309,24 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       const tag = containerTagOf({ key });
       /**
        * Memories of the batch being worked on, read ahead by text (`lookAhead`): one read for
-       * the batch instead of one per message, each waited for in turn. Dropped with the batch.
+       * the batch instead of one per message, each waited for in turn. A batch cut short by its
+       * time bound leaves its rest to the next batch, which uses the reads already made, with
+       * the memories committed since each (`since`) shown as newer: reading the rest again
+       * after every cut made a 16-message batch cost 136 reads when each read took longer than
+       * the bound (PostgreSQL busy), so reads got slower still (bench/README, fourteenth part).
        */
-      const ahead = new Map<string, Promise<string[]>>();
+      const ahead = new Map<string, { read: Promise<string[]>; since: ConversationCommit[] }>();
       const lookAhead = (texts: string[]) => {
+        // Reads left over from batches that never came (the conversation failed, rows skipped) go.
+        if (ahead.size > AHEAD_MAX) ahead.clear();
+        const since: ConversationCommit[] = [];
         for (const text of texts) {
           if (ahead.has(text)) continue;
           const read = memory.recall(tag, text, MEMORIES_IN_VIEW);
           // Not every message of a batch is answered: a read no one waits for must not fail unheard.
           read.catch(() => {});
-          ahead.set(text, read);
+          ahead.set(text, { read, since });
+          metrics.memoryRecalls.inc();
         }
       };
       const recall = async (
@@ -326,20 +336,26 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       ): Promise<Recall> => {
         const known = stages.get(input.sender);
         const fresh = cachedTurns !== null && known !== undefined && known.uses++ < STAGE_REFRESH;
+        const readAhead = ahead.get(input.text);
+        if (!readAhead) metrics.memoryRecalls.inc();
         const [turns, memories] = await Promise.all([
           fresh
             ? { messages: cachedTurns as StoredMessage[], stage: (known as { stage: string }).stage }
             : repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
-          ahead.get(input.text) ?? memory.recall(tag, input.text, MEMORIES_IN_VIEW),
+          readAhead?.read ?? memory.recall(tag, input.text, MEMORIES_IN_VIEW),
         ]);
         if (!fresh) {
           cachedTurns = turns.messages;
           stages.set(input.sender, { stage: turns.stage, uses: 0 });
         }
-        if (unwritten.length === 0) return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
-        // Earlier messages of the batch, not written yet: the newest turns and memories.
+        const since = readAhead?.since ?? [];
+        if (unwritten.length === 0 && since.length === 0)
+          return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
+        // Earlier messages of the batch, not written yet: the newest turns and memories. Commits
+        // since the read ahead: their memories (their turns are written, so read or cached).
         const added: StoredMessage[] = [];
         const noted: string[] = [];
+        for (const c of since) for (const m of c.memories) noted.push(m.content);
         for (const c of unwritten) {
           if (c.inbound) added.push(storedOf(c.inbound));
           if (c.outbound) added.push(storedOf(c.outbound));
@@ -372,7 +388,13 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           }),
         lookAhead,
         async commit(commits) {
-          ahead.clear();
+          // Reads ahead of the rest of the batch stay; what this commit adds is newer than them.
+          // A forget ends the batch and changes what any read found: they all go.
+          if (commits.some((c) => c.forget)) ahead.clear();
+          for (const c of commits) if (c.inbound) ahead.delete(c.inbound.text);
+          const sinces = new Set([...ahead.values()].map((a) => a.since));
+          for (const since of sinces) since.push(...commits);
+          for (const [text, a] of ahead) if (a.since.length > AHEAD_MAX) ahead.delete(text);
           const last = commits[commits.length - 1];
           const result = await committer.submit<ConversationWrite, boolean>(
             CONVERSATION,

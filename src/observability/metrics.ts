@@ -13,6 +13,7 @@ export interface Metrics {
   badFrames: client.Counter<'code'>;
   httpRequests: client.Counter<'route' | 'status'>;
   eventLatency: client.Histogram;
+  memoryRecalls: client.Counter;
   relayEvents: client.Counter<'outcome'>;
   conversationMessages: client.Counter<'outcome'>;
   conversationCommitMessages: client.Histogram;
@@ -223,6 +224,11 @@ export function createMetrics(sources: GaugeSources): Metrics {
       name: 'archety_conversation_messages_total',
       help: 'Messages processed by conversations, by reply kind (model, offline: the offline brain without OPENAI_API_KEY, fallback, safety, forget, none).',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    memoryRecalls: new client.Counter({
+      name: 'archety_memory_recalls_total',
+      help: "Reads of a conversation's memories for a message to answer (read ahead for a batch, or alone): about one per message; more means reads were repeated.",
       registers: [registry],
     }),
     conversationCommitMessages: new client.Histogram({

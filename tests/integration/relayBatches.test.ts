@@ -17,6 +17,9 @@ const ALICE = '+15558100001';
 const KEY = `user_${ALICE}_persona_sage`;
 
 let server: RunningServer;
+/** The same, with every batch cut short after its first message (RELAY_BATCH_COMMIT_MS=0). */
+let cutting: RunningServer;
+let cuttingRelay: RelayClient;
 let db: TestDatabase;
 let fake: FakeOpenAI;
 let relay: RelayClient;
@@ -30,9 +33,16 @@ beforeAll(async () => {
     db.url,
     openAIEnv(fake, { RELAY_BATCH_COMMIT_MS: '60000', SENDER_MESSAGES_PER_MINUTE: '600', SENDER_BURST: '100' }),
   );
+  cutting = await startTestServer(
+    db.url,
+    openAIEnv(fake, { RELAY_BATCH_COMMIT_MS: '0', SENDER_MESSAGES_PER_MINUTE: '600', SENDER_BURST: '100' }),
+  );
   relayToken = await token('relay-batches', { role: 'relay' });
   relay = await connectRelay(server.url, relayToken, { autoAck: true });
+  cuttingRelay = await connectRelay(cutting.url, relayToken, { autoAck: true });
 });
+
+const figureOf = (metrics: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
 
 describe("a conversation's events that waited behind each other", () => {
   it('are answered in order, each seeing the ones before, and committed together', async () => {
@@ -59,9 +69,10 @@ describe("a conversation's events that waited behind each other", () => {
     expect(last).toContain(sends[2].text);
 
     const metrics = (await api(server.url, 'GET', '/metrics')).body;
-    const figure = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
-    expect(figure('archety_conversation_commit_messages_count')).toBe(2);
-    expect(figure('archety_conversation_commit_messages_sum')).toBe(4);
+    expect(figureOf(metrics, 'archety_conversation_commit_messages_count')).toBe(2);
+    expect(figureOf(metrics, 'archety_conversation_commit_messages_sum')).toBe(4);
+    // One memory read per message: the first alone, the other three read ahead together.
+    expect(figureOf(metrics, 'archety_memory_recalls_total')).toBe(4);
 
     const { rows } = await db.pool.query(
       `SELECT (SELECT version FROM conversations WHERE key = $1)::int AS version,
@@ -80,5 +91,35 @@ describe("a conversation's events that waited behind each other", () => {
       counters: { messages: 4, replies: 4, photos: 0 },
       inbox: ['processed'],
     });
+  });
+});
+
+describe('a batch cut short by its time bound', () => {
+  it('leaves its rest the reads made ahead, with the memories committed since: one read per message', async () => {
+    const bob = '+15558100002';
+    const events = [
+      relayEvent({ sender: bob, text: 'I love sailing' }),
+      relayEvent({ sender: bob, text: 'I live in Lisbon' }),
+      relayEvent({ sender: bob, text: 'I love tides' }),
+      relayEvent({ sender: bob, text: 'q-cut-last what should we do this weekend?' }),
+    ];
+    const res = await postEvents(cutting.url, relayToken, { events });
+    expect(res.status).toBe(202);
+    const sends = await cuttingRelay.waitForSends((s) => events.some((e) => e.id === s.replyTo), 4);
+    expect(sends.map((s) => s.replyTo)).toEqual(events.map((e) => e.id));
+
+    // Every message committed alone (the bound is 0 ms), yet its memories were read once: the
+    // first alone, the other three together ahead of their batch, whose rest kept them.
+    const metrics = (await api(cutting.url, 'GET', '/metrics')).body;
+    expect(figureOf(metrics, 'archety_conversation_commit_messages_count')).toBe(4);
+    expect(figureOf(metrics, 'archety_conversation_commit_messages_sum')).toBe(4);
+    expect(figureOf(metrics, 'archety_memory_recalls_total')).toBe(4);
+
+    // The last message's memories were read before the second and third were committed: what
+    // they added is shown all the same, as a read made after them would show it.
+    const last = fake.promptFor('q-cut-last');
+    expect(last).toMatch(/loves sailing/);
+    expect(last).toMatch(/lives in Lisbon/);
+    expect(last).toMatch(/loves tides/);
   });
 });

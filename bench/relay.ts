@@ -36,7 +36,7 @@ import {
   machineCpuMs,
   machineInfo,
 } from './lib/machine.ts';
-import { oneCoreNote, repoRoot, startServerProcess } from './lib/processes.ts';
+import { oneCoreNote, relayBenchServerEnv, repoRoot, startServerProcess } from './lib/processes.ts';
 import { cleanupOnSignals } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
@@ -176,22 +176,8 @@ async function main(): Promise<void> {
       DATABASE_URL: db.url,
       JWT_SECRET: SECRET,
       PORT: '0',
-      LOG_LEVEL: 'info',
-      LOG_FORMAT: 'json',
-      RELAY_EVENTS_PER_SECOND: '10000000',
-      HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-      BODIES_IN_FLIGHT_PER_IP: '0',
-      RELAY_EVENTS_BURST: '10000000',
-      SENDER_MESSAGES_PER_MINUTE: '10000000',
-      SENDER_BURST: '10000000',
-      ACTOR_IDLE_MS: '600000',
       // e.g. BENCH_SERVER_ENV='GROUP_COMMIT_LANES=2 RELAY_PROCESSING_WINDOW=64' to try settings.
-      ...Object.fromEntries(
-        (process.env.BENCH_SERVER_ENV ?? '')
-          .split(' ')
-          .filter(Boolean)
-          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-      ),
+      ...relayBenchServerEnv(),
     },
     core: core(0),
     fileLimit: fileLimit().granted,

@@ -28,7 +28,7 @@ import { mintToken } from '../src/auth/mintToken.ts';
 import { integerOption, parsedOrExit } from './lib/commandLine.ts';
 import { openBenchDatabase } from './lib/database.ts';
 import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo } from './lib/machine.ts';
-import { repoRoot, startServerProcess } from './lib/processes.ts';
+import { relayBenchServerEnv, repoRoot, startServerProcess } from './lib/processes.ts';
 import { cleanupOnSignals } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { fmt, median } from './lib/stats.ts';
@@ -182,20 +182,7 @@ async function main(): Promise<void> {
         DATABASE_URL: db.url,
         JWT_SECRET: SECRET,
         PORT: '0',
-        LOG_LEVEL: 'info',
-        LOG_FORMAT: 'json',
-        RELAY_EVENTS_PER_SECOND: '10000000',
-        RELAY_EVENTS_BURST: '10000000',
-        HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-        BODIES_IN_FLIGHT_PER_IP: '0',
-        SENDER_MESSAGES_PER_MINUTE: '10000000',
-        SENDER_BURST: '10000000',
-        ...Object.fromEntries(
-          (process.env.BENCH_SERVER_ENV ?? '')
-            .split(' ')
-            .filter(Boolean)
-            .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-        ),
+        ...relayBenchServerEnv(),
       },
       core: core(0),
       fileLimit: fileLimit().granted,

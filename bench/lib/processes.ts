@@ -216,3 +216,29 @@ export const MINIAPP_BENCH_SERVER_ENV = {
   MAX_OPS_PER_SECOND: '1000000',
   ACTOR_IDLE_MS: String(60 * 60_000),
 };
+
+/**
+ * The relay benchmarks' server settings (bench:relay, bench:relay:ab): info logs for its
+ * "archety listening on" line, JSON; the relay's and the senders' rate limits and the
+ * per-address budget lifted (every event comes from one relay token and one address); no
+ * passivation mid-run; then `BENCH_SERVER_ENV` ('K=V K=V', e.g. 'GROUP_COMMIT_LANES=2') to try settings.
+ */
+export function relayBenchServerEnv(): Record<string, string> {
+  return {
+    LOG_LEVEL: 'info',
+    LOG_FORMAT: 'json',
+    RELAY_EVENTS_PER_SECOND: '10000000',
+    RELAY_EVENTS_BURST: '10000000',
+    HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+    BODIES_IN_FLIGHT_PER_IP: '0',
+    SENDER_MESSAGES_PER_MINUTE: '10000000',
+    SENDER_BURST: '10000000',
+    ACTOR_IDLE_MS: '600000',
+    ...Object.fromEntries(
+      (process.env.BENCH_SERVER_ENV ?? '')
+        .split(' ')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    ),
+  };
+}

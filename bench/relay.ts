@@ -36,7 +36,7 @@ import {
   machineCpuMs,
   machineInfo,
 } from './lib/machine.ts';
-import { oneCoreNote, relayBenchServerEnv, repoRoot, startServerProcess } from './lib/processes.ts';
+import { oneCoreNote, repoRoot, startRelayBenchServer } from './lib/processes.ts';
 import { cleanupOnSignals } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
@@ -161,30 +161,14 @@ async function main(): Promise<void> {
   const db = await openBenchDatabase(process.env);
   cleanups.push(() => db.drop());
   const settings = await pgSettings(db.url);
-  const server = await startServerProcess({
-    name: 'archety',
+  const server = await startRelayBenchServer({
     // e.g. BENCH_SERVER_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the server.
-    command: [
-      process.execPath,
-      ...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean),
-      'bin/archety.js',
-      'start',
-    ],
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      DATABASE_URL: db.url,
-      JWT_SECRET: SECRET,
-      PORT: '0',
-      // e.g. BENCH_SERVER_ENV='GROUP_COMMIT_LANES=2 RELAY_PROCESSING_WINDOW=64' to try settings.
-      ...relayBenchServerEnv(),
-    },
+    program: [...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean), 'bin/archety.js'],
+    databaseUrl: db.url,
+    secret: SECRET,
     core: core(0),
-    fileLimit: fileLimit().granted,
-    ready: /archety listening on (http:\/\/[^ ]+)/,
-    timeoutMs: 60_000,
     // e.g. BENCH_SERVER_LOG=/tmp/server.log to read what the server logged.
-    ...(process.env.BENCH_SERVER_LOG ? { logFile: process.env.BENCH_SERVER_LOG } : {}),
+    logFile: process.env.BENCH_SERVER_LOG,
   });
   cleanups.push(() => server.stop());
   log(`server ${server.url} (pid ${server.pid}), database ${new URL(db.url).pathname.slice(1)}`);

@@ -28,7 +28,7 @@ import { mintToken } from '../src/auth/mintToken.ts';
 import { integerOption, parsedOrExit } from './lib/commandLine.ts';
 import { openBenchDatabase } from './lib/database.ts';
 import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo } from './lib/machine.ts';
-import { relayBenchServerEnv, repoRoot, startServerProcess } from './lib/processes.ts';
+import { repoRoot, startRelayBenchServer } from './lib/processes.ts';
 import { cleanupOnSignals } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { fmt, median } from './lib/stats.ts';
@@ -173,21 +173,11 @@ async function main(): Promise<void> {
   for (const c of checkouts) {
     const db = await openBenchDatabase(process.env);
     cleanups.push(() => db.drop());
-    const server = await startServerProcess({
-      name: 'archety',
-      command: [process.execPath, path.join(c.dir, 'bin/archety.js'), 'start'],
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
-        DATABASE_URL: db.url,
-        JWT_SECRET: SECRET,
-        PORT: '0',
-        ...relayBenchServerEnv(),
-      },
+    const server = await startRelayBenchServer({
+      program: [path.join(c.dir, 'bin/archety.js')],
+      databaseUrl: db.url,
+      secret: SECRET,
       core: core(0),
-      fileLimit: fileLimit().granted,
-      ready: /archety listening on (http:\/\/[^ ]+)/,
-      timeoutMs: 60_000,
     });
     cleanups.push(() => server.stop());
     const build: Build = {

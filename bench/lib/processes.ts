@@ -7,7 +7,7 @@ import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SEMI_SPACE_MIB } from '../../src/observability/gcThreads.ts';
-import { pinnedCommand } from './machine.ts';
+import { fileLimit, pinnedCommand } from './machine.ts';
 import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -218,27 +218,49 @@ export const MINIAPP_BENCH_SERVER_ENV = {
 };
 
 /**
- * The relay benchmarks' server settings (bench:relay, bench:relay:ab): info logs for its
- * "archety listening on" line, JSON; the relay's and the senders' rate limits and the
- * per-address budget lifted (every event comes from one relay token and one address); no
- * passivation mid-run; then `BENCH_SERVER_ENV` ('K=V K=V', e.g. 'GROUP_COMMIT_LANES=2') to try settings.
+ * Starts an Archety server for the relay benchmarks (bench:relay, bench:relay:ab): `program`
+ * (its `bin/archety.js`, after any Node flags) with `start`, on `databaseUrl`, signing with
+ * `secret`, on a free port. Info logs for its "archety listening on" line, JSON; the relay's
+ * and the senders' rate limits and the per-address budget lifted (every event comes from one
+ * relay token and one address); no passivation mid-run; then `BENCH_SERVER_ENV` ('K=V K=V',
+ * e.g. 'GROUP_COMMIT_LANES=2') to try settings.
  */
-export function relayBenchServerEnv(): Record<string, string> {
-  return {
-    LOG_LEVEL: 'info',
-    LOG_FORMAT: 'json',
-    RELAY_EVENTS_PER_SECOND: '10000000',
-    RELAY_EVENTS_BURST: '10000000',
-    HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
-    BODIES_IN_FLIGHT_PER_IP: '0',
-    SENDER_MESSAGES_PER_MINUTE: '10000000',
-    SENDER_BURST: '10000000',
-    ACTOR_IDLE_MS: '600000',
-    ...Object.fromEntries(
-      (process.env.BENCH_SERVER_ENV ?? '')
-        .split(' ')
-        .filter(Boolean)
-        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-    ),
-  };
+export function startRelayBenchServer(o: {
+  program: string[];
+  databaseUrl: string;
+  secret: string;
+  core: number | null;
+  logFile?: string;
+}): Promise<ServerProcess> {
+  return startServerProcess({
+    name: 'archety',
+    command: [process.execPath, ...o.program, 'start'],
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      DATABASE_URL: o.databaseUrl,
+      JWT_SECRET: o.secret,
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
+      RELAY_EVENTS_PER_SECOND: '10000000',
+      RELAY_EVENTS_BURST: '10000000',
+      HTTP_REQUESTS_PER_IP_PER_SECOND: '0',
+      BODIES_IN_FLIGHT_PER_IP: '0',
+      SENDER_MESSAGES_PER_MINUTE: '10000000',
+      SENDER_BURST: '10000000',
+      ACTOR_IDLE_MS: '600000',
+      ...Object.fromEntries(
+        (process.env.BENCH_SERVER_ENV ?? '')
+          .split(' ')
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      ),
+    },
+    core: o.core,
+    fileLimit: fileLimit().granted,
+    ready: /archety listening on (http:\/\/[^ ]+)/,
+    timeoutMs: 60_000,
+    ...(o.logFile ? { logFile: o.logFile } : {}),
+  });
 }

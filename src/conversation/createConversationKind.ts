@@ -329,6 +329,16 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           metrics.memoryRecalls.inc();
         }
       };
+      /**
+       * After a commit: its messages' reads go, the others keep what it added as newer than them
+       * (`since`). A forget ends the batch and changes what any read found: they all go.
+       */
+      const aheadCommitted = (commits: readonly ConversationCommit[]) => {
+        if (commits.some((c) => c.forget)) ahead.clear();
+        for (const c of commits) if (c.inbound) ahead.delete(c.inbound.text);
+        for (const since of new Set([...ahead.values()].map((a) => a.since))) since.push(...commits);
+        for (const [text, a] of ahead) if (a.since.length > AHEAD_MAX) ahead.delete(text);
+      };
       const recall = async (
         input: RecallInput,
         _signal: AbortSignal,
@@ -388,13 +398,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           }),
         lookAhead,
         async commit(commits) {
-          // Reads ahead of the rest of the batch stay; what this commit adds is newer than them.
-          // A forget ends the batch and changes what any read found: they all go.
-          if (commits.some((c) => c.forget)) ahead.clear();
-          for (const c of commits) if (c.inbound) ahead.delete(c.inbound.text);
-          const sinces = new Set([...ahead.values()].map((a) => a.since));
-          for (const since of sinces) since.push(...commits);
-          for (const [text, a] of ahead) if (a.since.length > AHEAD_MAX) ahead.delete(text);
+          aheadCommitted(commits);
           const last = commits[commits.length - 1];
           const result = await committer.submit<ConversationWrite, boolean>(
             CONVERSATION,

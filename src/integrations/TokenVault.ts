@@ -245,7 +245,7 @@ export class TokenVault {
         throw new IntegrationUnavailable(row.status, `${provider} is ${row.status.replace('_', ' ')}: reconnect it`);
       }
       if (row.fresh && row.encAccess) return cipher.decrypt(row.encAccess, vaultContext(user, provider, 'access'));
-      const claimed = await repo.claimOne(user, provider, this.leaseMs);
+      const claimed = await repo.claimOne(user, provider, this.leaseMs, MIN_VALID_S);
       if (claimed) {
         const { outcome, accessToken } = await this.refreshClaimed(claimed);
         if (accessToken) return accessToken;

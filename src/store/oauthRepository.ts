@@ -99,10 +99,15 @@ export const oauthQueries = {
                 FROM due
                WHERE t.user_id = due.user_id AND t.provider = due.provider
            RETURNING t.user_id, t.provider, t.status, t.enc_access, t.enc_refresh, t.expires_at, t.claim_id`,
-  /** `getAccessToken`'s claim of one row, unless a live claim holds it. */
+  /**
+   * `getAccessToken`'s claim of one row, unless a live claim holds it or its access token is
+   * fresh for $4 s: a caller that found it stale while another refreshed it must not refresh
+   * it a second time once that claim is released.
+   */
   claimOne: `UPDATE oauth_tokens SET ${CLAIM}
               WHERE user_id = $1 AND provider = $2 AND status = 'connected'
                 AND (claimed_until IS NULL OR claimed_until < now())
+                AND NOT (enc_access IS NOT NULL AND expires_at > now() + make_interval(secs => $4::float8))
           RETURNING ${COLUMNS}`,
 } as const;
 
@@ -241,8 +246,8 @@ export class OAuthRepository {
   }
 
   /** Claims one connected row for a refresh, unless a live claim holds it; null then (or when there is none). */
-  async claimOne(user: string, provider: string, leaseMs: number): Promise<TokenRow | null> {
-    const { rows } = await query<Row>(this.pool, oauthQueries.claimOne, [user, provider, leaseMs]);
+  async claimOne(user: string, provider: string, leaseMs: number, marginS: number): Promise<TokenRow | null> {
+    const { rows } = await query<Row>(this.pool, oauthQueries.claimOne, [user, provider, leaseMs, marginS]);
     return rows[0] ? rowOf(rows[0]) : null;
   }
 

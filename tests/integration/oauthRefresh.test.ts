@@ -120,6 +120,18 @@ describe('refreshing tokens', () => {
     expect((await rowOf(ALICE)).expiresInS).toBeGreaterThan(3500);
   });
 
+  it('claims a row for an on-demand refresh only while its access token is stale', async () => {
+    // A caller that read the row stale while another refreshed it claims it after that claim
+    // is released: it must find nothing to claim, and read the fresh token instead.
+    const t = await newVault();
+    await connectThroughVault(t, ALICE, 'calendar');
+    const claim = (marginS: number) =>
+      db.pool.query(oauthQueries.claimOne, [ALICE, 'calendar', 5000, marginS]).then((r) => r.rowCount);
+    expect(await claim(60)).toBe(0);
+    await expireIn(ALICE, 30);
+    expect(await claim(60)).toBe(1);
+  });
+
   it('makes one refresh for many concurrent getAccessToken calls, across two vault instances', async () => {
     // The provider takes 150 ms: with the file's 200 ms timeout a busy machine timed the one
     // refresh out after the provider had rotated its token (then invalid_grant: revoked). Not

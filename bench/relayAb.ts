@@ -13,8 +13,8 @@
  * Per round and build: the server's CPU time per request, requests per second (closed loop,
  * 96 in flight), the median request latency; and the CPU probe before each round.
  *
- * With `--processing` every round posts new events instead (over 1,000 conversations) and is
- * measured until every reply is delivered: the whole path per event.
+ * With `--processing` every round posts new events instead (over 1,000 conversations, 100 in a
+ * quick run) and is measured until every reply is delivered: the whole path per event.
  *
  * Without `--base` the checkout is compared with itself: the noise floor of the comparison.
  */
@@ -48,7 +48,7 @@ Options:
   --count N       requests per generator per round (default 15000; 2 generators)
   --processing    the whole path instead: new events every round, each measured from the
                   first post until every reply is delivered (stored, processed, replied,
-                  acknowledged), over 1,000 conversations
+                  acknowledged), over 1,000 conversations (100 with --quick)
   --quick         a small run (seconds; the smoke test)
   -h, --help      show this help
 
@@ -110,8 +110,11 @@ function resolveBase(given: string | undefined): Base {
 
 const options = parsedOrExit('bench:relay:ab', HELP, () => parseAbOptions(process.argv.slice(2)));
 const SECRET = 'bench-relay-ab-secret-bench-relay-ab-secret';
-/** Conversations per generator: few for duplicates (the fill is quick), more for processing (as many as a burst meets). */
-const conversations = options.processing ? 500 : 50;
+/**
+ * Conversations per generator: few for duplicates (the fill is quick), more for processing (as
+ * many as a burst meets), except in a quick run (each new conversation is an activation).
+ */
+const conversations = options.processing && !options.quick ? 500 : 50;
 const CONCURRENCY = 48;
 const pinning = hasTaskset();
 const core = (n: number) => (pinning ? n : null);

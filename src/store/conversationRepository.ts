@@ -118,7 +118,8 @@ export const conversationQueries = {
    * A photo seen after its message was committed (past PHOTO_WAIT_MS): its description ($3)
    * replaces the placeholder ($4) in message $1's attachment $2, and becomes a memory of
    * container $5 dated like the message, so "forget that" still finds the latest message
-   * first. Nothing happens when the placeholder is gone (the message was forgotten).
+   * first. Nothing happens when the placeholder is gone (the message was forgotten). A container
+   * holding that description already keeps one memory of it, dated by the later message (sql/008).
    */
   latePhoto: `WITH m AS (
                 UPDATE messages SET attachments = (
@@ -128,7 +129,10 @@ export const conversationQueries = {
                  WHERE id = $1 AND attachments @> jsonb_build_array(jsonb_build_object('id', $2::text, 'description', $4::text))
                 RETURNING id, sender, created_at)
               INSERT INTO memories (container_tag, content, source_message_id, created_at)
-              SELECT $5, m.sender || ' shared a photo: ' || $3, m.id, m.created_at FROM m`,
+              SELECT $5, m.sender || ' shared a photo: ' || $3, m.id, m.created_at FROM m
+              ON CONFLICT (container_tag, md5(content)) DO UPDATE
+                SET id = EXCLUDED.id, source_message_id = EXCLUDED.source_message_id, created_at = EXCLUDED.created_at
+                WHERE memories.created_at < EXCLUDED.created_at`,
 } as const;
 
 /** Replies of Sage's that never quote anything (kept when a message is forgotten). */
@@ -154,6 +158,11 @@ const merged = `jsonb_build_object(
  * failed" so the partial index of pending rows is no candidate: with a JSON list of unknown
  * length and stale statistics, the planner read every pending row instead, once per commit,
  * while a backlog waited (a third of the speed in some benchmark runs).
+ *
+ * A memory its container already holds (the same content) is not stored again: the one stored
+ * moves to the message that said it last, with the id and date a new one would have had (sql/008).
+ * Of one content said several times in a batch, the last is kept, and memories are numbered in
+ * the order of the messages that yield them, so "the latest remembered message" stays exact.
  *
  * `fenced`: the statement fences itself, for a batch committed without a transaction around
  * it. $8 / $9 / $10 give each commit's conversation, `actor_leases` key and epoch; `held` locks
@@ -199,9 +208,15 @@ function commitSql(fenced: boolean): string {
      ON CONFLICT (id) DO NOTHING),
    mem AS (
      INSERT INTO memories (container_tag, content, source_message_id)
-     SELECT r.container_tag, r.content, r.source_message_id
-       FROM jsonb_to_recordset($3::jsonb) AS r(container_tag text, content text, source_message_id text)
-      WHERE r.container_tag IN (SELECT key FROM conv)),
+     SELECT r.container_tag, r.content, r.source_message_id FROM (
+       SELECT DISTINCT ON (r.container_tag, md5(r.content)) r.container_tag, r.content, r.source_message_id, r.n
+         FROM ROWS FROM (jsonb_to_recordset($3::jsonb) AS (container_tag text, content text, source_message_id text))
+              WITH ORDINALITY AS r(container_tag, content, source_message_id, n)
+        WHERE r.container_tag IN (SELECT key FROM conv)
+        ORDER BY r.container_tag, md5(r.content), r.n DESC) r
+      ORDER BY r.n
+     ON CONFLICT (container_tag, md5(content)) DO UPDATE
+       SET id = EXCLUDED.id, source_message_id = EXCLUDED.source_message_id, created_at = EXCLUDED.created_at),
    delta AS (
      SELECT r.user_id, r.persona_id,
             jsonb_build_object('messages', sum((r.c->>'messages')::int), 'replies', sum((r.c->>'replies')::int),

@@ -187,6 +187,29 @@ describe('"forget that" with the offline brain', () => {
     expect((await inboxPayload(chat, hello.id)).text).toBe('hello there');
   });
 
+  it('forgets a fact said twice: the memory said again is the latest, and "forget that" leaves none of it', async () => {
+    const FRANK = '+15559100006';
+    const key = `user_${FRANK}_persona_sage`;
+    const first = await say(chat, { sender: FRANK, text: 'I love durian pancakes.' });
+    await say(chat, { sender: FRANK, text: 'I live in Oslo.' });
+    const again = await say(chat, { sender: FRANK, text: 'I love durian pancakes.' });
+    const { rows } = await chat.db.pool.query(
+      'SELECT content, source_message_id FROM memories WHERE container_tag = $1 ORDER BY created_at DESC, id DESC',
+      [key],
+    );
+    // One memory of the fact, from the message that said it last; Oslo's is older now.
+    expect(rows.map((r) => r.source_message_id)).toEqual([`in_${again.id}`, expect.stringMatching(/^in_/)]);
+    expect(rows.filter((r) => TRACE.test(r.content))).toHaveLength(1);
+    expect(await memoriesOf(chat, first.id)).toEqual([]);
+
+    expect((await say(chat, { sender: FRANK, text: 'forget that' })).reply).toBe(SAFETY_REPLIES.forgotten);
+    const later = await say(chat, { sender: FRANK, text: 'What do you remember about Oslo and pancakes?' });
+    expect(later.reply).toMatch(/I remember: .*Oslo/);
+    expect(later.reply).not.toMatch(TRACE);
+    const left = await chat.db.pool.query('SELECT content FROM memories WHERE container_tag = $1', [key]);
+    expect(left.rows.filter((r) => TRACE.test(r.content))).toEqual([]);
+  });
+
   it('says there is nothing to forget once the only remembered message is forgotten', async () => {
     const ERIN = '+15559100005';
     await say(chat, { sender: ERIN, text: 'I love durian pancakes.' });

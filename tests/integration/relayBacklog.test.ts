@@ -18,6 +18,7 @@ import type { RunningServer } from '../../src/server.ts';
 import { ConversationRepository, encodeWrite } from '../../src/store/conversationRepository.ts';
 import { FENCED, type GroupCommitter } from '../../src/store/GroupCommitter.ts';
 import type { PendingInbox, RelayRepository } from '../../src/store/relayRepository.ts';
+import { commitOf as commitFor } from '../helpers/conversationCommit.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
 import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
@@ -26,6 +27,8 @@ import { token } from '../helpers/tokens.ts';
 
 const ALICE = '+15556400001';
 
+const commitOf = (id: string, seq: number, version: number, sender = ALICE) => commitFor(id, seq, version, sender);
+
 let db: TestDatabase;
 let relayToken: string;
 
@@ -33,28 +36,6 @@ beforeAll(async () => {
   db = await createTestDatabase();
   relayToken = await token('relay-backlog', { role: 'relay' });
 });
-
-/** A commit of event `id` (inbox row `seq`) for the direct conversation of `sender` (ALICE) at `version`. */
-function commitOf(id: string, seq: number, version: number, sender = ALICE): ConversationCommit {
-  const key = `user_${sender}_persona_sage`;
-  const chat = { guid: `iMessage;-;${sender}`, group: false };
-  const at = Date.now();
-  return {
-    key,
-    kind: 'direct',
-    persona: 'sage',
-    chatGuid: chat.guid,
-    version,
-    inbound: { id: `in_${id}`, sender, direction: 'in', text: 'I love durian', attachments: [], at },
-    outbound: { id: `out_${id}`, sender: 'sage', direction: 'out', text: 'again?', attachments: [], at },
-    send: { type: 'send', id: `out_${id}`, replyTo: id, chat, to: sender, text: 'again?' },
-    memories: [{ content: 'loves durian', sourceMessageId: `in_${id}` }],
-    forget: false,
-    relationship: { userId: sender, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } },
-    inboxSeq: seq,
-    next: { owed: [] } as unknown as ConversationCommit['next'],
-  };
-}
 
 /** What conversation `key` has stored: its version, its rows' counts, its inbox rows' statuses in order. */
 async function conversationRows(key: string) {

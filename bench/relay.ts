@@ -37,7 +37,7 @@ import {
   machineInfo,
 } from './lib/machine.ts';
 import { oneCoreNote, repoRoot, startRelayBenchServer } from './lib/processes.ts';
-import { cleanupOnSignals } from './lib/progress.ts';
+import { cleanupOnSignals, runMain } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { addResultsSection, README_TEMPLATE, type Row, renderTable } from './lib/report.ts';
 import { fmt, median, percentile, spread } from './lib/stats.ts';
@@ -507,10 +507,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    void cleanup().finally(() => process.exit(1));
-  },
-);
+runMain(main, cleanup);

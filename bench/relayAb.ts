@@ -29,7 +29,7 @@ import { integerOption, parsedOrExit } from './lib/commandLine.ts';
 import { openBenchDatabase } from './lib/database.ts';
 import { cpuProbe, cpuTimeMs, fileLimit, hasTaskset, machineInfo } from './lib/machine.ts';
 import { repoRoot, startRelayBenchServer } from './lib/processes.ts';
-import { cleanupOnSignals } from './lib/progress.ts';
+import { cleanupOnSignals, runMain } from './lib/progress.ts';
 import { startRelayWorkers } from './lib/relayWorkers.ts';
 import { fmt, median } from './lib/stats.ts';
 
@@ -306,10 +306,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    void cleanup().finally(() => process.exit(1));
-  },
-);
+runMain(main, cleanup);

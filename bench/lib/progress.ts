@@ -89,3 +89,14 @@ export function startRun(deadlineMs: number): {
   heartbeat.unref();
   return { cleanups, cleanup, stopHeartbeat: () => clearInterval(heartbeat) };
 }
+
+/** Runs a benchmark's `main`: exit 0 when it ends, else its error printed, `cleanup` run, exit 1. */
+export function runMain(main: () => Promise<void>, cleanup: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err) => {
+      console.error(err);
+      void cleanup().finally(() => process.exit(1));
+    },
+  );
+}

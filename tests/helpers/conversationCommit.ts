@@ -1,5 +1,6 @@
 /** Conversation commits built by hand, for tests that write them through the repository. */
 import type { ConversationCommit } from '../../actors/conversationTypes.ts';
+import type { Pool } from '../../src/store/pool.ts';
 
 /**
  * A commit of relay event `id` (inbox row `seq`) for the direct conversation of `sender` at
@@ -31,4 +32,13 @@ export function commitOf(
     inboxSeq: seq,
     next: { owed: [] } as unknown as ConversationCommit['next'],
   };
+}
+
+/** A pending inbox row for conversation `key`, as ingest stores one; its seq (a commit's `inboxSeq`). */
+export async function pendingInboxRow(pool: Pool, id: string, key: string): Promise<number> {
+  const { rows } = await pool.query(
+    "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
+    [id, key],
+  );
+  return Number(rows[0].seq);
 }

@@ -11,22 +11,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { PHOTO_PENDING } from '../../actors/conversationRules.ts';
 import { ConversationRepository, conversationQueries, encodeWrite } from '../../src/store/conversationRepository.ts';
 import { sqlDir } from '../../src/store/migrate.ts';
-import { commitOf } from '../helpers/conversationCommit.ts';
+import { commitOf, pendingInboxRow as insertPendingRow } from '../helpers/conversationCommit.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 let db: TestDatabase;
+const pendingInboxRow = (id: string, key: string) => insertPendingRow(db.pool, id, key);
 
 beforeAll(async () => {
   db = await createTestDatabase();
 });
-
-async function pendingInboxRow(id: string, key: string): Promise<number> {
-  const { rows } = await db.pool.query(
-    "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
-    [id, key],
-  );
-  return Number(rows[0].seq);
-}
 
 /** Writes one conversation's batch of commits as the group commit does; whether it was applied. */
 async function writeBatch(commits: ReturnType<typeof commitOf>[]): Promise<unknown> {

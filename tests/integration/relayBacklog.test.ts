@@ -18,7 +18,7 @@ import type { RunningServer } from '../../src/server.ts';
 import { ConversationRepository, encodeWrite } from '../../src/store/conversationRepository.ts';
 import { FENCED, type GroupCommitter } from '../../src/store/GroupCommitter.ts';
 import type { PendingInbox, RelayRepository } from '../../src/store/relayRepository.ts';
-import { commitOf as commitFor } from '../helpers/conversationCommit.ts';
+import { commitOf as commitFor, pendingInboxRow as insertPendingRow } from '../helpers/conversationCommit.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
 import { connectRelay, postEvents, relayEvent } from '../helpers/relay.ts';
@@ -30,6 +30,7 @@ const ALICE = '+15556400001';
 const commitOf = (id: string, seq: number, version: number, sender = ALICE) => commitFor(id, seq, version, sender);
 
 let db: TestDatabase;
+const pendingInboxRow = (id: string, key: string) => insertPendingRow(db.pool, id, key);
 let relayToken: string;
 
 beforeAll(async () => {
@@ -48,15 +49,6 @@ async function conversationRows(key: string) {
     [key],
   );
   return rows[0];
-}
-
-/** A pending inbox row for conversation `key`, as ingest stores one; its seq. */
-async function pendingInboxRow(id: string, key: string): Promise<number> {
-  const { rows } = await db.pool.query(
-    "INSERT INTO relay_inbox (event_id, conversation_key, payload) VALUES ($1, $2, '{}') RETURNING seq",
-    [id, key],
-  );
-  return Number(rows[0].seq);
 }
 
 describe('exactly once under backlog', () => {

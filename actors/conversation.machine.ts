@@ -88,6 +88,13 @@ function route(ctx: ConversationContext, w: Work): 'safety' | 'forget' | 'thrott
   return w.throttled ? 'throttled' : 'answer';
 }
 
+/** `list` with `item` appended, its first entries dropped past `keep`: one copy, not two. */
+function appendKept<T>(list: readonly T[], item: T, keep: number): T[] {
+  const kept = list.slice(list.length >= keep ? list.length - keep + 1 : 0);
+  kept.push(item);
+  return kept;
+}
+
 /** Builds the commit of the work in progress; pure, so it is tested without a database. */
 export function buildCommit(ctx: ConversationContext): ConversationCommit {
   const w = ctx.work as Work;
@@ -143,8 +150,11 @@ export function buildCommit(ctx: ConversationContext): ConversationCommit {
     ...ctx,
     chatGuid,
     version: ctx.version + 1,
-    processed: seq === null ? ctx.processed : [...ctx.processed, seq].slice(-KEEP_PROCESSED),
-    ourMessageIds: reply === null ? ctx.ourMessageIds : [...ctx.ourMessageIds, id].slice(-KEEP_OUR_IDS),
+    processed: seq === null ? ctx.processed : appendKept(ctx.processed, seq, KEEP_PROCESSED),
+    // Only a group reads them (a reply to one of Sage's messages is answered); a direct
+    // conversation answers everything, and its snapshot, stored with every commit, stays small.
+    ourMessageIds:
+      reply === null || ctx.kind === 'direct' ? ctx.ourMessageIds : appendKept(ctx.ourMessageIds, id, KEEP_OUR_IDS),
     owed,
     work: null,
     stop: null,
@@ -571,12 +581,15 @@ export function persistedResting(context: ConversationContext) {
 /**
  * Brings a stored snapshot up to the current shape: snapshots written before `owed` became a
  * list held one message or null; those written before `owed` was a state rest in `owing`, which
- * a restored actor never is (it has no timer), so they rest in `owed` and `resume` answers.
+ * a restored actor never is (it has no timer), so they rest in `owed` and `resume` answers; a
+ * direct conversation's once kept Sage's message ids too, which only a group reads.
  */
 export function upgradeSnapshot<T>(snapshot: T): T {
-  const s = snapshot as { value?: unknown; context?: { owed?: unknown } };
+  const s = snapshot as { value?: unknown; context?: { owed?: unknown; kind?: unknown; ourMessageIds?: unknown } };
   const context = s.context;
   if (context && !Array.isArray(context.owed)) context.owed = context.owed ? [context.owed] : [];
+  if (context?.kind === 'direct' && Array.isArray(context.ourMessageIds) && context.ourMessageIds.length > 0)
+    context.ourMessageIds = [];
   if (s.value === 'owing') s.value = 'owed';
   return snapshot;
 }

@@ -85,7 +85,7 @@ export interface ConversationContext {
   version: number;
   /** Inbox rows already processed (the most recent ones): a redelivered row is skipped. */
   processed: number[];
-  /** Ids of Sage's recent messages here: a group message answering one of them gets a reply. */
+  /** Ids of Sage's recent messages in a group: a message answering one of them gets a reply (a direct conversation keeps none). */
   ourMessageIds: string[];
   /** Per throttled sender, the last message of their burst, still to be answered once (oldest first). */
   owed: InboundMessage[];

@@ -54,6 +54,8 @@ Options:
 
 Environment:
   BENCH_SERVER_ENV='K=V K=V'      extra environment for both servers
+  BENCH_SERVER_NODE_FLAGS='...'   extra Node flags for both servers, e.g. --trace-gc
+  BENCH_SERVER_LOG=FILE           where the servers' logs go: FILE.base and FILE.checkout
 `;
 
 /** The build to compare with: this checkout (none given), a directory, or a git revision. */
@@ -173,14 +175,17 @@ async function main(): Promise<void> {
     ttlS: 7200,
   });
   const builds: Build[] = [];
-  for (const c of checkouts) {
+  const nodeFlags = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  for (const [i, c] of checkouts.entries()) {
     const db = await openBenchDatabase(process.env);
     cleanups.push(() => db.drop());
+    const logFile = process.env.BENCH_SERVER_LOG;
     const server = await startRelayBenchServer({
-      program: [path.join(c.dir, 'bin/archety.js')],
+      program: [...nodeFlags, path.join(c.dir, 'bin/archety.js')],
       databaseUrl: db.url,
       secret: SECRET,
       core: core(0),
+      ...(logFile ? { logFile: `${logFile}.${i === 0 ? 'base' : 'checkout'}` } : {}),
     });
     cleanups.push(() => server.stop());
     const build: Build = {

@@ -38,7 +38,7 @@ import {
   type ConversationRepository,
   type ConversationWrite,
   encodeWrite,
-  type StoredMessage,
+  type Turn,
 } from '../store/conversationRepository.ts';
 import type { GroupCommitter } from '../store/GroupCommitter.ts';
 import { LatePhotos } from './latePhotos.ts';
@@ -95,7 +95,7 @@ export interface ConversationKindDeps {
  * described, both oldest first. Plain loops: it runs for every message answered, and the
  * chain of filters and maps it replaced allocated two arrays per message of the page.
  */
-export function recallFrom(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string): Recall {
+export function recallFrom(page: Turn[], stage: string, memories: string[], excludeMessageId: string): Recall {
   const history: Recall['history'] = [];
   let turns = 0;
   for (const m of page) {
@@ -134,13 +134,12 @@ export function photosInView(
   return photos;
 }
 
-const storedOf = (m: MessageRow): StoredMessage => ({
+const turnOf = (m: MessageRow): Turn => ({
   id: m.id,
   sender: m.sender,
   direction: m.direction,
   text: m.text,
   attachments: m.attachments,
-  createdAt: new Date(m.at).toISOString(),
 });
 
 export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
@@ -304,7 +303,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
        * and replaced replies are read again as stored, never from a cached copy. Stages, changed by
        * the person's other conversations too, are read again every STAGE_REFRESH messages.
        */
-      let cachedTurns: StoredMessage[] | null = null;
+      let cachedTurns: Turn[] | null = null;
       const stages = new Map<string, { stage: string; uses: number }>();
       const tag = containerTagOf({ key });
       /**
@@ -350,7 +349,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         if (!readAhead) metrics.memoryRecalls.inc();
         const [turns, memories] = await Promise.all([
           fresh
-            ? { messages: cachedTurns as StoredMessage[], stage: (known as { stage: string }).stage }
+            ? { messages: cachedTurns as Turn[], stage: (known as { stage: string }).stage }
             : repo.turns(input.key, HISTORY_TURNS + 1, input.sender, input.persona),
           readAhead?.read ?? memory.recall(tag, input.text, MEMORIES_IN_VIEW),
         ]);
@@ -363,12 +362,12 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
         // Earlier messages of the batch, not written yet: the newest turns and memories. Commits
         // since the read ahead: their memories (their turns are written, so read or cached).
-        const added: StoredMessage[] = [];
+        const added: Turn[] = [];
         const noted: string[] = [];
         for (const c of since) for (const m of c.memories) noted.push(m.content);
         for (const c of unwritten) {
-          if (c.inbound) added.push(storedOf(c.inbound));
-          if (c.outbound) added.push(storedOf(c.outbound));
+          if (c.inbound) added.push(turnOf(c.inbound));
+          if (c.outbound) added.push(turnOf(c.outbound));
           for (const m of c.memories) noted.push(m.content);
         }
         const recent = [...new Set([...noted.reverse(), ...memories])].slice(0, MEMORIES_IN_VIEW);
@@ -378,11 +377,11 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       const remember = (commits: readonly ConversationCommit[]) => {
         if (commits.some((c) => c.forget)) cachedTurns = null;
         if (cachedTurns === null) return;
-        const added: StoredMessage[] = [];
+        const added: Turn[] = [];
         for (let i = commits.length - 1; i >= 0; i--) {
           const c = commits[i];
-          if (c.outbound) added.push(storedOf(c.outbound));
-          if (c.inbound) added.push(storedOf(c.inbound));
+          if (c.outbound) added.push(turnOf(c.outbound));
+          if (c.inbound) added.push(turnOf(c.inbound));
         }
         cachedTurns = [...added, ...cachedTurns].slice(0, HISTORY_TURNS + 1);
       };

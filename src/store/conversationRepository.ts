@@ -33,13 +33,13 @@ export interface ConversationWrite {
   bytes: number;
 }
 
-export interface StoredMessage {
+/** A stored message as the conversation's actor reads it for the model: not when it was sent (the turns come in order). */
+export interface Turn {
   id: string;
   sender: string;
   direction: 'in' | 'out';
   text: string;
   attachments: { id: string; mime: string; description?: string }[];
-  createdAt: string;
 }
 
 /** SQL for `ts` (timestamptz) as `Date.prototype.toISOString` writes it. */
@@ -72,7 +72,9 @@ export const conversationQueries = {
    * sender's stage, one row per request in request order.
    */
   turns: `SELECT q.n,
-                 (SELECT coalesce(json_agg(m ORDER BY m.created_at DESC), '[]'::json) FROM (
+                 (SELECT coalesce(json_agg(json_build_object('id', m.id, 'sender', m.sender, 'direction', m.direction,
+                                                             'text', m.text, 'attachments', m.attachments)
+                                           ORDER BY m.created_at DESC), '[]'::json) FROM (
                     SELECT id, sender, direction, text, attachments, created_at FROM messages
                      WHERE conversation_key = q.key ORDER BY created_at DESC LIMIT q.lim) m) AS messages,
                  (SELECT stage FROM relationship_state WHERE user_id = q.user_id AND persona_id = q.persona) AS stage
@@ -274,13 +276,12 @@ const toRecord = (key: string, m: MessageRow): MessageRecord => ({
   created_at: new Date(m.at).toISOString(),
 });
 
-const toStored = (r: MessageRecord): StoredMessage => ({
+const toTurn = (r: Omit<MessageRecord, 'conversation_key' | 'created_at'>): Turn => ({
   id: r.id,
   sender: r.sender,
   direction: r.direction as 'in' | 'out',
   text: r.text ?? '',
-  attachments: r.attachments as StoredMessage['attachments'],
-  createdAt: new Date(r.created_at).toISOString(),
+  attachments: r.attachments as Turn['attachments'],
 });
 
 /**
@@ -348,11 +349,14 @@ export class ConversationRepository {
    * (`BatchedReads`). Snapshots are read one by one: an activation holds one of a few
    * activation slots while it reads, so a batch would only make it wait.
    */
-  private readonly turnsReads: BatchedReads<TurnsRequest, { messages: StoredMessage[]; stage: string }>;
+  private readonly turnsReads: BatchedReads<TurnsRequest, { messages: Turn[]; stage: string }>;
 
   constructor(private readonly pool: Pool) {
     this.turnsReads = new BatchedReads(async (requests) => {
-      const { rows } = await query<{ messages: MessageRecord[]; stage: string | null }>(
+      const { rows } = await query<{
+        messages: Omit<MessageRecord, 'conversation_key' | 'created_at'>[];
+        stage: string | null;
+      }>(
         pool,
         statements.turns,
         [
@@ -363,7 +367,7 @@ export class ConversationRepository {
         ],
         { idempotent: true },
       );
-      return rows.map((r) => ({ messages: r.messages.map(toStored), stage: r.stage ?? 'new' }));
+      return rows.map((r) => ({ messages: r.messages.map(toTurn), stage: r.stage ?? 'new' }));
     });
   }
 
@@ -386,12 +390,7 @@ export class ConversationRepository {
   }
 
   /** The latest `limit` messages (newest first) and the sender's relationship stage, in one round trip. */
-  turns(
-    key: string,
-    limit: number,
-    userId: string,
-    persona: string,
-  ): Promise<{ messages: StoredMessage[]; stage: string }> {
+  turns(key: string, limit: number, userId: string, persona: string): Promise<{ messages: Turn[]; stage: string }> {
     return this.turnsReads.get({ key, limit, userId, persona });
   }
 

@@ -214,7 +214,8 @@ describe('the conversation machine, direct chat', () => {
     expect(c.memories).toEqual([{ content: `${ALICE} is vegan`, sourceMessageId: 'in_evt_a' }]);
     expect(c.inboxSeq).toBe(7);
     expect(c.next.processed).toContain(7);
-    expect(c.next.ourMessageIds).toContain('out_evt_a');
+    // A direct conversation answers every message: it keeps no ids of Sage's (a group does).
+    expect(c.next.ourMessageIds).toEqual([]);
     expect(c.relationship).toEqual({ userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } });
     expect(c.forget).toBe(false);
     expect(h.committed).toEqual([{ commit: c, replyKind: 'model', applied: true }]);
@@ -939,10 +940,10 @@ describe('buildCommit', () => {
     );
   });
 
-  it('keeps only the most recent 200 processed rows and 50 of its own message ids', () => {
+  it('keeps only the most recent 200 processed rows and, in a group, 50 of its own message ids', () => {
     const ctx: ConversationContext = {
-      key: DIRECT_KEY,
-      kind: 'direct',
+      key: GROUP_KEY,
+      kind: 'group',
       persona: 'sage',
       chatGuid: null,
       version: 0,
@@ -968,7 +969,21 @@ describe('buildCommit', () => {
     expect(next.processed[0]).toBe(1);
     expect(next.processed.at(-1)).toBe(500);
     expect(next.ourMessageIds).toHaveLength(50);
+    expect(next.ourMessageIds[0]).toBe('out_1');
     expect(next.ourMessageIds.at(-1)).toBe('out_evt_last');
+    // Below the bound nothing is dropped.
+    const short = buildCommit({ ...ctx, processed: [7], ourMessageIds: ['out_a'] }).next;
+    expect(short.processed).toEqual([7, 500]);
+    expect(short.ourMessageIds).toEqual(['out_a', 'out_evt_last']);
+  });
+
+  it('keeps none of its own message ids in a direct conversation, which answers every message', () => {
+    fc.assert(
+      fc.property(context, (ctx) => {
+        const direct = { ...ctx, key: DIRECT_KEY, kind: 'direct' as const, ourMessageIds: [] };
+        expect(buildCommit(direct).next.ourMessageIds).toEqual([]);
+      }),
+    );
   });
 });
 
@@ -1081,6 +1096,13 @@ describe('upgradeSnapshot', () => {
     expect(upgradeSnapshot({ context: { owed: null } })).toEqual({ context: { owed: [] } });
     expect(upgradeSnapshot({ context: { owed: { eventId: 'e' } } })).toEqual({ context: { owed: [{ eventId: 'e' }] } });
     expect(upgradeSnapshot({ context: { owed: [] } })).toEqual({ context: { owed: [] } });
+    // A direct conversation's stored message ids go (only a group reads them); a group keeps its.
+    expect(upgradeSnapshot({ context: { owed: [], kind: 'direct', ourMessageIds: ['out_a'] } })).toEqual({
+      context: { owed: [], kind: 'direct', ourMessageIds: [] },
+    });
+    expect(upgradeSnapshot({ context: { owed: [], kind: 'group', ourMessageIds: ['out_a'] } })).toEqual({
+      context: { owed: [], kind: 'group', ourMessageIds: ['out_a'] },
+    });
   });
 
   it('restores a snapshot stored resting in `owing` (no timer after a restore) in `owed`, where `resume` answers', async () => {

@@ -7,12 +7,12 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FORGOTTEN_REPLY } from '../../actors/conversationRules.ts';
 import { IMAGE_TYPES, photosInView, recallFrom } from '../../src/conversation/createConversationKind.ts';
-import type { StoredMessage } from '../../src/store/conversationRepository.ts';
+import type { Turn } from '../../src/store/conversationRepository.ts';
 
 const HISTORY_TURNS = 20;
 const PHOTOS_IN_VIEW = 3;
 
-function referenceRecall(page: StoredMessage[], stage: string, memories: string[], excludeMessageId: string) {
+function referenceRecall(page: Turn[], stage: string, memories: string[], excludeMessageId: string) {
   const turns = page
     .filter((m) => m.id !== excludeMessageId)
     .slice(0, HISTORY_TURNS)
@@ -59,7 +59,6 @@ const message = fc.record({
   direction: fc.constantFrom('in' as const, 'out' as const),
   text: fc.constantFrom('', 'hello', 'how was the trip?', FORGOTTEN_REPLY),
   attachments: fc.array(attachment, { maxLength: 3 }),
-  createdAt: fc.constant('2026-12-07T12:00:00.000Z'),
 });
 
 describe('recallFrom', () => {
@@ -73,13 +72,12 @@ describe('recallFrom', () => {
   });
 
   it('keeps the last 20 turns without the excluded message, oldest first, and at most 3 photos', () => {
-    const page: StoredMessage[] = Array.from({ length: 25 }, (_, i) => ({
+    const page: Turn[] = Array.from({ length: 25 }, (_, i) => ({
       id: `in_${24 - i}`,
       sender: '+15550001',
       direction: 'in',
       text: `message ${24 - i}`,
       attachments: [{ id: `p${i}`, mime: 'image/png', description: `photo ${24 - i}` }],
-      createdAt: '2026-12-07T12:00:00.000Z',
     }));
     const recall = recallFrom(page, 'new', [], 'in_24');
     expect(recall.history.map((h) => h.text)).toEqual(Array.from({ length: 20 }, (_, i) => `message ${i + 4}`));

@@ -276,7 +276,10 @@ const toRecord = (key: string, m: MessageRow): MessageRecord => ({
   created_at: new Date(m.at).toISOString(),
 });
 
-const toTurn = (r: Omit<MessageRecord, 'conversation_key' | 'created_at'>): Turn => ({
+/** A message as the turns statement returns it. */
+type TurnRecord = Omit<MessageRecord, 'conversation_key' | 'created_at'>;
+
+const toTurn = (r: TurnRecord): Turn => ({
   id: r.id,
   sender: r.sender,
   direction: r.direction as 'in' | 'out',
@@ -353,10 +356,7 @@ export class ConversationRepository {
 
   constructor(private readonly pool: Pool) {
     this.turnsReads = new BatchedReads(async (requests) => {
-      const { rows } = await query<{
-        messages: Omit<MessageRecord, 'conversation_key' | 'created_at'>[];
-        stage: string | null;
-      }>(
+      const { rows } = await query<{ messages: TurnRecord[]; stage: string | null }>(
         pool,
         statements.turns,
         [

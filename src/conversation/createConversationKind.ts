@@ -142,6 +142,17 @@ const turnOf = (m: MessageRow): Turn => ({
   attachments: m.attachments,
 });
 
+/** The turns of `commits` (in order), newest first: what they add to the front of a conversation's page. */
+function newestTurns(commits: readonly ConversationCommit[]): Turn[] {
+  const turns: Turn[] = [];
+  for (let i = commits.length - 1; i >= 0; i--) {
+    const c = commits[i];
+    if (c.outbound) turns.push(turnOf(c.outbound));
+    if (c.inbound) turns.push(turnOf(c.inbound));
+  }
+  return turns;
+}
+
 export function createConversationKind(deps: ConversationKindDeps): ActorKind<ConversationEvent> {
   const { repo, memory, brain, committer, metrics, log } = deps;
   // A batch of commits without a forget is one self-fencing statement (one round trip).
@@ -362,28 +373,18 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           return recallFrom(turns.messages, turns.stage, memories, input.excludeMessageId);
         // Earlier messages of the batch, not written yet: the newest turns and memories. Commits
         // since the read ahead: their memories (their turns are written, so read or cached).
-        const added: Turn[] = [];
         const noted: string[] = [];
         for (const c of since) for (const m of c.memories) noted.push(m.content);
-        for (const c of unwritten) {
-          if (c.inbound) added.push(turnOf(c.inbound));
-          if (c.outbound) added.push(turnOf(c.outbound));
-          for (const m of c.memories) noted.push(m.content);
-        }
+        for (const c of unwritten) for (const m of c.memories) noted.push(m.content);
         const recent = [...new Set([...noted.reverse(), ...memories])].slice(0, MEMORIES_IN_VIEW);
-        return recallFrom([...added.reverse(), ...turns.messages], turns.stage, recent, input.excludeMessageId);
+        const page = [...newestTurns(unwritten), ...turns.messages];
+        return recallFrom(page, turns.stage, recent, input.excludeMessageId);
       };
       /** Keeps the cache exact after a commit. */
       const remember = (commits: readonly ConversationCommit[]) => {
         if (commits.some((c) => c.forget)) cachedTurns = null;
         if (cachedTurns === null) return;
-        const added: Turn[] = [];
-        for (let i = commits.length - 1; i >= 0; i--) {
-          const c = commits[i];
-          if (c.outbound) added.push(turnOf(c.outbound));
-          if (c.inbound) added.push(turnOf(c.inbound));
-        }
-        cachedTurns = [...added, ...cachedTurns].slice(0, HISTORY_TURNS + 1);
+        cachedTurns = [...newestTurns(commits), ...cachedTurns].slice(0, HISTORY_TURNS + 1);
       };
 
       committer.forget(lane, epoch - 1);

@@ -1,11 +1,13 @@
 /**
  * The recent ops of a miniapp session: contiguous versions, O(1) append and lookup by version
- * or by (user, opId). It is mutated in place by the session's rules — unlike the rest of the
- * actor's context — because copying a 256-entry array on every op and every commit was a
- * large share of the server's garbage at load (see bench/README.md).
+ * or by (user, opId), and the paths they touched (`PathIndex`) for the conflict check. It is
+ * mutated in place by the session's rules — unlike the rest of the actor's context — because
+ * copying a 256-entry array on every op and every commit was a large share of the server's
+ * garbage at load (see bench/README.md).
  */
 import type { AppliedOp } from './miniappFrames.ts';
 import type { Path } from './ops.ts';
+import { PathIndex } from './PathIndex.ts';
 
 /** An op in the session's log. */
 export interface LoggedOp extends AppliedOp {
@@ -28,6 +30,10 @@ export class OpLog {
   private head = 0;
   /** user → opId → entry: nested maps, so a lookup builds no key string. */
   private readonly byUser = new Map<string, Map<string, LoggedOp>>();
+  /** The paths the held ops touched (those from `indexedFrom` on). */
+  private readonly paths = new PathIndex();
+  /** Ops prepended from the store are not in `paths`: they are all older than this version. */
+  private indexedFrom = Number.NEGATIVE_INFINITY;
 
   /** `entries`: ascending, gap-free versions. */
   constructor(
@@ -35,7 +41,10 @@ export class OpLog {
     private window: number,
   ) {
     this.entries = entries.slice();
-    for (const e of entries) this.index(e);
+    for (const e of entries) {
+      this.index(e);
+      this.paths.add(e.touched, e.version, e.conn, e.seq);
+    }
   }
 
   get length(): number {
@@ -96,6 +105,7 @@ export class OpLog {
       want--;
     }
     if (!run.length) return;
+    this.indexedFrom = Math.max(this.indexedFrom, first);
     this.entries = [...run, ...this.toArray()];
     this.head = 0;
     for (const e of run) if (!this.find(e.by, e.opId)) this.index(e);
@@ -105,12 +115,29 @@ export class OpLog {
   append(entry: LoggedOp): void {
     this.entries.push(entry);
     this.index(entry);
+    this.paths.add(entry.touched, entry.version, entry.conn, entry.seq);
+  }
+
+  /**
+   * True when no held op after `base` can conflict with an op of socket `conn` (its `seq`)
+   * that claims `claimed`, told from the paths the ops touched (`PathIndex`) without listing
+   * them; false when one may, or when some ops after `base` are not indexed. The caller must
+   * know that every op after `base` is held.
+   */
+  clearOf(claimed: Path, base: number, conn: string | undefined, seq: number | undefined): boolean {
+    return base + 1 >= this.indexedFrom && this.paths.clear(claimed, base, conn, seq);
+  }
+
+  /** Nodes of the path index, for tests. */
+  get pathNodes(): number {
+    return this.paths.size;
   }
 
   /** Forgets committed entries beyond the window (uncommitted ones always stay). */
   trim(committedVersion: number): void {
     while (this.length > this.window && this.first.version <= committedVersion) {
       this.unindex(this.first);
+      this.paths.forget(this.first.touched, this.first.version);
       this.entries[this.head++] = undefined;
     }
     if (this.head > 1024) {

@@ -204,7 +204,7 @@ function opsAfter(ctx: MiniappContext, from: number, history: LoggedOp[]): Logge
  * went away while `req` was on its way, and `req` was routed again) is like anyone else's: an
  * overlap is a conflict, so an older edit never silently replaces a newer one of its sender.
  */
-function sameSocketBefore(e: LoggedOp, req: OpRequest): boolean {
+export function sameSocketBefore(e: Pick<LoggedOp, 'conn' | 'seq'>, req: Pick<OpRequest, 'conn' | 'seq'>): boolean {
   if (e.conn === undefined || e.conn !== req.conn) return false;
   return e.seq === undefined || req.seq === undefined || e.seq < req.seq;
 }
@@ -224,24 +224,24 @@ export function decideOp(ctx: MiniappContext, req: OpRequest, history: LoggedOp[
   if (req.baseVersion > ctx.version) {
     return refuse(req, Codes.invalid_base_version, `baseVersion ${req.baseVersion} is ahead of version ${ctx.version}`);
   }
-  const since = ctx.version - req.baseVersion > MAX_STALE_VERSIONS ? null : opsAfter(ctx, req.baseVersion, history);
-  if (!since) {
-    return refuse(
-      req,
-      Codes.base_too_old,
-      `the ops since version ${req.baseVersion} are no longer kept; resync and apply the edit again`,
-    );
-  }
+  if (ctx.version - req.baseVersion > MAX_STALE_VERSIONS) return tooOld(req);
 
   const claimed = claimedPath(app.schema, req.op);
-  const clash = since.some((e) => !sameSocketBefore(e, req) && overlaps(e.touched, claimed));
-  if (clash) {
-    const frame: ServerFrame = { type: 'conflict', opId: req.opId, version: ctx.version, ops: since.map(toApplied) };
-    if (ctx.version <= ctx.committedVersion) {
-      return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame } }] };
+  // Most ops clash with nothing, and the log's index of touched paths tells so at once, however
+  // stale the base; otherwise the ops since the base are listed and checked one by one.
+  const inLog = req.baseVersion + 1 >= logStart(ctx);
+  if (!inLog || !ctx.log.clearOf(claimed, req.baseVersion, req.conn, req.seq)) {
+    const since = opsAfter(ctx, req.baseVersion, history);
+    if (!since) return tooOld(req);
+    const clash = since.some((e) => !sameSocketBefore(e, req) && overlaps(e.touched, claimed));
+    if (clash) {
+      const frame: ServerFrame = { type: 'conflict', opId: req.opId, version: ctx.version, ops: since.map(toApplied) };
+      if (ctx.version <= ctx.committedVersion) {
+        return { context: {}, effects: [{ type: 'send', params: { conn: req.conn, frame } }] };
+      }
+      // It names ops not yet durable: it goes out right after their `applied` frames.
+      return { context: { held: [...ctx.held, { after: ctx.version, conn: req.conn, frame }] }, effects: [] };
     }
-    // It names ops not yet durable: it goes out right after their `applied` frames.
-    return { context: { held: [...ctx.held, { after: ctx.version, conn: req.conn, frame }] }, effects: [] };
   }
 
   const result = applyOp(app.schema, ctx.state, req.op);
@@ -286,6 +286,13 @@ export function decideOps(ctx: MiniappContext, req: OpsRequest, history: LoggedO
   }
   return { context, effects };
 }
+
+const tooOld = (req: OpRequest): Decision =>
+  refuse(
+    req,
+    Codes.base_too_old,
+    `the ops since version ${req.baseVersion} are no longer kept; resync and apply the edit again`,
+  );
 
 function refuse(req: OpRequest, code: string, message: string): Decision {
   return {

@@ -18,7 +18,7 @@ import vm from 'node:vm';
 import { createActor } from 'xstate';
 import { tripPlanner } from '../actors/apps/tripPlanner.ts';
 import { type MiniappActor, miniappMachine } from '../actors/miniapp.machine.ts';
-import type { MiniappContext } from '../actors/miniappSession.ts';
+import { LOG_WINDOW, type MiniappContext } from '../actors/miniappSession.ts';
 import { applyOp, type Op } from '../actors/ops.ts';
 import { integerOption, parsedOrExit } from './lib/commandLine.ts';
 import { fmt } from './lib/stats.ts';
@@ -32,7 +32,8 @@ Options:
   --sessions N   live sessions (default 1000)
   --sockets N    sockets joined to each (default 10)
   --ops N        ops each session takes (default 1200; the log keeps the last 256)
-  --stale N      how many versions behind each op's base is (default 0)
+  --stale N      how many versions behind each op's base is (default 0; at most 255: an op based
+                 further back than the in-memory log would read the store, which is not here)
   --quick        a small run (100 sessions, 300 ops each): the smoke test
   -h, --help     show this help
 `;
@@ -60,11 +61,15 @@ function parse(argv: string[]): Options | 'help' {
   });
   if (values.help) return 'help';
   const quick = values.quick === true;
+  const stale = integerOption('stale', values.stale, 0) ?? 0;
+  if (stale >= LOG_WINDOW) {
+    throw new Error(`--stale must be below ${LOG_WINDOW} (the ops a session keeps in memory), got ${stale}`);
+  }
   return {
     sessions: integerOption('sessions', values.sessions, 1) ?? (quick ? 100 : 1000),
     sockets: integerOption('sockets', values.sockets, 1) ?? 10,
     ops: integerOption('ops', values.ops, 1) ?? (quick ? 300 : 1200),
-    stale: integerOption('stale', values.stale, 0) ?? 0,
+    stale,
     quick,
   };
 }

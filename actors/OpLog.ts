@@ -34,6 +34,8 @@ export class OpLog {
   private readonly paths = new PathIndex();
   /** Ops prepended from the store are not in `paths`: they are all older than this version. */
   private indexedFrom = Number.NEGATIVE_INFINITY;
+  /** Entries forgotten since `paths` last dropped their paths (it does so once per window). */
+  private forgotten = 0;
 
   /** `entries`: ascending, gap-free versions. */
   constructor(
@@ -137,8 +139,12 @@ export class OpLog {
   trim(committedVersion: number): void {
     while (this.length > this.window && this.first.version <= committedVersion) {
       this.unindex(this.first);
-      this.paths.forget(this.first.touched, this.first.version);
       this.entries[this.head++] = undefined;
+      this.forgotten++;
+    }
+    if (this.forgotten >= this.window && this.length) {
+      this.paths.prune(this.first.version);
+      this.forgotten = 0;
     }
     if (this.head > 1024) {
       this.entries = this.entries.slice(this.head);

@@ -91,29 +91,10 @@ export class PathIndex {
     node.here.add(version, conn, seq);
   }
 
-  /**
-   * Forgets what only ops up to `version` touched along `touched`: called as the log drops its
-   * oldest op, so every op left in the dropped subtree is as old or older.
-   */
-  forget(touched: Path, version: number): void {
-    if (this.root.below.version <= version) {
-      this.root = new PathNode();
-      return;
-    }
-    let node = this.root;
-    for (const seg of touched) {
-      const children = (typeof seg === 'string' ? node.fields : typeof seg === 'number' ? node.indexes : node.ids) as
-        | Children
-        | undefined;
-      const key = typeof seg === 'object' ? seg.id : seg;
-      const child = children?.get(key);
-      if (!child) return;
-      if (child.below.version <= version) {
-        children?.delete(key);
-        return;
-      }
-      node = child;
-    }
+  /** Drops the paths whose every op is older than `before` (ops the log no longer holds). */
+  prune(before: number): void {
+    if (this.root.below.version < before) this.root = new PathNode();
+    else pruneBelow(this.root, before);
   }
 
   /** True when no op recorded after `base` may conflict with an op claiming `claimed` (see the file's comment). */
@@ -152,6 +133,20 @@ function mayClashAt(
   const others = typeof seg === 'number' ? node.ids : node.indexes;
   if (others) for (const child of others.values()) if (mayClashAt(child, claimed, d, base, conn, seq)) return true;
   return false;
+}
+
+function pruneBelow(node: PathNode, before: number): void {
+  pruneChildren(node.fields, before);
+  pruneChildren(node.indexes, before);
+  pruneChildren(node.ids, before);
+}
+
+function pruneChildren<K>(children: Map<K, PathNode> | undefined, before: number): void {
+  if (!children) return;
+  for (const [key, child] of children) {
+    if (child.below.version < before) children.delete(key);
+    else pruneBelow(child, before);
+  }
 }
 
 function count(node: PathNode): number {

@@ -5,12 +5,6 @@ import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 import { overlaps, type Path } from '../../actors/ops.ts';
 import { PathIndex } from '../../actors/PathIndex.ts';
 
-interface Touch {
-  touched: Path;
-  conn: string | undefined;
-  seq: number | undefined;
-}
-
 // Few distinct names, so paths often share prefixes, and ids beside indexes in one array.
 const segmentArb = fc.oneof(
   fc.constantFrom('budget', 'items', 'label'),
@@ -23,16 +17,23 @@ const seqArb = fc.option(fc.integer({ min: 0, max: 6 }), { nil: undefined });
 const touchArb = fc.record({ touched: pathArb, conn: connArb, seq: seqArb });
 
 /** What the session checked before the index: every op after the base, one by one. */
-function scanClashes(ops: (Touch & { version: number })[], claimed: Path, base: number, conn: string, seq?: number) {
+function scanClashes(
+  ops: { touched: Path; version: number; conn?: string; seq?: number }[],
+  claimed: Path,
+  base: number,
+  conn: string,
+  seq?: number,
+) {
   return ops.some((e) => e.version > base && !sameSocketBefore(e, { conn, seq }) && overlaps(e.touched, claimed));
 }
 
 describe('PathIndex', () => {
-  it('never calls clear what a scan of the ops since the base finds clashing (any ops, forgets, queries)', () => {
+  it('never calls clear what a scan of the ops since the base finds clashing (any ops, prunes, queries)', () => {
     fc.assert(
       fc.property(
         fc.array(touchArb, { minLength: 1, maxLength: 40 }),
         fc.nat(),
+        fc.integer({ min: 1, max: 5 }),
         fc.array(
           fc.record({ claimed: pathArb, base: fc.nat(), conn: fc.constantFrom('c1', 'c2', 'c3'), seq: seqArb }),
           {
@@ -40,13 +41,15 @@ describe('PathIndex', () => {
             maxLength: 10,
           },
         ),
-        (touches, forgetRaw, queries) => {
+        (touches, forgetRaw, pruneEvery, queries) => {
           const ops = touches.map((t, i) => ({ ...t, version: i + 1 }));
           const index = new PathIndex();
           for (const e of ops) index.add(e.touched, e.version, e.conn, e.seq);
-          // The log forgets its oldest ops first; a query's base is never before what it holds.
+          // The log forgets its oldest ops first, and the index their paths now and then; a
+          // query's base is never before what the log holds.
           const forgotten = forgetRaw % ops.length;
-          for (const e of ops.slice(0, forgotten)) index.forget(e.touched, e.version);
+          for (let v = pruneEvery; v <= forgotten; v += pruneEvery) index.prune(v + 1);
+          index.prune(forgotten + 1);
           const held = ops.slice(forgotten);
           // Also every held op's own path, from the oldest base the log can be asked about.
           const asked = [
@@ -83,19 +86,15 @@ describe('PathIndex', () => {
     expect(index.clear(label('a'), 10, 'c1', 150)).toBe(false);
   });
 
-  it('forgets what only the dropped ops touched, so it holds no more paths than its ops name', () => {
+  it('drops the paths only older ops touched, so it holds no more paths than its ops name', () => {
     const index = new PathIndex();
-    const ops: Path[] = [];
-    for (let v = 1; v <= 1000; v++) {
-      const touched: Path = ['days', { id: `d${v}` }, 'items', v % 3];
-      ops.push(touched);
-      index.add(touched, v, 'c1', v);
-      // Keep the last 10, as a log with a window of 10 would.
-      if (v > 10) index.forget(ops[v - 11], v - 10);
-    }
+    for (let v = 1; v <= 1000; v++) index.add(['days', { id: `d${v}` }, 'items', v % 3], v, 'c1', v);
+    // Keep the last 10, as a log with a window of 10 would.
+    index.prune(991);
     // root, 'days', and ten days of three nodes each.
     expect(index.size).toBe(2 + 10 * 3);
-    for (let v = 991; v <= 1000; v++) index.forget(ops[v - 1], v);
+    expect(index.clear(['days', { id: 'd995' }], 990, 'c2', 0)).toBe(false);
+    index.prune(1001);
     expect(index.size).toBe(1);
   });
 });
@@ -121,13 +120,44 @@ describe('OpLog.clearOf', () => {
     expect(log.clearOf(['budget'], 4, 'c2', 0)).toBe(true);
   });
 
-  it('forgets the paths of trimmed entries with them', () => {
-    const log = new OpLog([], 2);
+  it('never calls clear what a scan of its held entries finds clashing, across appends and trims', () => {
+    fc.assert(
+      fc.property(
+        fc.array(touchArb, { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.record({ claimed: pathArb, conn: fc.constantFrom('c1', 'c2', 'c3'), seq: seqArb }), {
+          minLength: 1,
+          maxLength: 5,
+        }),
+        (touches, window, queries) => {
+          const log = new OpLog([], window);
+          touches.forEach((t, i) => {
+            log.append({ ...entry(i + 1, t.touched, t.conn ?? 'c0'), conn: t.conn, seq: t.seq });
+            log.trim(i + 1);
+            const held = log.toArray();
+            // Every base the log can answer for: from just before its first entry.
+            for (let base = held[0].version - 1; base <= i + 1; base++) {
+              for (const q of [...queries, ...held.map((e) => ({ claimed: e.touched, conn: 'c1', seq: 0 }))]) {
+                if (scanClashes(held, q.claimed, base, q.conn, q.seq)) {
+                  expect(log.clearOf(q.claimed, base, q.conn, q.seq)).toBe(false);
+                }
+              }
+            }
+          });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('drops the paths of trimmed entries once per window, so it never holds more than two windows of them', () => {
+    const log = new OpLog([], 4);
     for (let v = 1; v <= 50; v++) {
       log.append(entry(v, ['days', { id: `d${v}` }, 'title'], 'c1'));
       log.trim(v);
+      // root and 'days', then two nodes per day the index still holds.
+      expect(log.pathNodes).toBeLessThanOrEqual(2 + 2 * 2 * 4);
     }
-    expect(log.length).toBe(2);
-    expect(log.pathNodes).toBe(2 + 2 * 2);
+    expect(log.length).toBe(4);
   });
 });

@@ -10,7 +10,7 @@
  * Overlap is `overlaps` of `ops.ts`: one path a prefix of the other, an index and an id in the
  * same array taken to name the same item.
  */
-import type { Path } from './ops.ts';
+import type { Path, PathSegment } from './ops.ts';
 
 /** The newest op of a set, its socket and that socket's highest `seq`, and the newest op by any other socket. */
 class Newest {
@@ -54,8 +54,6 @@ class PathNode {
   ids: Map<string, PathNode> | undefined = undefined;
 }
 
-type Children = Map<string | number, PathNode>;
-
 export class PathIndex {
   private root = new PathNode();
 
@@ -64,27 +62,7 @@ export class PathIndex {
     let node = this.root;
     node.below.add(version, conn, seq);
     for (const seg of touched) {
-      let children: Children;
-      let key: string | number;
-      if (typeof seg === 'string') {
-        node.fields ??= new Map();
-        children = node.fields as Children;
-        key = seg;
-      } else if (typeof seg === 'number') {
-        node.indexes ??= new Map();
-        children = node.indexes as Children;
-        key = seg;
-      } else {
-        node.ids ??= new Map();
-        children = node.ids as Children;
-        key = seg.id;
-      }
-      let child = children.get(key);
-      if (!child) {
-        child = new PathNode();
-        children.set(key, child);
-      }
-      node = child;
+      node = childAlong(node, seg);
       node.below.add(version, conn, seq);
     }
     node.here ??= new Newest();
@@ -133,6 +111,29 @@ function mayClashAt(
   const others = typeof seg === 'number' ? node.ids : node.indexes;
   if (others) for (const child of others.values()) if (mayClashAt(child, claimed, d, base, conn, seq)) return true;
   return false;
+}
+
+/** The child of `node` along `seg`, made when missing. */
+function childAlong(node: PathNode, seg: PathSegment): PathNode {
+  if (typeof seg === 'string') {
+    node.fields ??= new Map();
+    return childOf(node.fields, seg);
+  }
+  if (typeof seg === 'number') {
+    node.indexes ??= new Map();
+    return childOf(node.indexes, seg);
+  }
+  node.ids ??= new Map();
+  return childOf(node.ids, seg.id);
+}
+
+function childOf<K>(children: Map<K, PathNode>, key: K): PathNode {
+  let child = children.get(key);
+  if (!child) {
+    child = new PathNode();
+    children.set(key, child);
+  }
+  return child;
 }
 
 function pruneBelow(node: PathNode, before: number): void {

@@ -24,7 +24,10 @@ let relayToken: string;
 beforeAll(async () => {
   db = await createTestDatabase();
   server = await startTestServer(db.url, {
-    RELAY_REDELIVER_MS: '300',
+    // Long enough that a loaded machine (CI runs test files in parallel on 2 cores) acknowledges
+    // every send before it is due again: the tests that count one send per reply would otherwise
+    // see a legitimate redelivery (at 300 ms one showed up once, in stop 33's CI run).
+    RELAY_REDELIVER_MS: '1000',
     RELAY_INBOX_SWEEP_MS: '200',
     // An event that failed is retried soon and often here (the poison test counts its failures).
     RELAY_RETRY_BACKOFF_MS: '100',

@@ -258,6 +258,9 @@ export class OutboxDispatcher {
         // No room left: the rest of the page is read again later, from the cursor.
         if (!this.room(link)) break;
         this.sendNow(link, frame, seq);
+        // A reply committed during the pass waits in the queue for its end; this pass sent it,
+        // and once acknowledged it is no longer in flight, so the end would send it again.
+        if (this.queue.length) this.queue = this.queue.filter((f) => f.id !== frame.id);
       }
       this.cursor = seq;
       read++;

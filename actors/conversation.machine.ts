@@ -193,8 +193,11 @@ const notProvided = (name: string) => () => {
  * message is still answered (with the fallback where the model's part failed) and committed.
  */
 export interface ConversationSteps {
-  /** Content moderation of a text (the host falls back to the local classifier itself). */
-  moderate(text: string, signal: AbortSignal): Promise<Moderation>;
+  /**
+   * Content moderation of a text (the host falls back to the local classifier itself), for the
+   * message of relay event `eventId` (its text, or the reply to it).
+   */
+  moderate(text: string, signal: AbortSignal, eventId: string): Promise<Moderation>;
   /** Describes the message's attachments: photos are looked at, other files only named. */
   describeAttachments(
     input: { eventId: string; attachments: InboundAttachment[] },
@@ -226,6 +229,8 @@ export interface Processed {
   commit: ConversationCommit;
   replyKind: ReplyKind;
   applied: boolean;
+  /** The relay event worked through (for a catch-up, the one its answer is owed to): its lines' correlation id. */
+  eventId: string;
 }
 
 /** A batch worked through: its messages, committed in order, and those left for the next batch. */
@@ -259,7 +264,7 @@ async function answer(
   } catch {
     return { ...w, reply: SAFETY_REPLIES.fallback, replyKind: 'fallback' };
   }
-  const screened = await orElse(() => steps.moderate(reply, signal), null);
+  const screened = await orElse(() => steps.moderate(reply, signal, w.message.eventId), null);
   // What was recalled is not kept: nothing after the model reads it, and while the commit is
   // awaited, hundreds of messages' recalls would outlive young-generation collections.
   return screened?.flagged
@@ -280,7 +285,7 @@ async function workThrough(
 ): Promise<Work> {
   let w = ctx.work as Work;
   if (w.catchUp) return answer(ctx, w, steps, signal, unwritten);
-  w = { ...w, moderation: await orElse(() => steps.moderate(w.message.text, signal), null) };
+  w = { ...w, moderation: await orElse(() => steps.moderate(w.message.text, signal, w.message.eventId), null) };
   if (w.message.attachments.length > 0) {
     const input = { eventId: w.message.eventId, attachments: w.message.attachments };
     w = { ...w, described: await orElse(() => steps.describeAttachments(input, signal), {}) };
@@ -328,6 +333,7 @@ export async function processWork(
   if (queued.length > 0) steps.lookAhead([(ctx.work as Work).message.text, ...queued.map((q) => q.message.text)]);
   const commits: ConversationCommit[] = [];
   const kinds: ReplyKind[] = [];
+  const events: string[] = [];
   let c = ctx;
   let taken = 0;
   for (;;) {
@@ -337,12 +343,13 @@ export async function processWork(
     const commit = buildCommit({ ...c, work: w });
     commits.push(commit);
     kinds.push(w.replyKind);
+    events.push(w.message.eventId);
     if (commit.forget || taken === queued.length || performance.now() - started >= batchCommitMs) break;
     c = { ...commit.next, work: newWork(queued[taken++]) };
   }
   const applied = await steps.commit(commits);
   return {
-    processed: commits.map((commit, i) => ({ commit, replyKind: kinds[i], applied })),
+    processed: commits.map((commit, i) => ({ commit, replyKind: kinds[i], applied, eventId: events[i] })),
     rest: queued.slice(taken),
   };
 }

@@ -164,8 +164,8 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
 
   const latePhotos = new LatePhotos(repo, deps.photoLateMs, log);
 
-  /** Looks at one attachment: its description, or null when it could not be seen. */
-  async function lookAt(attachment: InboundAttachment, signal: AbortSignal): Promise<string | null> {
+  /** Looks at one attachment of relay event `eventId`: its description, or null when it could not be seen. */
+  async function lookAt(attachment: InboundAttachment, eventId: string, signal: AbortSignal): Promise<string | null> {
     if (!IMAGE_TYPES.has(attachment.mime)) return `a ${attachment.mime} file (stored, not opened)`;
     try {
       const data = attachment.data
@@ -173,7 +173,10 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         : await deps.media.run((s) => deps.fetchMedia(attachment.url as string, s), signal);
       return await brain.describePhoto({ mime: attachment.mime, data }, signal);
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message }, attachment: attachment.id }, 'could not look at a photo');
+      log.warn(
+        { reqId: eventId, err: { message: (err as Error).message }, attachment: attachment.id },
+        'could not look at a photo',
+      );
       return null;
     }
   }
@@ -186,7 +189,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
    */
   async function describeAttachments(
     attachments: InboundAttachment[],
-    messageId: string,
+    eventId: string,
     containerTag: string,
     signal: AbortSignal,
     onLateStored: () => void,
@@ -195,7 +198,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
       attachments.map((a) => {
         const stop = new AbortController();
         const s = AbortSignal.any([stop.signal, AbortSignal.timeout(deps.photoLateMs)]);
-        return [a.id, { stop, description: lookAt(a, s) }] as const;
+        return [a.id, { stop, description: lookAt(a, eventId, s) }] as const;
       }),
     );
     // The actor stopping while the step runs stops every look; after the step only PHOTO_LATE_MS does.
@@ -227,15 +230,15 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         l.stop.abort();
       }
     }
-    if (late.size > 0) latePhotos.take(messageId, containerTag, late, onLateStored);
+    if (late.size > 0) latePhotos.take(inboundId(eventId), eventId, containerTag, late, onLateStored);
     return described;
   }
 
-  async function moderate(text: string, signal: AbortSignal): Promise<Moderation> {
+  async function moderate(text: string, signal: AbortSignal, eventId: string): Promise<Moderation> {
     if (!text.trim()) return { flagged: false, selfHarm: false, categories: [] };
     const result = await brain.moderate(text, signal);
     // The decision is logged; the text never is.
-    if (result.flagged) log.info({ categories: result.categories }, 'moderation flagged a text');
+    if (result.flagged) log.info({ reqId: eventId, categories: result.categories }, 'moderation flagged a text');
     return result;
   }
 
@@ -271,7 +274,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         const now = Date.now();
         const debug = log.isLevelEnabled('debug');
         metrics.conversationCommitMessages.observe(processed.length);
-        for (const { commit, replyKind, applied } of processed) {
+        for (const { commit, replyKind, applied, eventId } of processed) {
           // The offline brain's replies are no model's: counted apart, so dashboards do not mistake them.
           metrics.conversationMessages.inc({
             outcome: replyKind === 'model' && brain.mode === 'offline' ? 'offline' : replyKind,
@@ -281,6 +284,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
           if (debug) {
             log.debug(
               {
+                reqId: eventId,
                 conversation: commit.kind,
                 sender: maskId(commit.relationship.userId),
                 reply: replyKind,
@@ -393,7 +397,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         think,
         recall,
         describeAttachments: (input, signal) =>
-          describeAttachments(input.attachments, inboundId(input.eventId), tag, signal, () => {
+          describeAttachments(input.attachments, input.eventId, tag, signal, () => {
             cachedTurns = null;
           }),
         lookAhead,

@@ -13,6 +13,8 @@ import type { Logger } from '../observability/logger.ts';
 import type { ConversationRepository } from '../store/conversationRepository.ts';
 
 interface Waiting {
+  /** The relay event of the message: the correlation id of the lines written for it. */
+  eventId: string;
   containerTag: string;
   /** Descriptions that came before the commit, by attachment id. */
   seen: Map<string, string>;
@@ -37,12 +39,19 @@ export class LatePhotos {
   }
 
   /**
-   * Takes over the photos of message `messageId` that were not seen in time: `looking` maps
-   * attachment ids to their description still on its way (null when it failed). `onStored`
-   * runs after each description is stored (the actor's cached turns are then stale).
+   * Takes over the photos of message `messageId` (of relay event `eventId`) that were not seen
+   * in time: `looking` maps attachment ids to their description still on its way (null when it
+   * failed). `onStored` runs after each description is stored (the actor's cached turns are
+   * then stale).
    */
-  take(messageId: string, containerTag: string, looking: Map<string, Promise<string | null>>, onStored: () => void) {
-    const waiting: Waiting = { containerTag, seen: new Map(), onStored };
+  take(
+    messageId: string,
+    eventId: string,
+    containerTag: string,
+    looking: Map<string, Promise<string | null>>,
+    onStored: () => void,
+  ) {
+    const waiting: Waiting = { eventId, containerTag, seen: new Map(), onStored };
     this.uncommitted.set(messageId, waiting);
     setTimeout(() => {
       if (this.uncommitted.get(messageId) === waiting) this.uncommitted.delete(messageId);
@@ -77,10 +86,10 @@ export class LatePhotos {
         waiting.containerTag,
       );
       if (stored) waiting.onStored();
-      this.log.debug({ attachment: attachmentId, stored }, 'a photo seen late');
+      this.log.debug({ reqId: waiting.eventId, attachment: attachmentId, stored }, 'a photo seen late');
     } catch (err) {
       this.log.warn(
-        { err: { message: (err as Error).message }, attachment: attachmentId },
+        { reqId: waiting.eventId, err: { message: (err as Error).message }, attachment: attachmentId },
         'could not store a photo seen late',
       );
     }

@@ -98,8 +98,8 @@ function deliver(cell: Cell): void {
   while (cell.state === 'running' && cell.queue.length && !busy(actor)) {
     const envelope = cell.queue.shift() as Envelope;
     cell.lastActive = Date.now();
-    // Whatever the actor starts for this event (services, their log lines) carries the
-    // sender's correlation id, not that of whatever woke the mailbox.
+    // What the actor does for this event while it handles it (its actions, their log lines)
+    // carries the sender's correlation id, not that of whatever woke the mailbox.
     if (envelope.context) withContext(envelope.context, () => actor.send(envelope.event));
     else actor.send(envelope.event);
     envelope.delivered?.();

@@ -154,8 +154,13 @@ export class TokenVault {
   /**
    * The provider sent the user back: the state is taken (once), the code exchanged, the tokens
    * stored. Any failure stores nothing (the state stays used: the user connects again).
+   * `reqId`: the request's correlation id, for the lines this writes.
    */
-  async callback(providerName: string, params: URLSearchParams): Promise<{ user: string; provider: string }> {
+  async callback(
+    providerName: string,
+    params: URLSearchParams,
+    reqId?: string,
+  ): Promise<{ user: string; provider: string }> {
     const p = this.provider(providerName);
     const state = params.get('state');
     if (!state || state.length > 1024) {
@@ -189,13 +194,13 @@ export class TokenVault {
       if (!(err instanceof ProviderFailure)) throw err;
       metrics.oauthConnects.inc({ provider: p.name, outcome: err.kind });
       this.deps.log.warn(
-        { provider: p.name, reason: err.kind, error: err.message },
+        { reqId, provider: p.name, reason: err.kind, error: err.message },
         'connecting an integration failed',
       );
       throw providerAppError(err);
     }
     metrics.oauthConnects.inc({ provider: p.name, outcome: 'connected' });
-    this.deps.log.info({ provider: p.name }, 'integration connected');
+    this.deps.log.info({ reqId, provider: p.name }, 'integration connected');
     return { user: taken.user, provider: p.name };
   }
 
@@ -203,8 +208,8 @@ export class TokenVault {
     return this.deps.repo.list(user);
   }
 
-  /** Forgets the user's tokens for `providerName` and revokes them at the provider when it can. */
-  async disconnect(user: string, providerName: string): Promise<void> {
+  /** Forgets the user's tokens for `providerName` and revokes them at the provider when it can (`reqId`: as `callback`'s). */
+  async disconnect(user: string, providerName: string, reqId?: string): Promise<void> {
     const p = this.provider(providerName);
     const removed = await this.deps.repo.remove(user, p.name);
     if (!removed) return;
@@ -217,11 +222,11 @@ export class TokenVault {
         vaultContext(user, p.name, hint === 'refresh_token' ? 'refresh' : 'access'),
       );
       const revoked = await p.revoke(token, hint);
-      this.deps.log.info({ provider: p.name, revokedAtProvider: revoked }, 'integration disconnected');
+      this.deps.log.info({ reqId, provider: p.name, revokedAtProvider: revoked }, 'integration disconnected');
     } catch (err) {
       // The tokens are forgotten here either way; the provider lets them expire.
       this.deps.log.warn(
-        { provider: p.name, error: err instanceof Error ? err.message : String(err) },
+        { reqId, provider: p.name, error: err instanceof Error ? err.message : String(err) },
         'integration disconnected; revoking at the provider failed',
       );
     }

@@ -1,5 +1,5 @@
 /**
- * pino with the correlation id of the current context on every line, tokens and
+ * pino with the correlation id of the current context (`context.ts`) on its lines, tokens and
  * credentials redacted, and pino-pretty when a person is reading; JSON lines go to stdout
  * asynchronously (flushed at exit).
  */

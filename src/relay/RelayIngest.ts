@@ -409,7 +409,7 @@ export class RelayIngest {
     if (batch.length > 1) message.more = batch.slice(1).map(item);
     const first = batch[0].event.id;
     try {
-      // The (first) event id is the correlation id of everything done for it, end to end.
+      // The (first) event id goes with the message as its correlation id (the mailbox restores it).
       await withContext({ reqId: first }, () => this.deps.host.send(CONVERSATION, key, message));
       // In a cluster the conversation may run on another process, whose commit (or failure)
       // is never heard here: the rows are that process's to track, and a sweep's if one is lost.
@@ -475,7 +475,7 @@ export class RelayIngest {
       if (row.status === 'failed') {
         metrics.relayEventsFailed.inc();
         log.warn(
-          { seq, attempts: row.attempts },
+          { reqId: row.eventId, seq, attempts: row.attempts },
           'a relay event failed every attempt; it is listed for an admin to retry',
         );
       }

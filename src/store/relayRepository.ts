@@ -67,7 +67,7 @@ export const relayQueries = {
                          processed_at = CASE WHEN attempts + 1 >= $2 THEN now() ELSE processed_at END,
                          next_attempt_at = now() + make_interval(secs => $3::float8 / 1000 * 2 ^ least(attempts, 20))
                    WHERE seq = $1 AND status = 'pending'
-               RETURNING status, attempts`,
+               RETURNING status, attempts, event_id`,
   failed: `SELECT seq, event_id, conversation_key, attempts, last_error, received_at, processed_at FROM relay_inbox
             WHERE status = 'failed' AND seq > $1 ORDER BY seq LIMIT $2`,
   retry: `UPDATE relay_inbox SET status = 'pending', attempts = 0, next_attempt_at = NULL, last_error = NULL,
@@ -182,13 +182,14 @@ export class RelayRepository {
     maxAttempts: number,
     backoffMs: number,
     error: string,
-  ): Promise<{ status: 'pending' | 'failed'; attempts: number } | null> {
-    const { rows } = await query<{ status: 'pending' | 'failed'; attempts: number }>(
+  ): Promise<{ status: 'pending' | 'failed'; attempts: number; eventId: string } | null> {
+    const { rows } = await query<{ status: 'pending' | 'failed'; attempts: number; event_id: string }>(
       this.pool,
       relayQueries.attemptFailed,
       [seq, maxAttempts, backoffMs, error.slice(0, 500)],
     );
-    return rows[0] ?? null;
+    const row = rows[0];
+    return row ? { status: row.status, attempts: row.attempts, eventId: row.event_id } : null;
   }
 
   /** Failed events after `afterSeq`, oldest first. */

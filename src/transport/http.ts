@@ -2,7 +2,8 @@
  * HTTP on uWebSockets.js: a small router whose handlers are async functions from a copied
  * request to a reply. This file is the HTTP error boundary: every error becomes the JSON
  * error body of docs/protocol.md, every response carries `x-request-id`, and the request id is the
- * correlation id of every log line written while it is handled.
+ * correlation id (`reqId`) of the request's line, of its error's line, and of every line written
+ * synchronously while it is handled (`context.ts`).
  *
  * It is also the edge a hostile client meets first: each client address has a request rate
  * and a number of bodies in flight; a route's `guard` authenticates and authorizes from the
@@ -149,14 +150,14 @@ function parseJsonObject(raw: Buffer): unknown {
   return value;
 }
 
-/** Turns any error into a reply; unexpected ones are logged with the request id. */
-export function errorReply(err: unknown, log: Logger): Reply {
+/** Turns any error into a reply; unexpected ones are logged with the request id (`reqId`, the answer's `x-request-id`). */
+export function errorReply(err: unknown, log: Logger, reqId: string): Reply {
   if (isAppError(err)) {
     const headers: Record<string, string> = err.retryAfter ? { 'retry-after': String(err.retryAfter) } : {};
-    if (err.status >= 500) log.warn({ code: err.code, err: err.cause ?? err }, err.message);
+    if (err.status >= 500) log.warn({ reqId, code: err.code, err: err.cause ?? err }, err.message);
     return { status: err.status, body: err.toBody(), headers };
   }
-  log.error({ err }, 'unexpected error');
+  log.error({ reqId, err }, 'unexpected error');
   return { status: 500, body: new AppError('internal_error', 'something went wrong on our side').toBody() };
 }
 
@@ -234,7 +235,7 @@ export function createRouter(ctx: HttpContext) {
   /** Answers an error from inside the route handler, before anything asynchronous. */
   function answerNow(res: HttpResponse, r: RequestHead, err: AppError, extra: Record<string, string> = {}): void {
     res.onAborted(() => {});
-    const reply = errorReply(err, ctx.log);
+    const reply = errorReply(err, ctx.log, r.reqId);
     writeReply(res, reply, r.reqId, { ...extra, ...ctx.headers }, announcesBody(r.headers));
     // A flood refused by its rate limit is counted in metrics, not logged line by line.
     logRequest(r, reply.status, performance.now(), reply.status === 429);
@@ -242,7 +243,7 @@ export function createRouter(ctx: HttpContext) {
 
   /**
    * One line per request: at info, except those `quiet` picks and refused floods (debug). Never
-   * a token or a phone number. It carries the request's x-request-id like every other line of it.
+   * a token or a phone number. It names the request's x-request-id (`reqId`).
    */
   function logRequest(r: RequestHead, status: number, started: number, quiet: RouteOptions<unknown>['quiet']): void {
     const level = quiet === true || (typeof quiet === 'function' && quiet(status)) ? 'debug' : 'info';
@@ -321,7 +322,7 @@ export function createRouter(ctx: HttpContext) {
       });
       withContext({ reqId: r.reqId }, () => {
         respond(r, body)
-          .catch((err) => (err instanceof RequestAborted ? undefined : errorReply(err, ctx.log)))
+          .catch((err) => (err instanceof RequestAborted ? undefined : errorReply(err, ctx.log, r.reqId)))
           .then((reply) => {
             if (!reply || aborted) return;
             ctx.metrics.httpRequests.inc({ route: name, status: String(reply.status) });

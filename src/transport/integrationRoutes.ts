@@ -85,7 +85,7 @@ export function registerIntegrationRoutes(deps: IntegrationRoutesDeps): void {
     async (req) => {
       try {
         const vault = vaultOrOff();
-        const { provider } = await vault.callback(providerParam(req), req.query);
+        const { provider } = await vault.callback(providerParam(req), req.query, req.reqId);
         return page(
           200,
           'Connected',
@@ -93,7 +93,7 @@ export function registerIntegrationRoutes(deps: IntegrationRoutesDeps): void {
         );
       } catch (err) {
         if (!isAppError(err)) {
-          log.error({ err }, 'the OAuth callback failed unexpectedly');
+          log.error({ reqId: req.reqId, err }, 'the OAuth callback failed unexpectedly');
           return page(
             500,
             'Something went wrong',
@@ -101,7 +101,7 @@ export function registerIntegrationRoutes(deps: IntegrationRoutesDeps): void {
             'internal_error',
           );
         }
-        if (err.status >= 500) log.warn({ code: err.code, err: err.cause ?? err }, err.message);
+        if (err.status >= 500) log.warn({ reqId: req.reqId, code: err.code, err: err.cause ?? err }, err.message);
         return page(err.status, 'Not connected', `${err.message}.`, err.code);
       }
     },
@@ -121,7 +121,7 @@ export function registerIntegrationRoutes(deps: IntegrationRoutesDeps): void {
     '/v1/integrations/:provider',
     async (req) => {
       const vault = vaultOrOff();
-      await vault.disconnect(req.auth.sub, providerParam(req));
+      await vault.disconnect(req.auth.sub, providerParam(req), req.reqId);
       return { status: 204 };
     },
     { guard: asUser, name: '/v1/integrations/:provider' },

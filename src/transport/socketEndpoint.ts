@@ -14,7 +14,6 @@ import { AppError, CloseCodes, Codes, type ErrorCode, isAppError } from '../erro
 import { createLocalSocketCaps, type SocketCaps } from '../limits/socketCaps.ts';
 import { KeyedLimiter } from '../limits/tokenBucket.ts';
 import { trustedProxiesOf } from '../limits/trustedProxies.ts';
-import { withContext } from '../observability/context.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { upgradeToken } from './authenticate.ts';
@@ -194,7 +193,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
     isAborted: () => boolean,
     upgrade: (data: D) => void,
   ): Promise<void> {
-    const data = await withContext({ reqId }, () => handlers.authorize(req));
+    const data = await handlers.authorize(req);
     if (isAborted()) return;
     // Counted before the upgrade: uWebSockets.js opens the socket within `upgrade`, so
     // concurrent upgrades cannot all slip under a cap.
@@ -211,7 +210,7 @@ export function createSocketEndpoint<D extends BaseSocketData>(
 
   /** Answers an upgrade with the error's status and JSON body, and its correlation id. */
   function refuse(res: HttpResponse, err: unknown, reqId: string): void {
-    const reply = withContext({ reqId }, () => errorReply(err, log));
+    const reply = errorReply(err, log, reqId);
     res.cork(() => {
       res
         .writeStatus(statusLine(reply.status))

@@ -218,7 +218,7 @@ describe('the conversation machine, direct chat', () => {
     expect(c.next.ourMessageIds).toEqual([]);
     expect(c.relationship).toEqual({ userId: ALICE, persona: 'sage', delta: { messages: 1, replies: 1, photos: 0 } });
     expect(c.forget).toBe(false);
-    expect(h.committed).toEqual([{ commit: c, replyKind: 'model', applied: true }]);
+    expect(h.committed).toEqual([{ commit: c, replyKind: 'model', applied: true, eventId: 'evt_a' }]);
   });
 
   it('screens the message and the reply, and gives the model what was recalled', async () => {

@@ -1,12 +1,15 @@
 /**
  * The logger's censoring of secrets (`src/observability/logger.ts`): what a line may carry of a
  * token, a password or an OAuth credential, at the top level and below, and that the caller's
- * objects are left as they were.
+ * objects are left as they were. And the correlation id on its lines (`context.ts`).
  */
 import { Writable } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.ts';
+import { currentContext, withContext } from '../../src/observability/context.ts';
 import { censorSecrets, createLogger } from '../../src/observability/logger.ts';
+import { errorReply } from '../../src/transport/http.ts';
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
@@ -94,5 +97,60 @@ describe('the logger', () => {
         expect(JSON.stringify(value)).toBe(before);
       }),
     );
+  });
+});
+
+describe('the correlation id (`context.ts`)', () => {
+  it('is on the lines written synchronously inside withContext, nested scopes restore the outer, a throw restores it too', () => {
+    const { lines, log } = capture();
+    withContext({ reqId: 'outer' }, () => {
+      log.info('a');
+      withContext({ reqId: 'inner' }, () => log.info('b'));
+      expect(() =>
+        withContext({ reqId: 'thrown' }, () => {
+          throw new Error('boom');
+        }),
+      ).toThrow('boom');
+      log.info('c');
+    });
+    log.info('d');
+    expect(lines.map((l) => [l.msg, l.reqId])).toEqual([
+      ['a', 'outer'],
+      ['b', 'inner'],
+      ['c', 'outer'],
+      ['d', undefined],
+    ]);
+    expect(currentContext()).toBeUndefined();
+  });
+
+  it('is not carried past an await: a line after one names its id itself, and the named id wins', async () => {
+    const { lines, log } = capture();
+    let resumed: Promise<void> = Promise.resolve();
+    withContext({ reqId: 'req-1' }, () => {
+      resumed = (async () => {
+        await null;
+        log.info('after an await');
+        log.info({ reqId: 'req-1' }, 'named');
+      })();
+      log.info({ reqId: 'evt-9' }, 'named over the scope');
+    });
+    await resumed;
+    expect(lines.map((l) => [l.msg, l.reqId])).toEqual([
+      ['named over the scope', 'evt-9'],
+      ['after an await', undefined],
+      ['named', 'req-1'],
+    ]);
+  });
+
+  it("is on an error answer's line: the 500's `unexpected error` and a 503's warning name the request id", () => {
+    const { lines, log } = capture();
+    expect(errorReply(new Error('a bug'), log, 'req-500').status).toBe(500);
+    expect(errorReply(new AppError('db_unavailable', 'the database is not answering'), log, 'req-503').status).toBe(
+      503,
+    );
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 50, reqId: 'req-500', msg: 'unexpected error' }),
+      expect.objectContaining({ level: 40, reqId: 'req-503', msg: 'the database is not answering' }),
+    ]);
   });
 });

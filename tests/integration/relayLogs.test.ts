@@ -43,7 +43,11 @@ describe('relay logs', () => {
     await relay.close();
     const parsed = () => lines.map((l) => JSON.parse(l));
     await expect
-      .poll(() => parsed().filter((l) => l.msg === 'message processed').map((l) => l.reqId))
+      .poll(() =>
+        parsed()
+          .filter((l) => l.msg === 'message processed')
+          .map((l) => l.reqId),
+      )
       .toEqual(expect.arrayContaining([calm.id, threat.id]));
     const flagged = parsed().filter((l) => l.msg === 'moderation flagged a text');
     expect(flagged).toEqual([expect.objectContaining({ reqId: threat.id, categories: ['harassment/threatening'] })]);

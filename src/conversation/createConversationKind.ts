@@ -7,7 +7,6 @@ import { type AnyActorRef, createActor, type Snapshot } from 'xstate';
 import {
   type ConversationSteps,
   conversationMachine,
-  inboundId,
   persistedResting,
   type RecallInput,
   upgradeSnapshot,
@@ -230,7 +229,7 @@ export function createConversationKind(deps: ConversationKindDeps): ActorKind<Co
         l.stop.abort();
       }
     }
-    if (late.size > 0) latePhotos.take(inboundId(eventId), eventId, containerTag, late, onLateStored);
+    if (late.size > 0) latePhotos.take(eventId, containerTag, late, onLateStored);
     return described;
   }
 

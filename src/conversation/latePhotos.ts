@@ -8,6 +8,7 @@
  * will be worked on again) is given up after PHOTO_LATE_MS. At most `maxInFlight` photos are
  * looked at late at a time: past that, a photo not seen in time is not looked at again.
  */
+import { inboundId } from '../../actors/conversation.machine.ts';
 import { PHOTO_PENDING } from '../../actors/conversationRules.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ConversationRepository } from '../store/conversationRepository.ts';
@@ -39,18 +40,12 @@ export class LatePhotos {
   }
 
   /**
-   * Takes over the photos of message `messageId` (of relay event `eventId`) that were not seen
-   * in time: `looking` maps attachment ids to their description still on its way (null when it
-   * failed). `onStored` runs after each description is stored (the actor's cached turns are
-   * then stale).
+   * Takes over the photos of the message of relay event `eventId` that were not seen in time:
+   * `looking` maps attachment ids to their description still on its way (null when it failed).
+   * `onStored` runs after each description is stored (the actor's cached turns are then stale).
    */
-  take(
-    messageId: string,
-    eventId: string,
-    containerTag: string,
-    looking: Map<string, Promise<string | null>>,
-    onStored: () => void,
-  ) {
+  take(eventId: string, containerTag: string, looking: Map<string, Promise<string | null>>, onStored: () => void) {
+    const messageId = inboundId(eventId);
     const waiting: Waiting = { eventId, containerTag, seen: new Map(), onStored };
     this.uncommitted.set(messageId, waiting);
     setTimeout(() => {

@@ -10,7 +10,7 @@ import type { RunningServer } from '../../src/server.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { api } from '../helpers/http.ts';
 import { connectRelay, outcomeOf, postEvents, relayEvent } from '../helpers/relay.ts';
-import { startTestServer } from '../helpers/server.ts';
+import { startLoggedServer } from '../helpers/server.ts';
 import { token } from '../helpers/tokens.ts';
 
 const ALICE = '+15556200001';
@@ -18,17 +18,18 @@ const BOB = '+15556200002';
 const MAX_ATTEMPTS = 3;
 
 let server: RunningServer;
+let lines: string[];
 let db: TestDatabase;
 let relayToken: string;
 let adminToken: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  server = await startTestServer(db.url, {
+  ({ server, lines } = await startLoggedServer(db.url, {
     RELAY_INBOX_SWEEP_MS: '100',
     RELAY_RETRY_BACKOFF_MS: '50',
     RELAY_MAX_ATTEMPTS: String(MAX_ATTEMPTS),
-  });
+  }));
   relayToken = await token('relay-admin', { role: 'relay' });
   adminToken = await token('admin-1', { role: 'admin' });
   // Inserting a message listed in `poison` fails its whole commit: the conversation stops.
@@ -73,6 +74,9 @@ describe('relay events that keep failing', () => {
     expect((await inboxOf(id)).attempts).toBe(MAX_ATTEMPTS);
     expect(await metric('archety_relay_events_failed_total')).toBe(1);
     expect(await metric('archety_relay_event_attempts_failed_total')).toBe(MAX_ATTEMPTS);
+    // Its line names it, so the logs can be searched for the id the admin list shows.
+    const failedLines = lines.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith('a relay event failed every'));
+    expect(failedLines).toEqual([expect.objectContaining({ reqId: id, attempts: MAX_ATTEMPTS })]);
 
     const list = await api(server.url, 'GET', '/v1/admin/failed-events', { token: adminToken });
     expect(list.status).toBe(200);

@@ -14,7 +14,7 @@ import { AppError, CloseCodes, Codes } from '../errors.ts';
 import type { SocketCaps } from '../limits/socketCaps.ts';
 import { TokenBucket } from '../limits/tokenBucket.ts';
 import type { MiniappChannel } from '../miniapp/createMiniappKind.ts';
-import { opFrameSchema, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
+import { parseOpFrame, resumeFrameSchema } from '../miniapp/frameSchemas.ts';
 import type { MiniappService } from '../miniapp/miniappService.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -175,7 +175,7 @@ export function registerMiniappSocket(deps: MiniappSocketDeps, sockets: MiniappS
       const d = ws.getUserData();
       if (frame.type === 'op') {
         const ref = typeof frame.opId === 'string' && frame.opId.length <= 200 ? frame.opId : undefined;
-        const parsed = opFrameSchema.safeParse(frame);
+        const parsed = parseOpFrame(frame);
         if (!parsed.success) {
           endpoint.badFrame(ws, Codes.validation_failed, describeIssue(parsed.error.issues[0]).message, ref);
           return;

@@ -28,8 +28,13 @@ export class OpLog {
    */
   private entries: (LoggedOp | undefined)[];
   private head = 0;
-  /** user → opId → entry: nested maps, so a lookup builds no key string. */
-  private readonly byUser = new Map<string, Map<string, LoggedOp>>();
+  /**
+   * opId → entry, one map: users choose their opIds, so two may choose the same one, and the
+   * entry of the later is then in `clashes`, by (user, opId). Nested maps per user cost a
+   * second lookup on every op and grew and shrank a map per user (bench/README.md).
+   */
+  private readonly byOpId = new Map<string, LoggedOp>();
+  private clashes: Map<string, LoggedOp> | undefined = undefined;
   /** The paths the held ops touched (those from `indexedFrom` on). */
   private readonly paths = new PathIndex();
   /** Ops prepended from the store are not in `paths`: they are all older than this version. */
@@ -67,23 +72,27 @@ export class OpLog {
   }
 
   find(by: string, opId: string): LoggedOp | undefined {
-    return this.byUser.get(by)?.get(opId);
+    const e = this.byOpId.get(opId);
+    if (e?.by === by) return e;
+    return this.clashes?.get(clashKey(by, opId));
   }
 
   private index(e: LoggedOp): void {
-    let ops = this.byUser.get(e.by);
-    if (!ops) {
-      ops = new Map();
-      this.byUser.set(e.by, ops);
+    const held = this.byOpId.get(e.opId);
+    if (held === undefined || held.by === e.by) {
+      this.byOpId.set(e.opId, e);
+      return;
     }
-    ops.set(e.opId, e);
+    this.clashes ??= new Map();
+    this.clashes.set(clashKey(e.by, e.opId), e);
   }
 
   private unindex(e: LoggedOp): void {
-    const ops = this.byUser.get(e.by);
-    if (ops?.get(e.opId) !== e) return;
-    ops.delete(e.opId);
-    if (ops.size === 0) this.byUser.delete(e.by);
+    if (this.byOpId.get(e.opId) === e) this.byOpId.delete(e.opId);
+    else if (this.clashes?.get(clashKey(e.by, e.opId)) === e) {
+      this.clashes.delete(clashKey(e.by, e.opId));
+      if (this.clashes.size === 0) this.clashes = undefined;
+    }
   }
 
   /** Entries with versions > `version`, ascending. */
@@ -161,3 +170,6 @@ export class OpLog {
     return this.entries[this.head] as LoggedOp;
   }
 }
+
+/** The key of an entry whose opId another user's entry holds: an opId has no U+0000 (the frame's text rule), so the key's last one splits it. */
+const clashKey = (by: string, opId: string) => `${by}\u0000${opId}`;

@@ -1,5 +1,6 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type LoggedOp, OpLog } from '../../actors/OpLog.ts';
 
@@ -127,5 +128,62 @@ describe('OpLog.prepend', () => {
     log.append(op(12));
     log.trim(12);
     expect(log.toArray().map((e) => e.version)).toEqual([8, 9, 10, 11, 12]);
+  });
+
+  it('finds each user’s op when two users chose the same opId, before and after either is trimmed', () => {
+    const log = new OpLog([entry(1, 'ann', 'same'), entry(2, 'bob', 'same'), entry(3, 'cy', 'same')], 2);
+    expect(log.find('ann', 'same')?.version).toBe(1);
+    expect(log.find('bob', 'same')?.version).toBe(2);
+    expect(log.find('cy', 'same')?.version).toBe(3);
+    expect(log.find('dee', 'same')).toBeUndefined();
+    log.trim(3);
+    expect(log.find('ann', 'same')).toBeUndefined();
+    expect(log.find('bob', 'same')?.version).toBe(2);
+    log.append(entry(4, 'ann', 'same'));
+    log.trim(4);
+    expect(log.find('bob', 'same')).toBeUndefined();
+    expect(log.find('cy', 'same')?.version).toBe(3);
+    expect(log.find('ann', 'same')?.version).toBe(4);
+  });
+
+  it('finds by (user, opId) exactly the held entries, across appends, trims and prepends (property)', () => {
+    const step = fc.oneof(
+      fc.record({
+        t: fc.constant('append' as const),
+        // A user id may hold U+0000 (an opId may not): 'a\u0000b' and 'a' never share a key.
+        by: fc.constantFrom('ann', 'bob', 'a', 'a\u0000b'),
+        opId: fc.constantFrom('x', 'y', 'b'),
+      }),
+      fc.record({ t: fc.constant('trim' as const) }),
+      fc.record({ t: fc.constant('prepend' as const), n: fc.integer({ min: 1, max: 4 }) }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5 }), fc.array(step, { maxLength: 60 }), (window, steps) => {
+        // Every op ever made, by version: what the store would hold.
+        const made: LoggedOp[] = [];
+        const log = new OpLog([], window);
+        for (const s of steps) {
+          if (s.t === 'append') {
+            // A (user, opId) the log still holds is a resend: not appended again.
+            if (log.find(s.by, s.opId)) continue;
+            const e = entry(made.length + 1, s.by, s.opId);
+            made.push(e);
+            log.append(e);
+          } else if (s.t === 'trim') log.trim(made.length);
+          else {
+            const first = log.firstVersion(made.length + 1);
+            log.prepend(made.slice(Math.max(0, first - 1 - s.n), first - 1), window + 4);
+          }
+          const held = log.toArray();
+          for (const by of ['ann', 'bob', 'a', 'a\u0000b', 'cy']) {
+            for (const opId of ['x', 'y', 'b']) {
+              const expected = held.filter((e) => e.by === by && e.opId === opId);
+              expect(log.find(by, opId)).toBe(expected.at(-1));
+            }
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
